@@ -1,0 +1,5 @@
+//! Where records come from and where they go.
+
+pub mod dead_letter;
+pub mod sink;
+pub mod source;

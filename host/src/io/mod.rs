@@ -1,0 +1,3 @@
+//! Outgoing I/O performed by the host on behalf of plugins.
+
+pub mod http;

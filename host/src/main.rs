@@ -1,0 +1,128 @@
+//! The `waio` command: run or check a pipeline, or start the mock provider.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use waio::manifest::Manifest;
+use waio::pipeline;
+
+#[derive(Parser)]
+#[command(name = "waio", version, about = "Flink-compatible async I/O with WebAssembly enrichers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline to the end of its input.
+    Run {
+        /// The pipeline manifest (TOML).
+        pipeline: PathBuf,
+        /// Also write the run summary as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+        /// Do not print the summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate a pipeline: parse the manifest, load and type-check every plugin.
+    Check {
+        /// The pipeline manifest (TOML).
+        pipeline: PathBuf,
+    },
+    /// Serve the OpenAI-compatible mock provider (tests and demos).
+    MockProvider(#[command(flatten)] waio_mock_provider::MockConfig),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WAIO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,waio=info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // Exit here rather than waiting for a source blocked on stdin.
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Run {
+            pipeline: path,
+            summary_json,
+            quiet,
+        } => {
+            let manifest = Manifest::load(&path)?;
+            let summary = runtime.block_on(pipeline::run(&manifest))?;
+            if !quiet {
+                eprint!("{}", summary.render());
+            }
+            if let Some(out) = summary_json {
+                let json = serde_json::to_string_pretty(&summary)?;
+                std::fs::write(&out, json).with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            Ok(())
+        }
+        Command::Check { pipeline: path } => {
+            let manifest = Manifest::load(&path)?;
+            let plugins = pipeline::load_plugins(&manifest)?;
+            println!("pipeline {} ({}): ok", manifest.name, path.display());
+            println!("  source: {}", waio::connectors::source::source_label(&manifest.source));
+            for (op, plugin) in manifest.operators.iter().zip(&plugins) {
+                println!(
+                    "  operator {}: {} implements waio:enricher/enricher-plugin@0.1.0; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}]",
+                    op.name,
+                    op.plugin.display(),
+                    op.capacity,
+                    op.timeout
+                        .map(|t| humantime::format_duration(t).to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    if op.ordered { "ordered" } else { "unordered" },
+                    op.on_failure,
+                    op.on_timeout,
+                    op.allowed_hosts
+                        .iter()
+                        .map(|r| match r.port {
+                            Some(p) => format!("{}:{p}", r.host),
+                            None => r.host.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    op.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+                );
+                let wasi: Vec<&str> = plugin
+                    .imports
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|i| !i.starts_with("waio:"))
+                    .collect();
+                if !wasi.is_empty() {
+                    println!("    also imports (sandboxed): {}", wasi.join(", "));
+                }
+            }
+            println!("  sink: {:?}", manifest.sink);
+            Ok(())
+        }
+        Command::MockProvider(config) => {
+            runtime.block_on(waio_mock_provider::serve_forever(config))?;
+            Ok(())
+        }
+    }
+}

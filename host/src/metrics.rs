@@ -1,0 +1,120 @@
+//! The run summary: what went in, what came out, how fast, how much it cost.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::operator::OperatorReport;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorSummary {
+    pub name: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub filtered: u64,
+    pub dead_lettered: u64,
+    pub timed_out: u64,
+    pub traps: u64,
+    pub http_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+impl From<&OperatorReport> for OperatorSummary {
+    fn from(r: &OperatorReport) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let empty = r.latency_us.is_empty();
+        OperatorSummary {
+            name: r.name.clone(),
+            records_in: r.records_in,
+            records_out: r.records_out,
+            filtered: r.filtered,
+            dead_lettered: r.dead_lettered,
+            timed_out: r.timed_out,
+            traps: r.traps,
+            http_calls: r.http_calls,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            latency_p50_ms: if empty { 0.0 } else { ms(r.latency_us.value_at_quantile(0.5)) },
+            latency_p99_ms: if empty { 0.0 } else { ms(r.latency_us.value_at_quantile(0.99)) },
+            latency_max_ms: if empty { 0.0 } else { ms(r.latency_us.max()) },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub pipeline: String,
+    /// Records read from the source (malformed ones included).
+    pub records_in: u64,
+    pub watermarks_in: u64,
+    /// Records written to the sink.
+    pub records_out: u64,
+    /// Dead letters written, by the source and all operators.
+    pub dead_lettered: u64,
+    pub elapsed_s: f64,
+    /// Input records per second of wall time.
+    pub throughput_per_s: f64,
+    /// Time from start to the first record written, if any.
+    pub first_output_ms: Option<f64>,
+    pub cpu_s: f64,
+    pub cpu_us_per_record: f64,
+    pub peak_rss_mib: f64,
+    pub operators: Vec<OperatorSummary>,
+}
+
+impl RunSummary {
+    /// Human-readable lines for stderr.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "pipeline {}: {} records in, {} out, {} dead-lettered in {:.3}s ({:.0} records/s; first output after {}; cpu {:.2} µs/record; peak RSS {:.1} MiB)\n",
+            self.pipeline,
+            self.records_in,
+            self.records_out,
+            self.dead_lettered,
+            self.elapsed_s,
+            self.throughput_per_s,
+            self.first_output_ms
+                .map(|ms| format!("{ms:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            self.cpu_us_per_record,
+            self.peak_rss_mib,
+        );
+        for op in &self.operators {
+            text.push_str(&format!(
+                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} HTTP calls, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n",
+                op.name,
+                op.records_in,
+                op.records_out,
+                op.filtered,
+                op.dead_lettered,
+                op.timed_out,
+                op.traps,
+                op.http_calls,
+                op.input_tokens,
+                op.output_tokens,
+                op.latency_p50_ms,
+                op.latency_p99_ms,
+                op.latency_max_ms,
+            ));
+        }
+        text
+    }
+}
+
+/// CPU time (user + system) and peak resident set size of this process so far.
+pub fn process_usage() -> (Duration, f64) {
+    // SAFETY: getrusage only writes into the struct we hand it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return (Duration::ZERO, 0.0);
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    // ru_maxrss is in KiB on Linux.
+    (cpu, usage.ru_maxrss as f64 / 1024.0)
+}

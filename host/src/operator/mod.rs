@@ -1,0 +1,640 @@
+//! The async-wait operator: Flink's `AsyncWaitOperator` with a WebAssembly plugin as the
+//! `AsyncFunction`.
+//!
+//! One tokio task owns the operator: its queue, its plugin instances and its timers. It reacts to
+//! three things (input, HTTP answers, timer expiry) and after each one emits whatever the queue
+//! lets leave. Capacity bounds the queue; while it is full the task stops reading input, which
+//! backs up the channel and so the source (backpressure), while answers, timers and emission go on.
+
+pub mod queue;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use crate::connectors::dead_letter::{DeadLetter, DeadLetters};
+use crate::io::http::HttpGateway;
+use crate::manifest::{OperatorConfig, Policy};
+use crate::plugin::bindings::{Event, FailureKind, HttpError, HttpResponse};
+use crate::plugin::{Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance};
+use crate::record::{Batch, Element, Message, Record, StageReceiver, StageSender, BATCH_SIZE};
+use queue::{ElementQueue, Emitted};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("operator {operator:?}: record {record} failed: {message}")]
+    RecordFailed {
+        operator: String,
+        record: String,
+        message: String,
+    },
+    #[error("operator {operator:?}: could not complete the stream element {record}: timed out after {timeout}{detail}")]
+    TimedOut {
+        operator: String,
+        record: String,
+        timeout: String,
+        detail: String,
+    },
+    #[error("operator {operator:?}: {source}")]
+    Plugin {
+        operator: String,
+        #[source]
+        source: PluginError,
+    },
+    #[error("operator {operator:?}: plugin trapped while opening a fresh instance: {trap}")]
+    OpenTrapped { operator: String, trap: GuestTrap },
+    #[error("operator {operator:?}: cannot write a dead letter: {source}")]
+    DeadLetter {
+        operator: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("operator {operator:?}: the stage before it stopped without finishing")]
+    UpstreamFailed { operator: String },
+    #[error("operator {operator:?}: the next stage stopped")]
+    DownstreamGone { operator: String },
+}
+
+/// What an operator did, for the run summary.
+#[derive(Debug, Clone)]
+pub struct OperatorReport {
+    pub name: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Records completed with no output (filtered out).
+    pub filtered: u64,
+    pub dead_lettered: u64,
+    pub timed_out: u64,
+    pub traps: u64,
+    pub http_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Time from entering the operator to leaving it, microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl OperatorReport {
+    fn new(name: &str) -> Self {
+        OperatorReport {
+            name: name.to_string(),
+            records_in: 0,
+            records_out: 0,
+            filtered: 0,
+            dead_lettered: 0,
+            timed_out: 0,
+            traps: 0,
+            http_calls: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            // 1 µs .. 1 hour at 3 significant digits; the bounds are constants, so this cannot fail.
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
+        }
+    }
+}
+
+/// The answer to one plugin request, on its way back to the operator task.
+struct CallDone {
+    instance: usize,
+    generation: u64,
+    call_id: u64,
+    owner: Option<u64>,
+    result: Result<HttpResponse, HttpError>,
+}
+
+struct Slot {
+    instance: PluginInstance,
+    generation: u64,
+}
+
+/// A record inside the operator.
+struct Entry {
+    input: Record,
+    attempt: u32,
+    instance: usize,
+    segment: u64,
+    entered: Instant,
+    timed_out: bool,
+    done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Failure,
+    Timeout,
+}
+
+pub struct AsyncWaitOperator {
+    config: OperatorConfig,
+    component: Arc<PluginComponent>,
+    gateway: Arc<HttpGateway>,
+    dead_letters: DeadLetters,
+    source_label: Arc<str>,
+    slots: Vec<Slot>,
+    next_slot: usize,
+    queue: ElementQueue,
+    entries: HashMap<u64, Entry>,
+    next_seq: u64,
+    /// Record deadlines in entry order; with one timeout per operator they are sorted.
+    deadlines: VecDeque<(Instant, u64)>,
+    answers_tx: crossbeam_channel::Sender<CallDone>,
+    answers_rx: crossbeam_channel::Receiver<CallDone>,
+    /// Where HTTP requests run.
+    runtime: tokio::runtime::Handle,
+    /// Answers made by the host itself (refused requests), delivered on the next turn.
+    local_answers: VecDeque<CallDone>,
+    emitted: Vec<Emitted>,
+    report: OperatorReport,
+}
+
+impl AsyncWaitOperator {
+    /// Makes and opens the plugin instances. Fails if the plugin cannot be opened.
+    pub fn new(
+        config: OperatorConfig,
+        component: Arc<PluginComponent>,
+        gateway: Arc<HttpGateway>,
+        dead_letters: DeadLetters,
+        source_label: Arc<str>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, OperatorError> {
+        let (answers_tx, answers_rx) = crossbeam_channel::unbounded();
+        let mut operator = AsyncWaitOperator {
+            queue: ElementQueue::new(config.ordered),
+            report: OperatorReport::new(&config.name),
+            config,
+            component,
+            gateway,
+            dead_letters,
+            source_label,
+            slots: Vec::new(),
+            next_slot: 0,
+            entries: HashMap::new(),
+            next_seq: 0,
+            deadlines: VecDeque::new(),
+            answers_tx,
+            answers_rx,
+            runtime,
+            local_answers: VecDeque::new(),
+            emitted: Vec::new(),
+        };
+        for _ in 0..operator.config.instances.max(1) {
+            let instance = operator.fresh_instance()?;
+            operator.slots.push(Slot {
+                instance,
+                generation: 0,
+            });
+        }
+        Ok(operator)
+    }
+
+    fn fresh_instance(&mut self) -> Result<PluginInstance, OperatorError> {
+        let operator = self.config.name.clone();
+        let mut instance = self
+            .component
+            .instantiate()
+            .map_err(|source| OperatorError::Plugin {
+                operator: operator.clone(),
+                source,
+            })?;
+        match instance.open(&self.config.config_json) {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(message)) => Err(OperatorError::Plugin {
+                operator,
+                source: PluginError::Open {
+                    plugin: self.component.name().to_string(),
+                    message,
+                },
+            }),
+            Err(trap) => Err(OperatorError::OpenTrapped { operator, trap }),
+        }
+    }
+
+    /// Runs until the input ends and everything has been emitted, or a record fails the job.
+    ///
+    /// Runs on a thread of its own, Flink's task thread: guest calls are synchronous (WASI's
+    /// blocking calls, such as a plugin writing to stderr, must not run on an async worker) and
+    /// the loop waits on its mailbox (input, HTTP answers, the next deadline) between them.
+    pub fn run(mut self, input: StageReceiver, output: StageSender) -> Result<OperatorReport, OperatorError> {
+        let mut pending_input: VecDeque<Element> = VecDeque::new();
+        let mut input_done = false;
+        let mut out: Batch = Vec::with_capacity(BATCH_SIZE);
+        let answers_rx = self.answers_rx.clone();
+        let downstream_gone = |name: &str| OperatorError::DownstreamGone {
+            operator: name.to_string(),
+        };
+
+        loop {
+            // Make every step that needs no waiting: admit input while there is room
+            // (FLINK-SEMANTICS 9, 10), deliver refused requests, emit what may leave.
+            loop {
+                while self.queue.len() < self.config.capacity {
+                    match pending_input.pop_front() {
+                        Some(element) => self.admit(element)?,
+                        None => break,
+                    }
+                }
+                while let Some(done) = self.local_answers.pop_front() {
+                    self.deliver(done)?;
+                }
+                self.emit(&mut out);
+                let can_admit = self.queue.len() < self.config.capacity && !pending_input.is_empty();
+                if !can_admit && self.local_answers.is_empty() {
+                    break;
+                }
+            }
+            if !out.is_empty() {
+                let batch = std::mem::replace(&mut out, Vec::with_capacity(BATCH_SIZE));
+                output
+                    .send(Message::Batch(batch))
+                    .map_err(|_| downstream_gone(&self.config.name))?;
+            }
+            if input_done && pending_input.is_empty() && self.queue.is_empty() {
+                break;
+            }
+
+            // Wait for the next thing to happen. Input is taken only when there is room for it.
+            let want_input = !input_done && pending_input.is_empty() && self.queue.len() < self.config.capacity;
+            let deadline = self.next_deadline();
+            let mut select = crossbeam_channel::Select::new();
+            let answers_index = select.recv(&answers_rx);
+            if want_input {
+                select.recv(&input);
+            }
+            let ready = match deadline {
+                Some(at) => select.select_deadline(at).ok(),
+                None => Some(select.select()),
+            };
+            match ready {
+                None => self.fire_timeouts(Instant::now())?,
+                Some(op) if op.index() == answers_index => {
+                    if let Ok(done) = op.recv(&answers_rx) {
+                        self.deliver(done)?;
+                    }
+                    // Take every answer that is already there before emitting.
+                    while let Ok(done) = answers_rx.try_recv() {
+                        self.deliver(done)?;
+                    }
+                }
+                Some(op) => match op.recv(&input) {
+                    Ok(Message::Batch(batch)) => pending_input.extend(batch),
+                    Ok(Message::End) => input_done = true,
+                    Err(_) => return Err(OperatorError::UpstreamFailed { operator: self.config.name.clone() }),
+                },
+            }
+            if deadline.is_some_and(|at| at <= Instant::now()) {
+                self.fire_timeouts(Instant::now())?;
+            }
+        }
+
+        output.send(Message::End).map_err(|_| downstream_gone(&self.config.name))?;
+        for slot in &mut self.slots {
+            if let Err(trap) = slot.instance.close() {
+                tracing::warn!(operator = %self.config.name, "plugin trapped in close: {trap}");
+            }
+        }
+        Ok(self.report)
+    }
+
+    fn record_label(&self, line: u64) -> String {
+        format!("{}:{}", self.source_label, line)
+    }
+
+    fn admit(&mut self, element: Element) -> Result<(), OperatorError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match element {
+            Element::Watermark(ts) => {
+                self.queue.push_watermark(seq, ts);
+                Ok(())
+            }
+            Element::Record(input) => {
+                self.report.records_in += 1;
+                let segment = self.queue.segment_of_next();
+                self.queue.push_record(seq);
+                let instance = self.next_slot;
+                self.next_slot = (self.next_slot + 1) % self.slots.len();
+                let entered = Instant::now();
+                if let Some(timeout) = self.config.timeout {
+                    self.deadlines.push_back((entered + timeout, seq));
+                }
+                self.entries.insert(
+                    seq,
+                    Entry {
+                        input,
+                        attempt: 0,
+                        instance,
+                        segment,
+                        entered,
+                        timed_out: false,
+                        done: false,
+                    },
+                );
+                self.invoke(seq)
+            }
+        }
+    }
+
+    /// Calls the plugin's `async-invoke` for a pending record and applies what it did.
+    fn invoke(&mut self, seq: u64) -> Result<(), OperatorError> {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return Ok(());
+        };
+        let slot = entry.instance;
+        let attempt = entry.attempt;
+        let slots = &mut self.slots;
+        let result = with_event(&mut entry.input, |event| slots[slot].instance.invoke(seq, attempt, event));
+        self.after_call(slot, result, Some((seq, Cause::Failure)))
+    }
+
+    /// Applies a guest call's effects; on a trap replaces the instance.
+    fn after_call(
+        &mut self,
+        slot: usize,
+        result: Result<(), GuestTrap>,
+        serving: Option<(u64, Cause)>,
+    ) -> Result<(), OperatorError> {
+        let effects = self.slots[slot].instance.take_effects();
+        if !effects.is_empty() {
+            self.apply(slot, effects)?;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(trap) => self.handle_trap(slot, trap, serving),
+        }
+    }
+
+    fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
+        for (_owner, usage) in effects.usage {
+            self.report.input_tokens += u64::from(usage.input_tokens);
+            self.report.output_tokens += u64::from(usage.output_tokens);
+        }
+        for call in effects.calls {
+            self.start_call(slot, call);
+        }
+        for completion in effects.completions {
+            let Some(entry) = self.entries.get_mut(&completion.seq) else {
+                continue; // already emitted
+            };
+            // First completion wins (FLINK-SEMANTICS 7); a completion from an earlier attempt is stale.
+            if entry.done || entry.attempt != completion.attempt {
+                continue;
+            }
+            match completion.result {
+                Ok(events) => self.complete(completion.seq, events),
+                Err(failure) => {
+                    let cause = if entry.timed_out {
+                        Cause::Timeout
+                    } else {
+                        Cause::Failure
+                    };
+                    let kind = match failure.kind {
+                        FailureKind::Retriable => "retriable",
+                        FailureKind::Fatal => "fatal",
+                    };
+                    self.fail(completion.seq, cause, kind, failure.message)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, seq: u64, events: Vec<Event>) {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        entry.done = true;
+        let timestamp = entry.input.timestamp;
+        let line = entry.input.line;
+        let outputs: Vec<Record> = events
+            .into_iter()
+            .map(|event| Record {
+                key: event.key,
+                // Every output carries its input's event time (FLINK-SEMANTICS 5).
+                timestamp,
+                payload: event.payload,
+                line,
+            })
+            .collect();
+        if outputs.is_empty() {
+            self.report.filtered += 1;
+        }
+        self.report.records_out += outputs.len() as u64;
+        let segment = entry.segment;
+        self.queue.complete(seq, segment, outputs);
+    }
+
+    /// A record failed: fail the job or dead-letter it, as the operator's policy says.
+    fn fail(&mut self, seq: u64, cause: Cause, kind: &str, message: String) -> Result<(), OperatorError> {
+        let Some(entry) = self.entries.get(&seq) else {
+            return Ok(());
+        };
+        let (policy, reason) = match cause {
+            Cause::Failure => (self.config.on_failure, "failure"),
+            Cause::Timeout => (self.config.on_timeout, "timeout"),
+        };
+        if cause == Cause::Timeout {
+            self.report.timed_out += 1;
+        }
+        let record = self.record_label(entry.input.line);
+        let timeout_text = self
+            .config
+            .timeout
+            .map(|t| humantime::format_duration(t).to_string())
+            .unwrap_or_default();
+        match policy {
+            Policy::Fail => Err(match cause {
+                Cause::Failure => OperatorError::RecordFailed {
+                    operator: self.config.name.clone(),
+                    record,
+                    message: format!("{message} ({kind})"),
+                },
+                Cause::Timeout => OperatorError::TimedOut {
+                    operator: self.config.name.clone(),
+                    record,
+                    timeout: timeout_text,
+                    detail: format!(": {message}"),
+                },
+            }),
+            Policy::DeadLetter => {
+                let letter = DeadLetter {
+                    stage: &self.config.name,
+                    reason,
+                    error: &message,
+                    retriable: Some(kind == "retriable"),
+                    record: &entry.input,
+                };
+                self.dead_letters
+                    .write(&letter)
+                    .map_err(|source| OperatorError::DeadLetter {
+                        operator: self.config.name.clone(),
+                        source,
+                    })?;
+                self.report.dead_lettered += 1;
+                // The record leaves the operator at its position with no output.
+                if let Some(entry) = self.entries.get_mut(&seq) {
+                    entry.done = true;
+                    let segment = entry.segment;
+                    self.queue.complete(seq, segment, Vec::new());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A guest call trapped: the instance is gone. The record it was serving fails; every other
+    /// record that lived in that instance is invoked again on a fresh one.
+    fn handle_trap(
+        &mut self,
+        slot: usize,
+        trap: GuestTrap,
+        serving: Option<(u64, Cause)>,
+    ) -> Result<(), OperatorError> {
+        self.report.traps += 1;
+        tracing::warn!(operator = %self.config.name, "plugin instance discarded: {trap}");
+        let fresh = self.fresh_instance()?;
+        let old = std::mem::replace(&mut self.slots[slot].instance, fresh);
+        drop(old);
+        self.slots[slot].generation += 1;
+
+        if let Some((seq, cause)) = serving {
+            if self.entries.get(&seq).is_some_and(|e| !e.done) {
+                self.fail(seq, cause, "fatal", trap.0.clone())?;
+            }
+        }
+        let mut orphans: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.done && e.instance == slot)
+            .map(|(seq, _)| *seq)
+            .collect();
+        orphans.sort_unstable();
+        for seq in orphans {
+            if let Some(entry) = self.entries.get_mut(&seq) {
+                if entry.done {
+                    continue;
+                }
+                entry.attempt += 1;
+                entry.timed_out = false;
+            }
+            self.invoke(seq)?;
+        }
+        Ok(())
+    }
+
+    fn start_call(&mut self, slot: usize, call: OutgoingCall) {
+        self.report.http_calls += 1;
+        let generation = self.slots[slot].generation;
+        let OutgoingCall { id, owner, request } = call;
+        match self.gateway.prepare(request) {
+            Err(refused) => self.local_answers.push_back(CallDone {
+                instance: slot,
+                generation,
+                call_id: id,
+                owner,
+                result: Err(refused),
+            }),
+            Ok(prepared) => {
+                let gateway = Arc::clone(&self.gateway);
+                let answers = self.answers_tx.clone();
+                self.runtime.spawn(async move {
+                    let result = gateway.execute(prepared).await;
+                    // The operator may be gone (job failed); then the answer is not needed.
+                    let _ = answers.send(CallDone {
+                        instance: slot,
+                        generation,
+                        call_id: id,
+                        owner,
+                        result,
+                    });
+                });
+            }
+        }
+    }
+
+    /// Hands an HTTP answer to the instance that asked, unless that instance has been replaced.
+    fn deliver(&mut self, done: CallDone) -> Result<(), OperatorError> {
+        let Some(slot) = self.slots.get_mut(done.instance) else {
+            return Ok(());
+        };
+        if slot.generation != done.generation {
+            return Ok(());
+        }
+        let serving = done
+            .owner
+            .filter(|seq| self.entries.get(seq).is_some_and(|e| !e.done))
+            .map(|seq| {
+                let timed_out = self.entries.get(&seq).is_some_and(|e| e.timed_out);
+                (seq, if timed_out { Cause::Timeout } else { Cause::Failure })
+            });
+        let result = slot.instance.on_response(done.owner, done.call_id, &done.result);
+        self.after_call(done.instance, result, serving)
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(at, seq)) = self.deadlines.front() {
+            if self.entries.get(&seq).is_some_and(|e| !e.done) {
+                return Some(at);
+            }
+            self.deadlines.pop_front();
+        }
+        None
+    }
+
+    /// Calls the plugin's `timeout` for every pending record whose time is up (FLINK-SEMANTICS 12-15).
+    fn fire_timeouts(&mut self, now: Instant) -> Result<(), OperatorError> {
+        while let Some(&(at, seq)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(entry) = self.entries.get_mut(&seq) else {
+                continue;
+            };
+            if entry.done {
+                continue;
+            }
+            entry.timed_out = true;
+            let slot = entry.instance;
+            let attempt = entry.attempt;
+            let slots = &mut self.slots;
+            let result = with_event(&mut entry.input, |event| slots[slot].instance.timeout(seq, attempt, event));
+            self.after_call(slot, result, Some((seq, Cause::Timeout)))?;
+            if self.entries.get(&seq).is_some_and(|e| !e.done) {
+                // The plugin's `timeout` left the record open: it has timed out.
+                self.fail(seq, Cause::Timeout, "retriable", "the plugin's timeout handler did not complete the record".into())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, out: &mut Batch) {
+        self.queue.drain_ready(&mut self.emitted);
+        for emitted in self.emitted.drain(..) {
+            match emitted {
+                Emitted::Record { seq, outputs } => {
+                    if let Some(entry) = self.entries.remove(&seq) {
+                        let micros = entry.entered.elapsed().as_micros() as u64;
+                        let _ = self.report.latency_us.record(micros.max(1));
+                    }
+                    out.extend(outputs.into_iter().map(Element::Record));
+                }
+                Emitted::Watermark(ts) => out.push(Element::Watermark(ts)),
+            }
+        }
+    }
+}
+
+/// Lends a record to a guest call as a WIT `event` without copying its payload.
+fn with_event<R>(record: &mut Record, f: impl FnOnce(&Event) -> R) -> R {
+    let event = Event {
+        key: record.key.take(),
+        timestamp: record.timestamp,
+        payload: std::mem::take(&mut record.payload),
+    };
+    let result = f(&event);
+    record.key = event.key;
+    record.payload = event.payload;
+    result
+}

@@ -1,0 +1,14 @@
+//! Host bindings generated from `wit/waio.wit`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "enricher-plugin",
+    with: {
+        "waio:enricher/completion.result-future": super::host::FutureRef,
+    },
+    imports: { default: trappable },
+});
+
+pub use self::waio::enricher::types::{
+    Event, Failure, FailureKind, HttpError, HttpRequest, HttpResponse, LogLevel, TokenUsage,
+};

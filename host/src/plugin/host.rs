@@ -1,0 +1,154 @@
+//! What the host gives a plugin instance: the store's data and the WIT imports.
+//!
+//! Guest calls never act on the pipeline directly. Every import (complete, send, report) only
+//! records an [`Effects`] entry; the operator drains them after the guest call returns. That keeps
+//! the operator free of re-entrancy and makes "first completion wins" a plain state check.
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::waio::enricher::{completion, http, logging, types, usage};
+use super::bindings::{Event, Failure, HttpRequest, LogLevel, TokenUsage};
+
+/// The host side of one `result-future` handle: which record, which attempt.
+#[derive(Debug)]
+pub struct FutureRef {
+    pub seq: u64,
+    pub attempt: u32,
+}
+
+/// A record's result as the plugin reported it.
+#[derive(Debug)]
+pub struct Completion {
+    pub seq: u64,
+    pub attempt: u32,
+    pub result: Result<Vec<Event>, Failure>,
+}
+
+/// A request the plugin asked the host to send.
+#[derive(Debug)]
+pub struct OutgoingCall {
+    pub id: u64,
+    /// The record whose code sent it, if any.
+    pub owner: Option<u64>,
+    pub request: HttpRequest,
+}
+
+/// Everything a guest call asked for, in call order per kind.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub completions: Vec<Completion>,
+    pub calls: Vec<OutgoingCall>,
+    pub usage: Vec<(Option<u64>, TokenUsage)>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.completions.is_empty() && self.calls.is_empty() && self.usage.is_empty()
+    }
+}
+
+/// The data of one plugin instance's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    /// The record whose code is running (set around every guest call that serves a record).
+    pub(super) current: Option<u64>,
+    next_call_id: u64,
+    pub(super) effects: Effects,
+    /// Plugin name for its log lines.
+    plugin: String,
+}
+
+impl HostState {
+    pub(super) fn new(wasi: WasiCtx, limits: StoreLimits, plugin: String) -> Self {
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            current: None,
+            next_call_id: 1,
+            effects: Effects::default(),
+            plugin,
+        }
+    }
+
+    pub(super) fn new_future(&mut self, seq: u64, attempt: u32) -> wasmtime::Result<Resource<FutureRef>> {
+        Ok(self.table.push(FutureRef { seq, attempt })?)
+    }
+
+    fn finish(&mut self, handle: &Resource<FutureRef>, result: Result<Vec<Event>, Failure>) -> wasmtime::Result<()> {
+        let future = self.table.get(handle)?;
+        let completion = Completion {
+            seq: future.seq,
+            attempt: future.attempt,
+            result,
+        };
+        self.effects.completions.push(completion);
+        Ok(())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl completion::Host for HostState {}
+
+impl completion::HostResultFuture for HostState {
+    fn complete(&mut self, handle: Resource<FutureRef>, outputs: Vec<Event>) -> wasmtime::Result<()> {
+        self.finish(&handle, Ok(outputs))
+    }
+
+    fn complete_exceptionally(&mut self, handle: Resource<FutureRef>, error: Failure) -> wasmtime::Result<()> {
+        self.finish(&handle, Err(error))
+    }
+
+    fn drop(&mut self, handle: Resource<FutureRef>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl http::Host for HostState {
+    fn send(&mut self, request: HttpRequest) -> wasmtime::Result<u64> {
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        self.effects.calls.push(OutgoingCall {
+            id,
+            owner: self.current,
+            request,
+        });
+        Ok(id)
+    }
+}
+
+impl usage::Host for HostState {
+    fn report(&mut self, usage: TokenUsage) -> wasmtime::Result<()> {
+        self.effects.usage.push((self.current, usage));
+        Ok(())
+    }
+}
+
+impl logging::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let plugin = &self.plugin;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "waio::plugin", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "waio::plugin", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "waio::plugin", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "waio::plugin", plugin, "{message}"),
+            LogLevel::Error => tracing::error!(target: "waio::plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! Plugins: loading and type-checking components, instances with limits, guest calls.
+//!
+//! One wasmtime [`Engine`] serves the whole process, with epoch interruption on so that every
+//! guest call has a CPU deadline. Each operator loads its component once into an
+//! [`EnricherPluginPre`] (type-checked against the `enricher-plugin` world) and makes instances from
+//! it; an instance that traps is dropped and a fresh one made, which takes microseconds.
+
+pub mod bindings;
+pub mod host;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use bindings::{EnricherPlugin, EnricherPluginPre, Event, HttpError, HttpResponse};
+pub use host::{Completion, Effects, FutureRef, HostState, OutgoingCall};
+
+use crate::manifest::Location;
+
+/// How often the engine's epoch advances: the granularity of `call_time_limit`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{at}: plugin file {} does not exist", path.display())]
+    NotFound { path: PathBuf, at: Location },
+    #[error("{at}: cannot read plugin {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        at: Location,
+        source: std::io::Error,
+    },
+    #[error("{at}: {} is not a WebAssembly component: {reason}", path.display())]
+    NotComponent {
+        path: PathBuf,
+        at: Location,
+        reason: String,
+    },
+    #[error("{at}: {} is a component of another world, not waio:enricher/enricher-plugin@0.1.0: {reason}", path.display())]
+    WrongWorld {
+        path: PathBuf,
+        at: Location,
+        reason: String,
+    },
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("plugin {plugin}: cannot instantiate: {reason}")]
+    Instantiate { plugin: String, reason: String },
+    #[error("plugin {plugin}: open failed: {message}")]
+    Open { plugin: String, message: String },
+}
+
+/// A guest call that did not return normally.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct GuestTrap(pub String);
+
+/// The process-wide engine, with its epoch ticker running.
+pub fn new_engine() -> Result<Engine, PluginError> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("waio-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
+    Ok(engine)
+}
+
+/// Limits every instance of a plugin runs under.
+#[derive(Debug, Clone)]
+pub struct InstanceLimits {
+    pub memory_bytes: u64,
+    pub call_time_limit: Duration,
+}
+
+impl InstanceLimits {
+    fn epoch_ticks(&self) -> u64 {
+        (self.call_time_limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+/// A loaded, type-checked plugin from which instances are made.
+pub struct PluginComponent {
+    name: String,
+    engine: Engine,
+    pre: EnricherPluginPre<HostState>,
+    limits: InstanceLimits,
+    /// Imports a plugin may use besides the waio world (WASI), listed for `waio check`.
+    pub imports: Vec<String>,
+}
+
+impl PluginComponent {
+    /// Reads, compiles and type-checks the component at `path`; `at` is where the manifest names it.
+    pub fn load(
+        engine: &Engine,
+        name: &str,
+        path: &Path,
+        at: &Location,
+        limits: InstanceLimits,
+    ) -> Result<Self, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                PluginError::NotFound {
+                    path: path.to_path_buf(),
+                    at: at.clone(),
+                }
+            } else {
+                PluginError::Read {
+                    path: path.to_path_buf(),
+                    at: at.clone(),
+                    source,
+                }
+            }
+        })?;
+        let not_component = |reason: String| PluginError::NotComponent {
+            path: path.to_path_buf(),
+            at: at.clone(),
+            reason,
+        };
+        check_component_header(&bytes).map_err(not_component)?;
+        let component = Component::from_binary(engine, &bytes).map_err(|e| not_component(format!("{e:#}")))?;
+        let imports = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+
+        let wrong_world = |reason: String| PluginError::WrongWorld {
+            path: path.to_path_buf(),
+            at: at.clone(),
+            reason,
+        };
+        let mut linker: Linker<HostState> = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| wrong_world(format!("{e:#}")))?;
+        let pre = EnricherPluginPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
+        Ok(PluginComponent {
+            name: name.to_string(),
+            engine: engine.clone(),
+            pre,
+            limits,
+            imports,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A fresh instance, not yet opened.
+    pub fn instantiate(&self) -> Result<PluginInstance, PluginError> {
+        // No environment, arguments, files or sockets: the WASI context grants nothing but clocks,
+        // randomness and stderr (for panic messages).
+        let wasi = WasiCtxBuilder::new().inherit_stderr().build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes as usize)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, HostState::new(wasi, limits, self.name.clone()));
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.limits.epoch_ticks());
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate {
+            plugin: self.name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(PluginInstance {
+            store,
+            bindings,
+            ticks: self.limits.epoch_ticks(),
+            limits: self.limits.clone(),
+        })
+    }
+}
+
+fn check_component_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err("the file does not start with the WebAssembly magic bytes".into());
+    }
+    // Bytes 4..8: version and layer. Layer 0 is a core module, layer 1 a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(
+            "it is a core WebAssembly module; build the plugin as a component (cargo build --target wasm32-wasip2, componentize-py, jco or wasm-tools component new)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// One plugin instance: a store and its exports. Never called concurrently.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: EnricherPlugin,
+    ticks: u64,
+    limits: InstanceLimits,
+}
+
+impl PluginInstance {
+    /// Runs a guest call with the CPU deadline armed and `current` naming the record served.
+    fn call<R>(
+        &mut self,
+        current: Option<u64>,
+        f: impl FnOnce(&EnricherPlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestTrap> {
+        self.store.data_mut().current = current;
+        self.store.set_epoch_deadline(self.ticks);
+        let result = f(&self.bindings, &mut self.store);
+        self.store.data_mut().current = None;
+        result.map_err(|e| GuestTrap(describe_trap(&e, &self.limits)))
+    }
+
+    pub fn open(&mut self, config_json: &str) -> Result<Result<(), String>, GuestTrap> {
+        self.call(None, |b, s| b.waio_enricher_enricher().call_open(s, config_json))
+    }
+
+    pub fn invoke(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
+        let future = self
+            .store
+            .data_mut()
+            .new_future(seq, attempt)
+            .map_err(|e| GuestTrap(format!("{e:#}")))?;
+        self.call(Some(seq), |b, s| b.waio_enricher_enricher().call_async_invoke(s, input, future))
+    }
+
+    pub fn timeout(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
+        let future = self
+            .store
+            .data_mut()
+            .new_future(seq, attempt)
+            .map_err(|e| GuestTrap(format!("{e:#}")))?;
+        self.call(Some(seq), |b, s| b.waio_enricher_enricher().call_timeout(s, input, future))
+    }
+
+    pub fn on_response(
+        &mut self,
+        owner: Option<u64>,
+        call_id: u64,
+        response: &Result<HttpResponse, HttpError>,
+    ) -> Result<(), GuestTrap> {
+        self.call(owner, |b, s| b.waio_enricher_enricher().call_on_response(s, call_id, response.as_ref()))
+    }
+
+    pub fn close(&mut self) -> Result<(), GuestTrap> {
+        self.call(None, |b, s| b.waio_enricher_enricher().call_close(s))
+    }
+
+    /// Takes what the guest asked for since the last call.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.store.data_mut().effects)
+    }
+}
+
+fn describe_trap(error: &wasmtime::Error, limits: &InstanceLimits) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "plugin ran longer than call_time_limit ({}) in one call and was stopped",
+            humantime::format_duration(limits.call_time_limit)
+        ),
+        Some(Trap::UnreachableCodeReached) => format!("plugin aborted (panic or abort): {error:#}"),
+        _ => {
+            let text = format!("{error:#}");
+            if text.contains("forcing trap when growing memory") || text.contains("memory") && text.contains("limit") {
+                format!(
+                    "plugin exceeded memory_limit ({} bytes): {text}",
+                    limits.memory_bytes
+                )
+            } else {
+                format!("plugin trapped: {text}")
+            }
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! waio plugin for OpenAI-compatible APIs: chat completions (classify, summarise, extract) and
+//! embeddings. One request per record; the host handles rate limits, retries, caching and the
+//! API key (the plugin only names the secret).
+//!
+//! Config (the operator's `config` table):
+//!
+//! | field | default | meaning |
+//! | --- | --- | --- |
+//! | `base_url` | required | e.g. `http://127.0.0.1:18080/v1` |
+//! | `mode` | `"chat"` | `"chat"` or `"embeddings"` |
+//! | `model` | required | model name sent with every request |
+//! | `api_key_secret` | none | secret NAME; adds `Authorization: Bearer ${secret:NAME}` |
+//! | `input_field` | `"text"` | record field holding the text |
+//! | `output_field` | `"label"` / `"embedding"` | record field the answer goes to |
+//! | `system_prompt` | none | chat only: the system message |
+//! | `prompt_template` | none | user text with `{field}` placeholders; replaces `input_field` |
+//! | `max_tokens`, `temperature` | none | chat only: passed through |
+//! | `timeout_ms` | host default | time limit per request |
+
+use std::rc::Rc;
+
+use waio_sdk::http::{self, HttpError, Request, Response};
+use waio_sdk::serde_json::{json, Map, Value};
+use waio_sdk::template::Template;
+use waio_sdk::{
+    export_enricher, report_usage, Config, ConfigError, Enricher, Event, Failure, ResultFuture,
+};
+
+const KNOWN_FIELDS: &[&str] = &[
+    "base_url",
+    "mode",
+    "model",
+    "api_key_secret",
+    "input_field",
+    "output_field",
+    "system_prompt",
+    "prompt_template",
+    "max_tokens",
+    "temperature",
+    "timeout_ms",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Chat,
+    Embeddings,
+}
+
+/// Tokens of one answer, from its `usage` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    input: u32,
+    output: u32,
+}
+
+#[derive(Debug)]
+struct Settings {
+    mode: Mode,
+    url: String,
+    model: String,
+    authorization: Option<String>,
+    input_field: String,
+    output_field: String,
+    system_prompt: Option<String>,
+    template: Option<Template>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    timeout_ms: Option<u32>,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Result<Settings, ConfigError> {
+        config.deny_unknown(KNOWN_FIELDS)?;
+        let base_url = config.str("base_url")?.trim_end_matches('/');
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "base_url",
+                format!("expected an http:// or https:// URL, got `{base_url}`"),
+            ));
+        }
+        let mode = match config.opt_str("mode")?.unwrap_or("chat") {
+            "chat" => Mode::Chat,
+            "embeddings" => Mode::Embeddings,
+            other => {
+                return Err(ConfigError::invalid(
+                    "mode",
+                    format!("expected \"chat\" or \"embeddings\", got \"{other}\""),
+                ))
+            }
+        };
+        if mode == Mode::Embeddings {
+            // Silently ignoring them would hide a misunderstanding of the config.
+            for field in ["system_prompt", "max_tokens", "temperature"] {
+                if config.value(field).is_some() {
+                    return Err(ConfigError::invalid(field, "only applies to mode \"chat\""));
+                }
+            }
+        }
+        let authorization = match config.opt_str("api_key_secret")? {
+            None => None,
+            Some(name) if is_secret_name(name) => Some(format!("Bearer ${{secret:{name}}}")),
+            Some(name) => {
+                return Err(ConfigError::invalid(
+                    "api_key_secret",
+                    format!("`{name}` is not a secret name (letters, digits, `_`, `-`, `.`)"),
+                ))
+            }
+        };
+        let template = match config.opt_str("prompt_template")? {
+            None => None,
+            Some(src) => Some(
+                Template::parse(src)
+                    .map_err(|e| ConfigError::invalid("prompt_template", e.to_string()))?,
+            ),
+        };
+        let timeout_ms: Option<u32> = config.opt("timeout_ms")?;
+        if timeout_ms == Some(0) {
+            return Err(ConfigError::invalid("timeout_ms", "must be above 0"));
+        }
+        let (path, default_output) = match mode {
+            Mode::Chat => ("chat/completions", "label"),
+            Mode::Embeddings => ("embeddings", "embedding"),
+        };
+        Ok(Settings {
+            mode,
+            url: format!("{base_url}/{path}"),
+            model: config.str("model")?.to_string(),
+            authorization,
+            input_field: config.get_or("input_field", "text".to_string())?,
+            output_field: config.get_or("output_field", default_output.to_string())?,
+            system_prompt: config.opt("system_prompt")?,
+            template,
+            max_tokens: config.opt("max_tokens")?,
+            temperature: config.opt("temperature")?,
+            timeout_ms,
+        })
+    }
+
+    /// The text sent for `record`: the rendered template, or the input field.
+    fn text(&self, record: &Map<String, Value>) -> Result<String, Failure> {
+        if let Some(template) = &self.template {
+            return template
+                .render(record)
+                .map_err(|f| f.context("prompt_template"));
+        }
+        match record.get(&self.input_field) {
+            None | Some(Value::Null) => Err(Failure::fatal(format!(
+                "record has no field `{}` (input_field)",
+                self.input_field
+            ))),
+            Some(Value::String(text)) => Ok(text.clone()),
+            Some(other) => Ok(other.to_string()),
+        }
+    }
+
+    fn request(&self, record: &Map<String, Value>) -> Result<Request, Failure> {
+        let text = self.text(record)?;
+        let body = match self.mode {
+            Mode::Chat => {
+                let mut messages = Vec::with_capacity(2);
+                if let Some(system) = &self.system_prompt {
+                    messages.push(json!({"role": "system", "content": system}));
+                }
+                messages.push(json!({"role": "user", "content": text}));
+                let mut body = json!({"model": self.model, "messages": messages});
+                if let Some(max_tokens) = self.max_tokens {
+                    body["max_tokens"] = json!(max_tokens);
+                }
+                if let Some(temperature) = self.temperature {
+                    body["temperature"] = json!(temperature);
+                }
+                body
+            }
+            Mode::Embeddings => json!({"model": self.model, "input": text}),
+        };
+        let mut request = Request::post(&self.url)
+            .header("accept", "application/json")
+            .json(&body)?
+            .timeout_ms(self.timeout_ms);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization);
+        }
+        Ok(request)
+    }
+
+    /// Turns the answer into the enriched record. `report` gets the token usage of any answer
+    /// that carries one, even if the rest of it is unusable: the tokens were spent.
+    fn finish(
+        &self,
+        input: &Event,
+        mut record: Map<String, Value>,
+        answer: Result<Response, HttpError>,
+        report: impl FnOnce(Usage),
+    ) -> Result<Vec<Event>, Failure> {
+        let context = || format!("POST {}", self.url);
+        let response = answer
+            .map_err(Failure::from)
+            .and_then(Response::error_for_status)
+            .map_err(|f| f.context(context()))?;
+        let body: Value = response.json().map_err(|e| {
+            Failure::fatal(format!(
+                "answer is not JSON ({e}): {}",
+                response.body_excerpt()
+            ))
+            .context(context())
+        })?;
+        if let Some(usage) = usage(&body) {
+            report(usage);
+        }
+        let value = match self.mode {
+            Mode::Chat => chat_content(&body),
+            Mode::Embeddings => embedding(&body),
+        }
+        .map_err(|f| f.context(context()))?;
+        record.insert(self.output_field.clone(), value);
+        Ok(vec![input.with_json(&record)?])
+    }
+}
+
+fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn usage(body: &Value) -> Option<Usage> {
+    let usage = body.get("usage")?;
+    let tokens = |field: &str| {
+        usage
+            .get(field)
+            .and_then(Value::as_u64)
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Some(Usage {
+        input: tokens("prompt_tokens"),
+        output: tokens("completion_tokens"),
+    })
+}
+
+/// `choices[0].message.content`, trimmed.
+fn chat_content(body: &Value) -> Result<Value, Failure> {
+    body.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .map(|text| Value::String(text.trim().to_string()))
+        .ok_or_else(|| Failure::fatal("answer has no text at choices[0].message.content"))
+}
+
+/// `data[0].embedding`, a list of numbers.
+fn embedding(body: &Value) -> Result<Value, Failure> {
+    match body.pointer("/data/0/embedding") {
+        Some(Value::Array(values)) if values.iter().all(Value::is_number) => {
+            Ok(Value::Array(values.clone()))
+        }
+        _ => Err(Failure::fatal(
+            "answer has no list of numbers at data[0].embedding",
+        )),
+    }
+}
+
+struct OpenAi {
+    settings: Rc<Settings>,
+}
+
+impl Enricher for OpenAi {
+    fn open(config: Config) -> Result<Self, String> {
+        Ok(OpenAi {
+            settings: Rc::new(Settings::from_config(&config)?),
+        })
+    }
+
+    fn invoke(&self, input: Event, output: ResultFuture) {
+        let prepared = input.json_object().and_then(|record| {
+            let request = self.settings.request(&record)?;
+            Ok((record, request))
+        });
+        let (record, request) = match prepared {
+            Ok(prepared) => prepared,
+            Err(failure) => return output.fail(failure),
+        };
+        let settings = Rc::clone(&self.settings);
+        http::send(request, move |answer| {
+            let result = settings.finish(&input, record, answer, |usage| {
+                report_usage(&settings.model, usage.input, usage.output)
+            });
+            output.complete_with(result);
+        });
+    }
+}
+
+export_enricher!(OpenAi);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use waio_sdk::FailureKind;
+
+    fn settings(config: Value) -> Settings {
+        Settings::from_config(&config_of(config)).unwrap()
+    }
+
+    fn config_of(config: Value) -> Config {
+        match config {
+            Value::Object(map) => Config::from_map(map),
+            _ => unreachable!(),
+        }
+    }
+
+    fn config_error(config: Value) -> String {
+        Settings::from_config(&config_of(config))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn ok(status: u16, body: Value) -> Result<Response, HttpError> {
+        Ok(Response {
+            status,
+            headers: vec![],
+            body: body.to_string().into_bytes(),
+        })
+    }
+
+    fn input() -> Event {
+        Event {
+            key: Some("k1".into()),
+            timestamp: Some(1000),
+            payload: br#"{"text":"I love it","id":3}"#.to_vec(),
+        }
+    }
+
+    fn chat() -> Settings {
+        settings(json!({"base_url": "http://127.0.0.1:18080/v1/", "model": "m1"}))
+    }
+
+    #[test]
+    fn chat_request() {
+        let s = settings(json!({
+            "base_url": "http://127.0.0.1:18080/v1",
+            "model": "m1",
+            "api_key_secret": "OPENAI_KEY",
+            "system_prompt": "Answer positive or negative.",
+            "max_tokens": 5,
+            "temperature": 0.0,
+            "timeout_ms": 2500,
+        }));
+        let r = s.request(&object(json!({"text": "I love it"}))).unwrap();
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.url, "http://127.0.0.1:18080/v1/chat/completions");
+        assert_eq!(r.timeout_ms, Some(2500));
+        assert!(r
+            .headers
+            .contains(&("authorization".into(), "Bearer ${secret:OPENAI_KEY}".into())));
+        let body: Value = serde_json_from(&r.body);
+        assert_eq!(
+            body,
+            json!({
+                "model": "m1",
+                "messages": [
+                    {"role": "system", "content": "Answer positive or negative."},
+                    {"role": "user", "content": "I love it"},
+                ],
+                "max_tokens": 5,
+                "temperature": 0.0,
+            })
+        );
+    }
+
+    fn serde_json_from(bytes: &[u8]) -> Value {
+        waio_sdk::serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn template_fills_record_fields() {
+        let s = settings(json!({
+            "base_url": "http://x/v1", "model": "m",
+            "prompt_template": "Ticket {id}: {subject}",
+        }));
+        let r = s
+            .request(&object(json!({"id": 12, "subject": "refund"})))
+            .unwrap();
+        let body = serde_json_from(&r.body);
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": "Ticket 12: refund"}])
+        );
+        assert!(r.headers.iter().all(|(n, _)| n != "authorization"));
+
+        let f = s.request(&object(json!({"id": 12}))).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert_eq!(f.message, "prompt_template: record has no field `subject`");
+    }
+
+    #[test]
+    fn missing_input_field_is_fatal_and_named() {
+        let s = settings(json!({"base_url": "http://x", "model": "m", "input_field": "body"}));
+        let f = s.request(&object(json!({"text": "x"}))).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert!(f.message.contains("`body`"), "{}", f.message);
+    }
+
+    #[test]
+    fn embeddings_request() {
+        let s = settings(json!({"base_url": "http://x/v1", "model": "e", "mode": "embeddings"}));
+        assert_eq!(s.output_field, "embedding");
+        let r = s.request(&object(json!({"text": "hello"}))).unwrap();
+        assert_eq!(r.url, "http://x/v1/embeddings");
+        assert_eq!(
+            serde_json_from(&r.body),
+            json!({"model": "e", "input": "hello"})
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        assert_eq!(
+            config_error(json!({"model": "m"})),
+            "config field `base_url` is missing"
+        );
+        assert_eq!(
+            config_error(json!({"base_url": "http://x"})),
+            "config field `model` is missing"
+        );
+        assert!(config_error(json!({"base_url": "x", "model": "m"})).contains("`base_url`"));
+        assert!(
+            config_error(json!({"base_url": "http://x", "model": "m", "mode": "chatt"}))
+                .contains("`mode`")
+        );
+        assert!(
+            config_error(json!({"base_url": "http://x", "model": "m", "modle": 1}))
+                .starts_with("unknown config field `modle`")
+        );
+        assert!(config_error(json!({
+            "base_url": "http://x", "model": "m", "mode": "embeddings", "system_prompt": "x"
+        }))
+        .contains("`system_prompt`"));
+        assert!(config_error(
+            json!({"base_url": "http://x", "model": "m", "api_key_secret": "a}b"})
+        )
+        .contains("`api_key_secret`"));
+        assert!(
+            config_error(json!({"base_url": "http://x", "model": "m", "max_tokens": "5"}))
+                .contains("`max_tokens`")
+        );
+    }
+
+    #[test]
+    fn chat_answer_becomes_label() {
+        let s = chat();
+        let mut reported = None;
+        let out = s
+            .finish(
+                &input(),
+                input().json_object().unwrap(),
+                ok(
+                    200,
+                    json!({
+                        "choices": [{"message": {"role": "assistant", "content": " positive\n"}}],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+                    }),
+                ),
+                |u| reported = Some(u),
+            )
+            .unwrap();
+        assert_eq!(
+            reported,
+            Some(Usage {
+                input: 12,
+                output: 1
+            })
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.as_deref(), Some("k1"));
+        assert_eq!(out[0].timestamp, Some(1000));
+        assert_eq!(
+            out[0].json::<Value>().unwrap(),
+            json!({"text": "I love it", "id": 3, "label": "positive"})
+        );
+    }
+
+    #[test]
+    fn embedding_answer_is_stored() {
+        let s = settings(json!({"base_url": "http://x/v1", "model": "e", "mode": "embeddings"}));
+        let mut reported = None;
+        let out = s
+            .finish(
+                &input(),
+                input().json_object().unwrap(),
+                ok(
+                    200,
+                    json!({
+                        "data": [{"index": 0, "embedding": [0.25, -1.5, 3]}],
+                        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                    }),
+                ),
+                |u| reported = Some(u),
+            )
+            .unwrap();
+        assert_eq!(
+            reported,
+            Some(Usage {
+                input: 3,
+                output: 0
+            })
+        );
+        assert_eq!(
+            out[0].json::<Value>().unwrap()["embedding"],
+            json!([0.25, -1.5, 3])
+        );
+    }
+
+    fn failure(s: &Settings, answer: Result<Response, HttpError>) -> Failure {
+        s.finish(&input(), Map::new(), answer, |_| {}).unwrap_err()
+    }
+
+    #[test]
+    fn error_answers() {
+        let s = chat();
+        let f = failure(&s, ok(429, json!({"error": {"message": "rate limited"}})));
+        assert_eq!(f.kind, FailureKind::Retriable);
+        assert!(f.message.contains("HTTP 429"), "{}", f.message);
+        assert!(f.message.contains("rate limited"), "{}", f.message);
+        assert!(f
+            .message
+            .starts_with("POST http://127.0.0.1:18080/v1/chat/completions"));
+
+        assert_eq!(
+            failure(&s, ok(503, json!("busy"))).kind,
+            FailureKind::Retriable
+        );
+        assert_eq!(failure(&s, ok(400, json!("bad"))).kind, FailureKind::Fatal);
+        assert_eq!(
+            failure(&s, ok(401, json!("no key"))).kind,
+            FailureKind::Fatal
+        );
+        assert_eq!(
+            failure(&s, Err(HttpError::Timeout)).kind,
+            FailureKind::Retriable
+        );
+        assert_eq!(
+            failure(&s, Err(HttpError::Connection("refused".into()))).kind,
+            FailureKind::Retriable
+        );
+        assert_eq!(
+            failure(&s, Err(HttpError::Denied("not allowed".into()))).kind,
+            FailureKind::Fatal
+        );
+
+        let f = failure(
+            &s,
+            Ok(Response {
+                status: 200,
+                headers: vec![],
+                body: b"<html>oops".to_vec(),
+            }),
+        );
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert!(f.message.contains("not JSON"), "{}", f.message);
+
+        let f = failure(&s, ok(200, json!({"choices": []})));
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert!(f.message.contains("choices[0].message.content"));
+    }
+}

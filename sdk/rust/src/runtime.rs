@@ -1,0 +1,172 @@
+//! The glue between the WIT exports and an [`Enricher`]: the plugin value, the pending HTTP
+//! callbacks keyed by call-id, and the record whose code is running (for the panic hook).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::panic::PanicHookInfo;
+use std::rc::Rc;
+use std::sync::Once;
+
+use crate::bindings::waio::enricher::completion::ResultFuture as WitResultFuture;
+use crate::bindings::waio::enricher::types::{
+    CallId, Event as WitEvent, HttpError as WitHttpError, HttpRequest as WitHttpRequest,
+    HttpResponse as WitHttpResponse, TokenUsage,
+};
+use crate::bindings::waio::enricher::{http as wit_http, usage};
+use crate::http::{HttpError, Response};
+use crate::{Config, Enricher, Event, Failure, ResultFuture};
+
+/// [`Enricher`] without `Sized`, so the plugin value can live in a thread-local.
+trait Plugin {
+    fn invoke(&self, input: Event, output: ResultFuture);
+    fn timeout(&self, input: Event, output: ResultFuture);
+    fn close(&self);
+}
+
+impl<T: Enricher> Plugin for T {
+    fn invoke(&self, input: Event, output: ResultFuture) {
+        Enricher::invoke(self, input, output)
+    }
+    fn timeout(&self, input: Event, output: ResultFuture) {
+        Enricher::timeout(self, input, output)
+    }
+    fn close(&self) {
+        Enricher::close(self)
+    }
+}
+
+type Callback = Box<dyn FnOnce(Result<Response, HttpError>)>;
+
+struct Pending {
+    then: Callback,
+    /// The record whose code sent the request, so a panic in `then` fails that record.
+    record: Option<ResultFuture>,
+}
+
+thread_local! {
+    static PLUGIN: RefCell<Option<Rc<dyn Plugin>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<ResultFuture>> = const { RefCell::new(None) };
+    static PENDING: RefCell<HashMap<CallId, Pending>> = RefCell::new(HashMap::new());
+}
+
+fn plugin() -> Option<Rc<dyn Plugin>> {
+    // Cloned out of the cell so plugin code never runs while the cell is borrowed.
+    PLUGIN.with(|p| p.borrow().clone())
+}
+
+/// Runs `f` with `record` as the current record, then restores the previous one.
+fn with_current<R>(record: Option<ResultFuture>, f: impl FnOnce() -> R) -> R {
+    let previous = CURRENT.with(|c| c.replace(record));
+    let result = f();
+    CURRENT.with(|c| c.replace(previous));
+    result
+}
+
+fn current() -> Option<ResultFuture> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The `open` export: installs the panic hook and makes the plugin value.
+pub fn open<T: Enricher>(config: String) -> Result<(), String> {
+    install_panic_hook();
+    let config = Config::parse(&config)?;
+    let plugin: Rc<dyn Plugin> = Rc::new(T::open(config)?);
+    PLUGIN.with(|p| p.replace(Some(plugin)));
+    Ok(())
+}
+
+/// The `async-invoke` export.
+pub fn async_invoke(input: WitEvent, output: WitResultFuture) {
+    let output = ResultFuture::from_host(output);
+    match plugin() {
+        Some(plugin) => with_current(Some(output.clone()), || plugin.invoke(input.into(), output)),
+        None => output.fail(Failure::fatal("async-invoke called before open")),
+    }
+}
+
+/// The `timeout` export.
+pub fn timeout(input: WitEvent, output: WitResultFuture) {
+    let output = ResultFuture::from_host(output);
+    match plugin() {
+        Some(plugin) => with_current(Some(output.clone()), || {
+            plugin.timeout(input.into(), output)
+        }),
+        None => output.fail(Failure::retriable("timed out")),
+    }
+}
+
+/// The `on-response` export: runs the callback registered for `id`.
+pub fn on_response(id: CallId, response: Result<WitHttpResponse, WitHttpError>) {
+    let Some(Pending { then, record }) = PENDING.with(|p| p.borrow_mut().remove(&id)) else {
+        crate::log::debug(format!("ignored the answer to unknown request {id}"));
+        return;
+    };
+    let response = response.map(Response::from).map_err(HttpError::from);
+    with_current(record, || then(response));
+}
+
+/// The `close` export: closes and drops the plugin value.
+pub fn close() {
+    if let Some(plugin) = PLUGIN.with(|p| p.borrow_mut().take()) {
+        plugin.close();
+    }
+}
+
+pub(crate) fn send(request: WitHttpRequest, then: Callback) {
+    let record = current();
+    let id = wit_http::send(&request);
+    // The host never answers inside `send`, so registering afterwards is safe.
+    PENDING.with(|p| p.borrow_mut().insert(id, Pending { then, record }));
+}
+
+/// Reports tokens used by one model call on behalf of the record being processed, for the
+/// host's cost accounting and token budgets.
+pub fn report_usage(model: &str, input_tokens: u32, output_tokens: u32) {
+    usage::report(&TokenUsage {
+        model: model.to_string(),
+        input_tokens,
+        output_tokens,
+    });
+}
+
+/// On wasm32-wasip2 a panic aborts (a trap), so unwinding cannot reach the export. Instead the
+/// hook fails the current record before the abort: the host sees the failure, then the trap.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            fail_current_record(info);
+            previous(info);
+        }));
+    });
+}
+
+fn fail_current_record(info: &PanicHookInfo<'_>) {
+    // try_* because the panic may come from inside a borrow or during thread-local teardown.
+    let record = CURRENT
+        .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+        .ok()
+        .flatten();
+    if let Some(record) = record {
+        if !record.is_done() {
+            record.fail(Failure::fatal(format!(
+                "plugin panicked: {}",
+                describe_panic(info)
+            )));
+        }
+    }
+}
+
+fn describe_panic(info: &PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    match info.location() {
+        Some(at) => format!("{message} at {}:{}:{}", at.file(), at.line(), at.column()),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,101 @@
+//! The ready-made plugins against the mock provider: `openai` (chat and embeddings, key as a host
+//! secret, token usage reported) and `http-lookup` (REST enrichment).
+
+use serde_json::json;
+use waio_tests::*;
+
+fn openai_manifest(mock: &MockServer, mode: &str, extra_config: &str) -> String {
+    let mut toml = one_operator(
+        &plugin("openai"),
+        "allowed_hosts = [\"127.0.0.1\"]\nsecrets = [\"openai\"]\ncapacity = 16",
+        &format!(
+            "base_url = \"{}/v1\"\nmode = \"{mode}\"\nmodel = \"mock-small\"\napi_key_secret = \"openai\"\n{extra_config}",
+            mock.url()
+        ),
+        "",
+    );
+    toml.push_str("\n[secrets.openai]\nvalue = \"sk-mock-0001\"\n");
+    toml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_chat_classifies_and_reports_tokens() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    p.input(&[
+        json!({"id": 1, "text": "Billing: I was charged twice, please refund"}).to_string(),
+        json!({"id": 2, "text": "The app crashes on login, looks like a bug"}).to_string(),
+    ]);
+    let out = p
+        .run(&openai_manifest(
+            &mock,
+            "chat",
+            "system_prompt = \"Classify the ticket.\\nLabels: billing, bug, other\"",
+        ))
+        .await;
+    assert_eq!(out.ids(), ["1", "2"]);
+    assert_eq!(out.output[0]["label"], "billing");
+    assert_eq!(out.output[1]["label"], "bug");
+    // The original fields are kept.
+    assert_eq!(out.output[0]["text"], "Billing: I was charged twice, please refund");
+    let op = &out.summary().operators[0];
+    assert!(op.input_tokens > 0 && op.output_tokens == 2, "{op:?}");
+    assert_eq!(mock.stats().chat, 2);
+    assert_eq!(mock.stats().authorization_seen, ["Bearer sk-mock-0001"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_embeddings_attach_a_vector() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    p.input(&[json!({"id": "e", "text": "hello world"}).to_string()]);
+    let out = p.run(&openai_manifest(&mock, "embeddings", "")).await;
+    let vector = out.output[0]["embedding"].as_array().expect("embedding array");
+    assert_eq!(vector.len(), 8);
+    let expected = waio_mock_provider::embedding("hello world", 8);
+    assert!((vector[0].as_f64().unwrap() - f64::from(expected[0])).abs() < 1e-6);
+    assert_eq!(out.summary().operators[0].input_tokens, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_server_errors_are_retriable_failures_in_the_dead_letter_output() {
+    let mock = mock_with(MockConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let p = Pipeline::new();
+    p.input(&[json!({"id": 1, "text": "x"}).to_string()]);
+    let toml = openai_manifest(&mock, "chat", "").replace("capacity = 16", "capacity = 16\non_failure = \"dead-letter\"");
+    let out = p.run(&toml).await;
+    assert!(out.output.is_empty());
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0]["retriable"], true);
+    assert!(out.dead[0]["error"].as_str().unwrap().contains("50"), "{}", out.dead[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_lookup_merges_the_answer_and_handles_not_found() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    p.input(&[
+        json!({"id": 1, "user_id": "u-7"}).to_string(),
+        json!({"id": 2, "user_id": "missing-9"}).to_string(),
+        json!({"id": 3}).to_string(),
+    ]);
+    let toml = one_operator(
+        &plugin("http-lookup"),
+        "allowed_hosts = [\"127.0.0.1\"]\non_failure = \"dead-letter\"",
+        &format!("url = \"{}/kv/{{user_id}}\"\noutput_field = \"user\"", mock.url()),
+        "",
+    );
+    let out = p.run(&toml).await;
+    assert_eq!(out.ids(), ["1", "2"]);
+    assert_eq!(out.output[0]["user"]["value"], "value-of-u-7");
+    assert_eq!(out.output[1]["user"], serde_json::Value::Null);
+    // The record without the field the URL needs is a fatal failure naming the field.
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0]["retriable"], false);
+    assert!(out.dead[0]["error"].as_str().unwrap().contains("user_id"));
+}

@@ -1,0 +1,286 @@
+//! An OpenAI-compatible mock LLM provider for waio's tests, demos and benchmarks.
+//!
+//! It answers chat completions and embeddings deterministically, offers `/echo` and `/kv/{key}`
+//! helpers, and injects faults (latency, 429, 5xx, hung and dropped requests) from a seeded RNG
+//! or on demand through request headers. See README.md beside this crate.
+
+mod answers;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use answers::{chat_answer, embedding, fnv1a64};
+
+/// Behaviour of the mock; also the CLI flags of `waio mock-provider`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MockConfig {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    pub listen: SocketAddr,
+    /// Milliseconds added to every answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Uniform extra delay of 0..=jitter milliseconds per answer.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Share of requests answered 500 or 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Share of requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_rate: f64,
+    /// Seconds sent in the Retry-After header of 429 and 503 answers.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_secs: u64,
+    /// Share of requests never answered (the connection is held open).
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Share of requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Seed of the fault RNG.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Length of the vectors returned by /v1/embeddings.
+    #[arg(long, default_value_t = 8)]
+    pub embedding_dim: usize,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 18080)),
+            latency_ms: 0,
+            jitter_ms: 0,
+            error_rate: 0.0,
+            rate_limit_rate: 0.0,
+            retry_after_secs: 1,
+            hang_rate: 0.0,
+            drop_rate: 0.0,
+            seed: 42,
+            embedding_dim: 8,
+        }
+    }
+}
+
+impl MockConfig {
+    fn validate(&self) -> Result<(), MockError> {
+        let rates = [
+            ("error-rate", self.error_rate),
+            ("rate-limit-rate", self.rate_limit_rate),
+            ("hang-rate", self.hang_rate),
+            ("drop-rate", self.drop_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(MockError::Config(format!(
+                    "{name} must be between 0 and 1, got {rate}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the mock provider.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the bound address: {0}")]
+    LocalAddr(std::io::Error),
+    #[error("invalid mock configuration: {0}")]
+    Config(String),
+    #[error("cannot wait for ctrl-c: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A snapshot of what the mock has received.
+#[derive(Clone, Debug, Default)]
+pub struct MockStats {
+    /// Every request, whatever its path or outcome.
+    pub requests: u64,
+    /// Requests to /v1/chat/completions (faulted ones included).
+    pub chat: u64,
+    /// Requests to /v1/embeddings (faulted ones included).
+    pub embeddings: u64,
+    /// Requests to /echo (faulted ones included).
+    pub echo: u64,
+    /// Requests to /kv/{key} (faulted ones included).
+    pub kv: u64,
+    /// Requests answered with a fault: dropped, hung, 429 or 5xx.
+    pub faults: u64,
+    /// Distinct Authorization header values received, the first 16.
+    pub authorization_seen: Vec<String>,
+}
+
+const MAX_AUTH_SEEN: usize = 16;
+
+/// Live counters shared by all connections.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub chat: AtomicU64,
+    pub embeddings: AtomicU64,
+    pub echo: AtomicU64,
+    pub kv: AtomicU64,
+    pub faults: AtomicU64,
+    auth_full: AtomicBool,
+    auth_seen: Mutex<Vec<String>>,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn saw_authorization(&self, value: &[u8]) {
+        // Skip the lock once the list is full: the hot path then costs one atomic load.
+        if self.auth_full.load(Ordering::Relaxed) {
+            return;
+        }
+        let value = String::from_utf8_lossy(value);
+        let mut seen = self.auth_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < MAX_AUTH_SEEN && !seen.iter().any(|s| *s == value) {
+            seen.push(value.into_owned());
+            if seen.len() == MAX_AUTH_SEEN {
+                self.auth_full.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> MockStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MockStats {
+            requests: load(&self.requests),
+            chat: load(&self.chat),
+            embeddings: load(&self.embeddings),
+            echo: load(&self.echo),
+            kv: load(&self.kv),
+            faults: load(&self.faults),
+            authorization_seen: self
+                .auth_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// A running mock provider. Dropping it (or calling [`MockServer::shutdown`]) stops accepting
+/// and closes every open connection, hung requests included.
+pub struct MockServer {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    shutdown_tx: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Binds `config.listen` and spawns the accept loop on the current tokio runtime.
+    /// Returns once the socket is listening.
+    pub async fn start(config: MockConfig) -> Result<MockServer, MockError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| MockError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(MockError::LocalAddr)?;
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(service::Shared::new(config, counters.clone()));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(listener, shared, shutdown_rx));
+        Ok(MockServer {
+            addr,
+            counters,
+            shutdown_tx,
+            accept_task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:18080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        // Connections watch this channel; they also end when the sender is gone.
+        let _ = self.shutdown_tx.send(true);
+        self.accept_task.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<service::Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stop = shutdown.clone();
+    let mut conn_id: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(err) => {
+                // Typically EMFILE under load: back off briefly instead of spinning.
+                tracing::warn!(error = %err, "mock provider: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        // Small answers: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        conn_id += 1;
+        tokio::spawn(service::serve_connection(
+            stream,
+            shared.clone(),
+            conn_id,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Starts the mock, logs its URL and serves until ctrl-c.
+pub async fn serve_forever(config: MockConfig) -> Result<(), MockError> {
+    let server = MockServer::start(config).await?;
+    tracing::info!(url = %server.url(), "mock provider listening");
+    tokio::signal::ctrl_c().await.map_err(MockError::Signal)?;
+    let stats = server.stats();
+    tracing::info!(
+        requests = stats.requests,
+        faults = stats.faults,
+        "mock provider stopping"
+    );
+    server.shutdown();
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! Harness for waio's end-to-end tests: built plugins, pipelines in temporary directories, a
+//! timeline server for observing concurrency, and the `waio` binary for CLI tests.
+//!
+//! Plugins come from `dist/plugins/`, built by `scripts/build-plugins` (the test script runs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub use waio::manifest::Manifest;
+pub use waio::metrics::RunSummary;
+pub use waio::pipeline::PipelineError;
+pub use waio_mock_provider::{MockConfig, MockServer};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Path of a built plugin component, e.g. `plugin("behave")`.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = repo_root().join("dist/plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins first",
+        path.display()
+    );
+    path
+}
+
+/// A pipeline in its own temporary directory: input, output and dead letters live there.
+pub struct Pipeline {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a run left behind.
+pub struct Outcome {
+    pub result: Result<RunSummary, PipelineError>,
+    /// Output lines, parsed.
+    pub output: Vec<Value>,
+    /// Dead-letter lines, parsed.
+    pub dead: Vec<Value>,
+}
+
+impl Outcome {
+    pub fn summary(&self) -> &RunSummary {
+        match &self.result {
+            Ok(summary) => summary,
+            Err(error) => panic!("the run failed: {error}"),
+        }
+    }
+
+    pub fn error(&self) -> String {
+        match &self.result {
+            Ok(_) => panic!("the run succeeded, expected it to fail"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// The `id` of every output record (payload format), in output order; watermarks as "W<ts>".
+    pub fn ids(&self) -> Vec<String> {
+        self.output.iter().map(label).collect()
+    }
+}
+
+fn label(line: &Value) -> String {
+    if let Some(ts) = line.get("watermark") {
+        return format!("W{ts}");
+    }
+    let payload = line.get("payload").unwrap_or(line);
+    match payload.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => payload.to_string(),
+    }
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Pipeline {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `input.jsonl` with one line per entry.
+    pub fn input(&self, lines: &[String]) -> &Self {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(self.path("input.jsonl"), text).expect("write input");
+        self
+    }
+
+    /// Writes `pipeline.toml` and returns its path.
+    pub fn manifest(&self, toml: &str) -> PathBuf {
+        let path = self.path("pipeline.toml");
+        std::fs::write(&path, toml).expect("write manifest");
+        path
+    }
+
+    /// Runs the pipeline in this process (the same code path as `waio run`).
+    pub async fn run(&self, toml: &str) -> Outcome {
+        let path = self.manifest(toml);
+        let manifest = match Manifest::load(&path) {
+            Ok(m) => m,
+            Err(e) => panic!("manifest rejected: {e}\n{toml}"),
+        };
+        // A hang guard, not a speed check: a run that never ends is a bug to report, not wait out.
+        let result = tokio::time::timeout(Duration::from_secs(120), waio::pipeline::run(&manifest))
+            .await
+            .unwrap_or_else(|_| panic!("the pipeline did not finish within 120 s"));
+        Outcome {
+            result,
+            output: read_jsonl(&self.path("out.jsonl")),
+            dead: read_jsonl(&self.path("dead.jsonl")),
+        }
+    }
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display())))
+        .collect()
+}
+
+/// A manifest for one operator running `plugin` over `input.jsonl` into `out.jsonl`, with dead
+/// letters in `dead.jsonl`. `operator_extra` is added to the `[[operator]]` table (TOML lines),
+/// `config` is the `[operator.config]` body.
+pub fn one_operator(plugin_path: &Path, operator_extra: &str, config: &str, sink_extra: &str) -> String {
+    format!(
+        r#"
+name = "test"
+[source]
+kind = "file"
+path = "input.jsonl"
+key_field = "key"
+timestamp_field = "ts"
+
+[[operator]]
+name = "op"
+plugin = "{plugin}"
+{operator_extra}
+[operator.config]
+{config}
+
+[sink]
+kind = "file"
+path = "out.jsonl"
+{sink_extra}
+
+[dead_letter]
+path = "dead.jsonl"
+"#,
+        plugin = plugin_path.display()
+    )
+}
+
+/// Starts the mock provider on a free port.
+pub async fn mock() -> MockServer {
+    mock_with(MockConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..MockConfig::default()
+    })
+    .await
+}
+
+pub async fn mock_with(config: MockConfig) -> MockServer {
+    MockServer::start(config).await.expect("mock provider starts")
+}
+
+/// An HTTP server that answers `GET /?id=X&delay_ms=N` after N ms and records when each request
+/// started and ended, so tests can see how many records were in flight at once.
+pub struct TimelineServer {
+    pub addr: std::net::SocketAddr,
+    events: Arc<Mutex<Vec<(Instant, bool, String)>>>,
+}
+
+impl TimelineServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let events: Arc<Mutex<Vec<(Instant, bool, String)>>> = Arc::default();
+        let log = Arc::clone(&events);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request at a time per connection (keep-alive).
+                        let mut chunk = [0u8; 4096];
+                        let head_end = loop {
+                            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        buf.drain(..head_end);
+                        let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let query = |name: &str| {
+                            target
+                                .split(['?', '&'])
+                                .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+                        };
+                        let id = query("id").unwrap_or_default();
+                        let delay: u64 = query("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(0);
+                        log.lock().expect("log").push((Instant::now(), true, id.clone()));
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        log.lock().expect("log").push((Instant::now(), false, id.clone()));
+                        let body = format!("{{\"id\":\"{id}\"}}");
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TimelineServer { addr, events }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The most requests that were in flight at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        let events = self.events.lock().expect("log");
+        let mut now = 0usize;
+        let mut max = 0usize;
+        for (_, start, _) in events.iter() {
+            if *start {
+                now += 1;
+                max = max.max(now);
+            } else {
+                now -= 1;
+            }
+        }
+        max
+    }
+
+    /// Ids whose request started before the request of `id` ended.
+    pub fn started_before_end_of(&self, id: &str) -> Vec<String> {
+        let events = self.events.lock().expect("log");
+        let mut started = Vec::new();
+        for (_, start, who) in events.iter() {
+            if !*start && who == id {
+                break;
+            }
+            if *start {
+                started.push(who.clone());
+            }
+        }
+        started
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `waio` binary next to the test executable (built by `cargo build --release -p waio`,
+/// which the test script runs first), or `$WAIO_BIN`.
+pub fn waio_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("WAIO_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/waio
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("waio"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --release -p waio` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `waio ARGS` in `dir`; returns (exit code, stdout, stderr).
+pub fn run_waio(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(waio_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("WAIO_LOG", "warn")
+        .output()
+        .expect("run waio");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A JSON input line for the behave test plugin.
+pub fn rec(fields: Value) -> String {
+    fields.to_string()
+}
