@@ -38,8 +38,16 @@ impl From<&OperatorReport> for OperatorSummary {
             http_calls: r.http_calls,
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
-            latency_p50_ms: if empty { 0.0 } else { ms(r.latency_us.value_at_quantile(0.5)) },
-            latency_p99_ms: if empty { 0.0 } else { ms(r.latency_us.value_at_quantile(0.99)) },
+            latency_p50_ms: if empty {
+                0.0
+            } else {
+                ms(r.latency_us.value_at_quantile(0.5))
+            },
+            latency_p99_ms: if empty {
+                0.0
+            } else {
+                ms(r.latency_us.value_at_quantile(0.99))
+            },
             latency_max_ms: if empty { 0.0 } else { ms(r.latency_us.max()) },
         }
     }

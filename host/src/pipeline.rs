@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-
 use crate::connectors::dead_letter::DeadLetters;
 use crate::connectors::sink::{run_sink, SinkError, SinkReport};
 use crate::connectors::source::{run_source, source_label, SourceError, SourceReport};
@@ -106,18 +105,22 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
     }
 
     // Every stage runs on a thread of its own and reports here when it ends.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<StageDone, PipelineError>)>();
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, Result<StageDone, PipelineError>)>();
     let stage_count = operators.len() + 2;
-    let spawn = |index: usize, name: String, work: Box<dyn FnOnce() -> Result<StageDone, PipelineError> + Send>| {
-        let done_tx = done_tx.clone();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                let _ = done_tx.send((index, work()));
-            })
-            .map(|_| ())
-            .map_err(|e| PipelineError::Stage(format!("cannot start a thread: {e}")))
-    };
+    let spawn =
+        |index: usize,
+         name: String,
+         work: Box<dyn FnOnce() -> Result<StageDone, PipelineError> + Send>| {
+            let done_tx = done_tx.clone();
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let _ = done_tx.send((index, work()));
+                })
+                .map(|_| ())
+                .map_err(|e| PipelineError::Stage(format!("cannot start a thread: {e}")))
+        };
     let (source_tx, mut upstream) = stage_channel();
     {
         let source = manifest.source.clone();
@@ -125,7 +128,13 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
         spawn(
             0,
             "waio-source".into(),
-            Box::new(move || Ok(StageDone::Source(run_source(&source, source_tx, &dead_letters)?))),
+            Box::new(move || {
+                Ok(StageDone::Source(run_source(
+                    &source,
+                    source_tx,
+                    &dead_letters,
+                )?))
+            }),
         )?;
     }
     for (index, operator) in operators.into_iter().enumerate() {
@@ -134,7 +143,12 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
         spawn(
             index + 1,
             format!("waio-op-{index}"),
-            Box::new(move || Ok(StageDone::Operator(index, Box::new(operator.run(input, tx)?)))),
+            Box::new(move || {
+                Ok(StageDone::Operator(
+                    index,
+                    Box::new(operator.run(input, tx)?),
+                ))
+            }),
         )?;
     }
     {
@@ -175,10 +189,12 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
     if let Some(error) = consequence {
         return Err(error);
     }
-    dead_letters.flush().map_err(|source| PipelineError::DeadLetter {
-        path: dead_letters.path().display().to_string(),
-        source,
-    })?;
+    dead_letters
+        .flush()
+        .map_err(|source| PipelineError::DeadLetter {
+            path: dead_letters.path().display().to_string(),
+            source,
+        })?;
 
     let elapsed = started.elapsed();
     let (cpu, peak_rss_mib) = process_usage();
@@ -197,7 +213,11 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
         cpu_s: cpu.as_secs_f64(),
         cpu_us_per_record: cpu.as_secs_f64() * 1e6 / (records_in.max(1) as f64),
         peak_rss_mib,
-        operators: reports.iter().flatten().map(OperatorSummary::from).collect(),
+        operators: reports
+            .iter()
+            .flatten()
+            .map(OperatorSummary::from)
+            .collect(),
     })
 }
 

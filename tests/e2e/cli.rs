@@ -6,8 +6,14 @@ use waio_tests::*;
 
 fn assert_clean_failure(code: i32, stderr: &str) {
     assert_eq!(code, 1, "expected exit code 1, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "the host must not panic: {stderr}");
-    assert!(stderr.starts_with("error:") || stderr.contains("\nerror:"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "the host must not panic: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("error:") || stderr.contains("\nerror:"),
+        "{stderr}"
+    );
 }
 
 fn behave_manifest(p: &Pipeline, plugin_path: &str) -> std::path::PathBuf {
@@ -22,7 +28,10 @@ fn check_reports_what_it_found() {
     let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("operator op:"), "{stdout}");
-    assert!(stdout.contains("implements waio:enricher/enricher-plugin@0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("implements waio:enricher/enricher-plugin@0.1.0"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -34,7 +43,10 @@ fn run_prints_a_summary_and_malformed_lines_go_to_dead_letters_with_their_line_n
     )
     .unwrap();
     behave_manifest(&p, &plugin("behave").display().to_string());
-    let (code, _stdout, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml", "--summary-json", "summary.json"]);
+    let (code, _stdout, stderr) = run_waio(
+        p.dir.path(),
+        &["run", "pipeline.toml", "--summary-json", "summary.json"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let out = read_jsonl(&p.path("out.jsonl"));
     assert_eq!(out.len(), 2);
@@ -44,8 +56,12 @@ fn run_prints_a_summary_and_malformed_lines_go_to_dead_letters_with_their_line_n
     assert_eq!(dead[0]["line"], 2);
     assert_eq!(dead[0]["payload"], "{\"id\": oops}");
     assert!(dead[0]["error"].as_str().unwrap().contains("input.jsonl:2"));
-    assert!(stderr.contains("3 records in, 2 out, 1 dead-lettered"), "{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.path("summary.json")).unwrap()).unwrap();
+    assert!(
+        stderr.contains("3 records in, 2 out, 1 dead-lettered"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["records_in"], 3);
     assert_eq!(summary["dead_lettered"], 1);
     assert!(summary["operators"][0]["latency_p99_ms"].as_f64().is_some());
@@ -58,7 +74,10 @@ fn an_empty_input_file_is_an_error_naming_it() {
     behave_manifest(&p, &plugin("behave").display().to_string());
     let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
     assert_clean_failure(code, &stderr);
-    assert!(stderr.contains("input.jsonl") && stderr.contains("empty"), "{stderr}");
+    assert!(
+        stderr.contains("input.jsonl") && stderr.contains("empty"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -70,7 +89,10 @@ fn a_missing_plugin_file_names_the_manifest_line() {
         let (code, _, stderr) = run_waio(p.dir.path(), &[command, "pipeline.toml"]);
         assert_clean_failure(code, &stderr);
         assert!(stderr.contains("pipeline.toml:11:"), "{stderr}");
-        assert!(stderr.contains("nope.wasm") && stderr.contains("does not exist"), "{stderr}");
+        assert!(
+            stderr.contains("nope.wasm") && stderr.contains("does not exist"),
+            "{stderr}"
+        );
     }
 }
 
@@ -81,11 +103,17 @@ fn a_file_that_is_not_a_component_is_rejected() {
     std::fs::write(p.path("text.wasm"), "hello").unwrap();
     // The smallest valid core module: magic and version 1.
     std::fs::write(p.path("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    for (file, expect) in [("text.wasm", "magic bytes"), ("core.wasm", "core WebAssembly module")] {
+    for (file, expect) in [
+        ("text.wasm", "magic bytes"),
+        ("core.wasm", "core WebAssembly module"),
+    ] {
         behave_manifest(&p, file);
         let (code, _, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
         assert_clean_failure(code, &stderr);
-        assert!(stderr.contains("is not a WebAssembly component") && stderr.contains(expect), "{stderr}");
+        assert!(
+            stderr.contains("is not a WebAssembly component") && stderr.contains(expect),
+            "{stderr}"
+        );
         assert!(stderr.contains("pipeline.toml:11:"), "{stderr}");
     }
 }
@@ -107,10 +135,22 @@ fn an_invalid_manifest_names_line_column_and_field() {
     p.input(&[json!({"id": 1}).to_string()]);
     let good = one_operator(&plugin("behave"), "", "", "");
     for (broken, expect) in [
-        (good.replace("name = \"op\"", "name = \"op\"\ncapacty = 5"), "capacty"),
-        (good.replace("name = \"op\"", "name = \"op\"\ncapacity = 0"), "capacity"),
-        (good.replace("name = \"op\"", "name = \"op\"\ncapacity = \"lots\""), "capacity"),
-        (good.replace("name = \"op\"", "name = \"op\"\ntimeout = \"soon\""), "timeout"),
+        (
+            good.replace("name = \"op\"", "name = \"op\"\ncapacty = 5"),
+            "capacty",
+        ),
+        (
+            good.replace("name = \"op\"", "name = \"op\"\ncapacity = 0"),
+            "capacity",
+        ),
+        (
+            good.replace("name = \"op\"", "name = \"op\"\ncapacity = \"lots\""),
+            "capacity",
+        ),
+        (
+            good.replace("name = \"op\"", "name = \"op\"\ntimeout = \"soon\""),
+            "timeout",
+        ),
     ] {
         p.manifest(&broken);
         let (code, _, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
@@ -126,9 +166,15 @@ fn an_invalid_manifest_names_line_column_and_field() {
 #[test]
 fn a_failing_record_exits_non_zero_naming_the_record() {
     let p = Pipeline::new();
-    p.input(&[json!({"id": 1}).to_string(), json!({"id": 2, "mode": "fail", "message": "no such user"}).to_string()]);
+    p.input(&[
+        json!({"id": 1}).to_string(),
+        json!({"id": 2, "mode": "fail", "message": "no such user"}).to_string(),
+    ]);
     behave_manifest(&p, &plugin("behave").display().to_string());
     let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
     assert_clean_failure(code, &stderr);
-    assert!(stderr.contains("input.jsonl:2") && stderr.contains("no such user"), "{stderr}");
+    assert!(
+        stderr.contains("input.jsonl:2") && stderr.contains("no such user"),
+        "{stderr}"
+    );
 }

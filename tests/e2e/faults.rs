@@ -10,7 +10,8 @@ async fn behave(lines: &[serde_json::Value], operator_extra: &str) -> Outcome {
     p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
     let extra = format!("allowed_hosts = [\"127.0.0.1\"]\n{operator_extra}");
     let config = format!("echo_url = \"{}/echo\"", mock.url());
-    p.run(&one_operator(&plugin("behave"), &extra, &config, "")).await
+    p.run(&one_operator(&plugin("behave"), &extra, &config, ""))
+        .await
 }
 
 fn dead_letter_policy() -> &'static str {
@@ -20,7 +21,11 @@ fn dead_letter_policy() -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_is_stopped_and_only_its_record_fails() {
     let out = behave(
-        &[json!({"id": "a"}), json!({"id": "spin", "mode": "loop"}), json!({"id": "b"})],
+        &[
+            json!({"id": "a"}),
+            json!({"id": "spin", "mode": "loop"}),
+            json!({"id": "b"}),
+        ],
         &format!("{}\ncall_time_limit = \"100ms\"", dead_letter_policy()),
     )
     .await;
@@ -35,8 +40,15 @@ async fn an_endless_loop_is_stopped_and_only_its_record_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_allocation_hits_the_memory_cap_and_only_its_record_fails() {
     let out = behave(
-        &[json!({"id": "a"}), json!({"id": "hog", "mode": "alloc"}), json!({"id": "b"})],
-        &format!("{}\nmemory_limit = \"32MiB\"\ncall_time_limit = \"5s\"", dead_letter_policy()),
+        &[
+            json!({"id": "a"}),
+            json!({"id": "hog", "mode": "alloc"}),
+            json!({"id": "b"}),
+        ],
+        &format!(
+            "{}\nmemory_limit = \"32MiB\"\ncall_time_limit = \"5s\"",
+            dead_letter_policy()
+        ),
     )
     .await;
     assert_eq!(out.ids(), ["a", "b"]);
@@ -59,23 +71,44 @@ async fn a_panic_becomes_a_failure_naming_the_panic() {
     )
     .await;
     assert_eq!(out.ids(), ["a", "b"]);
-    let errors: Vec<&str> = out.dead.iter().map(|d| d["error"].as_str().unwrap()).collect();
+    let errors: Vec<&str> = out
+        .dead
+        .iter()
+        .map(|d| d["error"].as_str().unwrap())
+        .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0].contains("plugin panicked") && errors[0].contains("boom \"p1\""), "{errors:?}");
-    assert!(errors[1].contains("plugin panicked") && errors[1].contains("boom \"p2\""), "{errors:?}");
+    assert!(
+        errors[0].contains("plugin panicked") && errors[0].contains("boom \"p1\""),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("plugin panicked") && errors[1].contains("boom \"p2\""),
+        "{errors:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_under_the_fail_policy_fails_the_job_with_the_panic_message() {
-    let out = behave(&[json!({"id": "a"}), json!({"id": "p", "mode": "panic"})], "").await;
+    let out = behave(
+        &[json!({"id": "a"}), json!({"id": "p", "mode": "panic"})],
+        "",
+    )
+    .await;
     let error = out.error();
-    assert!(error.contains("input.jsonl:2") && error.contains("boom \"p\""), "{error}");
+    assert!(
+        error.contains("input.jsonl:2") && error.contains("boom \"p\""),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_never_completes_times_out_to_the_dead_letter_output() {
     let out = behave(
-        &[json!({"id": "a"}), json!({"id": "lost", "mode": "never"}), json!({"id": "b"})],
+        &[
+            json!({"id": "a"}),
+            json!({"id": "lost", "mode": "never"}),
+            json!({"id": "b"}),
+        ],
         dead_letter_policy(),
     )
     .await;
@@ -111,5 +144,8 @@ async fn several_instances_share_the_work() {
         .collect();
     let out = behave(&lines, "instances = 3\ncapacity = 9").await;
     assert_eq!(out.output.len(), 30);
-    assert_eq!(out.ids(), (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        out.ids(),
+        (0..30).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
 }

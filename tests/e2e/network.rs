@@ -3,10 +3,20 @@
 use serde_json::json;
 use waio_tests::*;
 
-async fn run_http(mock: &MockServer, lines: &[serde_json::Value], operator_extra: &str, secrets: &str) -> Outcome {
+async fn run_http(
+    mock: &MockServer,
+    lines: &[serde_json::Value],
+    operator_extra: &str,
+    secrets: &str,
+) -> Outcome {
     let p = Pipeline::new();
     p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
-    let mut toml = one_operator(&plugin("behave"), operator_extra, &format!("echo_url = \"{}/echo\"", mock.url()), "");
+    let mut toml = one_operator(
+        &plugin("behave"),
+        operator_extra,
+        &format!("echo_url = \"{}/echo\"", mock.url()),
+        "",
+    );
     toml.push_str(secrets);
     p.run(&toml).await
 }
@@ -24,8 +34,15 @@ async fn a_host_off_the_allowlist_is_refused_and_nothing_leaves() {
     )
     .await;
     let error = out.output[0]["error"].as_str().unwrap();
-    assert!(error.contains("denied") && error.contains("allowed_hosts"), "{error}");
-    assert_eq!(mock.stats().requests, 0, "a refused request must never reach the server");
+    assert!(
+        error.contains("denied") && error.contains("allowed_hosts"),
+        "{error}"
+    );
+    assert_eq!(
+        mock.stats().requests,
+        0,
+        "a refused request must never reach the server"
+    );
 
     // And with no allowlist at all, no network.
     let out = run_http(
@@ -54,7 +71,10 @@ async fn a_secret_is_injected_by_the_host_and_never_visible_to_the_plugin() {
     )
     .await;
     // The server got the real key...
-    assert!(mock.stats().authorization_seen.contains(&"Bearer sk-test-1234567".to_string()));
+    assert!(mock
+        .stats()
+        .authorization_seen
+        .contains(&"Bearer sk-test-1234567".to_string()));
     // ...but the echo of it that came back was blanked before the plugin saw it.
     let body = out.output[0]["body"].as_str().unwrap();
     assert!(!body.contains("sk-test-1234567"), "{body}");
@@ -85,7 +105,13 @@ async fn a_secret_not_granted_to_the_operator_is_refused() {
 async fn a_plugin_sees_no_environment_files_or_sockets() {
     std::env::set_var("WAIO_TEST_HOST_ONLY", "host-secret-value");
     let mock = mock().await;
-    let out = run_http(&mock, &[json!({"id": "sb", "mode": "sandbox"})], "allowed_hosts = [\"127.0.0.1\"]", "").await;
+    let out = run_http(
+        &mock,
+        &[json!({"id": "sb", "mode": "sandbox"})],
+        "allowed_hosts = [\"127.0.0.1\"]",
+        "",
+    )
+    .await;
     let o = &out.output[0];
     assert_eq!(o["env"], json!([]), "{o}");
     assert!(o["file"].as_str().unwrap().starts_with("err"), "{o}");

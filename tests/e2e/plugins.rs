@@ -37,7 +37,10 @@ async fn openai_chat_classifies_and_reports_tokens() {
     assert_eq!(out.output[0]["label"], "billing");
     assert_eq!(out.output[1]["label"], "bug");
     // The original fields are kept.
-    assert_eq!(out.output[0]["text"], "Billing: I was charged twice, please refund");
+    assert_eq!(
+        out.output[0]["text"],
+        "Billing: I was charged twice, please refund"
+    );
     let op = &out.summary().operators[0];
     assert!(op.input_tokens > 0 && op.output_tokens == 2, "{op:?}");
     assert_eq!(mock.stats().chat, 2);
@@ -50,7 +53,9 @@ async fn openai_embeddings_attach_a_vector() {
     let p = Pipeline::new();
     p.input(&[json!({"id": "e", "text": "hello world"}).to_string()]);
     let out = p.run(&openai_manifest(&mock, "embeddings", "")).await;
-    let vector = out.output[0]["embedding"].as_array().expect("embedding array");
+    let vector = out.output[0]["embedding"]
+        .as_array()
+        .expect("embedding array");
     assert_eq!(vector.len(), 8);
     let expected = waio_mock_provider::embedding("hello world", 8);
     assert!((vector[0].as_f64().unwrap() - f64::from(expected[0])).abs() < 1e-6);
@@ -67,12 +72,19 @@ async fn openai_server_errors_are_retriable_failures_in_the_dead_letter_output()
     .await;
     let p = Pipeline::new();
     p.input(&[json!({"id": 1, "text": "x"}).to_string()]);
-    let toml = openai_manifest(&mock, "chat", "").replace("capacity = 16", "capacity = 16\non_failure = \"dead-letter\"");
+    let toml = openai_manifest(&mock, "chat", "").replace(
+        "capacity = 16",
+        "capacity = 16\non_failure = \"dead-letter\"",
+    );
     let out = p.run(&toml).await;
     assert!(out.output.is_empty());
     assert_eq!(out.dead.len(), 1);
     assert_eq!(out.dead[0]["retriable"], true);
-    assert!(out.dead[0]["error"].as_str().unwrap().contains("50"), "{}", out.dead[0]);
+    assert!(
+        out.dead[0]["error"].as_str().unwrap().contains("50"),
+        "{}",
+        out.dead[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +99,10 @@ async fn http_lookup_merges_the_answer_and_handles_not_found() {
     let toml = one_operator(
         &plugin("http-lookup"),
         "allowed_hosts = [\"127.0.0.1\"]\non_failure = \"dead-letter\"",
-        &format!("url = \"{}/kv/{{user_id}}\"\noutput_field = \"user\"", mock.url()),
+        &format!(
+            "url = \"{}/kv/{{user_id}}\"\noutput_field = \"user\"",
+            mock.url()
+        ),
         "",
     );
     let out = p.run(&toml).await;

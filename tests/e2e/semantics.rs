@@ -11,7 +11,13 @@ async fn behave(lines: &[serde_json::Value], operator_extra: &str, sink_extra: &
     p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
     let extra = format!("allowed_hosts = [\"127.0.0.1\"]\n{operator_extra}");
     let config = format!("echo_url = \"{}/echo\"", mock.url());
-    p.run(&one_operator(&plugin("behave"), &extra, &config, sink_extra)).await
+    p.run(&one_operator(
+        &plugin("behave"),
+        &extra,
+        &config,
+        sink_extra,
+    ))
+    .await
 }
 
 fn later(id: &str, delay_ms: u64) -> serde_json::Value {
@@ -25,7 +31,12 @@ fn wm(ts: i64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item01_ordered_mode_emits_in_input_order() {
     let out = behave(
-        &[later("1", 400), later("2", 10), later("3", 200), later("4", 0)],
+        &[
+            later("1", 400),
+            later("2", 10),
+            later("3", 200),
+            later("4", 0),
+        ],
         "ordered = true",
         "",
     )
@@ -41,7 +52,11 @@ async fn item02_unordered_mode_emits_in_completion_order_within_a_segment() {
         "watermarks = true",
     )
     .await;
-    assert_eq!(out.ids(), ["2", "1", "W100", "3"], "R3 must not overtake the watermark");
+    assert_eq!(
+        out.ids(),
+        ["2", "1", "W100", "3"],
+        "R3 must not overtake the watermark"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,11 +98,21 @@ async fn item05_outputs_carry_the_input_event_time_including_timeout_values() {
     let stamps: Vec<(String, i64)> = out
         .output
         .iter()
-        .map(|l| (l["payload"]["id"].as_str().unwrap().to_string(), l["timestamp"].as_i64().unwrap()))
+        .map(|l| {
+            (
+                l["payload"]["id"].as_str().unwrap().to_string(),
+                l["timestamp"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         stamps,
-        [("a".into(), 1000), ("a".into(), 1000), ("b".into(), 2000), ("c".into(), 3000)]
+        [
+            ("a".into(), 1000),
+            ("a".into(), 1000),
+            ("b".into(), 2000),
+            ("c".into(), 3000)
+        ]
     );
     assert_eq!(out.output[2]["payload"]["fallback"], true);
 }
@@ -129,7 +154,11 @@ async fn item07_first_completion_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item08_complete_inside_invoke_or_later_from_a_callback() {
     let out = behave(
-        &[json!({"id": "inside"}), later("callback", 30), json!({"id": "inside2"})],
+        &[
+            json!({"id": "inside"}),
+            later("callback", 30),
+            json!({"id": "inside2"}),
+        ],
         "",
         "",
     )
@@ -148,9 +177,18 @@ async fn item09_capacity_bounds_the_records_in_flight() {
     for mode in ["ordered", "unordered"] {
         let server = TimelineServer::start().await;
         let lines: Vec<_> = (1..=15).map(|i| timed(&server, i, 40)).collect();
-        let out = behave(&lines, &format!("capacity = 3\noutput_mode = \"{mode}\""), "").await;
+        let out = behave(
+            &lines,
+            &format!("capacity = 3\noutput_mode = \"{mode}\""),
+            "",
+        )
+        .await;
         assert_eq!(out.output.len(), 15, "{mode}");
-        assert_eq!(server.max_in_flight(), 3, "{mode}: capacity 3 must allow exactly 3 in flight");
+        assert_eq!(
+            server.max_in_flight(),
+            3,
+            "{mode}: capacity 3 must allow exactly 3 in flight"
+        );
     }
 }
 
@@ -184,7 +222,10 @@ async fn item12_13_timeout_by_default_fails_the_job_naming_the_record() {
     )
     .await;
     let error = out.error();
-    assert!(error.contains("could not complete the stream element input.jsonl:2"), "{error}");
+    assert!(
+        error.contains("could not complete the stream element input.jsonl:2"),
+        "{error}"
+    );
     assert!(error.contains("timed out after 200ms"), "{error}");
 }
 
@@ -202,7 +243,11 @@ async fn item14_timeout_values_are_emitted_in_place_and_the_job_goes_on() {
     .await;
     assert_eq!(out.ids(), ["a", "b", "c"]);
     assert_eq!(out.output[1]["fallback"], true);
-    assert_eq!(out.summary().operators[0].timed_out, 0, "completed by timeout(): not a failure");
+    assert_eq!(
+        out.summary().operators[0].timed_out,
+        0,
+        "completed by timeout(): not a failure"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +264,11 @@ async fn item15_a_record_completed_in_time_never_sees_timeout() {
     )
     .await;
     assert_eq!(out.ids(), ["a", "b", "c"]);
-    assert!(out.output.iter().all(|o| o.get("fallback").is_none()), "{:?}", out.output);
+    assert!(
+        out.output.iter().all(|o| o.get("fallback").is_none()),
+        "{:?}",
+        out.output
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +280,10 @@ async fn item16_zero_timeout_means_no_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item17_exceptional_completion_fails_the_job_with_its_cause() {
     let out = behave(
-        &[json!({"id": "a"}), json!({"id": "b", "mode": "fail", "message": "bad record b"})],
+        &[
+            json!({"id": "a"}),
+            json!({"id": "b", "mode": "fail", "message": "bad record b"}),
+        ],
         "",
         "",
     )
@@ -271,7 +323,10 @@ async fn item17_with_dead_letter_policy_failures_go_to_the_dead_letter_output() 
 async fn item18_a_failure_behind_an_unfinished_head_fails_at_once() {
     // Record 1 never completes and there is no timeout: only failing at once ends this run.
     let out = behave(
-        &[json!({"id": "1", "mode": "never"}), json!({"id": "2", "mode": "fail"})],
+        &[
+            json!({"id": "1", "mode": "never"}),
+            json!({"id": "2", "mode": "fail"}),
+        ],
         "timeout = \"0s\"\nordered = true",
         "",
     )
@@ -281,7 +336,9 @@ async fn item18_a_failure_behind_an_unfinished_head_fails_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item31_end_of_input_waits_for_every_element() {
-    let lines: Vec<_> = (0..40).map(|i| later(&i.to_string(), (i * 37 % 200) as u64)).collect();
+    let lines: Vec<_> = (0..40)
+        .map(|i| later(&i.to_string(), (i * 37 % 200) as u64))
+        .collect();
     let out = behave(&lines, "output_mode = \"unordered\"\ncapacity = 10", "").await;
     let mut ids = out.ids();
     ids.sort_by_key(|s| s.parse::<u32>().unwrap());
@@ -329,6 +386,9 @@ path = "out.jsonl"
     assert_eq!(out.ids(), ["keep1", "keep2", "keep2"]);
     let summary = out.summary();
     assert_eq!(summary.operators[0].records_in, 3);
-    assert_eq!(summary.operators[1].records_in, 3, "the filtered record never reaches the second operator");
+    assert_eq!(
+        summary.operators[1].records_in, 3,
+        "the filtered record never reaches the second operator"
+    );
     assert_eq!(summary.records_out, 3);
 }

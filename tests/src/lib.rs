@@ -27,7 +27,9 @@ pub fn repo_root() -> PathBuf {
 
 /// Path of a built plugin component, e.g. `plugin("behave")`.
 pub fn plugin(name: &str) -> PathBuf {
-    let path = repo_root().join("dist/plugins").join(format!("{name}.wasm"));
+    let path = repo_root()
+        .join("dist/plugins")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-plugins first",
@@ -140,14 +142,22 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
     };
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display()))
+        })
         .collect()
 }
 
 /// A manifest for one operator running `plugin` over `input.jsonl` into `out.jsonl`, with dead
 /// letters in `dead.jsonl`. `operator_extra` is added to the `[[operator]]` table (TOML lines),
 /// `config` is the `[operator.config]` body.
-pub fn one_operator(plugin_path: &Path, operator_extra: &str, config: &str, sink_extra: &str) -> String {
+pub fn one_operator(
+    plugin_path: &Path,
+    operator_extra: &str,
+    config: &str,
+    sink_extra: &str,
+) -> String {
     format!(
         r#"
 name = "test"
@@ -186,7 +196,9 @@ pub async fn mock() -> MockServer {
 }
 
 pub async fn mock_with(config: MockConfig) -> MockServer {
-    MockServer::start(config).await.expect("mock provider starts")
+    MockServer::start(config)
+        .await
+        .expect("mock provider starts")
 }
 
 /// An HTTP server that answers `GET /?id=X&delay_ms=N` after N ms and records when each request
@@ -223,15 +235,20 @@ impl TimelineServer {
                         buf.drain(..head_end);
                         let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                         let query = |name: &str| {
-                            target
-                                .split(['?', '&'])
-                                .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+                            target.split(['?', '&']).find_map(|kv| {
+                                kv.strip_prefix(&format!("{name}=")).map(str::to_string)
+                            })
                         };
                         let id = query("id").unwrap_or_default();
-                        let delay: u64 = query("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(0);
-                        log.lock().expect("log").push((Instant::now(), true, id.clone()));
+                        let delay: u64 =
+                            query("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(0);
+                        log.lock()
+                            .expect("log")
+                            .push((Instant::now(), true, id.clone()));
                         tokio::time::sleep(Duration::from_millis(delay)).await;
-                        log.lock().expect("log").push((Instant::now(), false, id.clone()));
+                        log.lock()
+                            .expect("log")
+                            .push((Instant::now(), false, id.clone()));
                         let body = format!("{{\"id\":\"{id}\"}}");
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

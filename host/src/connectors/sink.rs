@@ -32,35 +32,39 @@ pub struct SinkReport {
 /// Writes everything that arrives until the channel closes.
 pub fn run_sink(config: &SinkConfig, rx: StageReceiver) -> Result<SinkReport, SinkError> {
     let mut report = SinkReport::default();
-    let (mut writer, label, format, watermarks): (Box<dyn Write>, String, OutputFormat, bool) = match config {
-        SinkConfig::File {
-            path,
-            format,
-            watermarks,
-        } => {
-            let label = path.display().to_string();
-            let file = std::fs::File::create(path).map_err(|source| SinkError::Create {
-                path: label.clone(),
-                source,
-            })?;
-            (Box::new(BufWriter::with_capacity(256 * 1024, file)), label, *format, *watermarks)
-        }
-        SinkConfig::Stdout { format, watermarks } => (
-            Box::new(BufWriter::new(std::io::stdout())),
-            "stdout".to_string(),
-            *format,
-            *watermarks,
-        ),
-        SinkConfig::Discard => {
-            loop {
+    let (mut writer, label, format, watermarks): (Box<dyn Write>, String, OutputFormat, bool) =
+        match config {
+            SinkConfig::File {
+                path,
+                format,
+                watermarks,
+            } => {
+                let label = path.display().to_string();
+                let file = std::fs::File::create(path).map_err(|source| SinkError::Create {
+                    path: label.clone(),
+                    source,
+                })?;
+                (
+                    Box::new(BufWriter::with_capacity(256 * 1024, file)),
+                    label,
+                    *format,
+                    *watermarks,
+                )
+            }
+            SinkConfig::Stdout { format, watermarks } => (
+                Box::new(BufWriter::new(std::io::stdout())),
+                "stdout".to_string(),
+                *format,
+                *watermarks,
+            ),
+            SinkConfig::Discard => loop {
                 match rx.recv() {
                     Ok(Message::Batch(batch)) => count(&mut report, &batch),
                     Ok(Message::End) => return Ok(report),
                     Err(_) => return Err(SinkError::UpstreamFailed),
                 }
-            }
-        }
-    };
+            },
+        };
     let write_err = |source| SinkError::Write {
         path: label.clone(),
         source,

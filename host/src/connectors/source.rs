@@ -143,7 +143,9 @@ fn read_lines(
         }
         // Hand over a full batch, or whatever we have when no more input is buffered (so an
         // interactive stdin is not held back waiting for a full batch).
-        if batch.len() >= BATCH_SIZE || (!batch.is_empty() && reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true)) {
+        if batch.len() >= BATCH_SIZE
+            || (!batch.is_empty() && reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true))
+        {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_SIZE));
             if tx.send(Message::Batch(full)).is_err() {
                 return Ok(report);
@@ -164,8 +166,14 @@ fn finish(batch: Batch, tx: &StageSender) {
 }
 
 fn trim(line: &[u8]) -> &[u8] {
-    let start = line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line.len());
-    let end = line.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &line[start..end]
 }
 
@@ -176,10 +184,9 @@ pub fn parse_line(text: &[u8], line: u64, fields: &FieldMapping) -> Result<Eleme
     if let Some(object) = value.as_object() {
         if let Some(mark) = object.get("$watermark") {
             if object.len() == 1 {
-                return mark
-                    .as_i64()
-                    .map(Element::Watermark)
-                    .ok_or_else(|| format!("\"$watermark\" must be an integer (ms since epoch), got {mark}"));
+                return mark.as_i64().map(Element::Watermark).ok_or_else(|| {
+                    format!("\"$watermark\" must be an integer (ms since epoch), got {mark}")
+                });
             }
         }
     }

@@ -163,7 +163,6 @@ impl HttpGateway {
         redact(&mut answer, &self.secrets);
         Ok(answer)
     }
-
 }
 
 fn request_header_raw<'a>(request: &'a HttpRequest, name: &HeaderName) -> &'a [u8] {
@@ -271,8 +270,14 @@ mod tests {
     #[test]
     fn refuses_hosts_and_ports_off_the_allowlist() {
         let g = gateway();
-        assert!(g.prepare(request("http://127.0.0.1:8080/x", vec![])).is_ok());
-        for url in ["http://127.0.0.1:8081/x", "http://example.com/", "http://localhost:8080/"] {
+        assert!(g
+            .prepare(request("http://127.0.0.1:8080/x", vec![]))
+            .is_ok());
+        for url in [
+            "http://127.0.0.1:8081/x",
+            "http://example.com/",
+            "http://localhost:8080/",
+        ] {
             match g.prepare(request(url, vec![])) {
                 Err(HttpError::Denied(why)) => assert!(why.contains("allowed_hosts"), "{why}"),
                 Err(other) => panic!("{url}: expected denied, got {other}"),
@@ -295,7 +300,10 @@ mod tests {
             ))
             .ok()
             .unwrap();
-        assert_eq!(prepared.0.headers()["authorization"], "Bearer sk-very-secret");
+        assert_eq!(
+            prepared.0.headers()["authorization"],
+            "Bearer sk-very-secret"
+        );
         match g.prepare(request(
             "http://127.0.0.1:8080/",
             vec![("x".into(), "${secret:other}".into())],

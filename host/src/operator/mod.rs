@@ -18,7 +18,9 @@ use crate::connectors::dead_letter::{DeadLetter, DeadLetters};
 use crate::io::http::HttpGateway;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::bindings::{Event, FailureKind, HttpError, HttpResponse};
-use crate::plugin::{Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance};
+use crate::plugin::{
+    Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance,
+};
 use crate::record::{Batch, Element, Message, Record, StageReceiver, StageSender, BATCH_SIZE};
 use queue::{ElementQueue, Emitted};
 
@@ -191,13 +193,13 @@ impl AsyncWaitOperator {
 
     fn fresh_instance(&mut self) -> Result<PluginInstance, OperatorError> {
         let operator = self.config.name.clone();
-        let mut instance = self
-            .component
-            .instantiate()
-            .map_err(|source| OperatorError::Plugin {
-                operator: operator.clone(),
-                source,
-            })?;
+        let mut instance =
+            self.component
+                .instantiate()
+                .map_err(|source| OperatorError::Plugin {
+                    operator: operator.clone(),
+                    source,
+                })?;
         match instance.open(&self.config.config_json) {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(OperatorError::Plugin {
@@ -216,7 +218,11 @@ impl AsyncWaitOperator {
     /// Runs on a thread of its own, Flink's task thread: guest calls are synchronous (WASI's
     /// blocking calls, such as a plugin writing to stderr, must not run on an async worker) and
     /// the loop waits on its mailbox (input, HTTP answers, the next deadline) between them.
-    pub fn run(mut self, input: StageReceiver, output: StageSender) -> Result<OperatorReport, OperatorError> {
+    pub fn run(
+        mut self,
+        input: StageReceiver,
+        output: StageSender,
+    ) -> Result<OperatorReport, OperatorError> {
         let mut pending_input: VecDeque<Element> = VecDeque::new();
         let mut input_done = false;
         let mut out: Batch = Vec::with_capacity(BATCH_SIZE);
@@ -239,7 +245,8 @@ impl AsyncWaitOperator {
                     self.deliver(done)?;
                 }
                 self.emit(&mut out);
-                let can_admit = self.queue.len() < self.config.capacity && !pending_input.is_empty();
+                let can_admit =
+                    self.queue.len() < self.config.capacity && !pending_input.is_empty();
                 if !can_admit && self.local_answers.is_empty() {
                     break;
                 }
@@ -255,7 +262,8 @@ impl AsyncWaitOperator {
             }
 
             // Wait for the next thing to happen. Input is taken only when there is room for it.
-            let want_input = !input_done && pending_input.is_empty() && self.queue.len() < self.config.capacity;
+            let want_input =
+                !input_done && pending_input.is_empty() && self.queue.len() < self.config.capacity;
             let deadline = self.next_deadline();
             let mut select = crossbeam_channel::Select::new();
             let answers_index = select.recv(&answers_rx);
@@ -280,7 +288,11 @@ impl AsyncWaitOperator {
                 Some(op) => match op.recv(&input) {
                     Ok(Message::Batch(batch)) => pending_input.extend(batch),
                     Ok(Message::End) => input_done = true,
-                    Err(_) => return Err(OperatorError::UpstreamFailed { operator: self.config.name.clone() }),
+                    Err(_) => {
+                        return Err(OperatorError::UpstreamFailed {
+                            operator: self.config.name.clone(),
+                        })
+                    }
                 },
             }
             if deadline.is_some_and(|at| at <= Instant::now()) {
@@ -288,7 +300,9 @@ impl AsyncWaitOperator {
             }
         }
 
-        output.send(Message::End).map_err(|_| downstream_gone(&self.config.name))?;
+        output
+            .send(Message::End)
+            .map_err(|_| downstream_gone(&self.config.name))?;
         for slot in &mut self.slots {
             if let Err(trap) = slot.instance.close() {
                 tracing::warn!(operator = %self.config.name, "plugin trapped in close: {trap}");
@@ -344,7 +358,9 @@ impl AsyncWaitOperator {
         let slot = entry.instance;
         let attempt = entry.attempt;
         let slots = &mut self.slots;
-        let result = with_event(&mut entry.input, |event| slots[slot].instance.invoke(seq, attempt, event));
+        let result = with_event(&mut entry.input, |event| {
+            slots[slot].instance.invoke(seq, attempt, event)
+        });
         self.after_call(slot, result, Some((seq, Cause::Failure)))
     }
 
@@ -426,7 +442,13 @@ impl AsyncWaitOperator {
     }
 
     /// A record failed: fail the job or dead-letter it, as the operator's policy says.
-    fn fail(&mut self, seq: u64, cause: Cause, kind: &str, message: String) -> Result<(), OperatorError> {
+    fn fail(
+        &mut self,
+        seq: u64,
+        cause: Cause,
+        kind: &str,
+        message: String,
+    ) -> Result<(), OperatorError> {
         let Some(entry) = self.entries.get(&seq) else {
             return Ok(());
         };
@@ -566,9 +588,18 @@ impl AsyncWaitOperator {
             .filter(|seq| self.entries.get(seq).is_some_and(|e| !e.done))
             .map(|seq| {
                 let timed_out = self.entries.get(&seq).is_some_and(|e| e.timed_out);
-                (seq, if timed_out { Cause::Timeout } else { Cause::Failure })
+                (
+                    seq,
+                    if timed_out {
+                        Cause::Timeout
+                    } else {
+                        Cause::Failure
+                    },
+                )
             });
-        let result = slot.instance.on_response(done.owner, done.call_id, &done.result);
+        let result = slot
+            .instance
+            .on_response(done.owner, done.call_id, &done.result);
         self.after_call(done.instance, result, serving)
     }
 
@@ -599,11 +630,18 @@ impl AsyncWaitOperator {
             let slot = entry.instance;
             let attempt = entry.attempt;
             let slots = &mut self.slots;
-            let result = with_event(&mut entry.input, |event| slots[slot].instance.timeout(seq, attempt, event));
+            let result = with_event(&mut entry.input, |event| {
+                slots[slot].instance.timeout(seq, attempt, event)
+            });
             self.after_call(slot, result, Some((seq, Cause::Timeout)))?;
             if self.entries.get(&seq).is_some_and(|e| !e.done) {
                 // The plugin's `timeout` left the record open: it has timed out.
-                self.fail(seq, Cause::Timeout, "retriable", "the plugin's timeout handler did not complete the record".into())?;
+                self.fail(
+                    seq,
+                    Cause::Timeout,
+                    "retriable",
+                    "the plugin's timeout handler did not complete the record".into(),
+                )?;
             }
         }
         Ok(())

@@ -14,7 +14,10 @@ use crate::record::Record;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Emitted {
     /// The record that entered with `seq` produced `outputs` (maybe none).
-    Record { seq: u64, outputs: Vec<Record> },
+    Record {
+        seq: u64,
+        outputs: Vec<Record>,
+    },
     Watermark(i64),
 }
 
@@ -246,7 +249,10 @@ mod tests {
         }
         q.complete(2, 0, vec![rec(2)]);
         q.complete(4, 0, vec![rec(4)]);
-        assert!(drain(&mut q).is_empty(), "head R1 pending: nothing may leave");
+        assert!(
+            drain(&mut q).is_empty(),
+            "head R1 pending: nothing may leave"
+        );
         assert_eq!(q.len(), 4);
         q.complete(1, 0, vec![rec(1)]);
         assert_eq!(drain(&mut q), ["R1", "R2"]);

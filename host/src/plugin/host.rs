@@ -75,11 +75,19 @@ impl HostState {
         }
     }
 
-    pub(super) fn new_future(&mut self, seq: u64, attempt: u32) -> wasmtime::Result<Resource<FutureRef>> {
+    pub(super) fn new_future(
+        &mut self,
+        seq: u64,
+        attempt: u32,
+    ) -> wasmtime::Result<Resource<FutureRef>> {
         Ok(self.table.push(FutureRef { seq, attempt })?)
     }
 
-    fn finish(&mut self, handle: &Resource<FutureRef>, result: Result<Vec<Event>, Failure>) -> wasmtime::Result<()> {
+    fn finish(
+        &mut self,
+        handle: &Resource<FutureRef>,
+        result: Result<Vec<Event>, Failure>,
+    ) -> wasmtime::Result<()> {
         let future = self.table.get(handle)?;
         let completion = Completion {
             seq: future.seq,
@@ -105,11 +113,19 @@ impl types::Host for HostState {}
 impl completion::Host for HostState {}
 
 impl completion::HostResultFuture for HostState {
-    fn complete(&mut self, handle: Resource<FutureRef>, outputs: Vec<Event>) -> wasmtime::Result<()> {
+    fn complete(
+        &mut self,
+        handle: Resource<FutureRef>,
+        outputs: Vec<Event>,
+    ) -> wasmtime::Result<()> {
         self.finish(&handle, Ok(outputs))
     }
 
-    fn complete_exceptionally(&mut self, handle: Resource<FutureRef>, error: Failure) -> wasmtime::Result<()> {
+    fn complete_exceptionally(
+        &mut self,
+        handle: Resource<FutureRef>,
+        error: Failure,
+    ) -> wasmtime::Result<()> {
         self.finish(&handle, Err(error))
     }
 

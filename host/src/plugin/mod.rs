@@ -130,7 +130,8 @@ impl PluginComponent {
             reason,
         };
         check_component_header(&bytes).map_err(not_component)?;
-        let component = Component::from_binary(engine, &bytes).map_err(|e| not_component(format!("{e:#}")))?;
+        let component =
+            Component::from_binary(engine, &bytes).map_err(|e| not_component(format!("{e:#}")))?;
         let imports = component
             .component_type()
             .imports(engine)
@@ -143,13 +144,15 @@ impl PluginComponent {
             reason,
         };
         let mut linker: Linker<HostState> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| wrong_world(format!("{e:#}")))?;
-        let pre = EnricherPluginPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
+        let pre =
+            EnricherPluginPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
         Ok(PluginComponent {
             name: name.to_string(),
             engine: engine.clone(),
@@ -172,14 +175,20 @@ impl PluginComponent {
             .memory_size(self.limits.memory_bytes as usize)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, HostState::new(wasi, limits, self.name.clone()));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(wasi, limits, self.name.clone()),
+        );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.limits.epoch_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate {
-            plugin: self.name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Instantiate {
+                plugin: self.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
         Ok(PluginInstance {
             store,
             bindings,
@@ -226,7 +235,9 @@ impl PluginInstance {
     }
 
     pub fn open(&mut self, config_json: &str) -> Result<Result<(), String>, GuestTrap> {
-        self.call(None, |b, s| b.waio_enricher_enricher().call_open(s, config_json))
+        self.call(None, |b, s| {
+            b.waio_enricher_enricher().call_open(s, config_json)
+        })
     }
 
     pub fn invoke(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
@@ -235,7 +246,10 @@ impl PluginInstance {
             .data_mut()
             .new_future(seq, attempt)
             .map_err(|e| GuestTrap(format!("{e:#}")))?;
-        self.call(Some(seq), |b, s| b.waio_enricher_enricher().call_async_invoke(s, input, future))
+        self.call(Some(seq), |b, s| {
+            b.waio_enricher_enricher()
+                .call_async_invoke(s, input, future)
+        })
     }
 
     pub fn timeout(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
@@ -244,7 +258,9 @@ impl PluginInstance {
             .data_mut()
             .new_future(seq, attempt)
             .map_err(|e| GuestTrap(format!("{e:#}")))?;
-        self.call(Some(seq), |b, s| b.waio_enricher_enricher().call_timeout(s, input, future))
+        self.call(Some(seq), |b, s| {
+            b.waio_enricher_enricher().call_timeout(s, input, future)
+        })
     }
 
     pub fn on_response(
@@ -253,7 +269,10 @@ impl PluginInstance {
         call_id: u64,
         response: &Result<HttpResponse, HttpError>,
     ) -> Result<(), GuestTrap> {
-        self.call(owner, |b, s| b.waio_enricher_enricher().call_on_response(s, call_id, response.as_ref()))
+        self.call(owner, |b, s| {
+            b.waio_enricher_enricher()
+                .call_on_response(s, call_id, response.as_ref())
+        })
     }
 
     pub fn close(&mut self) -> Result<(), GuestTrap> {
@@ -275,7 +294,9 @@ fn describe_trap(error: &wasmtime::Error, limits: &InstanceLimits) -> String {
         Some(Trap::UnreachableCodeReached) => format!("plugin aborted (panic or abort): {error:#}"),
         _ => {
             let text = format!("{error:#}");
-            if text.contains("forcing trap when growing memory") || text.contains("memory") && text.contains("limit") {
+            if text.contains("forcing trap when growing memory")
+                || text.contains("memory") && text.contains("limit")
+            {
                 format!(
                     "plugin exceeded memory_limit ({} bytes): {text}",
                     limits.memory_bytes

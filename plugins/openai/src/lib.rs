@@ -16,6 +16,11 @@
 //! | `prompt_template` | none | user text with `{field}` placeholders; replaces `input_field` |
 //! | `max_tokens`, `temperature` | none | chat only: passed through |
 //! | `timeout_ms` | host default | time limit per request |
+//! | `when_field`, `when_equals` | none | give both or neither: only records whose top-level field `when_field` equals the JSON value `when_equals` are sent to the model; the others pass through unchanged |
+//!
+//! The condition lets a chain run a cheap model on everything and an expensive one only on the
+//! records the first flagged. A record without the field does not match. Numbers compare by
+//! value (`1` equals `1.0`); other values must be equal JSON.
 
 use std::rc::Rc;
 
@@ -38,6 +43,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "max_tokens",
     "temperature",
     "timeout_ms",
+    "when_field",
+    "when_equals",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,70 @@ struct Usage {
     output: u32,
 }
 
+/// `when_field` / `when_equals`: which records go to the model.
+#[derive(Debug, Clone, PartialEq)]
+struct Condition {
+    field: String,
+    equals: Value,
+}
+
+impl Condition {
+    fn from_config(config: &Config) -> Result<Option<Condition>, ConfigError> {
+        let field = config.opt_str("when_field")?;
+        match (field, config.value("when_equals")) {
+            (None, None) => Ok(None),
+            (Some(""), _) => Err(ConfigError::invalid("when_field", "must not be empty")),
+            (Some(field), Some(equals)) => Ok(Some(Condition {
+                field: field.to_string(),
+                equals: equals.clone(),
+            })),
+            (Some(_), None) => Err(ConfigError::invalid(
+                "when_equals",
+                "is required with `when_field`: give both `when_field` and `when_equals` or neither",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "when_field",
+                "is required with `when_equals`: give both `when_field` and `when_equals` or neither",
+            )),
+        }
+    }
+
+    fn matches(&self, record: &Map<String, Value>) -> bool {
+        record
+            .get(&self.field)
+            .is_some_and(|value| same_value(value, &self.equals))
+    }
+}
+
+/// JSON equality, except that numbers compare by value: TOML and JSON writers disagree on
+/// whether `1` is written `1` or `1.0`.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else {
+                x.as_f64() == y.as_f64()
+            }
+        }
+        _ => a == b,
+    }
+}
+
+/// What to do with one record.
+#[derive(Debug)]
+enum Step {
+    /// The condition does not hold: emit the input unchanged, without a request.
+    PassThrough,
+    /// Send `request`; the answer is added to `record`.
+    Call {
+        record: Map<String, Value>,
+        request: Request,
+    },
+}
+
 #[derive(Debug)]
 struct Settings {
     mode: Mode,
@@ -66,6 +137,7 @@ struct Settings {
     max_tokens: Option<u32>,
     temperature: Option<f64>,
     timeout_ms: Option<u32>,
+    condition: Option<Condition>,
 }
 
 impl Settings {
@@ -133,7 +205,19 @@ impl Settings {
             max_tokens: config.opt("max_tokens")?,
             temperature: config.opt("temperature")?,
             timeout_ms,
+            condition: Condition::from_config(config)?,
         })
+    }
+
+    /// Checks the condition first, so records it skips cannot fail on a missing input field.
+    fn step(&self, record: Map<String, Value>) -> Result<Step, Failure> {
+        if let Some(condition) = &self.condition {
+            if !condition.matches(&record) {
+                return Ok(Step::PassThrough);
+            }
+        }
+        let request = self.request(&record)?;
+        Ok(Step::Call { record, request })
     }
 
     /// The text sent for `record`: the rendered template, or the input field.
@@ -270,12 +354,12 @@ impl Enricher for OpenAi {
     }
 
     fn invoke(&self, input: Event, output: ResultFuture) {
-        let prepared = input.json_object().and_then(|record| {
-            let request = self.settings.request(&record)?;
-            Ok((record, request))
-        });
-        let (record, request) = match prepared {
-            Ok(prepared) => prepared,
+        let step = input
+            .json_object()
+            .and_then(|record| self.settings.step(record));
+        let (record, request) = match step {
+            Ok(Step::Call { record, request }) => (record, request),
+            Ok(Step::PassThrough) => return output.complete_one(input),
             Err(failure) => return output.fail(failure),
         };
         let settings = Rc::clone(&self.settings);
@@ -513,6 +597,132 @@ mod tests {
             out[0].json::<Value>().unwrap()["embedding"],
             json!([0.25, -1.5, 3])
         );
+    }
+
+    fn flagged() -> Settings {
+        settings(json!({
+            "base_url": "http://x/v1", "model": "big",
+            "when_field": "label", "when_equals": "urgent",
+        }))
+    }
+
+    #[test]
+    fn condition_sends_only_matching_records() {
+        let s = flagged();
+        match s
+            .step(object(json!({"text": "site down", "label": "urgent"})))
+            .unwrap()
+        {
+            Step::Call { record, request } => {
+                assert_eq!(record["text"], json!("site down"));
+                assert_eq!(
+                    serde_json_from(&request.body)["messages"],
+                    json!([{"role": "user", "content": "site down"}])
+                );
+            }
+            Step::PassThrough => panic!("a matching record must be sent"),
+        }
+        for record in [
+            json!({"text": "refund please", "label": "billing"}),
+            json!({"text": "case differs", "label": "Urgent"}),
+            json!({"text": "not labelled yet"}),
+            json!({"text": "null label", "label": null}),
+            json!({"text": "wrong type", "label": ["urgent"]}),
+            // Skipped records are not rendered, so a missing input field cannot fail them.
+            json!({"label": "other"}),
+        ] {
+            assert!(
+                matches!(s.step(object(record.clone())).unwrap(), Step::PassThrough),
+                "{record}"
+            );
+        }
+        let f = s.step(object(json!({"label": "urgent"}))).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert!(f.message.contains("`text`"), "{}", f.message);
+    }
+
+    #[test]
+    fn without_condition_every_record_is_sent() {
+        let s = chat();
+        assert!(matches!(
+            s.step(object(json!({"text": "a", "label": "billing"})))
+                .unwrap(),
+            Step::Call { .. }
+        ));
+    }
+
+    #[test]
+    fn condition_values_of_other_types() {
+        let when = |equals: Value| {
+            settings(json!({
+                "base_url": "http://x/v1", "model": "m",
+                "when_field": "f", "when_equals": equals,
+            }))
+        };
+        let sent = |s: &Settings, f: Value| {
+            matches!(
+                s.step(object(json!({"text": "t", "f": f}))).unwrap(),
+                Step::Call { .. }
+            )
+        };
+        let flag = when(json!(true));
+        assert!(sent(&flag, json!(true)));
+        assert!(!sent(&flag, json!(false)));
+        assert!(!sent(&flag, json!("true")));
+
+        let three = when(json!(3));
+        assert!(sent(&three, json!(3)));
+        assert!(sent(&three, json!(3.0)));
+        assert!(!sent(&three, json!(3.5)));
+        assert!(!sent(&three, json!(-3)));
+        assert!(!sent(&three, json!("3")));
+
+        let big = when(json!(u64::MAX));
+        assert!(sent(&big, json!(u64::MAX)));
+        assert!(!sent(&big, json!(-1)));
+
+        let obj = when(json!({"tier": "gold"}));
+        assert!(sent(&obj, json!({"tier": "gold"})));
+        assert!(!sent(&obj, json!({"tier": "gold", "x": 1})));
+    }
+
+    #[test]
+    fn condition_needs_both_fields() {
+        let base = || json!({"base_url": "http://x", "model": "m"});
+        let mut only_field = base();
+        only_field["when_field"] = json!("label");
+        let e = config_error(only_field);
+        assert!(
+            e.contains("`when_equals`") && e.contains("`when_field`"),
+            "{e}"
+        );
+
+        let mut only_value = base();
+        only_value["when_equals"] = json!("urgent");
+        let e = config_error(only_value);
+        assert!(
+            e.contains("`when_field`") && e.contains("`when_equals`"),
+            "{e}"
+        );
+
+        let mut empty = base();
+        empty["when_field"] = json!("");
+        empty["when_equals"] = json!("x");
+        assert!(config_error(empty).contains("`when_field`"));
+
+        let mut not_a_string = base();
+        not_a_string["when_field"] = json!(3);
+        not_a_string["when_equals"] = json!("x");
+        assert!(config_error(not_a_string).contains("`when_field`"));
+
+        assert_eq!(
+            flagged().condition,
+            Some(Condition {
+                field: "label".into(),
+                equals: json!("urgent")
+            })
+        );
+        assert_eq!(chat().condition, None);
     }
 
     fn failure(s: &Settings, answer: Result<Response, HttpError>) -> Failure {
