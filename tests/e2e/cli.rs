@@ -178,3 +178,54 @@ fn a_failing_record_exits_non_zero_naming_the_record() {
         "{stderr}"
     );
 }
+
+#[test]
+fn stdin_to_stdout_streams_records_through() {
+    use std::io::Write;
+    let p = Pipeline::new();
+    p.manifest(&format!(
+        "[source]\nkind = \"stdin\"\nkey_field = \"id\"\n[[operator]]\nplugin = \"{}\"\n[sink]\nkind = \"stdout\"\nformat = \"envelope\"\n",
+        plugin("behave").display()
+    ));
+    let mut child = std::process::Command::new(waio_bin())
+        .args(["run", "pipeline.toml"])
+        .current_dir(p.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"id\":\"x\",\"results\":2}\n{\"id\":\"y\"}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["x", "x", "y"]);
+}
+
+#[test]
+fn the_generator_source_feeds_the_requested_number_of_records() {
+    let p = Pipeline::new();
+    p.manifest(&format!(
+        "[source]\nkind = \"generator\"\ncount = 5000\n[[operator]]\nplugin = \"{}\"\noutput_mode = \"unordered\"\n[sink]\nkind = \"discard\"\n",
+        plugin("echo").display()
+    ));
+    let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("5000 records in, 5000 out, 0 dead-lettered"),
+        "{stderr}"
+    );
+}

@@ -117,3 +117,43 @@ async fn a_plugin_sees_no_environment_files_or_sockets() {
     assert!(o["file"].as_str().unwrap().starts_with("err"), "{o}");
     assert!(o["net"].as_str().unwrap().starts_with("err"), "{o}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_hangs_ends_at_the_http_time_limit() {
+    let mock = mock().await;
+    let out = run_http(
+        &mock,
+        &[
+            json!({"id": "h", "mode": "http", "url": format!("{}/echo", mock.url()), "headers": {"x-mock-fault": "hang"}}),
+            json!({"id": "t", "mode": "http", "url": format!("{}/echo", mock.url()), "headers": {"x-mock-fault": "hang"}, "timeout_ms": 100}),
+        ],
+        "allowed_hosts = [\"127.0.0.1\"]\nhttp_timeout = \"300ms\"\ntimeout = \"10s\"",
+        "",
+    )
+    .await;
+    // The operator default (http_timeout) and the plugin's own per-request limit both apply.
+    assert_eq!(
+        out.output[0]["error"], "request timed out",
+        "{:?}",
+        out.output
+    );
+    assert_eq!(
+        out.output[1]["error"], "request timed out",
+        "{:?}",
+        out.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_reaches_the_plugin_as_a_connection_error() {
+    let mock = mock().await;
+    let out = run_http(
+        &mock,
+        &[json!({"id": "d", "mode": "http", "url": format!("{}/echo", mock.url()), "headers": {"x-mock-fault": "drop"}})],
+        "allowed_hosts = [\"127.0.0.1\"]",
+        "",
+    )
+    .await;
+    let error = out.output[0]["error"].as_str().unwrap();
+    assert!(error.starts_with("connection failed"), "{error}");
+}

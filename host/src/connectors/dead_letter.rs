@@ -91,6 +91,14 @@ impl DeadLetters {
             .lock()
             .map_err(|_| std::io::Error::other("dead-letter writer poisoned"))?;
         if guard.is_none() {
+            if let Some(dir) = self
+                .inner
+                .path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)?;
+            }
             let file = File::create(&self.inner.path).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
