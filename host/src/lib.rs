@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod operator;
 pub mod pipeline;
 pub mod plugin;
+pub mod project;
 pub mod record;

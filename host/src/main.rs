@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use waio::manifest::Manifest;
 use waio::pipeline;
+use waio::project::{self, Language, PluginProject};
 
 // Many threads allocate and free small buffers per record (payloads, HTTP bodies): glibc's
 // malloc showed up at ~10% of CPU in the I/O benchmark.
@@ -37,6 +38,9 @@ enum Command {
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// First build every operator that names a plugin project (`build = "dir"`).
+        #[arg(long)]
+        build: bool,
     },
     /// Validate a pipeline: parse the manifest, load and type-check every plugin.
     Check {
@@ -45,6 +49,27 @@ enum Command {
     },
     /// Serve the OpenAI-compatible mock provider (tests and demos).
     MockProvider(#[command(flatten)] waio_mock_provider::MockConfig),
+    /// Create or build plugin projects.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a buildable plugin project NAME (in ./NAME unless --dir is given).
+    New {
+        name: String,
+        /// rust, python, js or c.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (default: the current directory) as its waio-plugin.toml says.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,8 +103,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pipeline: path,
             summary_json,
             quiet,
+            build,
         } => {
             let manifest = Manifest::load(&path)?;
+            if build {
+                for op in &manifest.operators {
+                    if let Some(dir) = &op.build {
+                        let output = PluginProject::load(dir)?.build()?;
+                        tracing::info!(operator = %op.name, "built {}", output.display());
+                    }
+                }
+            }
             let summary = runtime.block_on(pipeline::run(&manifest))?;
             if !quiet {
                 eprint!("{}", summary.render());
@@ -121,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .join(", "),
                     op.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
                 );
+                println!("    {}", plugin.compiled);
                 let wasi: Vec<&str> = plugin
                     .imports
                     .iter()
@@ -132,6 +167,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             println!("  sink: {:?}", manifest.sink);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            let language: Language = lang.parse()?;
+            let dest = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = project::scaffold(&name, language, &dest)?;
+            println!("created {} ({lang} plugin):", dest.display());
+            for file in files {
+                println!("  {}", file.display());
+            }
+            println!(
+                "next: cd {} && waio run --build pipeline.toml",
+                dest.display()
+            );
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => {
+            let project = PluginProject::load(&dir)?;
+            let output = project.build()?;
+            println!("built {}: {}", project.name, output.display());
             Ok(())
         }
         Command::MockProvider(config) => {

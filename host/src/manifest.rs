@@ -90,6 +90,8 @@ pub struct OperatorConfig {
     pub call_time_limit: Duration,
     /// The `[operator.config]` table as a JSON object (`{}` when absent).
     pub config_json: String,
+    /// A plugin project directory (with `waio-plugin.toml`) that `waio run --build` builds first.
+    pub build: Option<PathBuf>,
 }
 
 /// One entry of an operator's network allowlist.
@@ -289,6 +291,7 @@ struct RawOperator {
     http_timeout: Option<Spanned<DurationValue>>,
     memory_limit: Option<Spanned<SizeValue>>,
     call_time_limit: Option<Spanned<DurationValue>>,
+    build: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
 }
 
@@ -807,6 +810,10 @@ fn resolve_operator(
     };
     let plugin_at = ctx.location(plugin.span().start);
     let plugin = ctx.path_value(&plugin, &field("plugin"))?;
+    let build = match &raw.build {
+        Some(dir) => Some(ctx.path_value(dir, &field("build"))?),
+        None => None,
+    };
 
     let capacity = match raw.capacity {
         None => DEFAULT_CAPACITY,
@@ -988,6 +995,7 @@ fn resolve_operator(
         memory_limit,
         call_time_limit,
         config_json,
+        build,
     })
 }
 

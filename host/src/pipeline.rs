@@ -10,7 +10,7 @@ use crate::io::http::HttpGateway;
 use crate::manifest::Manifest;
 use crate::metrics::{process_usage, OperatorSummary, RunSummary};
 use crate::operator::{AsyncWaitOperator, OperatorError, OperatorReport};
-use crate::plugin::{new_engine, InstanceLimits, PluginComponent, PluginError};
+use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent, PluginError};
 use crate::record::stage_channel;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,7 @@ impl PipelineError {
 /// Loads and type-checks every plugin of the manifest.
 pub fn load_plugins(manifest: &Manifest) -> Result<Vec<Arc<PluginComponent>>, PipelineError> {
     let engine = new_engine()?;
+    let cache = CompileCache::from_env();
     manifest
         .operators
         .iter()
@@ -59,7 +60,7 @@ pub fn load_plugins(manifest: &Manifest) -> Result<Vec<Arc<PluginComponent>>, Pi
                 memory_bytes: op.memory_limit,
                 call_time_limit: op.call_time_limit,
             };
-            PluginComponent::load(&engine, &op.name, &op.plugin, &op.plugin_at, limits)
+            PluginComponent::load(&engine, &op.name, &op.plugin, &op.plugin_at, limits, &cache)
                 .map(Arc::new)
                 .map_err(PipelineError::from)
         })

@@ -327,10 +327,16 @@ pub fn waio_bin() -> PathBuf {
 
 /// Runs `waio ARGS` in `dir`; returns (exit code, stdout, stderr).
 pub fn run_waio(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    run_waio_env(dir, args, &[])
+}
+
+/// Like [`run_waio`], with extra environment variables.
+pub fn run_waio_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(waio_bin())
         .args(args)
         .current_dir(dir)
         .env("WAIO_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run waio");
     (

@@ -6,16 +6,18 @@
 //! it; an instance that traps is dropped and a fresh one made, which takes microseconds.
 
 pub mod bindings;
+pub mod cache;
 pub mod host;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use bindings::{EnricherPlugin, EnricherPluginPre, Event, HttpError, HttpResponse};
+pub use cache::{CacheOutcome, CompileCache};
 pub use host::{Completion, Effects, FutureRef, HostState, OutgoingCall};
 
 use crate::manifest::Location;
@@ -99,6 +101,8 @@ pub struct PluginComponent {
     limits: InstanceLimits,
     /// Imports a plugin may use besides the waio world (WASI), listed for `waio check`.
     pub imports: Vec<String>,
+    /// Whether the compiled code came from the compile cache.
+    pub compiled: CacheOutcome,
 }
 
 impl PluginComponent {
@@ -109,6 +113,7 @@ impl PluginComponent {
         path: &Path,
         at: &Location,
         limits: InstanceLimits,
+        cache: &CompileCache,
     ) -> Result<Self, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
@@ -130,8 +135,9 @@ impl PluginComponent {
             reason,
         };
         check_component_header(&bytes).map_err(not_component)?;
-        let component =
-            Component::from_binary(engine, &bytes).map_err(|e| not_component(format!("{e:#}")))?;
+        let (component, compiled) = cache
+            .load(engine, &bytes)
+            .map_err(|e| not_component(format!("{e:#}")))?;
         let imports = component
             .component_type()
             .imports(engine)
@@ -159,6 +165,7 @@ impl PluginComponent {
             pre,
             limits,
             imports,
+            compiled,
         })
     }
 

@@ -1,0 +1,9 @@
+#!/bin/sh
+# Runs the SDK's native unit tests (the JSON helper), with the machine's clang-19.
+set -eu
+here="$(cd "$(dirname "$0")" && pwd)"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+"${CC:-clang-19}" -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
+    -I"$here/../include" -o "$out/json_test" "$here/json_test.c" "$here/../src/waio_json.c"
+"$out/json_test"

@@ -1,0 +1,173 @@
+// Turns a plugin class (or object) into the `enricher` export of the WIT world `enricher-plugin`.
+// The build's generated entry module does `export const enricher = enricherExport(Plugin)`.
+//
+// Every export returns synchronously: componentize-js would run its event loop until a returned
+// promise settled, and a record waiting for an HTTP answer can only settle in a later
+// `on-response` call. Promise continuations still run before each export call returns, because
+// componentize-js drains the microtask queue after every export call.
+
+import { Failure, Record, bytes, describeError, deliver, log } from "./waio.js";
+
+function toRecord(event) {
+  const ts = event.timestamp;
+  return new Record(event.key, ts === undefined || ts === null ? undefined : Number(ts), event.payload);
+}
+
+function toEvent(out, index) {
+  if (out instanceof Record || (out !== null && typeof out === "object" && "payload" in out)) {
+    const ts = out.timestamp;
+    const key = out.key;
+    if (key !== undefined && key !== null && typeof key !== "string") {
+      throw new TypeError(`output ${index}: key must be a string, got ${typeof key}`);
+    }
+    return {
+      key: key === null ? undefined : key,
+      timestamp: ts === undefined || ts === null ? undefined : BigInt(Math.trunc(Number(ts))),
+      payload: out instanceof Record && out.payload instanceof Uint8Array ? out.payload : bytes(out.payload),
+    };
+  }
+  throw new TypeError(`output ${index} is not a Record (make outputs with record.withJson(value)), got ${describe(out)}`);
+}
+
+function describe(value) {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? `a ${value.constructor?.name ?? "object"}` : typeof value;
+}
+
+function toEvents(value) {
+  if (Array.isArray(value)) {
+    const events = new Array(value.length);
+    for (let i = 0; i < value.length; i++) events[i] = toEvent(value[i], i);
+    return events;
+  }
+  if (value instanceof Record) return [toEvent(value, 0)];
+  throw new TypeError(`asyncInvoke must return an array of records (or a Promise of one), got ${describe(value)}`);
+}
+
+// The key componentize-js's resource bindings use for their drop method.
+const dispose = Symbol.dispose || Symbol.for("dispose");
+
+// Drops the handle at once rather than when the garbage collector gets to it, so that the host
+// can forget the record's result-future.
+function release(output) {
+  try {
+    output[dispose]();
+  } catch {
+    // Already dropped: nothing to free.
+  }
+}
+
+function fail(output, error) {
+  try {
+    output.completeExceptionally(describeError(error));
+  } catch (e) {
+    // Never let an exception out of an export: componentize-js turns it into a trap.
+    log.error(`waio: could not fail a record: ${describeError(e).message}`);
+  }
+  release(output);
+}
+
+function complete(output, value) {
+  let events;
+  try {
+    events = toEvents(value);
+  } catch (e) {
+    fail(output, e);
+    return;
+  }
+  try {
+    output.complete(events);
+  } catch (e) {
+    fail(output, e);
+    return;
+  }
+  release(output);
+}
+
+// Runs a plugin method on a record and completes `output` with what it returns or throws.
+function run(plugin, method, input, output) {
+  let result;
+  try {
+    result = method.call(plugin, toRecord(input));
+  } catch (e) {
+    fail(output, e);
+    return;
+  }
+  if (result !== null && typeof result === "object" && typeof result.then === "function") {
+    result.then(
+      (value) => complete(output, value),
+      (error) => fail(output, error),
+    );
+  } else {
+    complete(output, result);
+  }
+}
+
+/** The `enricher` export for a plugin class (instantiated in `open`) or a plain object. */
+export function enricherExport(Plugin) {
+  let plugin = null;
+
+  return {
+    open(configJson) {
+      let config;
+      try {
+        config = JSON.parse(configJson);
+        plugin = typeof Plugin === "function" ? new Plugin(config) : Plugin;
+        if (plugin === null || typeof plugin !== "object") {
+          throw new TypeError("the plugin module's default export must be a class or an object");
+        }
+        if (typeof plugin.asyncInvoke !== "function") {
+          throw new TypeError("the plugin has no asyncInvoke(record) method");
+        }
+        if (typeof plugin.open === "function") {
+          const opened = plugin.open(config);
+          if (opened !== null && typeof opened === "object" && typeof opened.then === "function") {
+            // componentize-js runs the event loop until a returned promise settles.
+            return opened.then(
+              () => undefined,
+              (e) => {
+                throw openError(e);
+              },
+            );
+          }
+        }
+      } catch (e) {
+        throw openError(e);
+      }
+      return undefined;
+    },
+
+    asyncInvoke(input, output) {
+      run(plugin, plugin.asyncInvoke, input, output);
+    },
+
+    timeout(input, output) {
+      if (typeof plugin.timeout === "function") {
+        run(plugin, plugin.timeout, input, output);
+      } else {
+        // Flink's default: the record fails as timed out.
+        fail(output, Failure.retriable("timed out"));
+      }
+    },
+
+    onResponse(id, answer) {
+      deliver(id, answer);
+    },
+
+    close() {
+      if (plugin !== null && typeof plugin.close === "function") {
+        try {
+          plugin.close();
+        } catch (e) {
+          log.error(`waio: close failed: ${describeError(e).message}`);
+        }
+      }
+    },
+  };
+}
+
+// open's error is the string of result<_, string>.
+function openError(e) {
+  return describeError(e).message;
+}

@@ -1,0 +1,196 @@
+"""Drives the user's coroutines without an event loop and exports them as the WIT `enricher`.
+
+A record's coroutine runs until it awaits a `Call` (an HTTP request in flight); it is parked on
+that call and resumed from `on-response` when the answer with the call's id arrives. Returning a
+list completes the record; raising fails it.
+"""
+
+import json as _json
+import sys as _sys
+import types as _pytypes
+
+from componentize_py_types import Err, Ok
+from wit_world import exports as _exports
+from wit_world.imports import types as _types
+
+from . import http as _http_mod
+from ._core import _FATAL, _RETRIABLE, Failure
+from .http import Call, _http_error
+
+_calls = _http_mod._calls
+
+_Coroutine = _pytypes.CoroutineType
+_Failure = _types.Failure
+_TIMED_OUT = _Failure(_RETRIABLE, "timed out")
+
+
+class _Never:
+    """Awaited by `waio.never()`: the record is left uncompleted (until its timeout)."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        yield self
+
+
+_NEVER = _Never()
+
+
+def never():
+    """`await waio.never()` leaves the record uncompleted; the host's timeout decides."""
+    return _NEVER
+
+
+def _failure(e):
+    if isinstance(e, Failure):
+        return _Failure(_RETRIABLE if e.retriable else _FATAL, e.message)
+    text = str(e)
+    name = type(e).__name__
+    return _Failure(_FATAL, f"{name}: {text}" if text else name)
+
+
+def _fail(future, e):
+    try:
+        future.complete_exceptionally(_failure(e))
+    except BaseException as e2:  # never let it trap the instance
+        future.complete_exceptionally(_Failure(_FATAL, f"{type(e2).__name__}: {e2}"))
+
+
+def _complete(future, outputs):
+    if type(outputs) is not list:
+        if isinstance(outputs, (tuple, list)):
+            outputs = list(outputs)
+        else:
+            what = "None" if outputs is None else type(outputs).__name__
+            future.complete_exceptionally(
+                _Failure(_FATAL, f"TypeError: the enricher must return a list of Records, got {what}")
+            )
+            return
+    try:
+        future.complete(outputs)
+    except BaseException as e:
+        future.complete_exceptionally(
+            _Failure(_FATAL, f"TypeError: the enricher must return a list of Records: {e}")
+        )
+
+
+def _step(coro, future):
+    """Runs `coro` until it finishes or waits for an answer."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration as stop:
+        _complete(future, stop.value)
+        return
+    except BaseException as e:
+        _fail(future, e)
+        return
+    if type(waiting) is Call:
+        if waiting.done:
+            # Cannot happen with Call.__await__, but keep the coroutine going if it does.
+            return _step(coro, future)
+        waiting.waiter = (coro, future)
+    elif waiting is _NEVER:
+        coro.close()
+    else:
+        coro.close()
+        future.complete_exceptionally(
+            _Failure(
+                _FATAL,
+                f"TypeError: awaited {type(waiting).__name__}; a waio enricher can await only "
+                "waio.http calls (there is no asyncio event loop)",
+            )
+        )
+
+
+def _start(result, future):
+    if type(result) is _Coroutine or hasattr(result, "send"):
+        _step(result, future)
+    else:  # a plain `def` returning its outputs
+        _complete(future, result)
+
+
+def _make_adapter(cls):
+    """The class componentize-py instantiates for the exported `enricher` interface."""
+
+    has_timeout = getattr(cls, "timeout", None) is not None
+    # componentize-py may create a fresh `Enricher` for every call, so the state lives here.
+    state = {}
+    invoke = None
+    on_timeout = None
+
+    class Enricher(_exports.Enricher):
+        def open(self, config):
+            nonlocal invoke, on_timeout
+            try:
+                user = cls()
+                opened = getattr(user, "open", None)
+                if opened is not None:
+                    opened(_json.loads(config) if config else {})
+            except BaseException as e:
+                raise Err(_failure(e).message)
+            state["user"] = user
+            invoke = user.async_invoke
+            on_timeout = user.timeout if has_timeout else None
+
+        def async_invoke(self, input, output):
+            try:
+                result = invoke(input)
+            except BaseException as e:
+                _fail(output, e)
+                return
+            _start(result, output)
+
+        def timeout(self, input, output):
+            if on_timeout is None:
+                output.complete_exceptionally(_TIMED_OUT)
+                return
+            try:
+                result = on_timeout(input)
+            except BaseException as e:
+                _fail(output, e)
+                return
+            _start(result, output)
+
+        def on_response(self, id, response):
+            call = _calls.pop(id, None)
+            if call is None:
+                return
+            if type(response) is Ok:
+                call.value = response.value
+            else:
+                call.error = _http_error(response.value)
+            call.done = True
+            waiter = call.waiter
+            if waiter is not None:
+                call.waiter = None
+                _step(*waiter)
+
+        def close(self):
+            closer = getattr(state.get("user"), "close", None)
+            if closer is not None:
+                try:
+                    closer()
+                except BaseException:
+                    pass
+
+    Enricher.__qualname__ = f"Enricher[{cls.__qualname__}]"
+    return Enricher
+
+
+def run(cls):
+    """Exports `cls` as this component's enricher. Call it once, at the end of the app module:
+
+        waio.run(MyEnricher)
+
+    `cls()` is created in `open`; it has `open(self, config)` (optional, `config` is a dict),
+    `async def async_invoke(self, record)` returning a list of `Record`s, optional
+    `async def timeout(self, record)` and optional `close(self)`.
+    """
+    if getattr(cls, "async_invoke", None) is None:
+        raise TypeError(f"{cls.__name__} has no async_invoke(self, record) method")
+    adapter = _make_adapter(cls)
+    # componentize-py looks for a class named `Enricher` in the app module.
+    module = _sys.modules.get(cls.__module__)
+    if module is not None:
+        module.Enricher = adapter
+    return adapter
