@@ -15,6 +15,7 @@ pub struct OperatorSummary {
     pub dead_lettered: u64,
     pub timed_out: u64,
     pub traps: u64,
+    pub recycled: u64,
     pub http_calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -35,6 +36,7 @@ impl From<&OperatorReport> for OperatorSummary {
             dead_lettered: r.dead_lettered,
             timed_out: r.timed_out,
             traps: r.traps,
+            recycled: r.recycled,
             http_calls: r.http_calls,
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
@@ -93,7 +95,7 @@ impl RunSummary {
         );
         for op in &self.operators {
             text.push_str(&format!(
-                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} HTTP calls, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n",
+                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} recycled, {} HTTP calls, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n",
                 op.name,
                 op.records_in,
                 op.records_out,
@@ -101,6 +103,7 @@ impl RunSummary {
                 op.dead_lettered,
                 op.timed_out,
                 op.traps,
+                op.recycled,
                 op.http_calls,
                 op.input_tokens,
                 op.output_tokens,

@@ -195,9 +195,60 @@ fn template(language: Language) -> &'static [TemplateFile] {
                 text: include_str!("../templates/events.jsonl"),
             },
         ],
-        Language::Python => &[],
-        Language::Js => &[],
-        Language::C => &[],
+        Language::Python => &[
+            TemplateFile {
+                path: "waio-plugin.toml",
+                text: include_str!("../templates/python/waio-plugin.toml"),
+            },
+            TemplateFile {
+                path: "app.py",
+                text: include_str!("../templates/python/app.py"),
+            },
+            TemplateFile {
+                path: "pipeline.toml",
+                text: include_str!("../templates/pipeline.toml"),
+            },
+            TemplateFile {
+                path: "events.jsonl",
+                text: include_str!("../templates/events.jsonl"),
+            },
+        ],
+        Language::Js => &[
+            TemplateFile {
+                path: "waio-plugin.toml",
+                text: include_str!("../templates/js/waio-plugin.toml"),
+            },
+            TemplateFile {
+                path: "plugin.js",
+                text: include_str!("../templates/js/plugin.js"),
+            },
+            TemplateFile {
+                path: "pipeline.toml",
+                text: include_str!("../templates/pipeline.toml"),
+            },
+            TemplateFile {
+                path: "events.jsonl",
+                text: include_str!("../templates/events.jsonl"),
+            },
+        ],
+        Language::C => &[
+            TemplateFile {
+                path: "waio-plugin.toml",
+                text: include_str!("../templates/c/waio-plugin.toml"),
+            },
+            TemplateFile {
+                path: "plugin.c",
+                text: include_str!("../templates/c/plugin.c"),
+            },
+            TemplateFile {
+                path: "pipeline.toml",
+                text: include_str!("../templates/pipeline.toml"),
+            },
+            TemplateFile {
+                path: "events.jsonl",
+                text: include_str!("../templates/events.jsonl"),
+            },
+        ],
     }
 }
 

@@ -149,3 +149,28 @@ async fn several_instances_share_the_work() {
         (0..30).map(|i| i.to_string()).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_keeps_growing_is_replaced_before_its_memory_limit_and_no_record_is_lost()
+{
+    // componentize-py 0.25.1 leaks every output payload inside the guest: 6000 outputs of 4 KiB
+    // outgrow a 24 MiB instance. The host replaces the instance before it traps.
+    let pad = "x".repeat(4000);
+    let lines: Vec<_> = (0..6000)
+        .map(|i| json!({"id": format!("{i}-{pad}")}))
+        .collect();
+    let p = Pipeline::new();
+    p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    let toml = one_operator(
+        &plugin("conform-python"),
+        "memory_limit = \"24MiB\"\non_failure = \"dead-letter\"\noutput_mode = \"unordered\"",
+        "echo_url = \"http://127.0.0.1:1/echo\"",
+        "",
+    );
+    let out = p.run(&toml).await;
+    let op = &out.summary().operators[0];
+    assert_eq!(out.output.len(), 6000);
+    assert!(out.dead.is_empty(), "{:?}", out.dead.first());
+    assert_eq!(op.traps, 0);
+    assert!(op.recycled >= 1, "{op:?}");
+}

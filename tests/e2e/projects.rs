@@ -101,3 +101,18 @@ fn a_broken_plugin_project_file_names_the_line() {
     assert_eq!(code, 1);
     assert!(stderr.contains("build of x failed"), "{stderr}");
 }
+
+#[test]
+fn plugin_new_js_builds_and_runs() {
+    scaffold_build_and_run("js");
+}
+
+#[test]
+fn plugin_new_c_builds_and_runs() {
+    scaffold_build_and_run("c");
+}
+
+#[test]
+fn plugin_new_python_builds_and_runs() {
+    scaffold_build_and_run("python");
+}

@@ -70,6 +70,8 @@ pub struct OperatorReport {
     pub dead_lettered: u64,
     pub timed_out: u64,
     pub traps: u64,
+    /// Instances replaced before they reached their memory limit.
+    pub recycled: u64,
     pub http_calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -87,6 +89,7 @@ impl OperatorReport {
             dead_lettered: 0,
             timed_out: 0,
             traps: 0,
+            recycled: 0,
             http_calls: 0,
             input_tokens: 0,
             output_tokens: 0,
@@ -109,6 +112,8 @@ struct CallDone {
 struct Slot {
     instance: PluginInstance,
     generation: u64,
+    /// Memory in use right after the instance was opened; growth is measured from here.
+    baseline: usize,
 }
 
 /// A record inside the operator.
@@ -183,9 +188,11 @@ impl AsyncWaitOperator {
         };
         for _ in 0..operator.config.instances.max(1) {
             let instance = operator.fresh_instance()?;
+            let baseline = instance.memory_used();
             operator.slots.push(Slot {
                 instance,
                 generation: 0,
+                baseline,
             });
         }
         Ok(operator)
@@ -376,9 +383,62 @@ impl AsyncWaitOperator {
             self.apply(slot, effects)?;
         }
         match result {
+            Ok(()) if self.memory_nearly_full(slot) => self.recycle(slot),
             Ok(()) => Ok(()),
             Err(trap) => self.handle_trap(slot, trap, serving),
         }
+    }
+
+    /// Whether the instance has used three quarters of the memory it had left after opening.
+    fn memory_nearly_full(&self, slot: usize) -> bool {
+        let s = &self.slots[slot];
+        let limit = s.instance.memory_limit() as usize;
+        let headroom = limit.saturating_sub(s.baseline);
+        s.instance.memory_used() > s.baseline + headroom / 4 * 3
+    }
+
+    /// Replaces an instance that keeps growing (e.g. a guest runtime that leaks) before it traps
+    /// at its memory limit: no record fails, the ones in flight in it are invoked again.
+    fn recycle(&mut self, slot: usize) -> Result<(), OperatorError> {
+        self.report.recycled += 1;
+        tracing::info!(
+            operator = %self.config.name,
+            used = self.slots[slot].instance.memory_used(),
+            "plugin instance near its memory_limit: replaced by a fresh one"
+        );
+        self.swap_instance(slot)?;
+        self.reinvoke_orphans(slot)
+    }
+
+    fn swap_instance(&mut self, slot: usize) -> Result<(), OperatorError> {
+        let fresh = self.fresh_instance()?;
+        let s = &mut self.slots[slot];
+        s.baseline = fresh.memory_used();
+        s.instance = fresh;
+        s.generation += 1;
+        Ok(())
+    }
+
+    /// Invokes again, on the slot's (new) instance, every pending record that lived in it.
+    fn reinvoke_orphans(&mut self, slot: usize) -> Result<(), OperatorError> {
+        let mut orphans: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.done && e.instance == slot)
+            .map(|(seq, _)| *seq)
+            .collect();
+        orphans.sort_unstable();
+        for seq in orphans {
+            if let Some(entry) = self.entries.get_mut(&seq) {
+                if entry.done {
+                    continue;
+                }
+                entry.attempt += 1;
+                entry.timed_out = false;
+            }
+            self.invoke(seq)?;
+        }
+        Ok(())
     }
 
     fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
@@ -515,34 +575,13 @@ impl AsyncWaitOperator {
     ) -> Result<(), OperatorError> {
         self.report.traps += 1;
         tracing::warn!(operator = %self.config.name, "plugin instance discarded: {trap}");
-        let fresh = self.fresh_instance()?;
-        let old = std::mem::replace(&mut self.slots[slot].instance, fresh);
-        drop(old);
-        self.slots[slot].generation += 1;
-
+        self.swap_instance(slot)?;
         if let Some((seq, cause)) = serving {
             if self.entries.get(&seq).is_some_and(|e| !e.done) {
                 self.fail(seq, cause, "fatal", trap.0.clone())?;
             }
         }
-        let mut orphans: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.done && e.instance == slot)
-            .map(|(seq, _)| *seq)
-            .collect();
-        orphans.sort_unstable();
-        for seq in orphans {
-            if let Some(entry) = self.entries.get_mut(&seq) {
-                if entry.done {
-                    continue;
-                }
-                entry.attempt += 1;
-                entry.timed_out = false;
-            }
-            self.invoke(seq)?;
-        }
-        Ok(())
+        self.reinvoke_orphans(slot)
     }
 
     fn start_call(&mut self, slot: usize, call: OutgoingCall) {

@@ -5,7 +5,6 @@
 //! the operator free of re-entrancy and makes "first completion wins" a plain state check.
 
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::waio::enricher::{completion, http, logging, types, usage};
@@ -49,11 +48,55 @@ impl Effects {
     }
 }
 
+/// Caps an instance's linear memory and remembers the most it has used, so the operator can
+/// replace an instance that keeps growing (a leaking guest runtime) before it hits the cap.
+pub struct MemoryLimiter {
+    limit: usize,
+    /// The largest size any memory of the instance has grown to.
+    pub(super) used: usize,
+}
+
+impl MemoryLimiter {
+    pub(super) fn new(limit: usize) -> Self {
+        MemoryLimiter { limit, used: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            // A trap rather than a failed grow: most guest allocators abort on failure anyway,
+            // and a trap names the cause.
+            wasmtime::bail!(
+                "forcing trap when growing memory to {desired} bytes: memory_limit is {} bytes",
+                self.limit
+            );
+        }
+        self.used = self.used.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far beyond any real plugin.
+        Ok(desired <= 1_000_000)
+    }
+}
+
 /// The data of one plugin instance's `Store`.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MemoryLimiter,
     /// The record whose code is running (set around every guest call that serves a record).
     pub(super) current: Option<u64>,
     next_call_id: u64,
@@ -63,7 +106,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub(super) fn new(wasi: WasiCtx, limits: StoreLimits, plugin: String) -> Self {
+    pub(super) fn new(wasi: WasiCtx, limits: MemoryLimiter, plugin: String) -> Self {
         HostState {
             wasi,
             table: ResourceTable::new(),

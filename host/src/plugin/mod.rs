@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use bindings::{EnricherPlugin, EnricherPluginPre, Event, HttpError, HttpResponse};
 pub use cache::{CacheOutcome, CompileCache};
-pub use host::{Completion, Effects, FutureRef, HostState, OutgoingCall};
+pub use host::{Completion, Effects, FutureRef, HostState, MemoryLimiter, OutgoingCall};
 
 use crate::manifest::Location;
 
@@ -178,10 +178,7 @@ impl PluginComponent {
         // No environment, arguments, files or sockets: the WASI context grants nothing but clocks,
         // randomness and stderr (for panic messages).
         let wasi = WasiCtxBuilder::new().inherit_stderr().build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes as usize)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = MemoryLimiter::new(self.limits.memory_bytes as usize);
         let mut store = Store::new(
             &self.engine,
             HostState::new(wasi, limits, self.name.clone()),
@@ -280,6 +277,15 @@ impl PluginInstance {
             b.waio_enricher_enricher()
                 .call_on_response(s, call_id, response.as_ref())
         })
+    }
+
+    /// The most linear memory this instance has grown to, in bytes.
+    pub fn memory_used(&self) -> usize {
+        self.store.data().limits.used
+    }
+
+    pub fn memory_limit(&self) -> u64 {
+        self.limits.memory_bytes
     }
 
     pub fn close(&mut self) -> Result<(), GuestTrap> {
