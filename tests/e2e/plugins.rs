@@ -114,3 +114,50 @@ async fn http_lookup_merges_the_answer_and_handles_not_found() {
     assert_eq!(out.dead[0]["retriable"], false);
     assert!(out.dead[0]["error"].as_str().unwrap().contains("user_id"));
 }
+
+/// The example enricher of every language (examples/enrichers/*) does the same job: the labels
+/// and the tokens they report agree record by record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classify_example_gives_the_same_answers_in_every_language() {
+    let tickets =
+        std::fs::read_to_string(repo_root().join("examples/quickstart/tickets.jsonl")).unwrap();
+    let mut results = Vec::new();
+    for lang in ["rust", "python", "js", "c"] {
+        let mock = mock().await;
+        let p = Pipeline::new();
+        std::fs::write(p.path("input.jsonl"), &tickets).unwrap();
+        let mut toml = one_operator(
+            &plugin(&format!("classify-{lang}")),
+            "allowed_hosts = [\"127.0.0.1\"]\nsecrets = [\"openai\"]\ncapacity = 8",
+            &format!("base_url = \"{}/v1\"\nmodel = \"mock-small\"", mock.url()),
+            "",
+        );
+        toml.push_str("\n[secrets.openai]\nvalue = \"sk-example\"\n");
+        let out = p.run(&toml).await;
+        let labels: Vec<String> = out
+            .output
+            .iter()
+            .map(|o| o["label"].as_str().unwrap_or("?").to_string())
+            .collect();
+        let op = &out.summary().operators[0];
+        assert_eq!(labels.len(), 40, "{lang}");
+        assert!(out.dead.is_empty(), "{lang}: {:?}", out.dead.first());
+        assert_eq!(
+            mock.stats().authorization_seen,
+            ["Bearer sk-example"],
+            "{lang}"
+        );
+        results.push((lang, labels, op.input_tokens, op.output_tokens));
+    }
+    for (lang, labels, input_tokens, output_tokens) in &results[1..] {
+        assert_eq!(labels, &results[0].1, "{lang} labels differ from rust");
+        assert_eq!(
+            (input_tokens, output_tokens),
+            (&results[0].2, &results[0].3),
+            "{lang} tokens"
+        );
+    }
+    assert!(
+        results[0].1.iter().any(|l| l == "urgent") && results[0].1.iter().any(|l| l == "billing")
+    );
+}

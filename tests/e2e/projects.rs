@@ -46,6 +46,18 @@ fn scaffold_build_and_run(lang: &str) {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let project = p.path(&name);
     assert!(project.join("waio-plugin.toml").exists());
+    // Tests run in parallel: give this project's mock provider a free port of its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pipeline = std::fs::read_to_string(project.join("pipeline.toml")).unwrap();
+    std::fs::write(
+        project.join("pipeline.toml"),
+        pipeline.replace("18090", &port.to_string()),
+    )
+    .unwrap();
 
     let (code, stdout, stderr) = run_waio(&project, &["run", "--build", "pipeline.toml"]);
     assert_eq!(code, 0, "{lang}: {stdout}\n{stderr}");

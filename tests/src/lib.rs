@@ -17,8 +17,19 @@ pub use waio::metrics::RunSummary;
 pub use waio::pipeline::PipelineError;
 pub use waio_mock_provider::{MockConfig, MockServer};
 
-/// The repository root.
+/// The repository root: found at run time (`cargo test` runs in the package directory), because a
+/// target directory shared by several checkouts can hold a build made in another one.
 pub fn repo_root() -> PathBuf {
+    let is_repo = |dir: &Path| dir.join("wit/waio.wit").exists();
+    if let Ok(dir) = std::env::var("WAIO_REPO") {
+        return PathBuf::from(dir);
+    }
+    if let Some(repo) = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| is_repo(d)).map(Path::to_path_buf))
+    {
+        return repo;
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -336,6 +347,8 @@ pub fn run_waio_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, St
         .args(args)
         .current_dir(dir)
         .env("WAIO_LOG", "warn")
+        // Scaffolded projects refer to this checkout's SDKs.
+        .env("WAIO_HOME", repo_root())
         .envs(env.iter().copied())
         .output()
         .expect("run waio");
