@@ -171,6 +171,19 @@ struct TemplateFile {
     text: &'static str,
 }
 
+/// Files every project gets: a pipeline that runs it against the built-in mock, and sample events.
+const COMMON_FILES: &[TemplateFile] = &[
+    TemplateFile {
+        path: "pipeline.toml",
+        text: include_str!("../templates/pipeline.toml"),
+    },
+    TemplateFile {
+        path: "events.jsonl",
+        text: include_str!("../templates/events.jsonl"),
+    },
+];
+
+/// The language's own files.
 fn template(language: Language) -> &'static [TemplateFile] {
     match language {
         Language::Rust => &[
@@ -186,14 +199,6 @@ fn template(language: Language) -> &'static [TemplateFile] {
                 path: "src/lib.rs",
                 text: include_str!("../templates/rust/lib.rs"),
             },
-            TemplateFile {
-                path: "pipeline.toml",
-                text: include_str!("../templates/pipeline.toml"),
-            },
-            TemplateFile {
-                path: "events.jsonl",
-                text: include_str!("../templates/events.jsonl"),
-            },
         ],
         Language::Python => &[
             TemplateFile {
@@ -203,14 +208,6 @@ fn template(language: Language) -> &'static [TemplateFile] {
             TemplateFile {
                 path: "app.py",
                 text: include_str!("../templates/python/app.py"),
-            },
-            TemplateFile {
-                path: "pipeline.toml",
-                text: include_str!("../templates/pipeline.toml"),
-            },
-            TemplateFile {
-                path: "events.jsonl",
-                text: include_str!("../templates/events.jsonl"),
             },
         ],
         Language::Js => &[
@@ -222,14 +219,6 @@ fn template(language: Language) -> &'static [TemplateFile] {
                 path: "plugin.js",
                 text: include_str!("../templates/js/plugin.js"),
             },
-            TemplateFile {
-                path: "pipeline.toml",
-                text: include_str!("../templates/pipeline.toml"),
-            },
-            TemplateFile {
-                path: "events.jsonl",
-                text: include_str!("../templates/events.jsonl"),
-            },
         ],
         Language::C => &[
             TemplateFile {
@@ -239,14 +228,6 @@ fn template(language: Language) -> &'static [TemplateFile] {
             TemplateFile {
                 path: "plugin.c",
                 text: include_str!("../templates/c/plugin.c"),
-            },
-            TemplateFile {
-                path: "pipeline.toml",
-                text: include_str!("../templates/pipeline.toml"),
-            },
-            TemplateFile {
-                path: "events.jsonl",
-                text: include_str!("../templates/events.jsonl"),
             },
         ],
     }
@@ -292,7 +273,7 @@ pub fn scaffold(name: &str, language: Language, dest: &Path) -> Result<Vec<PathB
         .map(|p| p.output)
         .unwrap_or_default();
     let mut written = Vec::new();
-    for file in files {
+    for file in files.iter().chain(COMMON_FILES) {
         let path = dest.join(file.path);
         let text = render(file.text).replace("{{output}}", &output);
         if let Some(parent) = path.parent() {

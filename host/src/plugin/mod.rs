@@ -12,7 +12,7 @@ pub mod host;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -245,26 +245,37 @@ impl PluginInstance {
     }
 
     pub fn invoke(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
-        let future = self
-            .store
-            .data_mut()
-            .new_future(seq, attempt)
-            .map_err(|e| GuestTrap(format!("{e:#}")))?;
-        self.call(Some(seq), |b, s| {
+        self.call_with_future(seq, attempt, input, |b, s, input, future| {
             b.waio_enricher_enricher()
                 .call_async_invoke(s, input, future)
         })
     }
 
     pub fn timeout(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
+        self.call_with_future(seq, attempt, input, |b, s, input, future| {
+            b.waio_enricher_enricher().call_timeout(s, input, future)
+        })
+    }
+
+    /// Calls an export that takes a record and a fresh `result-future` handle for it.
+    fn call_with_future(
+        &mut self,
+        seq: u64,
+        attempt: u32,
+        input: &Event,
+        export: impl FnOnce(
+            &EnricherPlugin,
+            &mut Store<HostState>,
+            &Event,
+            Resource<FutureRef>,
+        ) -> wasmtime::Result<()>,
+    ) -> Result<(), GuestTrap> {
         let future = self
             .store
             .data_mut()
             .new_future(seq, attempt)
             .map_err(|e| GuestTrap(format!("{e:#}")))?;
-        self.call(Some(seq), |b, s| {
-            b.waio_enricher_enricher().call_timeout(s, input, future)
-        })
+        self.call(Some(seq), |b, s| export(b, s, input, future))
     }
 
     pub fn on_response(
