@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use waio::manifest::Manifest;
+use waio::manifest::{Manifest, OutputFormat, SinkConfig};
 use waio::pipeline;
 use waio::project::{self, Language, PluginProject};
 
@@ -93,6 +93,32 @@ fn main() -> ExitCode {
     std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
 }
 
+fn describe_sink(sink: &SinkConfig) -> String {
+    let format = |f: &OutputFormat, w: &bool| {
+        let f = match f {
+            OutputFormat::Payload => "payload",
+            OutputFormat::Envelope => "envelope",
+        };
+        if *w {
+            format!("{f} lines, with watermarks")
+        } else {
+            format!("{f} lines")
+        }
+    };
+    match sink {
+        SinkConfig::File {
+            path,
+            format: f,
+            watermarks,
+        } => format!("file {} ({})", path.display(), format(f, watermarks)),
+        SinkConfig::Stdout {
+            format: f,
+            watermarks,
+        } => format!("stdout ({})", format(f, watermarks)),
+        SinkConfig::Discard => "discard".to_string(),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -166,7 +192,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("    also imports (sandboxed): {}", wasi.join(", "));
                 }
             }
-            println!("  sink: {:?}", manifest.sink);
+            println!("  sink: {}", describe_sink(&manifest.sink));
+            println!("  dead letters: {}", manifest.dead_letter.path.display());
             Ok(())
         }
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
