@@ -231,22 +231,24 @@ fn the_generator_source_feeds_the_requested_number_of_records() {
 }
 
 #[test]
-fn plugin_log_lines_reach_the_host_log_with_the_plugin_name() {
-    let p = Pipeline::new();
-    p.input(&[json!({"id": 1, "log": "hello from the guest"}).to_string()]);
-    behave_manifest(&p, &plugin("behave").display().to_string());
-    let (code, _, stderr) = run_waio_env(
-        p.dir.path(),
-        &["run", "pipeline.toml"],
-        &[("WAIO_LOG", "info")],
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("hello from the guest"))
-        .unwrap_or_else(|| panic!("no plugin log line in: {stderr}"));
-    assert!(
-        line.contains("INFO") && line.contains("plugin=\"op\""),
-        "{line}"
-    );
+fn plugin_log_lines_reach_the_host_log_with_the_plugin_name_in_every_language() {
+    for name in ["behave", "conform-python", "conform-js", "conform-c"] {
+        let p = Pipeline::new();
+        p.input(&[json!({"id": 1, "log": format!("hello from {name}")}).to_string()]);
+        behave_manifest(&p, &plugin(name).display().to_string());
+        let (code, _, stderr) = run_waio_env(
+            p.dir.path(),
+            &["run", "pipeline.toml"],
+            &[("WAIO_LOG", "info")],
+        );
+        assert_eq!(code, 0, "{name}: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("hello from {name}")))
+            .unwrap_or_else(|| panic!("{name}: no plugin log line in: {stderr}"));
+        assert!(
+            line.contains("INFO") && line.contains("plugin=\"op\""),
+            "{name}: {line}"
+        );
+    }
 }

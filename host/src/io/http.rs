@@ -82,13 +82,12 @@ impl HttpGateway {
         for (name, value) in &request.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("bad header name {name:?}")))?;
+            let carries_secret = value.contains(SECRET_OPEN);
             let value = self.fill_secrets(value)?;
             let mut value = HeaderValue::from_str(&value)
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header {name}")))?;
-            if value.as_bytes() != request_header_raw(&request, &name) {
-                // Values that carry secrets stay out of debug output and HTTP/2 header tables.
-                value.set_sensitive(true);
-            }
+            // Values that carry secrets stay out of debug output and HTTP/2 header tables.
+            value.set_sensitive(carries_secret);
             headers.append(name, value);
         }
 
@@ -163,15 +162,6 @@ impl HttpGateway {
         redact(&mut answer, &self.secrets);
         Ok(answer)
     }
-}
-
-fn request_header_raw<'a>(request: &'a HttpRequest, name: &HeaderName) -> &'a [u8] {
-    request
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_str()))
-        .map(|(_, v)| v.as_bytes())
-        .unwrap_or_default()
 }
 
 fn classify(error: reqwest::Error) -> HttpError {

@@ -102,6 +102,17 @@ def _step(coro, future):
         )
 
 
+def _begin(handler, input, output):
+    """Calls the user's `async_invoke` or `timeout` and drives the coroutine it returns; an
+    exception raised before the first await fails the record like any other."""
+    try:
+        result = handler(input)
+    except BaseException as e:
+        _fail(output, e)
+        return
+    _start(result, output)
+
+
 def _start(result, future):
     if type(result) is _Coroutine or hasattr(result, "send"):
         _step(result, future)
@@ -133,23 +144,13 @@ def _make_adapter(cls):
             on_timeout = user.timeout if has_timeout else None
 
         def async_invoke(self, input, output):
-            try:
-                result = invoke(input)
-            except BaseException as e:
-                _fail(output, e)
-                return
-            _start(result, output)
+            _begin(invoke, input, output)
 
         def timeout(self, input, output):
             if on_timeout is None:
                 output.complete_exceptionally(_TIMED_OUT)
                 return
-            try:
-                result = on_timeout(input)
-            except BaseException as e:
-                _fail(output, e)
-                return
-            _start(result, output)
+            _begin(on_timeout, input, output)
 
         def on_response(self, id, response):
             call = _calls.pop(id, None)

@@ -2,7 +2,7 @@
  * waio conformance plugin in C: each record's JSON payload chooses the behaviour.
  *
  * Config: {"echo_url": "http://127.0.0.1:PORT/echo"}. Record fields: `id`, `mode` (now, later,
- * fail, never), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `message`.
+ * fail, never), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `log`, `message`.
  * See docs/specs/LANGUAGES.md, "CONFORMANCE PROTOCOL". C has no exceptions, so the modes
  * `raise` and `raise_later` do not apply: they fail like any unknown mode.
  */
@@ -91,6 +91,11 @@ void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut) {
     if (waio_json_int(waio_json_get(record, "tokens"), &tokens)) {
         uint32_t t = tokens < 0 ? 0 : tokens > UINT32_MAX ? UINT32_MAX : (uint32_t)tokens;
         waio_report_usage("conform", t, t);
+    }
+    char *message = waio_json_string(waio_json_get(record, "log"), NULL);
+    if (message) {
+        waio_log(WAIO_LOG_INFO, "%s", message);
+        free(message);
     }
     waio_json_t mode = waio_json_get(record, "mode");
     if (mode.type == WAIO_JSON_NONE || waio_json_eq(mode, "now")) {

@@ -2,9 +2,9 @@
 // docs/specs/LANGUAGES.md, "CONFORMANCE PROTOCOL"; the Rust twin is tests/plugins/behave).
 //
 // Config: {"echo_url": "http://127.0.0.1:PORT/echo"}. Record fields: id, mode (now, later, fail,
-// never, raise, raise_later), results, delay_ms, on_timeout (fail, fallback), tokens, message.
+// never, raise, raise_later), results, delay_ms, on_timeout (fail, fallback), tokens, log, message.
 
-import { Failure, http, reportUsage } from "waio";
+import { Failure, http, log, reportUsage } from "waio";
 
 function outputs(record, fields) {
   const n = fields.results ?? 1;
@@ -31,6 +31,7 @@ export default class Conform {
   async asyncInvoke(record) {
     const fields = record.json();
     if (fields.tokens !== undefined) reportUsage("conform", fields.tokens, fields.tokens);
+    if (typeof fields.log === "string") log.info(fields.log);
     switch (fields.mode ?? "now") {
       case "now":
         return outputs(record, fields);

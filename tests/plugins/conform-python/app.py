@@ -1,7 +1,7 @@
 """waio conformance plugin in Python: each record's JSON payload chooses the behaviour.
 
 Config: {"echo_url": "http://127.0.0.1:PORT/echo"}. Record fields: `id`, `mode` (now, later,
-fail, never, raise, raise_later), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`,
+fail, never, raise, raise_later), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `log`,
 `message`. See docs/specs/LANGUAGES.md, "CONFORMANCE PROTOCOL".
 """
 
@@ -19,6 +19,8 @@ class Conform:
         tokens = fields.get("tokens")
         if tokens is not None:
             waio.report_usage("conform", tokens, tokens)
+        if isinstance(fields.get("log"), str):
+            waio.log.info(fields["log"])
         mode = fields.get("mode", "now")
         if mode == "now":
             return outputs(record, rid, fields)
