@@ -41,6 +41,9 @@ enum Command {
         /// First build every operator that names a plugin project (`build = "dir"`).
         #[arg(long)]
         build: bool,
+        /// Ignore existing checkpoints: start from the beginning with empty outputs.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Validate a pipeline: parse the manifest, load and type-check every plugin.
     Check {
@@ -52,6 +55,17 @@ enum Command {
     /// Create or build plugin projects.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Look into a checkpoint directory.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Every checkpoint in DIR: status, source position, records in flight per operator.
+    List { dir: PathBuf },
+    /// What one checkpoint holds (default: the latest complete one).
+    Inspect { dir: PathBuf, id: Option<u64> },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             summary_json,
             quiet,
             build,
+            fresh,
         } => {
             let manifest = Manifest::load(&path)?;
             if build {
@@ -140,7 +155,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            let summary = runtime.block_on(pipeline::run(&manifest))?;
+            let options = pipeline::RunOptions { fresh };
+            let summary = match runtime.block_on(pipeline::run(&manifest, &options)) {
+                Ok(summary) => summary,
+                // A second SIGINT/SIGTERM: nothing is lost, the next run resumes.
+                Err(pipeline::PipelineError::StoppedAtCheckpoint(id)) => {
+                    match id {
+                        Some(id) => eprintln!("stopped at once after checkpoint {id}: the next run resumes the records in flight"),
+                        None => eprintln!("stopped at once before any checkpoint: the next run starts from the beginning"),
+                    }
+                    return Ok(());
+                }
+                Err(error) => return Err(error.into()),
+            };
             if !quiet {
                 eprint!("{}", summary.render());
             }
@@ -218,6 +245,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::MockProvider(config) => {
             runtime.block_on(waio_mock_provider::serve_forever(config))?;
+            Ok(())
+        }
+        Command::Checkpoint(CheckpointCommand::List { dir }) => {
+            print!("{}", waio::checkpoint::report::list_text(&dir)?);
+            Ok(())
+        }
+        Command::Checkpoint(CheckpointCommand::Inspect { dir, id }) => {
+            print!("{}", waio::checkpoint::report::inspect_text(&dir, id)?);
             Ok(())
         }
     }

@@ -34,6 +34,10 @@ const DEFAULT_DEAD_LETTER_FILE: &str = "dead-letters.jsonl";
 const MIB: u64 = 1024 * 1024;
 /// The mock provider's own default seed, so a manifest and its CLI behave alike.
 const DEFAULT_MOCK_SEED: u64 = 42;
+const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
+/// Flink's default `pipeline.auto-watermark-interval`.
+const DEFAULT_WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
 
 // ---------------------------------------------------------------------------------------------
 // Public config types
@@ -51,6 +55,8 @@ pub struct Manifest {
     pub sink: SinkConfig,
     pub dead_letter: DeadLetterConfig,
     pub mock_provider: Option<MockProviderConfig>,
+    pub checkpoint: Option<CheckpointConfig>,
+    pub event_time: Option<EventTimeConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +193,42 @@ pub struct MockProviderConfig {
     pub seed: u64,
 }
 
+/// Periodic checkpoints (`[checkpoint]`); without it a run keeps no state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// RocksDB directory, resolved against the manifest's directory.
+    pub dir: PathBuf,
+    /// Time between checkpoints; greater than 0.
+    pub interval: Duration,
+    /// Complete checkpoints kept (older ones are deleted); at least 1.
+    pub retained: usize,
+}
+
+/// Event time read from a record field, with generated watermarks (`[event_time]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTimeConfig {
+    /// Top-level JSON field of each input record holding its event time.
+    pub field: String,
+    pub format: TimestampFormat,
+    /// Watermark = largest timestamp seen - max_out_of_orderness - 1 ms (Flink's
+    /// BoundedOutOfOrderness).
+    pub max_out_of_orderness: Duration,
+    /// Minimum wall-clock time between two generated watermarks (Flink's autoWatermarkInterval);
+    /// zero emits whenever the watermark advances.
+    pub watermark_interval: Duration,
+}
+
+/// How the event-time field is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampFormat {
+    /// An integer of milliseconds since the Unix epoch.
+    EpochMillis,
+    /// A number (integer or fraction) of seconds since the Unix epoch.
+    EpochSeconds,
+    /// A string such as `2026-11-22T10:00:00.123+02:00`.
+    Rfc3339,
+}
+
 /// A place in the manifest file; line and column are 1-based, the column counts characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
@@ -256,6 +298,8 @@ struct RawManifest {
     secrets: BTreeMap<Spanned<String>, Spanned<RawSecret>>,
     dead_letter: Option<Spanned<RawDeadLetter>>,
     mock_provider: Option<Spanned<RawMockProvider>>,
+    checkpoint: Option<Spanned<RawCheckpoint>>,
+    event_time: Option<Spanned<RawEventTime>>,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +371,26 @@ struct RawMockProvider {
     hang_rate: Option<Spanned<f64>>,
     drop_rate: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    dir: Option<Spanned<String>>,
+    interval: Option<Spanned<DurationValue>>,
+    // Signed so that `retained = -1` gets a range message rather than a type error.
+    retained: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventTime {
+    field: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    #[serde(alias = "out_of_orderness")]
+    max_out_of_orderness: Option<Spanned<DurationValue>>,
+    #[serde(alias = "auto_watermark_interval")]
+    watermark_interval: Option<Spanned<DurationValue>>,
 }
 
 /// A duration as written: a string for humantime, or an integer of milliseconds.
@@ -430,6 +494,8 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
     };
 
     let secrets = resolve_secrets(&ctx, raw.secrets, env)?;
+    // Taken before resolution consumes the raw source, for the [event_time] conflict below.
+    let timestamp_field_span = source.get_ref().timestamp_field.as_ref().map(Spanned::span);
     let source = resolve_source(&ctx, source)?;
 
     let mut operators = Vec::with_capacity(raw.operators.len());
@@ -468,6 +534,34 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         .mock_provider
         .map(|m| resolve_mock_provider(&ctx, m))
         .transpose()?;
+    let checkpoint = raw
+        .checkpoint
+        .map(|c| resolve_checkpoint(&ctx, c))
+        .transpose()?;
+    let event_time = match raw.event_time {
+        None => None,
+        Some(e) => {
+            if let SourceConfig::Generator { .. } = source {
+                return Err(ctx.invalid(
+                    e.span(),
+                    "event_time",
+                    "does not apply to a generator source: generated records have no fields to read an event time from",
+                ));
+            }
+            // Two settings for one thing would leave the reader guessing which one wins.
+            if let Some(span) = timestamp_field_span {
+                let line = line_column(ctx.text, e.span().start).0;
+                return Err(ctx.invalid(
+                    span,
+                    "source.timestamp_field",
+                    format!(
+                        "conflicts with [event_time] (line {line}); name the field with event_time.field only"
+                    ),
+                ));
+            }
+            Some(resolve_event_time(&ctx, e)?)
+        }
+    };
 
     Ok(Manifest {
         path: path.to_path_buf(),
@@ -477,6 +571,8 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         sink,
         dead_letter,
         mock_provider,
+        checkpoint,
+        event_time,
     })
 }
 
@@ -1130,6 +1226,90 @@ fn resolve_mock_provider(
     Ok(config)
 }
 
+fn resolve_checkpoint(
+    ctx: &Ctx<'_>,
+    checkpoint: Spanned<RawCheckpoint>,
+) -> Result<CheckpointConfig, ManifestError> {
+    let span = checkpoint.span();
+    let raw = checkpoint.into_inner();
+    let Some(dir) = raw.dir else {
+        return Err(ctx.invalid(
+            span,
+            "checkpoint.dir",
+            "missing; checkpoints need a directory, e.g. `dir = \"state\"`",
+        ));
+    };
+    let dir = ctx.path_value(&dir, "checkpoint.dir")?;
+    let interval = match raw.interval {
+        None => DEFAULT_CHECKPOINT_INTERVAL,
+        Some(i) => positive_duration(ctx, &i, "checkpoint.interval")?,
+    };
+    let retained = match raw.retained {
+        None => DEFAULT_CHECKPOINTS_RETAINED,
+        Some(r) => {
+            let v = *r.get_ref();
+            match usize::try_from(v) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ctx.invalid(
+                        r.span(),
+                        "checkpoint.retained",
+                        format!("must be at least 1, got {v}"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(CheckpointConfig {
+        dir,
+        interval,
+        retained,
+    })
+}
+
+fn resolve_event_time(
+    ctx: &Ctx<'_>,
+    event_time: Spanned<RawEventTime>,
+) -> Result<EventTimeConfig, ManifestError> {
+    let span = event_time.span();
+    let raw = event_time.into_inner();
+    let Some(field) = non_empty_string(ctx, raw.field, "event_time.field")? else {
+        return Err(ctx.invalid(
+            span,
+            "event_time.field",
+            "missing; name the record field holding the event time, e.g. `field = \"ts\"`",
+        ));
+    };
+    let format = match raw.format.as_ref() {
+        None => TimestampFormat::EpochMillis,
+        Some(f) => choose(
+            ctx,
+            f,
+            "event_time.format",
+            &[
+                ("epoch_millis", TimestampFormat::EpochMillis),
+                ("epoch_seconds", TimestampFormat::EpochSeconds),
+                ("rfc3339", TimestampFormat::Rfc3339),
+                ("iso8601", TimestampFormat::Rfc3339),
+            ],
+        )?,
+    };
+    let max_out_of_orderness = match raw.max_out_of_orderness {
+        None => Duration::ZERO,
+        Some(d) => duration_value(ctx, &d, "event_time.max_out_of_orderness")?,
+    };
+    let watermark_interval = match raw.watermark_interval {
+        None => DEFAULT_WATERMARK_INTERVAL,
+        Some(d) => duration_value(ctx, &d, "event_time.watermark_interval")?,
+    };
+    Ok(EventTimeConfig {
+        field,
+        format,
+        max_out_of_orderness,
+        watermark_interval,
+    })
+}
+
 fn duration_value(
     ctx: &Ctx<'_>,
     value: &Spanned<DurationValue>,
@@ -1712,6 +1892,11 @@ rate_limit_rate = 0.2
 hang_rate = 0
 drop_rate = 0.25
 seed = 7
+
+[checkpoint]
+dir = "state"
+interval = "30s"
+retained = 2
 "#;
 
     #[test]
@@ -1829,6 +2014,15 @@ seed = 7
                 seed: 7,
             })
         );
+        assert_eq!(
+            m.checkpoint,
+            Some(CheckpointConfig {
+                dir: PathBuf::from("/pipelines/demo/state"),
+                interval: Duration::from_secs(30),
+                retained: 2,
+            })
+        );
+        assert_eq!(m.event_time, None);
     }
 
     #[test]
@@ -1865,6 +2059,262 @@ seed = 7
             PathBuf::from("/pipelines/demo/dead-letters.jsonl")
         );
         assert!(m.mock_provider.is_none());
+        assert!(m.checkpoint.is_none());
+        assert!(m.event_time.is_none());
+    }
+
+    #[test]
+    fn checkpoint_section_resolves() {
+        let text = format!(
+            "{}[checkpoint]\ndir = \"state\"\ninterval = \"1s\"\nretained = 5\n",
+            with_operator("")
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.checkpoint,
+            Some(CheckpointConfig {
+                dir: PathBuf::from("/pipelines/demo/state"),
+                interval: Duration::from_secs(1),
+                retained: 5,
+            })
+        );
+    }
+
+    #[test]
+    fn checkpoint_defaults() {
+        let text = format!("{}[checkpoint]\ndir = \"/var/waio\"\n", with_operator(""));
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.checkpoint,
+            Some(CheckpointConfig {
+                dir: PathBuf::from("/var/waio"),
+                interval: Duration::from_secs(10),
+                retained: 3,
+            })
+        );
+        // Integer milliseconds, like every other duration.
+        let text = format!(
+            "{}[checkpoint]\ndir = \"s\"\ninterval = 1500\n",
+            with_operator("")
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.checkpoint.map(|c| c.interval),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn checkpoint_needs_a_dir() {
+        let text = format!("{}[checkpoint]\ninterval = \"1s\"\n", with_operator(""));
+        let e = parse_err(&text);
+        let (line, _) = pos(&text, "[checkpoint]", "[");
+        assert_eq!(invalid(&e), (line, 1, "checkpoint.dir"));
+        let text = format!("{}[checkpoint]\ndir = \"\"\n", with_operator(""));
+        let e = parse_err(&text);
+        assert_eq!(
+            invalid(&e),
+            (pos(&text, "dir =", "\"\"").0, 7, "checkpoint.dir")
+        );
+    }
+
+    #[test]
+    fn zero_checkpoint_interval_or_retained_is_rejected() {
+        for value in ["\"0s\"", "0"] {
+            let text = format!(
+                "{}[checkpoint]\ndir = \"s\"\ninterval = {value}\n",
+                with_operator("")
+            );
+            let e = parse_err(&text);
+            let (line, column) = pos(&text, "interval =", value);
+            assert_eq!(
+                invalid(&e),
+                (line, column, "checkpoint.interval"),
+                "{value}"
+            );
+            assert!(e.to_string().contains("greater than 0"), "{e}");
+        }
+        let text = format!(
+            "{}[checkpoint]\ndir = \"s\"\ninterval = -5\n",
+            with_operator("")
+        );
+        assert_eq!(invalid(&parse_err(&text)).2, "checkpoint.interval");
+        for value in ["0", "-1"] {
+            let text = format!(
+                "{}[checkpoint]\ndir = \"s\"\nretained = {value}\n",
+                with_operator("")
+            );
+            let e = parse_err(&text);
+            let (line, column) = pos(&text, "retained =", value);
+            assert_eq!(
+                invalid(&e),
+                (line, column, "checkpoint.retained"),
+                "{value}"
+            );
+            assert!(e.to_string().contains("at least 1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_checkpoint_or_event_time() {
+        let text = format!(
+            "{}[checkpoint]\ndir = \"s\"\ninterval_ms = 5\n",
+            with_operator("")
+        );
+        let (line, column, message) = syntax(&parse_err(&text));
+        assert_eq!((line, column), pos(&text, "interval_ms", "interval_ms"));
+        assert!(
+            message.starts_with("checkpoint.interval_ms: unknown field `interval_ms`"),
+            "{message}"
+        );
+        let text = format!(
+            "{}[event_time]\nfield = \"ts\"\nlateness = \"1s\"\n",
+            with_operator("")
+        );
+        let (line, column, message) = syntax(&parse_err(&text));
+        assert_eq!((line, column), pos(&text, "lateness", "lateness"));
+        assert!(
+            message.starts_with("event_time.lateness: unknown field `lateness`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn event_time_section_resolves_with_aliases() {
+        let text = format!(
+            "{}[event_time]\nfield = \"created_at\"\nformat = \"rfc3339\"\nmax_out_of_orderness = \"5s\"\nwatermark_interval = \"1s\"\n",
+            with_operator("")
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.event_time,
+            Some(EventTimeConfig {
+                field: "created_at".into(),
+                format: TimestampFormat::Rfc3339,
+                max_out_of_orderness: Duration::from_secs(5),
+                watermark_interval: Duration::from_secs(1),
+            })
+        );
+        let text = format!(
+            "{}[event_time]\nfield = \"t\"\nformat = \"iso8601\"\nout_of_orderness = 250\nauto_watermark_interval = \"0s\"\n",
+            with_operator("")
+        );
+        let et = parse(&text).unwrap().event_time.unwrap();
+        assert_eq!(et.format, TimestampFormat::Rfc3339);
+        assert_eq!(et.max_out_of_orderness, Duration::from_millis(250));
+        assert_eq!(et.watermark_interval, Duration::ZERO);
+        let text = format!(
+            "{}[event_time]\nfield = \"t\"\nformat = \"epoch_seconds\"\n",
+            with_operator("")
+        );
+        let et = parse(&text).unwrap().event_time.unwrap();
+        assert_eq!(et.format, TimestampFormat::EpochSeconds);
+        // A key and its alias together are ambiguous.
+        let text = format!(
+            "{}[event_time]\nfield = \"t\"\nmax_out_of_orderness = \"1s\"\nout_of_orderness = \"2s\"\n",
+            with_operator("")
+        );
+        let (_, _, message) = syntax(&parse_err(&text));
+        assert!(message.contains("duplicate field"), "{message}");
+    }
+
+    #[test]
+    fn event_time_defaults() {
+        let text = format!("{}[event_time]\nfield = \"ts\"\n", with_operator(""));
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.event_time,
+            Some(EventTimeConfig {
+                field: "ts".into(),
+                format: TimestampFormat::EpochMillis,
+                max_out_of_orderness: Duration::ZERO,
+                watermark_interval: Duration::from_millis(200),
+            })
+        );
+        assert_eq!(
+            m.source,
+            SourceConfig::Stdin {
+                fields: FieldMapping::default()
+            }
+        );
+    }
+
+    #[test]
+    fn event_time_needs_a_field() {
+        let text = format!(
+            "{}[event_time]\nformat = \"epoch_millis\"\n",
+            with_operator("")
+        );
+        let e = parse_err(&text);
+        assert_eq!(
+            invalid(&e),
+            (pos(&text, "[event_time]", "[").0, 1, "event_time.field")
+        );
+        let text = format!("{}[event_time]\nfield = \"\"\n", with_operator(""));
+        let e = parse_err(&text);
+        assert_eq!(
+            invalid(&e),
+            (pos(&text, "field =", "\"\"").0, 9, "event_time.field")
+        );
+    }
+
+    #[test]
+    fn bad_event_time_values() {
+        let text = format!(
+            "{}[event_time]\nfield = \"ts\"\nformat = \"unix\"\n",
+            with_operator("")
+        );
+        let e = parse_err(&text);
+        let (line, column) = pos(&text, "format =", "\"unix\"");
+        assert_eq!(invalid(&e), (line, column, "event_time.format"));
+        let message = e.to_string();
+        assert!(
+            message.contains("\"unix\"")
+                && message.contains("\"epoch_millis\"")
+                && message.contains("\"rfc3339\""),
+            "{message}"
+        );
+        let text = format!(
+            "{}[event_time]\nfield = \"ts\"\nmax_out_of_orderness = \"a while\"\n",
+            with_operator("")
+        );
+        let e = parse_err(&text);
+        let (line, column) = pos(&text, "max_out_of_orderness", "\"a while\"");
+        assert_eq!(
+            invalid(&e),
+            (line, column, "event_time.max_out_of_orderness")
+        );
+        let text = format!(
+            "{}[event_time]\nfield = \"ts\"\nauto_watermark_interval = -1\n",
+            with_operator("")
+        );
+        let e = parse_err(&text);
+        let (line, column) = pos(&text, "auto_watermark_interval", "-1");
+        assert_eq!(invalid(&e), (line, column, "event_time.watermark_interval"));
+    }
+
+    #[test]
+    fn event_time_conflicts_with_timestamp_field() {
+        let text = "[source]\nkind = \"file\"\npath = \"in.jsonl\"\ntimestamp_field = \"ts\"\n[[operator]]\nplugin = \"p.wasm\"\n[sink]\nkind = \"stdout\"\n[event_time]\nfield = \"ts\"\n";
+        let e = parse_err(text);
+        assert_eq!(invalid(&e), (4, 19, "source.timestamp_field"));
+        let message = e.to_string();
+        assert!(
+            message.contains("event_time.field") && message.contains("line 9"),
+            "{message}"
+        );
+        // key_field is unrelated and stays allowed.
+        let text = "[source]\nkind = \"stdin\"\nkey_field = \"id\"\n[[operator]]\nplugin = \"p.wasm\"\n[sink]\nkind = \"stdout\"\n[event_time]\nfield = \"ts\"\n";
+        let m = parse(text).unwrap();
+        assert_eq!(m.event_time.map(|e| e.field), Some("ts".to_owned()));
+    }
+
+    #[test]
+    fn event_time_conflicts_with_generator_source() {
+        let text = "[source]\nkind = \"generator\"\ncount = 3\n[[operator]]\nplugin = \"p.wasm\"\n[sink]\nkind = \"discard\"\n\n[event_time]\nfield = \"ts\"\n";
+        let e = parse_err(text);
+        assert_eq!(invalid(&e), (9, 1, "event_time"));
+        assert!(e.to_string().contains("generator"), "{e}");
     }
 
     #[test]

@@ -73,6 +73,14 @@ pub struct RunSummary {
     pub cpu_s: f64,
     pub cpu_us_per_record: f64,
     pub peak_rss_mib: f64,
+    /// The run was asked to stop (SIGINT/SIGTERM) before the end of its input.
+    pub stopped: bool,
+    /// The checkpoint this run resumed from, and how many records it held in flight.
+    pub restored_from: Option<u64>,
+    pub restored_in_flight: u64,
+    /// Checkpoints completed by this run (the end-of-input one included), and the longest one.
+    pub checkpoints: u64,
+    pub checkpoint_max_ms: f64,
     pub operators: Vec<OperatorSummary>,
 }
 
@@ -93,6 +101,23 @@ impl RunSummary {
             self.cpu_us_per_record,
             self.peak_rss_mib,
         );
+        if let Some(id) = self.restored_from {
+            text.push_str(&format!(
+                "  resumed from checkpoint {id} with {} records in flight\n",
+                self.restored_in_flight
+            ));
+        }
+        if self.checkpoints > 0 {
+            text.push_str(&format!(
+                "  {} checkpoints (longest {:.1} ms)\n",
+                self.checkpoints, self.checkpoint_max_ms
+            ));
+        }
+        if self.stopped {
+            text.push_str(
+                "  stopped on request before the end of the input; the next run resumes\n",
+            );
+        }
         for op in &self.operators {
             text.push_str(&format!(
                 "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} recycled, {} HTTP calls, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms\n",

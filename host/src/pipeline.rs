@@ -3,11 +3,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::connectors::dead_letter::DeadLetters;
-use crate::connectors::sink::{run_sink, SinkError, SinkReport};
-use crate::connectors::source::{run_source, source_label, SourceError, SourceReport};
+use crate::checkpoint::coordinator::{
+    Command, Control, Coordinator, CoordinatorError, CoordinatorReport, Event,
+};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorSnapshot};
+use crate::connectors::commit::{recover, start_fresh, CommitError, OutputFile};
+use crate::connectors::sink::{run_sink, SinkError, SinkOutput, SinkReport};
+use crate::connectors::source::{
+    run_source, source_label, SourceContext, SourceError, SourceReport,
+};
 use crate::io::http::HttpGateway;
-use crate::manifest::Manifest;
+use crate::manifest::{CheckpointConfig, Manifest, SinkConfig};
 use crate::metrics::{process_usage, OperatorSummary, RunSummary};
 use crate::operator::{AsyncWaitOperator, OperatorError, OperatorReport};
 use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent, PluginError};
@@ -27,13 +33,20 @@ pub enum PipelineError {
     Http(String),
     #[error("cannot start the mock provider: {0}")]
     MockProvider(String),
-    #[error("cannot write the dead-letter output {path}: {source}")]
-    DeadLetter {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    #[error("cannot prepare the outputs: {0}")]
+    Output(#[from] CommitError),
+    #[error("{0}")]
+    Incompatible(String),
     #[error("a pipeline stage stopped unexpectedly: {0}")]
     Stage(String),
+    #[error("interrupted: records in flight were not finished")]
+    Interrupted,
+    #[error("stopped at once: the next run resumes from the last complete checkpoint")]
+    StoppedAtCheckpoint(Option<u64>),
 }
 
 impl PipelineError {
@@ -42,8 +55,11 @@ impl PipelineError {
         matches!(
             self,
             PipelineError::Sink(SinkError::UpstreamFailed)
+                | PipelineError::Sink(SinkError::CoordinatorGone)
+                | PipelineError::Source(SourceError::CoordinatorGone)
                 | PipelineError::Operator(OperatorError::UpstreamFailed { .. })
                 | PipelineError::Operator(OperatorError::DownstreamGone { .. })
+                | PipelineError::Operator(OperatorError::CoordinatorGone { .. })
         )
     }
 }
@@ -71,11 +87,167 @@ enum StageDone {
     Source(SourceReport),
     Operator(usize, Box<OperatorReport>),
     Sink(SinkReport),
+    Coordinator(CoordinatorReport),
 }
 
-/// Runs the pipeline to the end of its input. The first failing record (under the "fail" policy)
-/// or stage error stops everything and is returned.
-pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
+/// How to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Ignore existing checkpoints: start from the beginning of the input with empty outputs.
+    pub fresh: bool,
+}
+
+/// Where a run resumes: the checkpoint, and what the restored state holds.
+struct Resume {
+    checkpoint: Checkpoint,
+}
+
+/// The checkpoint store and where this run starts, when checkpointing is on.
+struct CheckpointSetup {
+    store: CheckpointStore,
+    config: CheckpointConfig,
+    resume: Option<Resume>,
+}
+
+/// Opens the checkpoint store and picks the checkpoint to resume from (the latest complete one,
+/// unless `fresh`, or unless it marks a finished job).
+fn open_checkpoints(
+    manifest: &Manifest,
+    components: &[Arc<PluginComponent>],
+    options: &RunOptions,
+) -> Result<Option<CheckpointSetup>, PipelineError> {
+    let Some(config) = manifest.checkpoint.clone() else {
+        return Ok(None);
+    };
+    let store = CheckpointStore::open(&config.dir)?;
+    let latest = if options.fresh { None } else { store.latest()? };
+    let resume = match latest {
+        None => None,
+        Some((checkpoint, warnings)) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            if checkpoint.finished {
+                tracing::info!(
+                    checkpoint = checkpoint.id,
+                    "the last run finished its input: starting from the beginning"
+                );
+                None
+            } else {
+                check_compatible(manifest, components, &checkpoint, &config)?;
+                Some(Resume { checkpoint })
+            }
+        }
+    };
+    Ok(Some(CheckpointSetup {
+        store,
+        config,
+        resume,
+    }))
+}
+
+/// A checkpoint restores into the same chain of operators (by name); capacity, mode and plugin
+/// version may differ (FLINK-SEMANTICS 29).
+fn check_compatible(
+    manifest: &Manifest,
+    components: &[Arc<PluginComponent>],
+    checkpoint: &Checkpoint,
+    config: &CheckpointConfig,
+) -> Result<(), PipelineError> {
+    let wanted: Vec<&str> = manifest.operators.iter().map(|o| o.name.as_str()).collect();
+    let stored: Vec<&str> = checkpoint
+        .operators
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    if wanted != stored {
+        return Err(PipelineError::Incompatible(format!(
+            "checkpoint {} in {} was taken with operators [{}] but the manifest has [{}]; run with --fresh to start over",
+            checkpoint.id,
+            config.dir.display(),
+            stored.join(", "),
+            wanted.join(", ")
+        )));
+    }
+    for (snapshot, component) in checkpoint.operators.iter().zip(components) {
+        if snapshot.plugin_sha256 != component.sha256 {
+            tracing::info!(
+                operator = %snapshot.name,
+                "plugin changed since checkpoint {} ({} -> {}): its {} restored records run on the new version",
+                checkpoint.id,
+                short(&snapshot.plugin_sha256),
+                short(&component.sha256),
+                snapshot.records_in_flight()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// Opens the sink's output and dead-letter files: directly without checkpoints; as
+/// transactions otherwise, first finishing the commit of the checkpoint resumed from.
+fn open_outputs(
+    manifest: &Manifest,
+    checkpoints: Option<&CheckpointSetup>,
+) -> Result<(SinkOutput, OutputFile), PipelineError> {
+    let dead_target = &manifest.dead_letter.path;
+    let output_target = match &manifest.sink {
+        SinkConfig::File { path, .. } => Some(path.as_path()),
+        _ => None,
+    };
+    let Some(setup) = checkpoints else {
+        let output = match output_target {
+            Some(path) => SinkOutput::File(OutputFile::direct(path, false)?),
+            None if matches!(manifest.sink, SinkConfig::Stdout { .. }) => SinkOutput::Stdout,
+            None => SinkOutput::Discard,
+        };
+        return Ok((output, OutputFile::direct(dead_target, true)?));
+    };
+    let parts = setup.config.dir.join("parts");
+    let resumed = setup.resume.as_ref().map(|r| &r.checkpoint.sink);
+    let open = |target: &std::path::Path,
+                name: &'static str,
+                lazy: bool,
+                pending: Option<&crate::checkpoint::PendingCommit>|
+     -> Result<OutputFile, PipelineError> {
+        let committed = match pending {
+            Some(pending) if pending.target == target => recover(pending, &parts, name)?,
+            _ => {
+                start_fresh(target, &parts, name)?;
+                0
+            }
+        };
+        Ok(OutputFile::transactional(
+            target, lazy, &parts, name, committed,
+        ))
+    };
+    let output = match output_target {
+        Some(path) => SinkOutput::File(open(
+            path,
+            "output",
+            false,
+            resumed.and_then(|s| s.output.as_ref()),
+        )?),
+        None if matches!(manifest.sink, SinkConfig::Stdout { .. }) => SinkOutput::Stdout,
+        None => SinkOutput::Discard,
+    };
+    let dead_letters = open(
+        dead_target,
+        "dead-letters",
+        true,
+        resumed.and_then(|s| s.dead_letters.as_ref()),
+    )?;
+    Ok((output, dead_letters))
+}
+
+/// Runs the pipeline to the end of its input (or until asked to stop by SIGINT/SIGTERM). The
+/// first failing record (under the "fail" policy) or stage error stops everything and is
+/// returned.
+pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let _mock = match &manifest.mock_provider {
         Some(cfg) => Some(start_mock(cfg).await?),
@@ -83,32 +255,73 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
     };
     let components = load_plugins(manifest)?;
     let client = HttpGateway::shared_client().map_err(|e| PipelineError::Http(e.to_string()))?;
-    let dead_letters = DeadLetters::new(&manifest.dead_letter.path);
     let label: Arc<str> = Arc::from(source_label(&manifest.source));
+    let checkpoints = open_checkpoints(manifest, &components, options)?;
+    let (sink_output, dead_letter_output) = open_outputs(manifest, checkpoints.as_ref())?;
+    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let reports = checkpoints.as_ref().map(|_| report_tx.clone());
+    drop(report_tx);
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let mut resume = checkpoints
+        .as_ref()
+        .and_then(|c| c.resume.as_ref())
+        .map(|r| r.checkpoint.clone());
+    let restored_from = resume.as_ref().map(|c| c.id);
+    let mut restored_in_flight = 0u64;
+    if let Some(checkpoint) = &resume {
+        tracing::info!(
+            checkpoint = checkpoint.id,
+            line = checkpoint.source.lines,
+            "resuming from checkpoint {} (input line {}, {} records in flight)",
+            checkpoint.id,
+            checkpoint.source.lines,
+            checkpoint
+                .operators
+                .iter()
+                .map(|o| o.records_in_flight())
+                .sum::<usize>()
+        );
+    }
 
     // Open every plugin before reading any input, so a bad config fails fast.
     let mut operators = Vec::new();
-    for (config, component) in manifest.operators.iter().zip(components) {
+    let mut identities = Vec::new();
+    for (index, (config, component)) in manifest.operators.iter().zip(components).enumerate() {
         let gateway = Arc::new(HttpGateway::new(
             client.clone(),
             config.allowed_hosts.clone(),
             config.secrets.clone(),
             config.http_timeout,
         ));
-        operators.push(AsyncWaitOperator::new(
+        identities.push(OperatorSnapshot {
+            name: config.name.clone(),
+            plugin: config.plugin.display().to_string(),
+            plugin_sha256: component.sha256.clone(),
+            capacity: config.capacity as u64,
+            ordered: config.ordered,
+            watermark: None,
+            elements: Vec::new(),
+        });
+        let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
             gateway,
-            dead_letters.clone(),
             Arc::clone(&label),
             tokio::runtime::Handle::current(),
-        )?);
+            reports.clone(),
+        )?;
+        if let Some(snapshot) = resume.as_mut().and_then(|c| c.operators.get_mut(index)) {
+            restored_in_flight += snapshot.records_in_flight() as u64;
+            operator.restore(std::mem::take(&mut snapshot.elements));
+        }
+        operators.push(operator);
     }
 
     // Every stage runs on a thread of its own and reports here when it ends.
     let (done_tx, mut done_rx) =
         tokio::sync::mpsc::unbounded_channel::<(usize, Result<StageDone, PipelineError>)>();
-    let stage_count = operators.len() + 2;
+    let coordinated = checkpoints.is_some();
+    let stage_count = operators.len() + 2 + usize::from(coordinated);
     let spawn =
         |index: usize,
          name: String,
@@ -122,20 +335,50 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
                 .map(|_| ())
                 .map_err(|e| PipelineError::Stage(format!("cannot start a thread: {e}")))
         };
+
+    let (command_tx, command_rx) = crossbeam_channel::unbounded();
+    let (event_tx, event_rx) = crossbeam_channel::unbounded::<Event>();
     let (source_tx, mut upstream) = stage_channel();
+    if let Some(setup) = checkpoints {
+        let next_id = setup.store.next_id()?;
+        let coordinator = Coordinator::new(
+            setup.store,
+            setup.config.interval,
+            setup.config.retained,
+            identities,
+            next_id,
+            control_tx.clone(),
+            source_tx.clone(),
+            report_rx,
+            command_rx,
+            event_tx,
+        );
+        spawn(
+            stage_count - 1,
+            "waio-checkpoint".into(),
+            Box::new(move || Ok(StageDone::Coordinator(coordinator.run()?))),
+        )?;
+    } else {
+        drop(report_rx);
+        drop(event_tx);
+    }
+
     {
         let source = manifest.source.clone();
-        let dead_letters = dead_letters.clone();
+        let context = SourceContext {
+            tx: source_tx,
+            control: control_rx,
+            reports: reports.clone(),
+            start: resume
+                .as_ref()
+                .map(|c| c.source.clone())
+                .unwrap_or_default(),
+            event_time: manifest.event_time.clone(),
+        };
         spawn(
             0,
             "waio-source".into(),
-            Box::new(move || {
-                Ok(StageDone::Source(run_source(
-                    &source,
-                    source_tx,
-                    &dead_letters,
-                )?))
-            }),
+            Box::new(move || Ok(StageDone::Source(run_source(&source, context)?))),
         )?;
     }
     for (index, operator) in operators.into_iter().enumerate() {
@@ -154,22 +397,66 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
     }
     {
         let sink = manifest.sink.clone();
+        let sink_reports = reports.clone();
         spawn(
-            stage_count - 1,
+            manifest.operators.len() + 1,
             "waio-sink".into(),
-            Box::new(move || Ok(StageDone::Sink(run_sink(&sink, upstream)?))),
+            Box::new(move || {
+                Ok(StageDone::Sink(run_sink(
+                    &sink,
+                    sink_output,
+                    dead_letter_output,
+                    upstream,
+                    sink_reports,
+                )?))
+            }),
         )?;
     }
+    drop(reports);
     drop(done_tx);
 
+    let mut signals = Signals::new()?;
+    let mut stop_requested = false;
     let mut source_report = SourceReport::default();
     let mut sink_report = SinkReport::default();
+    let mut coordinator_report = CoordinatorReport::default();
     let mut reports: Vec<Option<OperatorReport>> = vec![None; manifest.operators.len()];
     let mut consequence: Option<PipelineError> = None;
-    for _ in 0..stage_count {
-        let Some((_, result)) = done_rx.recv().await else {
+    let mut finished = 0;
+    while finished < stage_count {
+        let next = tokio::select! {
+            next = done_rx.recv() => next,
+            () = signals.next() => {
+                if !stop_requested {
+                    stop_requested = true;
+                    tracing::warn!("stop requested: finishing what is in flight (signal again to stop at once)");
+                    if coordinated {
+                        let _ = command_tx.send(Command::Stop);
+                    } else {
+                        let _ = control_tx.send(Control::Stop { checkpoint: None });
+                    }
+                    continue;
+                }
+                if !coordinated {
+                    return Err(PipelineError::Interrupted);
+                }
+                // Exit as soon as the stop checkpoint is stored: what is still in flight is
+                // in it and will be invoked again by the next run.
+                tracing::warn!("stopping at once: in-flight records stay in the checkpoint");
+                let events = event_rx.clone();
+                let stored = tokio::task::spawn_blocking(move || events.recv()).await;
+                return match stored {
+                    Ok(Ok(Event::StopCheckpointDone(id))) => {
+                        Err(PipelineError::StoppedAtCheckpoint(id))
+                    }
+                    _ => Err(PipelineError::Interrupted),
+                };
+            }
+        };
+        let Some((_, result)) = next else {
             break;
         };
+        finished += 1;
         let done = match result {
             Ok(done) => done,
             // A stage that stopped because its neighbour did is not the cause: keep listening
@@ -185,17 +472,12 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
             StageDone::Source(r) => source_report = r,
             StageDone::Operator(i, r) => reports[i] = Some(*r),
             StageDone::Sink(r) => sink_report = r,
+            StageDone::Coordinator(r) => coordinator_report = r,
         }
     }
     if let Some(error) = consequence {
         return Err(error);
     }
-    dead_letters
-        .flush()
-        .map_err(|source| PipelineError::DeadLetter {
-            path: dead_letters.path().display().to_string(),
-            source,
-        })?;
 
     let elapsed = started.elapsed();
     let (cpu, peak_rss_mib) = process_usage();
@@ -205,7 +487,7 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
         records_in,
         watermarks_in: source_report.watermarks,
         records_out: sink_report.records,
-        dead_lettered: dead_letters.count(),
+        dead_lettered: sink_report.dead_letters,
         elapsed_s: elapsed.as_secs_f64(),
         throughput_per_s: records_in as f64 / elapsed.as_secs_f64().max(1e-9),
         first_output_ms: sink_report
@@ -214,12 +496,41 @@ pub async fn run(manifest: &Manifest) -> Result<RunSummary, PipelineError> {
         cpu_s: cpu.as_secs_f64(),
         cpu_us_per_record: cpu.as_secs_f64() * 1e6 / (records_in.max(1) as f64),
         peak_rss_mib,
+        stopped: source_report.stopped,
+        restored_from,
+        restored_in_flight,
+        checkpoints: coordinator_report.completed,
+        checkpoint_max_ms: coordinator_report.max_duration.as_secs_f64() * 1000.0,
         operators: reports
             .iter()
             .flatten()
             .map(OperatorSummary::from)
             .collect(),
     })
+}
+
+/// SIGINT and SIGTERM, as one stream.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, PipelineError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err = |e: std::io::Error| PipelineError::Stage(format!("cannot watch signals: {e}"));
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).map_err(err)?,
+            terminate: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+    }
 }
 
 async fn start_mock(

@@ -18,6 +18,10 @@ pub enum Element {
     Record(Record),
     /// Event time has reached this value (ms since the Unix epoch).
     Watermark(i64),
+    /// A dead letter on its way to the sink, which owns the dead-letter output: one JSON line
+    /// (without its newline). Travelling in-band keeps dead letters consistent with checkpoint
+    /// barriers. Operators pass it through at once; it takes no capacity.
+    DeadLetter(Vec<u8>),
 }
 
 /// Elements travel between stages in batches: one channel message per batch keeps the per-record
@@ -29,6 +33,8 @@ pub type Batch = Vec<Element>;
 #[derive(Debug)]
 pub enum Message {
     Batch(Batch),
+    /// Checkpoint barrier `id`: every element before it belongs to the checkpoint.
+    Barrier(u64),
     End,
 }
 

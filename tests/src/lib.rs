@@ -130,9 +130,12 @@ impl Pipeline {
             Err(e) => panic!("manifest rejected: {e}\n{toml}"),
         };
         // A hang guard, not a speed check: a run that never ends is a bug to report, not wait out.
-        let result = tokio::time::timeout(Duration::from_secs(120), waio::pipeline::run(&manifest))
-            .await
-            .unwrap_or_else(|_| panic!("the pipeline did not finish within 120 s"));
+        let result = tokio::time::timeout(
+            Duration::from_secs(120),
+            waio::pipeline::run(&manifest, &waio::pipeline::RunOptions::default()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the pipeline did not finish within 120 s"));
         Outcome {
             result,
             output: read_jsonl(&self.path("out.jsonl")),
@@ -362,4 +365,54 @@ pub fn run_waio_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, St
 /// A JSON input line for the behave test plugin.
 pub fn rec(fields: Value) -> String {
     fields.to_string()
+}
+
+/// Starts `waio ARGS` in `dir` without waiting; stdin is a pipe the caller may write to (and must
+/// drop to close), stdout and stderr go to files `stdout.log` / `stderr.log` in `dir`.
+pub fn spawn_waio(dir: &Path, args: &[&str]) -> std::process::Child {
+    let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+    Command::new(waio_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("WAIO_LOG", "warn,waio=info")
+        .env("WAIO_HOME", repo_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"))
+        .spawn()
+        .expect("start waio")
+}
+
+/// Sends `signal` ("TERM", "INT", "KILL") to a child process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Waits for a child to exit, at most `limit` (a hang guard: then it is killed and the test fails).
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> i32 {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("waio did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `limit` (a hang guard).
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

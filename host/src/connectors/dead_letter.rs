@@ -1,12 +1,8 @@
-//! The dead-letter output: one JSON line per record that could not be processed, with the reason.
+//! Dead letters: one JSON line per record that could not be processed, with the reason.
 //!
-//! The file is created on the first dead letter, so a clean run leaves none behind.
-
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+//! The stage that gives up on a record encodes the line and sends it down the pipeline as an
+//! `Element::DeadLetter`; the sink writes it to the dead-letter file. One writer, in-band with the
+//! records, keeps dead letters inside the same checkpoints and commits as the output.
 
 use serde::Serialize;
 
@@ -38,92 +34,31 @@ struct Line<'a> {
     payload: serde_json::Value,
 }
 
-/// A cheap-to-clone handle shared by the source and every operator.
-#[derive(Clone)]
-pub struct DeadLetters {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    path: PathBuf,
-    file: Mutex<Option<BufWriter<File>>>,
-    count: AtomicU64,
-}
-
-impl DeadLetters {
-    pub fn new(path: &Path) -> Self {
-        DeadLetters {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                file: Mutex::new(None),
-                count: AtomicU64::new(0),
-            }),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    pub fn count(&self) -> u64 {
-        self.inner.count.load(Ordering::Relaxed)
-    }
-
-    pub fn write(&self, letter: &DeadLetter<'_>) -> std::io::Result<()> {
-        let payload = serde_json::from_slice(&letter.record.payload).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&letter.record.payload).into_owned())
+impl DeadLetter<'_> {
+    /// The dead-letter line, without its newline.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload = serde_json::from_slice(&self.record.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&self.record.payload).into_owned())
         });
         let line = Line {
-            stage: letter.stage,
-            reason: letter.reason,
-            error: letter.error,
-            retriable: letter.retriable,
-            line: letter.record.line,
-            key: letter.record.key.as_deref(),
-            timestamp: letter.record.timestamp,
+            stage: self.stage,
+            reason: self.reason,
+            error: self.error,
+            retriable: self.retriable,
+            line: self.record.line,
+            key: self.record.key.as_deref(),
+            timestamp: self.record.timestamp,
             payload,
         };
-        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        let mut guard = self
-            .inner
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("dead-letter writer poisoned"))?;
-        if guard.is_none() {
-            if let Some(dir) = self
-                .inner
-                .path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = File::create(&self.inner.path).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot create {}: {e}", self.inner.path.display()),
-                )
-            })?;
-            *guard = Some(BufWriter::new(file));
-        }
-        if let Some(file) = guard.as_mut() {
-            file.write_all(&bytes)?;
-        }
-        self.inner.count.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Flushes what was written; call at the end of the run.
-    pub fn flush(&self) -> std::io::Result<()> {
-        let mut guard = self
-            .inner
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("dead-letter writer poisoned"))?;
-        match guard.as_mut() {
-            Some(file) => file.flush(),
-            None => Ok(()),
-        }
+        // Serializing strings, numbers and a JSON value cannot fail; keep the record anyway.
+        serde_json::to_vec(&line).unwrap_or_else(|e| {
+            format!(
+                "{{\"stage\":{:?},\"reason\":\"encode\",\"error\":{:?},\"line\":{}}}",
+                self.stage,
+                e.to_string(),
+                self.record.line
+            )
+            .into_bytes()
+        })
     }
 }

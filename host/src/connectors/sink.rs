@@ -1,119 +1,178 @@
-//! Sinks: a JSON-lines file, stdout, or nothing (benchmarks). Runs on a blocking thread.
+//! Sinks: a JSON-lines file, stdout, or nothing (benchmarks), plus the dead-letter file. Runs on
+//! a thread of its own.
 
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
+use crate::checkpoint::coordinator::{Report, ReportSender};
+use crate::checkpoint::SinkTransaction;
+use crate::connectors::commit::{CommitError, OutputFile};
 use crate::manifest::{OutputFormat, SinkConfig};
-use crate::record::{Batch, Element, Message, Record, StageReceiver};
+use crate::record::{Element, Message, Record, StageReceiver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot create output {path}: {source}")]
-    Create {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("the stage before the sink stopped without finishing")]
     UpstreamFailed,
-    #[error("cannot write output {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot write output: {0}")]
+    Output(#[from] CommitError),
+    #[error("cannot write output stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error("the checkpoint coordinator stopped")]
+    CoordinatorGone,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct SinkReport {
     pub records: u64,
     pub watermarks: u64,
+    pub dead_letters: u64,
     pub first_output_at: Option<Instant>,
 }
 
-/// Writes everything that arrives until the channel closes.
-pub fn run_sink(config: &SinkConfig, rx: StageReceiver) -> Result<SinkReport, SinkError> {
+/// Where the sink writes. The pipeline opens the files (directly, or as transactions resumed
+/// from a checkpoint).
+pub enum SinkOutput {
+    File(OutputFile),
+    Stdout,
+    Discard,
+}
+
+/// Writes everything that arrives until the end of the stream. At a checkpoint barrier it
+/// pre-commits what it wrote since the last one and tells the coordinator; at the end it
+/// pre-commits the rest.
+pub fn run_sink(
+    config: &SinkConfig,
+    output: SinkOutput,
+    mut dead_letters: OutputFile,
+    rx: StageReceiver,
+    reports: Option<ReportSender>,
+) -> Result<SinkReport, SinkError> {
     let mut report = SinkReport::default();
-    let (mut writer, label, format, watermarks): (Box<dyn Write>, String, OutputFormat, bool) =
-        match config {
-            SinkConfig::File {
-                path,
-                format,
-                watermarks,
-            } => {
-                let label = path.display().to_string();
-                let file = std::fs::File::create(path).map_err(|source| SinkError::Create {
-                    path: label.clone(),
-                    source,
-                })?;
-                (
-                    Box::new(BufWriter::with_capacity(256 * 1024, file)),
-                    label,
-                    *format,
-                    *watermarks,
-                )
-            }
-            SinkConfig::Stdout { format, watermarks } => (
-                Box::new(BufWriter::new(std::io::stdout())),
-                "stdout".to_string(),
-                *format,
-                *watermarks,
-            ),
-            SinkConfig::Discard => loop {
-                match rx.recv() {
-                    Ok(Message::Batch(batch)) => count(&mut report, &batch),
-                    Ok(Message::End) => return Ok(report),
-                    Err(_) => return Err(SinkError::UpstreamFailed),
-                }
-            },
-        };
-    let write_err = |source| SinkError::Write {
-        path: label.clone(),
-        source,
+    let (format, watermarks) = match config {
+        SinkConfig::File {
+            format, watermarks, ..
+        }
+        | SinkConfig::Stdout { format, watermarks } => (*format, *watermarks),
+        SinkConfig::Discard => (OutputFormat::Payload, false),
+    };
+    let mut out = match output {
+        SinkOutput::File(file) => Out::File(file),
+        SinkOutput::Stdout => Out::Stdout(BufWriter::new(std::io::stdout())),
+        SinkOutput::Discard => Out::Discard,
     };
     let mut line = Vec::with_capacity(1024);
+    // Parts are numbered by the sink; the checkpoint records their names.
+    let mut part = 0u64;
     loop {
         let batch = match rx.recv() {
             Ok(Message::Batch(batch)) => batch,
+            Ok(Message::Barrier(id)) => {
+                part += 1;
+                let transaction = pre_commit(&mut out, &mut dead_letters, part)?;
+                if let Some(reports) = &reports {
+                    reports
+                        .send(Report::Sink { id, transaction })
+                        .map_err(|_| SinkError::CoordinatorGone)?;
+                }
+                continue;
+            }
             Ok(Message::End) => break,
             Err(_) => {
                 // Keep what was written readable, but report that the job did not finish.
-                let _ = writer.flush();
+                let _ = out.flush();
+                let _ = dead_letters.flush();
                 return Err(SinkError::UpstreamFailed);
             }
         };
-        count(&mut report, &batch);
         for element in &batch {
             line.clear();
             match element {
-                Element::Record(record) => encode_record(record, format, &mut line),
-                Element::Watermark(ts) if watermarks => {
-                    line.extend_from_slice(format!("{{\"watermark\":{ts}}}").as_bytes())
+                Element::Record(record) => {
+                    report.records += 1;
+                    if report.first_output_at.is_none() {
+                        report.first_output_at = Some(Instant::now());
+                    }
+                    if matches!(out, Out::Discard) {
+                        continue;
+                    }
+                    encode_record(record, format, &mut line);
                 }
-                Element::Watermark(_) => continue,
+                Element::Watermark(ts) => {
+                    report.watermarks += 1;
+                    if !watermarks || matches!(out, Out::Discard) {
+                        continue;
+                    }
+                    line.extend_from_slice(format!("{{\"watermark\":{ts}}}").as_bytes());
+                }
+                Element::DeadLetter(letter) => {
+                    report.dead_letters += 1;
+                    line.extend_from_slice(letter);
+                    line.push(b'\n');
+                    dead_letters.write(&line)?;
+                    continue;
+                }
             }
             line.push(b'\n');
-            writer.write_all(&line).map_err(write_err)?;
+            out.write(&line)?;
         }
         // Keep stdout live for people watching; a file is flushed at the end.
-        if matches!(config, SinkConfig::Stdout { .. }) && rx.is_empty() {
-            writer.flush().map_err(write_err)?;
+        if matches!(out, Out::Stdout(_)) && rx.is_empty() {
+            out.flush()?;
         }
     }
-    writer.flush().map_err(write_err)?;
+    part += 1;
+    let transaction = pre_commit(&mut out, &mut dead_letters, part)?;
+    out.flush()?;
+    dead_letters.flush()?;
+    if let Some(reports) = &reports {
+        reports
+            .send(Report::SinkEnd { transaction })
+            .map_err(|_| SinkError::CoordinatorGone)?;
+    }
     Ok(report)
 }
 
-fn count(report: &mut SinkReport, batch: &Batch) {
-    for element in batch {
-        match element {
-            Element::Record(_) => {
-                report.records += 1;
-                if report.first_output_at.is_none() {
-                    report.first_output_at = Some(Instant::now());
-                }
-            }
-            Element::Watermark(_) => report.watermarks += 1,
+enum Out {
+    File(OutputFile),
+    Stdout(BufWriter<std::io::Stdout>),
+    Discard,
+}
+
+impl Out {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        match self {
+            Out::File(file) => Ok(file.write(bytes)?),
+            Out::Stdout(w) => w.write_all(bytes).map_err(SinkError::Stdout),
+            Out::Discard => Ok(()),
         }
     }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        match self {
+            Out::File(file) => Ok(file.flush()?),
+            Out::Stdout(w) => w.flush().map_err(SinkError::Stdout),
+            Out::Discard => Ok(()),
+        }
+    }
+}
+
+fn pre_commit(
+    out: &mut Out,
+    dead_letters: &mut OutputFile,
+    part: u64,
+) -> Result<SinkTransaction, SinkError> {
+    let output = match out {
+        Out::File(file) => file.pre_commit(part)?,
+        other => {
+            other.flush()?;
+            None
+        }
+    };
+    Ok(SinkTransaction {
+        output,
+        dead_letters: dead_letters.pre_commit(part)?,
+    })
 }
 
 /// One output line. A payload that is not single-line JSON is written as a JSON string, so the

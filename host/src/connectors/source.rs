@@ -1,16 +1,24 @@
 //! Sources: JSON-lines files, stdin, and a generator for benchmarks.
 //!
-//! A source runs on a blocking thread and hands batches to the first operator through a bounded
+//! A source runs on a thread of its own and hands batches to the first operator through a bounded
 //! channel; when the operator is full the channel fills and the source waits (backpressure).
+//! Between two lines it takes control messages: a checkpoint barrier to put in the stream (after
+//! reporting its position) or a request to stop.
 //!
 //! A JSON-lines input holds one JSON document per line. A line `{"$watermark": 1234}` is a
 //! watermark, not a record. A line that is not JSON goes to the dead-letter output with the parse
 //! error and its line number; blank lines are skipped.
 
-use std::io::BufRead;
+use std::io::{BufRead, Seek, SeekFrom};
+use std::time::Instant;
 
-use crate::connectors::dead_letter::{DeadLetter, DeadLetters};
-use crate::manifest::{FieldMapping, SourceConfig};
+use crossbeam_channel::Receiver;
+
+use crate::checkpoint::coordinator::{Control, Report, ReportSender};
+use crate::checkpoint::SourcePosition;
+use crate::connectors::dead_letter::DeadLetter;
+use crate::event_time::{extract_timestamp, WatermarkGenerator};
+use crate::manifest::{EventTimeConfig, FieldMapping, SourceConfig};
 use crate::record::{Batch, Element, Message, Record, StageSender, BATCH_SIZE};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +36,10 @@ pub enum SourceError {
     },
     #[error("input file {path} is empty: there are no records to process")]
     Empty { path: String },
-    #[error("cannot write a dead letter: {0}")]
-    DeadLetter(std::io::Error),
+    #[error("cannot resume input {path} at byte {offset}: the file has {len} bytes (it was replaced or truncated since the checkpoint; run with --fresh to start over)")]
+    Shrunk { path: String, offset: u64, len: u64 },
+    #[error("the checkpoint coordinator stopped")]
+    CoordinatorGone,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +47,8 @@ pub struct SourceReport {
     pub records: u64,
     pub watermarks: u64,
     pub dead_lettered: u64,
+    /// The source stopped because it was asked to, before the end of its input.
+    pub stopped: bool,
 }
 
 /// A label for messages: the file name, "stdin" or "generator".
@@ -51,118 +63,386 @@ pub fn source_label(config: &SourceConfig) -> String {
     }
 }
 
-/// Reads the whole source into `tx`. Runs on its own thread. Returns early, without error,
-/// if the pipeline stopped listening.
-pub fn run_source(
-    config: &SourceConfig,
-    tx: StageSender,
-    dead_letters: &DeadLetters,
-) -> Result<SourceReport, SourceError> {
+/// What the source needs besides its config.
+pub struct SourceContext {
+    pub tx: StageSender,
+    /// Checkpoint barriers and stop requests, taken between two lines.
+    pub control: Receiver<Control>,
+    /// Where positions are reported (checkpointing on).
+    pub reports: Option<ReportSender>,
+    /// Where to start: the restored checkpoint's position, or the beginning.
+    pub start: SourcePosition,
+    pub event_time: Option<EventTimeConfig>,
+}
+
+/// Reads the source into `tx` from `start`. Runs on its own thread. Returns early, without
+/// error, if the pipeline stopped listening.
+pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceReport, SourceError> {
+    let SourceContext {
+        tx,
+        control,
+        reports,
+        start,
+        event_time,
+    } = ctx;
+    let mut out = Emitter {
+        tx,
+        reports,
+        batch: Vec::with_capacity(BATCH_SIZE),
+        report: SourceReport::default(),
+        watermarks: event_time
+            .as_ref()
+            .map(|cfg| WatermarkGenerator::new(cfg, start.watermark)),
+        event_time,
+        position: start,
+    };
     match config {
         SourceConfig::File { path, fields } => {
             let label = path.display().to_string();
-            let file = std::fs::File::open(path).map_err(|source| SourceError::Open {
+            let mut file = std::fs::File::open(path).map_err(|source| SourceError::Open {
                 path: label.clone(),
                 source,
             })?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             // An empty input is almost always a mistake (wrong path, file not written yet).
-            if file.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+            if len == 0 {
                 return Err(SourceError::Empty { path: label });
             }
+            let offset = out.position.offset;
+            if offset > len {
+                return Err(SourceError::Shrunk {
+                    path: label,
+                    offset,
+                    len,
+                });
+            }
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|source| SourceError::Read {
+                    path: label.clone(),
+                    line: out.position.lines + 1,
+                    source,
+                })?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            read_lines(reader, &label, fields, tx, dead_letters)
+            read_lines(reader, &label, fields, &control, &mut out)?;
         }
         SourceConfig::Stdin { fields } => {
-            let stdin = std::io::stdin();
-            read_lines(stdin.lock(), "stdin", fields, tx, dead_letters)
+            let lines = spawn_stdin_reader();
+            // Stdin cannot seek: a resumed run skips the lines the checkpoint had consumed, so
+            // feeding it the same input again continues where it stopped.
+            let mut skipped = 0;
+            while skipped < out.position.lines {
+                match lines.recv() {
+                    Ok(Ok(_)) => skipped += 1,
+                    Ok(Err(source)) => {
+                        return Err(SourceError::Read {
+                            path: "stdin".into(),
+                            line: skipped + 1,
+                            source,
+                        })
+                    }
+                    Err(_) => break,
+                }
+            }
+            let reader = ChannelLines { lines };
+            read_lines(reader, "stdin", fields, &control, &mut out)?;
         }
         SourceConfig::Generator {
             count,
             payload_bytes,
-        } => Ok(generate(*count, *payload_bytes, tx)),
+        } => generate(*count, *payload_bytes, &control, &mut out)?,
     }
+    Ok(out.report)
 }
 
-fn read_lines(
-    mut reader: impl BufRead,
-    label: &str,
-    fields: &FieldMapping,
+/// Builds batches, injects barriers and reports positions: what every kind of source shares.
+struct Emitter {
     tx: StageSender,
-    dead_letters: &DeadLetters,
-) -> Result<SourceReport, SourceError> {
-    let mut report = SourceReport::default();
-    let mut batch: Batch = Vec::with_capacity(BATCH_SIZE);
-    let mut buf = Vec::with_capacity(1024);
-    let mut line_no = 0u64;
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| SourceError::Read {
-                path: label.to_string(),
-                line: line_no + 1,
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let text = trim(&buf);
-        if text.is_empty() {
-            continue;
-        }
-        match parse_line(text, line_no, fields) {
-            Ok(element) => {
-                match &element {
-                    Element::Record(_) => report.records += 1,
-                    Element::Watermark(_) => report.watermarks += 1,
-                }
-                batch.push(element);
+    reports: Option<ReportSender>,
+    batch: Batch,
+    report: SourceReport,
+    position: SourcePosition,
+    event_time: Option<EventTimeConfig>,
+    watermarks: Option<WatermarkGenerator>,
+}
+
+/// The pipeline stopped listening: the source ends quietly.
+struct Gone;
+
+impl Emitter {
+    fn push(&mut self, element: Element) {
+        match &element {
+            Element::Record(_) => {
+                self.report.records += 1;
+                self.position.records += 1;
             }
+            Element::Watermark(_) => self.report.watermarks += 1,
+            Element::DeadLetter(_) => {
+                self.report.records += 1;
+                self.report.dead_lettered += 1;
+                self.position.records += 1;
+            }
+        }
+        self.batch.push(element);
+    }
+
+    /// One input line (already trimmed) read from `line`, `consumed` bytes with its newline.
+    fn line(&mut self, text: &[u8], consumed: u64, label: &str, fields: &FieldMapping) {
+        self.position.lines += 1;
+        self.position.offset += consumed;
+        if text.is_empty() {
+            return;
+        }
+        let line = self.position.lines;
+        match parse_line(text, line, fields, self.event_time.as_ref()) {
+            Ok(Element::Watermark(ts)) => match self.watermarks.as_mut() {
+                // With event time on, input watermarks merge with generated ones, never going back.
+                Some(generator) => {
+                    if let Some(ts) = generator.on_input_watermark(ts) {
+                        self.push(Element::Watermark(ts));
+                    }
+                }
+                None => self.push(Element::Watermark(ts)),
+            },
+            Ok(Element::Record(record)) => {
+                let generated = match (self.watermarks.as_mut(), record.timestamp) {
+                    (Some(generator), Some(ts)) => generator.on_record(ts, Instant::now()),
+                    _ => None,
+                };
+                self.push(Element::Record(record));
+                if let Some(ts) = generated {
+                    self.push(Element::Watermark(ts));
+                }
+            }
+            Ok(other) => self.push(other),
             Err(error) => {
-                report.records += 1;
-                report.dead_lettered += 1;
                 let record = Record {
                     key: None,
                     timestamp: None,
                     payload: text.to_vec(),
-                    line: line_no,
+                    line,
                 };
-                let message = format!("{label}:{line_no}: {error}");
-                dead_letters
-                    .write(&DeadLetter {
-                        stage: "source",
-                        reason: "parse",
-                        error: &message,
-                        retriable: None,
-                        record: &record,
-                    })
-                    .map_err(SourceError::DeadLetter)?;
+                let message = format!("{label}:{line}: {error}");
                 tracing::warn!("{message} (sent to the dead-letter output)");
-            }
-        }
-        // Hand over a full batch, or whatever we have when no more input is buffered (so an
-        // interactive stdin is not held back waiting for a full batch).
-        if batch.len() >= BATCH_SIZE
-            || (!batch.is_empty() && reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true))
-        {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_SIZE));
-            if tx.send(Message::Batch(full)).is_err() {
-                return Ok(report);
+                let letter = DeadLetter {
+                    stage: "source",
+                    reason: "parse",
+                    error: &message,
+                    retriable: None,
+                    record: &record,
+                };
+                self.push(Element::DeadLetter(letter.encode()));
             }
         }
     }
-    finish(batch, &tx);
-    Ok(report)
+
+    fn send_batch(&mut self) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE));
+        self.tx.send(Message::Batch(full)).map_err(|_| Gone)
+    }
+
+    fn state(&self) -> SourcePosition {
+        let mut position = self.position.clone();
+        if let Some(generator) = &self.watermarks {
+            position.watermark = generator.state();
+        }
+        position
+    }
+
+    /// Barrier `id` after everything read so far.
+    fn barrier(&mut self, id: u64) -> Result<(), SourceError> {
+        if self.send_batch().is_err() {
+            return Ok(());
+        }
+        if let Some(reports) = &self.reports {
+            let position = self.state();
+            reports
+                .send(Report::Source { id, position })
+                .map_err(|_| SourceError::CoordinatorGone)?;
+        }
+        let _ = self.tx.send(Message::Barrier(id));
+        Ok(())
+    }
+
+    /// Handles a control message. `Ok(true)` = stop reading.
+    fn control(&mut self, control: Control) -> Result<bool, SourceError> {
+        match control {
+            Control::Checkpoint(id) => {
+                self.barrier(id)?;
+                Ok(false)
+            }
+            Control::Stop { checkpoint } => {
+                tracing::info!(
+                    line = self.position.lines,
+                    "stop requested: no more input is read"
+                );
+                if let Some(id) = checkpoint {
+                    self.barrier(id)?;
+                }
+                self.report.stopped = true;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Hands over the last batch, reports where the source ended and ends the stream.
+    fn finish(&mut self, exhausted: bool) -> Result<(), SourceError> {
+        if exhausted {
+            if let Some(ts) = self.watermarks.as_mut().and_then(|g| g.flush()) {
+                self.push(Element::Watermark(ts));
+            }
+        }
+        if self.send_batch().is_err() {
+            return Ok(());
+        }
+        if let Some(reports) = &self.reports {
+            let position = self.state();
+            reports
+                .send(Report::SourceEnd {
+                    position,
+                    exhausted,
+                })
+                .map_err(|_| SourceError::CoordinatorGone)?;
+        }
+        let _ = self.tx.send(Message::End);
+        Ok(())
+    }
 }
 
-/// Hands over the last batch and the end-of-input marker. If the pipeline stopped listening
-/// there is nobody to tell.
-fn finish(batch: Batch, tx: &StageSender) {
-    if !batch.is_empty() && tx.send(Message::Batch(batch)).is_err() {
-        return;
+/// Line-by-line input that may also have a control message waiting.
+trait LineInput {
+    /// Reads the next line into `buf` (cleared first); `Ok(0)` at the end of input.
+    fn read_line(&mut self, buf: &mut Vec<u8>, control: &Receiver<Control>) -> LineRead;
+    /// Whether no more input is available right now (then a partial batch is handed over).
+    fn drained(&mut self) -> bool;
+}
+
+enum LineRead {
+    Line(usize),
+    End,
+    Control(Control),
+    Error(std::io::Error),
+}
+
+impl<R: BufRead> LineInput for R {
+    fn read_line(&mut self, buf: &mut Vec<u8>, control: &Receiver<Control>) -> LineRead {
+        if let Ok(c) = control.try_recv() {
+            return LineRead::Control(c);
+        }
+        buf.clear();
+        match self.read_until(b'\n', buf) {
+            Ok(0) => LineRead::End,
+            Ok(n) => LineRead::Line(n),
+            Err(e) => LineRead::Error(e),
+        }
     }
-    let _ = tx.send(Message::End);
+
+    fn drained(&mut self) -> bool {
+        self.fill_buf().map(|b| b.is_empty()).unwrap_or(true)
+    }
+}
+
+/// Stdin read by a thread of its own, so that waiting for a line never holds up a checkpoint
+/// or a stop request.
+struct ChannelLines {
+    lines: Receiver<std::io::Result<Vec<u8>>>,
+}
+
+fn spawn_stdin_reader() -> Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = crossbeam_channel::bounded(BATCH_SIZE * 4);
+    let spawned = std::thread::Builder::new()
+        .name("waio-stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut lock = stdin.lock();
+            loop {
+                let mut buf = Vec::new();
+                match lock.read_until(b'\n', &mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the stdin reader: {e}");
+    }
+    rx
+}
+
+impl LineInput for ChannelLines {
+    fn read_line(&mut self, buf: &mut Vec<u8>, control: &Receiver<Control>) -> LineRead {
+        if let Ok(c) = control.try_recv() {
+            return LineRead::Control(c);
+        }
+        let next = crossbeam_channel::select! {
+            recv(self.lines) -> line => line,
+            recv(control) -> c => match c {
+                Ok(c) => return LineRead::Control(c),
+                // Nobody can send control messages any more: just read.
+                Err(_) => self.lines.recv(),
+            },
+        };
+        match next {
+            Ok(Ok(line)) => {
+                *buf = line;
+                LineRead::Line(buf.len())
+            }
+            Ok(Err(e)) => LineRead::Error(e),
+            Err(_) => LineRead::End,
+        }
+    }
+
+    fn drained(&mut self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+fn read_lines(
+    mut input: impl LineInput,
+    label: &str,
+    fields: &FieldMapping,
+    control: &Receiver<Control>,
+    out: &mut Emitter,
+) -> Result<(), SourceError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let n = match input.read_line(&mut buf, control) {
+            LineRead::Line(n) => n,
+            LineRead::End => break,
+            LineRead::Control(c) => {
+                if out.control(c)? {
+                    return out.finish(false);
+                }
+                continue;
+            }
+            LineRead::Error(source) => {
+                return Err(SourceError::Read {
+                    path: label.to_string(),
+                    line: out.position.lines + 1,
+                    source,
+                })
+            }
+        };
+        out.line(trim(&buf), n as u64, label, fields);
+        // Hand over a full batch, or whatever we have when no more input is buffered (so an
+        // interactive stdin is not held back waiting for a full batch).
+        if (out.batch.len() >= BATCH_SIZE || (!out.batch.is_empty() && input.drained()))
+            && out.send_batch().is_err()
+        {
+            return Ok(());
+        }
+    }
+    out.finish(true)
 }
 
 fn trim(line: &[u8]) -> &[u8] {
@@ -178,7 +458,12 @@ fn trim(line: &[u8]) -> &[u8] {
 }
 
 /// Parses one line into a record or a watermark; the error says what is wrong.
-pub fn parse_line(text: &[u8], line: u64, fields: &FieldMapping) -> Result<Element, String> {
+pub fn parse_line(
+    text: &[u8],
+    line: u64,
+    fields: &FieldMapping,
+    event_time: Option<&EventTimeConfig>,
+) -> Result<Element, String> {
     let value: serde_json::Value =
         serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))?;
     if let Some(object) = value.as_object() {
@@ -198,9 +483,10 @@ pub fn parse_line(text: &[u8], line: u64, fields: &FieldMapping) -> Result<Eleme
             Some(other) => Some(other.to_string()),
         },
     };
-    let timestamp = match &fields.timestamp_field {
-        None => None,
-        Some(field) => match value.get(field) {
+    let timestamp = match (&fields.timestamp_field, event_time) {
+        (_, Some(config)) => Some(extract_timestamp(&value, config)?),
+        (None, None) => None,
+        (Some(field), None) => match value.get(field) {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(v.as_i64().ok_or_else(|| {
                 format!("field {field:?} must be an integer timestamp (ms since epoch), got {v}")
@@ -215,29 +501,34 @@ pub fn parse_line(text: &[u8], line: u64, fields: &FieldMapping) -> Result<Eleme
     }))
 }
 
-/// `count` records `{"id":N,"text":"..."}` of about `payload_bytes` each, as fast as they are taken.
-fn generate(count: u64, payload_bytes: usize, tx: StageSender) -> SourceReport {
+/// `count` records `{"id":N,"text":"..."}` of about `payload_bytes` each, as fast as they are
+/// taken. A resumed run continues after the last record the checkpoint had produced.
+fn generate(
+    count: u64,
+    payload_bytes: usize,
+    control: &Receiver<Control>,
+    out: &mut Emitter,
+) -> Result<(), SourceError> {
     let filler = "x".repeat(payload_bytes.saturating_sub(24));
-    let mut report = SourceReport::default();
-    let mut batch: Batch = Vec::with_capacity(BATCH_SIZE);
-    for id in 1..=count {
+    for id in out.position.records + 1..=count {
+        if let Ok(c) = control.try_recv() {
+            if out.control(c)? {
+                return out.finish(false);
+            }
+        }
         let payload = format!("{{\"id\":{id},\"text\":\"{filler}\"}}").into_bytes();
-        batch.push(Element::Record(Record {
+        out.position.lines += 1;
+        out.push(Element::Record(Record {
             key: None,
             timestamp: None,
             payload,
             line: id,
         }));
-        report.records += 1;
-        if batch.len() >= BATCH_SIZE {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_SIZE));
-            if tx.send(Message::Batch(full)).is_err() {
-                return report;
-            }
+        if out.batch.len() >= BATCH_SIZE && out.send_batch().is_err() {
+            return Ok(());
         }
     }
-    finish(batch, &tx);
-    report
+    out.finish(true)
 }
 
 #[cfg(test)]
@@ -250,7 +541,7 @@ mod tests {
             key_field: Some("id".into()),
             timestamp_field: Some("ts".into()),
         };
-        match parse_line(br#"{"id":7,"ts":1000,"text":"hi"}"#, 3, &fields) {
+        match parse_line(br#"{"id":7,"ts":1000,"text":"hi"}"#, 3, &fields, None) {
             Ok(Element::Record(r)) => {
                 assert_eq!(r.key.as_deref(), Some("7"));
                 assert_eq!(r.timestamp, Some(1000));
@@ -259,12 +550,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            parse_line(br#"{"$watermark":5}"#, 1, &fields),
+            parse_line(br#"{"$watermark":5}"#, 1, &fields, None),
             Ok(Element::Watermark(5))
         );
-        let err = parse_line(br#"{"id":1,"ts":"soon"}"#, 1, &fields).unwrap_err();
+        let err = parse_line(br#"{"id":1,"ts":"soon"}"#, 1, &fields, None).unwrap_err();
         assert!(err.contains("\"ts\""), "{err}");
-        let err = parse_line(b"{not json", 1, &fields).unwrap_err();
+        let err = parse_line(b"{not json", 1, &fields, None).unwrap_err();
         assert!(err.starts_with("invalid JSON"), "{err}");
     }
 }

@@ -1,10 +1,11 @@
 //! The async-wait operator: Flink's `AsyncWaitOperator` with a WebAssembly plugin as the
 //! `AsyncFunction`.
 //!
-//! One tokio task owns the operator: its queue, its plugin instances and its timers. It reacts to
+//! One thread owns the operator: its queue, its plugin instances and its timers. It reacts to
 //! three things (input, HTTP answers, timer expiry) and after each one emits whatever the queue
-//! lets leave. Capacity bounds the queue; while it is full the task stops reading input, which
+//! lets leave. Capacity bounds the queue; while it is full the thread stops reading input, which
 //! backs up the channel and so the source (backpressure), while answers, timers and emission go on.
+//! A checkpoint barrier in the input makes it report the inputs of its queue and pass the barrier on.
 
 pub mod queue;
 
@@ -14,14 +15,22 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use crate::connectors::dead_letter::{DeadLetter, DeadLetters};
+use crate::checkpoint::coordinator::{Report, ReportSender};
+use crate::checkpoint::OperatorSnapshot;
+use crate::connectors::dead_letter::DeadLetter;
 use crate::io::http::HttpGateway;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::bindings::{Event, FailureKind, HttpError, HttpResponse};
 use crate::plugin::{
     Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance,
 };
-use crate::record::{Batch, Element, Message, Record, StageReceiver, StageSender, BATCH_SIZE};
+use crate::record::{
+    Batch, Element, Message, Record, StageReceiver, StageSender, BATCH_SIZE, CHANNEL_DEPTH,
+};
+
+/// Elements an operator reads ahead of its queue at most: enough to empty its input channel,
+/// so a checkpoint barrier never waits behind a full channel.
+const READ_AHEAD: usize = BATCH_SIZE * (CHANNEL_DEPTH + 1);
 use queue::{ElementQueue, Emitted};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +56,8 @@ pub enum OperatorError {
     },
     #[error("operator {operator:?}: plugin trapped while opening a fresh instance: {trap}")]
     OpenTrapped { operator: String, trap: GuestTrap },
-    #[error("operator {operator:?}: cannot write a dead letter: {source}")]
-    DeadLetter {
-        operator: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("operator {operator:?}: the checkpoint coordinator stopped")]
+    CoordinatorGone { operator: String },
     #[error("operator {operator:?}: the stage before it stopped without finishing")]
     UpstreamFailed { operator: String },
     #[error("operator {operator:?}: the next stage stopped")]
@@ -125,6 +130,9 @@ struct Entry {
     entered: Instant,
     timed_out: bool,
     done: bool,
+    /// The dead letter this record became; it leaves at the record's position, so a checkpoint
+    /// that still holds the record's input never also holds its dead letter.
+    dead_letter: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,8 +145,10 @@ pub struct AsyncWaitOperator {
     config: OperatorConfig,
     component: Arc<PluginComponent>,
     gateway: Arc<HttpGateway>,
-    dead_letters: DeadLetters,
     source_label: Arc<str>,
+    /// Position in the chain, for checkpoint reports.
+    index: usize,
+    reports: Option<ReportSender>,
     slots: Vec<Slot>,
     next_slot: usize,
     queue: ElementQueue,
@@ -153,6 +163,13 @@ pub struct AsyncWaitOperator {
     /// Answers made by the host itself (refused requests), delivered on the next turn.
     local_answers: VecDeque<CallDone>,
     emitted: Vec<Emitted>,
+    /// Watermarks in the queue with their sequence numbers; they leave in this order.
+    queued_watermarks: VecDeque<(u64, i64)>,
+    last_watermark: Option<i64>,
+    /// Dead letters from upstream, passed on with the next output.
+    passthrough: Vec<Vec<u8>>,
+    /// Inputs restored from a checkpoint, admitted before any new input.
+    restored: Vec<Element>,
     report: OperatorReport,
 }
 
@@ -162,19 +179,21 @@ impl AsyncWaitOperator {
         config: OperatorConfig,
         component: Arc<PluginComponent>,
         gateway: Arc<HttpGateway>,
-        dead_letters: DeadLetters,
         source_label: Arc<str>,
         runtime: tokio::runtime::Handle,
+        reports: Option<ReportSender>,
     ) -> Result<Self, OperatorError> {
         let (answers_tx, answers_rx) = crossbeam_channel::unbounded();
+        let index = config.index;
         let mut operator = AsyncWaitOperator {
             queue: ElementQueue::new(config.ordered),
             report: OperatorReport::new(&config.name),
             config,
             component,
             gateway,
-            dead_letters,
             source_label,
+            index,
+            reports,
             slots: Vec::new(),
             next_slot: 0,
             entries: HashMap::new(),
@@ -185,6 +204,10 @@ impl AsyncWaitOperator {
             runtime,
             local_answers: VecDeque::new(),
             emitted: Vec::new(),
+            queued_watermarks: VecDeque::new(),
+            last_watermark: None,
+            passthrough: Vec::new(),
+            restored: Vec::new(),
         };
         for _ in 0..operator.config.instances.max(1) {
             let instance = operator.fresh_instance()?;
@@ -196,6 +219,39 @@ impl AsyncWaitOperator {
             });
         }
         Ok(operator)
+    }
+
+    /// Inputs from a checkpoint's snapshot of this operator: invoked again, in their order,
+    /// before any new input (FLINK-SEMANTICS 28). More than `capacity` of them is fine: they are
+    /// admitted as room frees up, like input (29).
+    pub fn restore(&mut self, elements: Vec<Element>) {
+        self.restored = elements;
+    }
+
+    /// The input of every element in the queue, in queue order (FLINK-SEMANTICS 27), then the
+    /// elements read ahead but not admitted yet.
+    fn snapshot(&self, read_ahead: &VecDeque<Element>) -> OperatorSnapshot {
+        let mut records: Vec<(&u64, &Entry)> = self.entries.iter().collect();
+        records.sort_unstable_by_key(|(seq, _)| **seq);
+        let mut watermarks = self.queued_watermarks.iter().peekable();
+        let mut elements = Vec::with_capacity(records.len() + self.queued_watermarks.len());
+        for (seq, entry) in records {
+            while let Some((_, ts)) = watermarks.next_if(|(w, _)| w < seq) {
+                elements.push(Element::Watermark(*ts));
+            }
+            elements.push(Element::Record(entry.input.clone()));
+        }
+        elements.extend(watermarks.map(|(_, ts)| Element::Watermark(*ts)));
+        elements.extend(read_ahead.iter().cloned());
+        OperatorSnapshot {
+            name: self.config.name.clone(),
+            plugin: self.config.plugin.display().to_string(),
+            plugin_sha256: self.component.sha256.clone(),
+            capacity: self.config.capacity as u64,
+            ordered: self.config.ordered,
+            watermark: self.last_watermark,
+            elements,
+        }
     }
 
     fn fresh_instance(&mut self) -> Result<PluginInstance, OperatorError> {
@@ -230,8 +286,11 @@ impl AsyncWaitOperator {
         input: StageReceiver,
         output: StageSender,
     ) -> Result<OperatorReport, OperatorError> {
-        let mut pending_input: VecDeque<Element> = VecDeque::new();
+        let mut pending_input: VecDeque<Element> = std::mem::take(&mut self.restored).into();
         let mut input_done = false;
+        // After the end of input, barriers may still come (checkpoints while draining) until the
+        // stage before goes away.
+        let mut input_closed = false;
         let mut out: Batch = Vec::with_capacity(BATCH_SIZE);
         let answers_rx = self.answers_rx.clone();
         let downstream_gone = |name: &str| OperatorError::DownstreamGone {
@@ -268,9 +327,11 @@ impl AsyncWaitOperator {
                 break;
             }
 
-            // Wait for the next thing to happen. Input is taken only when there is room for it.
-            let want_input =
-                !input_done && pending_input.is_empty() && self.queue.len() < self.config.capacity;
+            // Wait for the next thing to happen.
+            // Input is read ahead of the queue, up to a bound (so backpressure holds): a
+            // checkpoint barrier then reaches the operator without waiting for every record
+            // before it to find room in the queue; those records are part of the snapshot.
+            let want_input = !input_closed && pending_input.len() < READ_AHEAD;
             let deadline = self.next_deadline();
             let mut select = crossbeam_channel::Select::new();
             let answers_index = select.recv(&answers_rx);
@@ -293,8 +354,36 @@ impl AsyncWaitOperator {
                     }
                 }
                 Some(op) => match op.recv(&input) {
-                    Ok(Message::Batch(batch)) => pending_input.extend(batch),
+                    Ok(Message::Batch(batch)) => {
+                        for element in batch {
+                            match element {
+                                // Dead letters need no room in the queue: passed on at once.
+                                Element::DeadLetter(letter) => self.passthrough.push(letter),
+                                other => pending_input.push_back(other),
+                            }
+                        }
+                    }
+                    Ok(Message::Barrier(id)) => {
+                        // Everything before the barrier is in the queue, read ahead, or already
+                        // sent on (emission runs before every wait): that is the state.
+                        if let Some(reports) = &self.reports {
+                            let snapshot = self.snapshot(&pending_input);
+                            reports
+                                .send(Report::Operator {
+                                    id,
+                                    index: self.index,
+                                    snapshot,
+                                })
+                                .map_err(|_| OperatorError::CoordinatorGone {
+                                    operator: self.config.name.clone(),
+                                })?;
+                        }
+                        output
+                            .send(Message::Barrier(id))
+                            .map_err(|_| downstream_gone(&self.config.name))?;
+                    }
                     Ok(Message::End) => input_done = true,
+                    Err(_) if input_done => input_closed = true,
                     Err(_) => {
                         return Err(OperatorError::UpstreamFailed {
                             operator: self.config.name.clone(),
@@ -323,11 +412,17 @@ impl AsyncWaitOperator {
     }
 
     fn admit(&mut self, element: Element) -> Result<(), OperatorError> {
+        if let Element::DeadLetter(letter) = element {
+            self.passthrough.push(letter);
+            return Ok(());
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         match element {
+            Element::DeadLetter(_) => Ok(()),
             Element::Watermark(ts) => {
                 self.queue.push_watermark(seq, ts);
+                self.queued_watermarks.push_back((seq, ts));
                 Ok(())
             }
             Element::Record(input) => {
@@ -350,6 +445,7 @@ impl AsyncWaitOperator {
                         entered,
                         timed_out: false,
                         done: false,
+                        dead_letter: None,
                     },
                 );
                 self.invoke(seq)
@@ -546,17 +642,13 @@ impl AsyncWaitOperator {
                     error: &message,
                     retriable: Some(kind == "retriable"),
                     record: &entry.input,
-                };
-                self.dead_letters
-                    .write(&letter)
-                    .map_err(|source| OperatorError::DeadLetter {
-                        operator: self.config.name.clone(),
-                        source,
-                    })?;
+                }
+                .encode();
                 self.report.dead_lettered += 1;
-                // The record leaves the operator at its position with no output.
+                // The record leaves the operator at its position, as its dead letter.
                 if let Some(entry) = self.entries.get_mut(&seq) {
                     entry.done = true;
+                    entry.dead_letter = Some(letter);
                     let segment = entry.segment;
                     self.queue.complete(seq, segment, Vec::new());
                 }
@@ -687,6 +779,7 @@ impl AsyncWaitOperator {
     }
 
     fn emit(&mut self, out: &mut Batch) {
+        out.extend(self.passthrough.drain(..).map(Element::DeadLetter));
         self.queue.drain_ready(&mut self.emitted);
         for emitted in self.emitted.drain(..) {
             match emitted {
@@ -694,10 +787,17 @@ impl AsyncWaitOperator {
                     if let Some(entry) = self.entries.remove(&seq) {
                         let micros = entry.entered.elapsed().as_micros() as u64;
                         let _ = self.report.latency_us.record(micros.max(1));
+                        if let Some(letter) = entry.dead_letter {
+                            out.push(Element::DeadLetter(letter));
+                        }
                     }
                     out.extend(outputs.into_iter().map(Element::Record));
                 }
-                Emitted::Watermark(ts) => out.push(Element::Watermark(ts)),
+                Emitted::Watermark(ts) => {
+                    self.queued_watermarks.pop_front();
+                    self.last_watermark = Some(ts);
+                    out.push(Element::Watermark(ts));
+                }
             }
         }
     }

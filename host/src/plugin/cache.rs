@@ -110,12 +110,18 @@ impl CompileCache {
     }
 }
 
+/// SHA-256 of a component's bytes, hex: its identity in cache entries and checkpoints.
+pub fn component_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-{:016x}.cwasm", hasher.finish())
+    format!("{}-{:016x}.cwasm", component_sha256(bytes), hasher.finish())
 }
 
 fn store(component: &Component, dir: &Path, entry: &Path) -> std::io::Result<()> {

@@ -103,6 +103,8 @@ pub struct PluginComponent {
     pub imports: Vec<String>,
     /// Whether the compiled code came from the compile cache.
     pub compiled: CacheOutcome,
+    /// SHA-256 of the component file, hex (checkpoints record which version held a queue).
+    pub sha256: String,
 }
 
 impl PluginComponent {
@@ -166,6 +168,7 @@ impl PluginComponent {
             limits,
             imports,
             compiled,
+            sha256: cache::component_sha256(&bytes),
         })
     }
 

@@ -1,0 +1,106 @@
+//! Checkpoints: consistent snapshots of a running pipeline, stored in RocksDB.
+//!
+//! The protocol (Flink's barrier snapshots, for a linear chain that needs no alignment): the
+//! coordinator asks the source for checkpoint N; the source puts `Message::Barrier(N)` in its
+//! output right after the last element it read and reports its position. Each operator, when the
+//! barrier reaches it, has admitted everything before it; it records the *inputs* of every
+//! element still in its queue, in queue order (FLINK-SEMANTICS 27), and forwards the barrier
+//! after everything it has emitted. The sink, at the barrier, closes its in-progress part. When
+//! every stage has reported, the coordinator stores the checkpoint in one atomic write and only
+//! then commits the sink's parts to the output files (two-phase commit). On restore, each
+//! operator invokes its snapshot's inputs again before any new input, the source seeks to its
+//! position and the sink finishes or rolls back the commit the checkpoint names.
+
+pub mod codec;
+pub mod coordinator;
+pub mod report;
+pub mod store;
+
+use std::path::PathBuf;
+
+use crate::record::Element;
+
+pub use store::{CheckpointError, CheckpointStore, CheckpointSummary, StoredStatus};
+
+/// One complete checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Increases by one per checkpoint over the life of a checkpoint directory (across restarts).
+    pub id: u64,
+    /// Wall-clock time the checkpoint was taken, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// The source was exhausted and everything was committed: the job is done.
+    pub finished: bool,
+    pub source: SourcePosition,
+    /// One per operator, in chain order.
+    pub operators: Vec<OperatorSnapshot>,
+    pub sink: SinkTransaction,
+}
+
+/// Where the source stands: everything before this point has entered the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Input lines consumed (blank and malformed lines included); the next line is `lines + 1`.
+    pub lines: u64,
+    /// Bytes of input consumed; a file source seeks here on restore.
+    pub offset: u64,
+    /// Records handed to the first operator (or dead-lettered by the source).
+    pub records: u64,
+    /// Event-time state of the watermark generator.
+    pub watermark: WatermarkState,
+}
+
+/// The watermark generator's state (see `event_time`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkState {
+    /// Largest event timestamp seen so far.
+    pub max_timestamp: Option<i64>,
+    /// Last watermark the source emitted (generated or taken from the input).
+    pub emitted: Option<i64>,
+}
+
+/// One operator's part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    pub name: String,
+    /// The plugin file as the manifest named it.
+    pub plugin: String,
+    /// SHA-256 of the plugin component, hex: restoring into another version is allowed and logged.
+    pub plugin_sha256: String,
+    /// Capacity and mode at the time, for `inspect`; a restore may use other values.
+    pub capacity: u64,
+    pub ordered: bool,
+    /// The last watermark this operator emitted.
+    pub watermark: Option<i64>,
+    /// The input of every element in the queue, in queue order: records in flight, records
+    /// completed but not emitted, and watermarks; then the elements the operator had read
+    /// ahead but not admitted yet. Never `Element::DeadLetter`.
+    pub elements: Vec<Element>,
+}
+
+impl OperatorSnapshot {
+    pub fn records_in_flight(&self) -> usize {
+        self.elements
+            .iter()
+            .filter(|e| matches!(e, Element::Record(_)))
+            .count()
+    }
+}
+
+/// What the sink had written when the barrier reached it, waiting to be committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkTransaction {
+    /// The sink's output file; `None` for stdout and discard sinks (not transactional).
+    pub output: Option<PendingCommit>,
+    pub dead_letters: Option<PendingCommit>,
+}
+
+/// Appending `pending` (of `pending_len` bytes) to `target`, whose committed length before the
+/// append is `base_len`. Redoing it is harmless: see `connectors::commit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCommit {
+    pub target: PathBuf,
+    pub base_len: u64,
+    pub pending: PathBuf,
+    pub pending_len: u64,
+}
