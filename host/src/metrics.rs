@@ -78,6 +78,8 @@ pub struct RunSummary {
     /// The checkpoint this run resumed from, and how many records it held in flight.
     pub restored_from: Option<u64>,
     pub restored_in_flight: u64,
+    /// Time from start until every restored input had been invoked again.
+    pub restore_ms: Option<f64>,
     /// Checkpoints completed by this run (the end-of-input one included), and the longest one.
     pub checkpoints: u64,
     pub checkpoint_max_ms: f64,
@@ -103,8 +105,11 @@ impl RunSummary {
         );
         if let Some(id) = self.restored_from {
             text.push_str(&format!(
-                "  resumed from checkpoint {id} with {} records in flight\n",
-                self.restored_in_flight
+                "  resumed from checkpoint {id} with {} records in flight (all invoked again after {})\n",
+                self.restored_in_flight,
+                self.restore_ms
+                    .map(|ms| format!("{ms:.1} ms"))
+                    .unwrap_or_else(|| "-".into())
             ));
         }
         if self.checkpoints > 0 {

@@ -499,6 +499,12 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         stopped: source_report.stopped,
         restored_from,
         restored_in_flight,
+        restore_ms: reports
+            .iter()
+            .flatten()
+            .filter_map(|r| r.restored_at)
+            .max()
+            .map(|at| at.duration_since(started).as_secs_f64() * 1000.0),
         checkpoints: coordinator_report.completed,
         checkpoint_max_ms: coordinator_report.max_duration.as_secs_f64() * 1000.0,
         operators: reports

@@ -77,6 +77,8 @@ pub struct OperatorReport {
     pub traps: u64,
     /// Instances replaced before they reached their memory limit.
     pub recycled: u64,
+    /// When the last input restored from a checkpoint was invoked again (restore time).
+    pub restored_at: Option<Instant>,
     pub http_calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -95,6 +97,7 @@ impl OperatorReport {
             timed_out: 0,
             traps: 0,
             recycled: 0,
+            restored_at: None,
             http_calls: 0,
             input_tokens: 0,
             output_tokens: 0,
@@ -287,6 +290,7 @@ impl AsyncWaitOperator {
         output: StageSender,
     ) -> Result<OperatorReport, OperatorError> {
         let mut pending_input: VecDeque<Element> = std::mem::take(&mut self.restored).into();
+        let mut restored_left = pending_input.len();
         let mut input_done = false;
         // After the end of input, barriers may still come (checkpoints while draining) until the
         // stage before goes away.
@@ -305,6 +309,12 @@ impl AsyncWaitOperator {
                     match pending_input.pop_front() {
                         Some(element) => self.admit(element)?,
                         None => break,
+                    }
+                    if restored_left > 0 {
+                        restored_left -= 1;
+                        if restored_left == 0 {
+                            self.report.restored_at = Some(Instant::now());
+                        }
                     }
                 }
                 while let Some(done) = self.local_answers.pop_front() {
