@@ -341,18 +341,18 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
     let (source_tx, mut upstream) = stage_channel();
     if let Some(setup) = checkpoints {
         let next_id = setup.store.next_id()?;
-        let coordinator = Coordinator::new(
-            setup.store,
-            setup.config.interval,
-            setup.config.retained,
-            identities,
+        let coordinator = Coordinator {
+            store: setup.store,
+            interval: setup.config.interval,
+            retained: setup.config.retained,
+            operators: identities,
             next_id,
-            control_tx.clone(),
-            source_tx.clone(),
-            report_rx,
-            command_rx,
-            event_tx,
-        );
+            control: control_tx.clone(),
+            first_stage: source_tx.clone(),
+            reports: report_rx,
+            commands: command_rx,
+            events: event_tx,
+        };
         spawn(
             stage_count - 1,
             "waio-checkpoint".into(),

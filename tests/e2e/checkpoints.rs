@@ -223,6 +223,33 @@ async fn checkpoints_while_in_flight_do_not_change_the_output() {
     }
 }
 
+/// `count` records that each wait `delay_ms` at the mock's `/echo` (behave plugin, ordered) at
+/// `capacity`; `extra` is appended to the manifest (e.g. a `[checkpoint]` section).
+fn echo_pipeline(echo: &str, count: u64, delay_ms: u64, capacity: usize, extra: &str) -> Pipeline {
+    let p = Pipeline::new();
+    let input: Vec<String> = (1..=count)
+        .map(|id| rec(json!({"id": id, "mode": "later", "delay_ms": delay_ms})))
+        .collect();
+    p.input(&input);
+    let mut toml = one_operator(
+        &plugin("behave"),
+        &format!("capacity = {capacity}\nallowed_hosts = [\"127.0.0.1\"]"),
+        &format!("echo_url = \"{echo}\""),
+        "",
+    );
+    toml.push_str(extra);
+    p.manifest(&toml);
+    p
+}
+
+/// The `id` of every committed output line, in order.
+fn output_ids(p: &Pipeline) -> Vec<u64> {
+    read_jsonl(&p.path("out.jsonl"))
+        .iter()
+        .map(|l| l["id"].as_u64().expect("id"))
+        .collect()
+}
+
 /// SIGKILL at random moments, restart each time: every input record ends up exactly once in the
 /// committed output or in the (transactional) dead-letter file, the output in input order
 /// (ordered mode). The mock fails 1% of requests, so both outputs are exercised.
@@ -367,17 +394,7 @@ interval = "100ms"
 async fn sigterm_without_checkpoints_finishes_what_is_in_flight() {
     let mock = mock().await;
     let echo = format!("{}/echo", mock.url());
-    let p = Pipeline::new();
-    let input: Vec<String> = (1..=20_000)
-        .map(|id| rec(json!({"id": id, "mode": "later", "delay_ms": 5})))
-        .collect();
-    p.input(&input);
-    p.manifest(&one_operator(
-        &plugin("behave"),
-        "capacity = 50\nallowed_hosts = [\"127.0.0.1\"]",
-        &format!("echo_url = \"{echo}\""),
-        "",
-    ));
+    let p = echo_pipeline(&echo, 20_000, 5, 50, "");
     let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
     wait_until("records going through", LIMIT, || mock.stats().echo >= 200);
     signal(&child, "INT");
@@ -385,10 +402,7 @@ async fn sigterm_without_checkpoints_finishes_what_is_in_flight() {
     let stderr = std::fs::read_to_string(p.path("stderr.log")).unwrap_or_default();
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("stopped on request"), "{stderr}");
-    let ids: Vec<u64> = read_jsonl(&p.path("out.jsonl"))
-        .iter()
-        .map(|l| l["id"].as_u64().expect("id"))
-        .collect();
+    let ids: Vec<u64> = output_ids(&p);
     assert!(
         ids.len() >= 200 && ids.len() < 20_000,
         "{} records",
@@ -403,19 +417,13 @@ async fn sigterm_without_checkpoints_finishes_what_is_in_flight() {
 async fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     let mock = mock().await;
     let echo = format!("{}/echo", mock.url());
-    let p = Pipeline::new();
-    let input: Vec<String> = (1..=20_000)
-        .map(|id| rec(json!({"id": id, "mode": "later", "delay_ms": 5})))
-        .collect();
-    p.input(&input);
-    let mut toml = one_operator(
-        &plugin("behave"),
-        "capacity = 50\nallowed_hosts = [\"127.0.0.1\"]",
-        &format!("echo_url = \"{echo}\""),
-        "",
+    let p = echo_pipeline(
+        &echo,
+        20_000,
+        5,
+        50,
+        "[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"\n",
     );
-    toml.push_str("[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"\n");
-    p.manifest(&toml);
 
     let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
     wait_until("some committed output", LIMIT, || {
@@ -426,10 +434,7 @@ async fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     let stderr = std::fs::read_to_string(p.path("stderr.log")).unwrap_or_default();
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("stopped on request"), "{stderr}");
-    let first: Vec<u64> = read_jsonl(&p.path("out.jsonl"))
-        .iter()
-        .map(|l| l["id"].as_u64().expect("id"))
-        .collect();
+    let first: Vec<u64> = output_ids(&p);
     assert!(
         !first.is_empty() && first.len() < 20_000,
         "{} records",
@@ -443,10 +448,7 @@ async fn sigterm_stops_gracefully_and_the_next_run_resumes() {
 
     let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
     assert_eq!(code, 0, "{stderr}");
-    let all: Vec<u64> = read_jsonl(&p.path("out.jsonl"))
-        .iter()
-        .map(|l| l["id"].as_u64().expect("id"))
-        .collect();
+    let all: Vec<u64> = output_ids(&p);
     assert_eq!(all, (1..=20_000).collect::<Vec<_>>());
     assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
 }
@@ -457,19 +459,13 @@ async fn sigterm_stops_gracefully_and_the_next_run_resumes() {
 async fn a_second_signal_stops_at_once_and_in_flight_records_are_replayed() {
     let mock = mock().await;
     let echo = format!("{}/echo", mock.url());
-    let p = Pipeline::new();
-    let input: Vec<String> = (1..=40)
-        .map(|id| rec(json!({"id": id, "mode": "later", "delay_ms": 3000})))
-        .collect();
-    p.input(&input);
-    let mut toml = one_operator(
-        &plugin("behave"),
-        "capacity = 100\nallowed_hosts = [\"127.0.0.1\"]",
-        &format!("echo_url = \"{echo}\""),
-        "",
+    let p = echo_pipeline(
+        &echo,
+        40,
+        3000,
+        100,
+        "[checkpoint]\ndir = \"state\"\ninterval = \"10s\"\n",
     );
-    toml.push_str("[checkpoint]\ndir = \"state\"\ninterval = \"10s\"\n");
-    p.manifest(&toml);
 
     let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
     wait_until("every record in flight", LIMIT, || mock.stats().echo >= 40);
@@ -492,10 +488,7 @@ async fn a_second_signal_stops_at_once_and_in_flight_records_are_replayed() {
 
     let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
     assert_eq!(code, 0, "{stderr}");
-    let ids: Vec<u64> = read_jsonl(&p.path("out.jsonl"))
-        .iter()
-        .map(|l| l["id"].as_u64().expect("id"))
-        .collect();
+    let ids: Vec<u64> = output_ids(&p);
     assert_eq!(ids, (1..=40).collect::<Vec<_>>());
 }
 
@@ -567,10 +560,7 @@ fn a_corrupt_or_partial_checkpoint_falls_back_to_the_previous_one() {
         "{stderr}"
     );
     assert!(stderr.contains(&format!("checkpoint {before}")), "{stderr}");
-    let ids: Vec<u64> = read_jsonl(&p.path("out.jsonl"))
-        .iter()
-        .map(|l| l["id"].as_u64().expect("id"))
-        .collect();
+    let ids: Vec<u64> = output_ids(&p);
     assert_eq!(ids, (1..=70).collect::<Vec<_>>());
 }
 

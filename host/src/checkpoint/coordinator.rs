@@ -93,50 +93,23 @@ struct Pending {
 }
 
 pub struct Coordinator {
-    store: CheckpointStore,
-    interval: Duration,
-    retained: usize,
+    pub store: CheckpointStore,
+    pub interval: Duration,
+    pub retained: usize,
     /// Name, plugin and settings of each operator, with no elements: the end-of-stream
     /// checkpoint's operator parts (every queue is empty by then).
-    operators: Vec<OperatorSnapshot>,
-    next_id: u64,
-    control: ControlSender,
+    pub operators: Vec<OperatorSnapshot>,
+    pub next_id: u64,
+    pub control: ControlSender,
     /// The first operator's input: once the source has ended, barriers are put there directly
     /// (after its end-of-input marker), so checkpoints go on while the operators drain.
-    first_stage: StageSender,
-    reports: Receiver<Report>,
-    commands: Receiver<Command>,
-    events: Sender<Event>,
+    pub first_stage: StageSender,
+    pub reports: Receiver<Report>,
+    pub commands: Receiver<Command>,
+    pub events: Sender<Event>,
 }
 
 impl Coordinator {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: CheckpointStore,
-        interval: Duration,
-        retained: usize,
-        operators: Vec<OperatorSnapshot>,
-        next_id: u64,
-        control: ControlSender,
-        first_stage: StageSender,
-        reports: Receiver<Report>,
-        commands: Receiver<Command>,
-        events: Sender<Event>,
-    ) -> Self {
-        Coordinator {
-            store,
-            interval,
-            retained,
-            operators,
-            next_id,
-            control,
-            first_stage,
-            reports,
-            commands,
-            events,
-        }
-    }
-
     /// Runs until the sink reports the end of the stream (then stores the final checkpoint and
     /// commits) or every stage has gone (the job failed: nothing more is committed).
     pub fn run(mut self) -> Result<CoordinatorReport, CoordinatorError> {
