@@ -221,6 +221,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  sink: {}", describe_sink(&manifest.sink));
             println!("  dead letters: {}", manifest.dead_letter.path.display());
+            if let Some(et) = &manifest.event_time {
+                println!(
+                    "  event time: field {:?} ({:?}), max out-of-orderness {}, watermarks at most every {}",
+                    et.field,
+                    et.format,
+                    humantime::format_duration(et.max_out_of_orderness),
+                    humantime::format_duration(et.watermark_interval)
+                );
+            }
+            match &manifest.checkpoint {
+                Some(c) => println!(
+                    "  checkpoints: every {} in {} (keeping {}); file outputs are transactional",
+                    humantime::format_duration(c.interval),
+                    c.dir.display(),
+                    c.retained
+                ),
+                None => println!("  checkpoints: off"),
+            }
             Ok(())
         }
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {

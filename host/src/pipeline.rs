@@ -283,6 +283,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         );
     }
 
+    let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Open every plugin before reading any input, so a bad config fails fast.
     let mut operators = Vec::new();
     let mut identities = Vec::new();
@@ -313,6 +314,9 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         if let Some(snapshot) = resume.as_mut().and_then(|c| c.operators.get_mut(index)) {
             restored_in_flight += snapshot.records_in_flight() as u64;
             operator.restore(std::mem::take(&mut snapshot.elements));
+        }
+        if checkpoints.is_some() {
+            operator.follow_checkpoints(Arc::clone(&announced));
         }
         operators.push(operator);
     }
@@ -352,6 +356,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             reports: report_rx,
             commands: command_rx,
             events: event_tx,
+            announced,
         };
         spawn(
             stage_count - 1,

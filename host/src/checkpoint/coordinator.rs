@@ -2,6 +2,8 @@
 //! checkpoint and then commits the sink's pending parts. Runs on a thread of its own.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -107,6 +109,9 @@ pub struct Coordinator {
     pub reports: Receiver<Report>,
     pub commands: Receiver<Command>,
     pub events: Sender<Event>,
+    /// The id of the latest checkpoint started, read by the operators (see
+    /// `AsyncWaitOperator::follow_checkpoints`).
+    pub announced: Arc<AtomicU64>,
 }
 
 impl Coordinator {
@@ -252,6 +257,8 @@ impl Coordinator {
     /// `None` if no barrier could be placed.
     fn trigger(&mut self, source_end: &Option<(SourcePosition, bool)>, stop: bool) -> Option<u64> {
         let id = self.next_id;
+        // Announced first: operators start reading towards the barrier before it is placed.
+        self.announced.store(id, Ordering::Release);
         let placed = if source_end.is_some() {
             // Never block here: reports must keep flowing. A full channel skips this checkpoint.
             self.first_stage.try_send(Message::Barrier(id)).is_ok()

@@ -10,6 +10,7 @@
 pub mod queue;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -173,6 +174,11 @@ pub struct AsyncWaitOperator {
     passthrough: Vec<Vec<u8>>,
     /// Inputs restored from a checkpoint, admitted before any new input.
     restored: Vec<Element>,
+    /// The id of the latest checkpoint the coordinator has started, and of the last barrier
+    /// seen here: while one is on its way the operator reads input past its read-ahead bound,
+    /// so the barrier is not held up behind a full channel.
+    announced: Option<Arc<AtomicU64>>,
+    last_barrier: u64,
     report: OperatorReport,
 }
 
@@ -211,6 +217,8 @@ impl AsyncWaitOperator {
             last_watermark: None,
             passthrough: Vec::new(),
             restored: Vec::new(),
+            announced: None,
+            last_barrier: 0,
         };
         for _ in 0..operator.config.instances.max(1) {
             let instance = operator.fresh_instance()?;
@@ -229,6 +237,17 @@ impl AsyncWaitOperator {
     /// admitted as room frees up, like input (29).
     pub fn restore(&mut self, elements: Vec<Element>) {
         self.restored = elements;
+    }
+
+    /// Where the coordinator announces the checkpoints it starts (checkpointing on).
+    pub fn follow_checkpoints(&mut self, announced: Arc<AtomicU64>) {
+        self.announced = Some(announced);
+    }
+
+    fn barrier_on_its_way(&self) -> bool {
+        self.announced
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Acquire) > self.last_barrier)
     }
 
     /// The input of every element in the queue, in queue order (FLINK-SEMANTICS 27), then the
@@ -341,7 +360,11 @@ impl AsyncWaitOperator {
             // Input is read ahead of the queue, up to a bound (so backpressure holds): a
             // checkpoint barrier then reaches the operator without waiting for every record
             // before it to find room in the queue; those records are part of the snapshot.
-            let want_input = !input_closed && pending_input.len() < READ_AHEAD;
+            // While a barrier is on its way, up to twice that: enough to reach it through a full
+            // channel, and still bounded however often checkpoints come.
+            let want_input = !input_closed
+                && (pending_input.len() < READ_AHEAD
+                    || (pending_input.len() < 2 * READ_AHEAD && self.barrier_on_its_way()));
             let deadline = self.next_deadline();
             let mut select = crossbeam_channel::Select::new();
             let answers_index = select.recv(&answers_rx);
@@ -374,6 +397,7 @@ impl AsyncWaitOperator {
                         }
                     }
                     Ok(Message::Barrier(id)) => {
+                        self.last_barrier = self.last_barrier.max(id);
                         // Everything before the barrier is in the queue, read ahead, or already
                         // sent on (emission runs before every wait): that is the state.
                         if let Some(reports) = &self.reports {
