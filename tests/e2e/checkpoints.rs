@@ -724,3 +724,43 @@ fn a_checkpoint_directory_is_used_by_one_run_at_a_time() {
     drop(first.stdin.take());
     assert_eq!(wait_exit(&mut first, LIMIT), 0);
 }
+
+/// A generated watermark held back by `watermark_interval` still comes out while stdin is quiet,
+/// not only with the next record or at the end.
+#[test]
+fn a_quiet_stdin_still_emits_the_held_back_watermark() {
+    let p = Pipeline::new();
+    p.manifest(&format!(
+        r#"
+name = "quiet"
+[source]
+kind = "stdin"
+[[operator]]
+name = "op"
+plugin = "{plugin}"
+[sink]
+kind = "stdout"
+watermarks = true
+[dead_letter]
+path = "dead.jsonl"
+[event_time]
+field = "ts"
+watermark_interval = "100ms"
+"#,
+        plugin = plugin("echo").display()
+    ));
+    let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    // The first watermark leaves at once; the second is held back by the interval.
+    writeln!(stdin, "{}", json!({"id": 1, "ts": 1000})).expect("write");
+    writeln!(stdin, "{}", json!({"id": 2, "ts": 5000})).expect("write");
+    stdin.flush().expect("flush");
+    wait_until("the held-back watermark, stdin still open", LIMIT, || {
+        std::fs::read_to_string(p.path("stdout.log")).is_ok_and(|s| s.contains("4999"))
+    });
+    drop(stdin);
+    assert_eq!(wait_exit(&mut child, LIMIT), 0);
+    let lines = read_jsonl(&p.path("stdout.log"));
+    let marks: Vec<&Value> = lines.iter().filter_map(|l| l.get("watermark")).collect();
+    assert_eq!(marks, [&json!(999), &json!(4999)]);
+}

@@ -10,7 +10,7 @@
 //! error and its line number; blank lines are skipped.
 
 use std::io::{BufRead, Seek, SeekFrom};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -143,7 +143,12 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
                     Err(_) => break,
                 }
             }
-            let reader = ChannelLines { lines };
+            // With event time on, a quiet stdin still emits the watermark its interval held back.
+            let idle_tick = out
+                .event_time
+                .as_ref()
+                .map(|et| et.watermark_interval.max(Duration::from_millis(10)));
+            let reader = ChannelLines { lines, idle_tick };
             read_lines(reader, "stdin", fields, &control, &mut out)?;
         }
         SourceConfig::Generator {
@@ -323,6 +328,8 @@ enum LineRead {
     Line(usize),
     End,
     Control(Control),
+    /// No input for a while (stdin only).
+    Idle,
     Error(std::io::Error),
 }
 
@@ -348,6 +355,8 @@ impl<R: BufRead> LineInput for R {
 /// or a stop request.
 struct ChannelLines {
     lines: Receiver<std::io::Result<Vec<u8>>>,
+    /// How long to wait for a line before reporting the input idle.
+    idle_tick: Option<Duration>,
 }
 
 fn spawn_stdin_reader() -> Receiver<std::io::Result<Vec<u8>>> {
@@ -384,6 +393,10 @@ impl LineInput for ChannelLines {
         if let Ok(c) = control.try_recv() {
             return LineRead::Control(c);
         }
+        let idle = self
+            .idle_tick
+            .map(crossbeam_channel::after)
+            .unwrap_or_else(crossbeam_channel::never);
         let next = crossbeam_channel::select! {
             recv(self.lines) -> line => line,
             recv(control) -> c => match c {
@@ -391,6 +404,7 @@ impl LineInput for ChannelLines {
                 // Nobody can send control messages any more: just read.
                 Err(_) => self.lines.recv(),
             },
+            recv(idle) -> _ => return LineRead::Idle,
         };
         match next {
             Ok(Ok(line)) => {
@@ -419,6 +433,16 @@ fn read_lines(
         let n = match input.read_line(&mut buf, control) {
             LineRead::Line(n) => n,
             LineRead::End => break,
+            LineRead::Idle => {
+                let held = out.watermarks.as_mut().and_then(|g| g.poll(Instant::now()));
+                if let Some(ts) = held {
+                    out.push(Element::Watermark(ts));
+                    if out.send_batch().is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
             LineRead::Control(c) => {
                 if out.control(c)? {
                     return out.finish(false);
