@@ -176,7 +176,33 @@ impl Coordinator {
                 Report::SourceEnd {
                     position,
                     exhausted,
-                } => source_end = Some((position, exhausted)),
+                } => {
+                    source_end = Some((position, exhausted));
+                    // A checkpoint the source had not started when it ended never gets a
+                    // barrier from it (its report would have come first): drop it, so that
+                    // checkpoints go on while the operators drain; a stop checkpoint is asked
+                    // again, past the source.
+                    let lost: Vec<u64> = pending
+                        .iter()
+                        .filter(|(_, p)| p.source.is_none())
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in lost {
+                        pending.remove(&id);
+                        if stop_checkpoint == Some(id) {
+                            stop_checkpoint = self.trigger(&source_end, true);
+                            match stop_checkpoint {
+                                Some(again) => {
+                                    pending.insert(again, self.pending(&source_end));
+                                }
+                                None => {
+                                    let _ =
+                                        self.events.send(Event::StopCheckpointDone(report.last_id));
+                                }
+                            }
+                        }
+                    }
+                }
                 Report::Operator {
                     id,
                     index,
@@ -320,4 +346,105 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::stage_channel;
+
+    fn operator_identity() -> OperatorSnapshot {
+        OperatorSnapshot {
+            name: "op".into(),
+            plugin: "op.wasm".into(),
+            plugin_sha256: "00".into(),
+            capacity: 10,
+            ordered: true,
+            watermark: None,
+            elements: Vec::new(),
+        }
+    }
+
+    /// The source ends without taking the checkpoint it was asked for: that checkpoint is dropped
+    /// and the next one goes straight to the first operator, so checkpoints go on while the
+    /// operators drain; the end of the stream then stores the final, finished checkpoint.
+    #[test]
+    fn a_checkpoint_the_source_never_took_does_not_stop_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let (control, control_rx) = crossbeam_channel::unbounded();
+        let (first_stage, first_stage_rx) = stage_channel();
+        let (reports_tx, reports) = crossbeam_channel::unbounded();
+        let (_commands_tx, commands) = crossbeam_channel::unbounded();
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let coordinator = Coordinator {
+            store,
+            interval: Duration::from_millis(10),
+            retained: 3,
+            operators: vec![operator_identity()],
+            next_id: 1,
+            control,
+            first_stage,
+            reports,
+            commands,
+            events,
+            announced: Arc::new(AtomicU64::new(0)),
+        };
+        let running = std::thread::spawn(move || coordinator.run());
+
+        // The source is asked for checkpoint 1 but ends without taking it.
+        let asked = control_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(asked, Control::Checkpoint(1));
+        let end = SourcePosition {
+            lines: 7,
+            offset: 70,
+            records: 7,
+            ..Default::default()
+        };
+        reports_tx
+            .send(Report::SourceEnd {
+                position: end.clone(),
+                exhausted: true,
+            })
+            .unwrap();
+        // The next checkpoint's barrier is put into the first operator's input.
+        let barrier = loop {
+            match first_stage_rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+            {
+                Message::Barrier(id) => break id,
+                _ => continue,
+            }
+        };
+        assert_eq!(barrier, 2);
+        reports_tx
+            .send(Report::Operator {
+                id: barrier,
+                index: 0,
+                snapshot: operator_identity(),
+            })
+            .unwrap();
+        reports_tx
+            .send(Report::Sink {
+                id: barrier,
+                transaction: SinkTransaction::default(),
+            })
+            .unwrap();
+        reports_tx
+            .send(Report::SinkEnd {
+                transaction: SinkTransaction::default(),
+            })
+            .unwrap();
+        let report = running.join().unwrap().unwrap();
+        assert_eq!(report.completed, 2);
+
+        let store = CheckpointStore::open_read_only(dir.path()).unwrap();
+        let ids: Vec<u64> = store.list().unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [2, 3], "checkpoint 1 was never stored");
+        let (last, _) = store.latest().unwrap().unwrap();
+        assert!(last.finished);
+        assert_eq!(last.source, end);
+        assert_eq!(store.load(2).unwrap().source, end);
+    }
 }
