@@ -7,7 +7,8 @@
 //! the append, so a commit interrupted by a crash is redone from scratch on restore and anything
 //! appended by a later, lost checkpoint is cut off: the target holds every committed line once.
 //!
-//! Readers of the target only ever see committed output.
+//! The target never holds uncommitted output. A commit is atomic with respect to crashes (it is
+//! redone on restore), not to a reader tailing the file while the part is appended.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
