@@ -97,16 +97,12 @@ pub struct RunOptions {
     pub fresh: bool,
 }
 
-/// Where a run resumes: the checkpoint, and what the restored state holds.
-struct Resume {
-    checkpoint: Checkpoint,
-}
-
 /// The checkpoint store and where this run starts, when checkpointing is on.
 struct CheckpointSetup {
     store: CheckpointStore,
     config: CheckpointConfig,
-    resume: Option<Resume>,
+    /// The checkpoint this run resumes from.
+    resume: Option<Checkpoint>,
 }
 
 /// Opens the checkpoint store and picks the checkpoint to resume from (the latest complete one,
@@ -135,7 +131,7 @@ fn open_checkpoints(
                 None
             } else {
                 check_compatible(manifest, components, &checkpoint, &config)?;
-                Some(Resume { checkpoint })
+                Some(checkpoint)
             }
         }
     };
@@ -208,7 +204,7 @@ fn open_outputs(
         return Ok((output, OutputFile::direct(dead_target, true)?));
     };
     let parts = setup.config.dir.join("parts");
-    let resumed = setup.resume.as_ref().map(|r| &r.checkpoint.sink);
+    let resumed = setup.resume.as_ref().map(|c| &c.sink);
     let open = |target: &std::path::Path,
                 name: &'static str,
                 lazy: bool,
@@ -256,16 +252,14 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
     let components = load_plugins(manifest)?;
     let client = HttpGateway::shared_client().map_err(|e| PipelineError::Http(e.to_string()))?;
     let label: Arc<str> = Arc::from(source_label(&manifest.source));
-    let checkpoints = open_checkpoints(manifest, &components, options)?;
+    let mut checkpoints = open_checkpoints(manifest, &components, options)?;
     let (sink_output, dead_letter_output) = open_outputs(manifest, checkpoints.as_ref())?;
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let reports = checkpoints.as_ref().map(|_| report_tx.clone());
     drop(report_tx);
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
-    let mut resume = checkpoints
-        .as_ref()
-        .and_then(|c| c.resume.as_ref())
-        .map(|r| r.checkpoint.clone());
+    // The outputs are recovered: what is left of the checkpoint is the state to restore.
+    let mut resume = checkpoints.as_mut().and_then(|c| c.resume.take());
     let restored_from = resume.as_ref().map(|c| c.id);
     let mut restored_in_flight = 0u64;
     if let Some(checkpoint) = &resume {
