@@ -53,6 +53,43 @@ fn latest(dir: &Path) -> Option<Checkpoint> {
         .map(|(checkpoint, _)| checkpoint)
 }
 
+/// Runs `waio ARGS` to its end with `lines` on stdin; returns the exit code and stderr.
+fn run_with_stdin<'a>(
+    p: &Pipeline,
+    args: &[&str],
+    lines: impl IntoIterator<Item = &'a Value>,
+) -> (i32, String) {
+    let mut child = spawn_waio(p.dir.path(), args);
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("write stdin");
+        }
+    }
+    let code = wait_exit(&mut child, LIMIT);
+    let stderr = std::fs::read_to_string(p.path("stderr.log")).unwrap_or_default();
+    (code, stderr)
+}
+
+/// Starts `waio run`, writes `lines` to its stdin and keeps it open (the source waits for more
+/// while checkpoints are taken), waits until `ready`, then kills it with SIGKILL.
+fn kill_when<'a>(
+    p: &Pipeline,
+    lines: impl IntoIterator<Item = &'a Value>,
+    what: &str,
+    ready: impl FnMut() -> bool,
+) {
+    let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    for line in lines {
+        writeln!(stdin, "{line}").expect("write stdin");
+    }
+    stdin.flush().expect("flush");
+    wait_until(what, LIMIT, ready);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
 fn describe(elements: &[Element]) -> Vec<String> {
     elements
         .iter()
@@ -82,21 +119,10 @@ fn a_checkpoint_holds_the_queue_and_restores_it_before_new_input() {
             json!({"id": 3, "mode": "never"}),
         ];
         p.manifest(&stdin_manifest(&plugin("behave"), 4, ""));
-        let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
-        {
-            let mut stdin = child.stdin.take().expect("stdin");
-            for line in &first {
-                writeln!(stdin, "{line}").expect("write stdin");
-            }
-            stdin.flush().expect("flush");
-            // Keep stdin open: the source waits for more input while checkpoints are taken.
-            wait_until("a checkpoint with the full queue", LIMIT, || {
-                latest(p.dir.path())
-                    .is_some_and(|c| c.operators[0].elements.len() == 4 && c.source.lines == 4)
-            });
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-        }
+        kill_when(&p, &first, "a checkpoint with the full queue", || {
+            latest(p.dir.path())
+                .is_some_and(|c| c.operators[0].elements.len() == 4 && c.source.lines == 4)
+        });
 
         let checkpoint = latest(p.dir.path()).expect("checkpoint");
         assert!(!checkpoint.finished);
@@ -121,28 +147,19 @@ fn a_checkpoint_holds_the_queue_and_restores_it_before_new_input() {
         // Restart on another plugin (echo: completes everything at once) with another capacity;
         // the same input is fed again, plus two new lines: stdin resumes after line 4.
         p.manifest(&stdin_manifest(&plugin("echo"), restore_capacity, ""));
-        let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
-        {
-            let mut stdin = child.stdin.take().expect("stdin");
-            for line in first.iter().chain(&[json!({"id": 4}), json!({"id": 5})]) {
-                writeln!(stdin, "{line}").expect("write stdin");
-            }
-        }
-        let code = wait_exit(&mut child, LIMIT);
-        let stderr = std::fs::read_to_string(p.path("stderr.log")).unwrap_or_default();
+        let (code, stderr) = run_with_stdin(
+            &p,
+            &["run", "pipeline.toml"],
+            first.iter().chain(&[json!({"id": 4}), json!({"id": 5})]),
+        );
         assert_eq!(code, 0, "{stderr}");
         assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
         assert!(
             stderr.contains("plugin changed since checkpoint"),
             "{stderr}"
         );
-        let output = Outcome {
-            result: Err(PipelineError::Stage("unused".into())),
-            output: read_jsonl(&p.path("out.jsonl")),
-            dead: Vec::new(),
-        };
         assert_eq!(
-            output.ids(),
+            ids(&read_jsonl(&p.path("out.jsonl"))),
             ["1", "2", "W100", "3", "4", "5"],
             "restored with capacity {restore_capacity}"
         );
@@ -514,12 +531,12 @@ async fn a_second_signal_stops_at_once_and_in_flight_records_are_replayed() {
 fn a_corrupt_or_partial_checkpoint_falls_back_to_the_previous_one() {
     let p = Pipeline::new();
     p.manifest(&stdin_manifest(&plugin("echo"), 10, ""));
-    let lines: Vec<String> = (1..=60).map(|id| rec(json!({"id": id}))).collect();
+    let lines: Vec<Value> = (1..=70).map(|id| json!({"id": id})).collect();
     let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
     {
         let mut stdin = child.stdin.take().expect("stdin");
         // Slowly, so that checkpoints are taken at different positions.
-        for chunk in lines.chunks(10) {
+        for chunk in lines[..60].chunks(10) {
             for line in chunk {
                 writeln!(stdin, "{line}").expect("write stdin");
             }
@@ -557,19 +574,8 @@ fn a_corrupt_or_partial_checkpoint_falls_back_to_the_previous_one() {
         "{list}"
     );
 
-    let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for line in lines.iter().chain(
-            &(61..=70)
-                .map(|id| rec(json!({"id": id})))
-                .collect::<Vec<_>>(),
-        ) {
-            writeln!(stdin, "{line}").expect("write stdin");
-        }
-    }
-    let code = wait_exit(&mut child, LIMIT);
-    let stderr = std::fs::read_to_string(p.path("stderr.log")).unwrap_or_default();
+    // The same input again plus ten new lines: stdin resumes after the good checkpoint's line.
+    let (code, stderr) = run_with_stdin(&p, &["run", "pipeline.toml"], &lines);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains(&format!("checkpoint {newest} is corrupt")),
@@ -662,41 +668,25 @@ watermark_interval = "0ms"
 fn fresh_ignores_checkpoints_and_a_finished_run_starts_over() {
     let p = Pipeline::new();
     p.manifest(&stdin_manifest(&plugin("echo"), 10, ""));
-    let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for id in 1..=5 {
-            writeln!(stdin, "{}", json!({"id": id})).expect("write stdin");
-        }
-        stdin.flush().expect("flush");
-        wait_until("a checkpoint after line 5", LIMIT, || {
-            latest(p.dir.path()).is_some_and(|c| c.source.lines == 5)
-        });
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-    }
+    let first: Vec<Value> = (1..=5).map(|id| json!({"id": id})).collect();
+    kill_when(&p, &first, "a checkpoint after line 5", || {
+        latest(p.dir.path()).is_some_and(|c| c.source.lines == 5)
+    });
     assert_eq!(output_ids(&p), [1, 2, 3, 4, 5]);
 
     // Without --fresh this input would be skipped up to line 5; with it, all of it is read.
-    let mut child = spawn_waio(p.dir.path(), &["run", "--fresh", "pipeline.toml"]);
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for id in [7, 8, 9] {
-            writeln!(stdin, "{}", json!({"id": id})).expect("write stdin");
-        }
-    }
-    assert_eq!(wait_exit(&mut child, LIMIT), 0);
+    let again = [json!({"id": 7}), json!({"id": 8}), json!({"id": 9})];
+    let (code, stderr) = run_with_stdin(&p, &["run", "--fresh", "pipeline.toml"], &again);
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(output_ids(&p), [7, 8, 9], "fresh outputs, the whole input");
 
     // That run finished its input: the next one starts from the beginning too.
-    let mut child = spawn_waio(p.dir.path(), &["run", "pipeline.toml"]);
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for id in [10, 11] {
-            writeln!(stdin, "{}", json!({"id": id})).expect("write stdin");
-        }
-    }
-    assert_eq!(wait_exit(&mut child, LIMIT), 0);
+    let (code, stderr) = run_with_stdin(
+        &p,
+        &["run", "pipeline.toml"],
+        &[json!({"id": 10}), json!({"id": 11})],
+    );
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(output_ids(&p), [10, 11]);
     let (code, list, _) = run_waio(p.dir.path(), &["checkpoint", "list", "state"]);
     assert_eq!(code, 0);
@@ -763,4 +753,47 @@ watermark_interval = "100ms"
     let lines = read_jsonl(&p.path("stdout.log"));
     let marks: Vec<&Value> = lines.iter().filter_map(|l| l.get("watermark")).collect();
     assert_eq!(marks, [&json!(999), &json!(4999)]);
+}
+
+/// A checkpoint that cannot be restored is refused with an error that says why and what to do,
+/// before anything is read, and the committed output stays as it was: another chain of
+/// operators, or an input file shorter than the position stored.
+#[test]
+fn a_checkpoint_that_does_not_fit_is_refused_with_a_clear_error() {
+    let p = Pipeline::new();
+    p.input(&[
+        rec(json!({"id": 1})),
+        rec(json!({"id": 2})),
+        rec(json!({"id": 3, "mode": "never"})),
+    ]);
+    let manifest = |name: &str| {
+        one_operator(&plugin("behave"), "timeout = \"1h\"", "", "")
+            .replace("name = \"op\"", &format!("name = \"{name}\""))
+            + "[checkpoint]\ndir = \"state\"\ninterval = \"50ms\"\n"
+    };
+    p.manifest(&manifest("op"));
+    kill_when(&p, &[], "a checkpoint holding record 3", || {
+        latest(p.dir.path()).is_some_and(|c| c.operators[0].records_in_flight() == 1)
+    });
+    assert_eq!(output_ids(&p), [1, 2]);
+
+    p.manifest(&manifest("renamed"));
+    let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("taken with operators [op] but the manifest has [renamed]")
+            && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    assert_eq!(output_ids(&p), [1, 2]);
+
+    p.manifest(&manifest("op"));
+    p.input(&[rec(json!({"id": 1}))]);
+    let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot resume input") && stderr.contains("input.jsonl"),
+        "{stderr}"
+    );
+    assert_eq!(output_ids(&p), [1, 2]);
 }

@@ -80,8 +80,13 @@ impl Outcome {
 
     /// The `id` of every output record (payload format), in output order; watermarks as "W<ts>".
     pub fn ids(&self) -> Vec<String> {
-        self.output.iter().map(label).collect()
+        ids(&self.output)
     }
+}
+
+/// The `id` of every output line (payload or envelope format); watermarks as "W<ts>".
+pub fn ids(lines: &[Value]) -> Vec<String> {
+    lines.iter().map(label).collect()
 }
 
 fn label(line: &Value) -> String {

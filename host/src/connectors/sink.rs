@@ -14,7 +14,7 @@ use crate::record::{Element, Message, Record, StageReceiver};
 pub enum SinkError {
     #[error("the stage before the sink stopped without finishing")]
     UpstreamFailed,
-    #[error("cannot write output: {0}")]
+    #[error(transparent)]
     Output(#[from] CommitError),
     #[error("cannot write output stdout: {0}")]
     Stdout(std::io::Error),
