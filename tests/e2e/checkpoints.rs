@@ -600,6 +600,7 @@ async fn event_time_watermarks_flow_and_late_records_are_kept() {
         rec(json!({"id": 5, "at": at(5)})), // late: behind the watermark, kept
         rec(json!({"$watermark": 1})),      // behind: dropped, watermarks never go back
         rec(json!({"id": 6, "at": at(30)})),
+        rec(json!({"id": 7, "at": "yesterday"})), // unreadable: a dead letter naming line and field
     ]);
     let toml = format!(
         r#"
@@ -660,6 +661,13 @@ watermark_interval = "0ms"
         [ts(10), ts(12), ts(11), ts(20), ts(5), ts(30)],
         "every output carries its input's event time"
     );
+    assert_eq!(outcome.dead.len(), 1);
+    let error = outcome.dead[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("input.jsonl:8") && error.contains("field \"at\""),
+        "{error}"
+    );
+    assert_eq!(outcome.dead[0]["payload"]["id"], 7);
 }
 
 /// `--fresh` ignores the checkpoints: the input is read from its start and the outputs start
