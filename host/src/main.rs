@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use waio::manifest::{Manifest, OutputFormat, SinkConfig};
+use waio::manifest::{HttpVersion, Manifest, OutputFormat, SinkConfig};
 use waio::pipeline;
 use waio::project::{self, Language, PluginProject};
 
@@ -188,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             for (op, plugin) in manifest.operators.iter().zip(&plugins) {
                 println!(
-                    "  operator {}: {} implements waio:enricher/enricher-plugin@0.1.0; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}]",
+                    "  operator {}: {} implements waio:enricher/enricher-plugin@0.1.0; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}], HTTP/{}",
                     op.name,
                     op.plugin.display(),
                     op.capacity,
@@ -207,6 +207,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", "),
                     op.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+                    match op.http_version {
+                        HttpVersion::Http1 => "1.1",
+                        HttpVersion::Http2 => "2",
+                    },
                 );
                 println!("    {}", plugin.compiled);
                 let wasi: Vec<&str> = plugin

@@ -91,6 +91,7 @@ pub struct OperatorConfig {
     pub allowed_hosts: Vec<HostRule>,
     pub secrets: Vec<Secret>,
     pub http_timeout: Duration,
+    pub http_version: HttpVersion,
     /// Bytes of linear memory per plugin instance.
     pub memory_limit: u64,
     pub call_time_limit: Duration,
@@ -144,6 +145,16 @@ impl fmt::Debug for Secret {
             .field("value", &"<redacted>")
             .finish()
     }
+}
+
+/// The HTTP version an operator's requests use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HttpVersion {
+    /// HTTP/1.1, one connection per request in flight (kept alive for the next).
+    Http1,
+    /// HTTP/2 from the first byte (prior knowledge, also over TLS): every request to a host
+    /// shares one connection. Only for servers known to speak it.
+    Http2,
 }
 
 /// What happens to a record whose invocation fails or times out.
@@ -333,6 +344,7 @@ struct RawOperator {
     allowed_hosts: Option<Vec<Spanned<String>>>,
     secrets: Option<Vec<Spanned<String>>>,
     http_timeout: Option<Spanned<DurationValue>>,
+    http_version: Option<Spanned<String>>,
     memory_limit: Option<Spanned<SizeValue>>,
     call_time_limit: Option<Spanned<DurationValue>>,
     build: Option<Spanned<String>>,
@@ -1032,6 +1044,15 @@ fn resolve_operator(
         None => DEFAULT_HTTP_TIMEOUT,
         Some(t) => positive_duration(ctx, &t, &field("http_timeout"))?,
     };
+    let http_version = match raw.http_version {
+        None => HttpVersion::Http1,
+        Some(v) => choose(
+            ctx,
+            &v,
+            &field("http_version"),
+            &[("1.1", HttpVersion::Http1), ("2", HttpVersion::Http2)],
+        )?,
+    };
     let call_time_limit = match raw.call_time_limit {
         None => DEFAULT_CALL_TIME_LIMIT,
         Some(t) => positive_duration(ctx, &t, &field("call_time_limit"))?,
@@ -1088,6 +1109,7 @@ fn resolve_operator(
         allowed_hosts,
         secrets: op_secrets,
         http_timeout,
+        http_version,
         memory_limit,
         call_time_limit,
         config_json,
@@ -1854,6 +1876,7 @@ instances = 4
 allowed_hosts = ["127.0.0.1:18080", "API.OpenAI.com"]
 secrets = ["openai", "literal"]
 http_timeout = "5s"
+http_version = "2"
 memory_limit = "96MiB"
 call_time_limit = "150ms"
 [operator.config]
@@ -1968,6 +1991,7 @@ retained = 2
             ]
         );
         assert_eq!(op.http_timeout, Duration::from_secs(5));
+        assert_eq!(op.http_version, HttpVersion::Http2);
         assert_eq!(op.memory_limit, 96 * 1024 * 1024);
         assert_eq!(op.call_time_limit, Duration::from_millis(150));
         let config: serde_json::Value = serde_json::from_str(&op.config_json).unwrap();
@@ -2044,6 +2068,7 @@ retained = 2
         assert_eq!(op.instances, 1);
         assert!(op.allowed_hosts.is_empty());
         assert_eq!(op.http_timeout, Duration::from_secs(30));
+        assert_eq!(op.http_version, HttpVersion::Http1);
         assert_eq!(op.memory_limit, 64 * 1024 * 1024);
         assert_eq!(op.call_time_limit, Duration::from_millis(200));
         assert_eq!(op.config_json, "{}");
@@ -2435,6 +2460,12 @@ retained = 2
 
         let e = parse_err(&with_operator("http_timeout = \"0s\""));
         assert_eq!(invalid(&e), (6, 16, "operator[0].http_timeout"));
+        let e = parse_err(&with_operator("http_version = \"3\""));
+        assert_eq!(invalid(&e), (6, 16, "operator[0].http_version"));
+        assert!(
+            e.to_string().contains(r#"expected one of "1.1", "2""#),
+            "{e}"
+        );
         let e = parse_err(&with_operator("call_time_limit = -5"));
         assert_eq!(invalid(&e), (6, 19, "operator[0].call_time_limit"));
     }

@@ -1,5 +1,7 @@
 //! Builds a pipeline from its manifest and runs it: source -> operators -> sink.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +15,7 @@ use crate::connectors::source::{
     run_source, source_label, SourceContext, SourceError, SourceReport,
 };
 use crate::io::http::HttpGateway;
-use crate::manifest::{CheckpointConfig, Manifest, SinkConfig};
+use crate::manifest::{CheckpointConfig, HttpVersion, Manifest, SinkConfig};
 use crate::metrics::{process_usage, OperatorSummary, RunSummary};
 use crate::operator::{AsyncWaitOperator, OperatorError, OperatorReport};
 use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent, PluginError};
@@ -250,7 +252,6 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         None => None,
     };
     let components = load_plugins(manifest)?;
-    let client = HttpGateway::shared_client().map_err(|e| PipelineError::Http(e.to_string()))?;
     let label: Arc<str> = Arc::from(source_label(&manifest.source));
     let mut checkpoints = open_checkpoints(manifest, &components, options)?;
     let (sink_output, dead_letter_output) = open_outputs(manifest, checkpoints.as_ref())?;
@@ -281,9 +282,20 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
     // Open every plugin before reading any input, so a bad config fails fast.
     let mut operators = Vec::new();
     let mut identities = Vec::new();
+    // One client per HTTP version, shared by the operators that use it.
+    let mut clients: HashMap<HttpVersion, reqwest::Client> = HashMap::new();
     for (index, (config, component)) in manifest.operators.iter().zip(components).enumerate() {
+        let client = match clients.entry(config.http_version) {
+            Entry::Occupied(known) => known.get().clone(),
+            Entry::Vacant(slot) => slot
+                .insert(
+                    HttpGateway::shared_client(config.http_version)
+                        .map_err(|e| PipelineError::Http(e.to_string()))?,
+                )
+                .clone(),
+        };
         let gateway = Arc::new(HttpGateway::new(
-            client.clone(),
+            client,
             config.allowed_hosts.clone(),
             config.secrets.clone(),
             config.http_timeout,

@@ -48,6 +48,42 @@ async fn openai_chat_classifies_and_reports_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_version_2_sends_every_request_over_http2_with_the_same_results() {
+    let mock = mock().await;
+    let lines: Vec<String> = (0..200)
+        .map(|i| {
+            let text = if i % 2 == 0 {
+                "refund my invoice"
+            } else {
+                "it crashes"
+            };
+            json!({"id": i, "text": text}).to_string()
+        })
+        .collect();
+    let manifest = openai_manifest(&mock, "chat", "system_prompt = \"Labels: billing, bug\"");
+
+    let p = Pipeline::new();
+    p.input(&lines);
+    let over_http1 = p.run(&manifest).await;
+    assert_eq!(mock.stats().http2, 0, "HTTP/1.1 is the default");
+
+    let p = Pipeline::new();
+    p.input(&lines);
+    let over_http2 = p
+        .run(&manifest.replace("capacity = 16", "capacity = 16\nhttp_version = \"2\""))
+        .await;
+    let stats = mock.stats();
+    assert_eq!((stats.chat, stats.http2), (400, 200), "{stats:?}");
+    assert_eq!(over_http2.ids(), over_http1.ids());
+    assert_eq!(over_http2.output, over_http1.output);
+    assert_eq!(over_http2.output[0]["label"], "billing");
+    assert_eq!(
+        over_http2.summary().operators[0].input_tokens,
+        over_http1.summary().operators[0].input_tokens
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_embeddings_attach_a_vector() {
     let mock = mock().await;
     let p = Pipeline::new();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::manifest::{HostRule, Secret};
+use crate::manifest::{HostRule, HttpVersion, Secret};
 use crate::plugin::bindings::{HttpError, HttpRequest, HttpResponse};
 
 /// Largest answer body handed to a plugin.
@@ -44,9 +44,16 @@ impl HttpGateway {
         }
     }
 
-    /// A client shared by all operators (connection pools are per client).
-    pub fn shared_client() -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
+    /// A client shared by the operators that use `version` (connection pools are per client).
+    pub fn shared_client(version: HttpVersion) -> Result<reqwest::Client, reqwest::Error> {
+        let builder = match version {
+            // Without this reqwest would offer HTTP/2 in TLS handshakes (ALPN) and then put
+            // every request to that host on one connection, capped at the server's stream
+            // limit (often 100): capacity would silently stop meaning requests in flight.
+            HttpVersion::Http1 => reqwest::Client::builder().http1_only(),
+            HttpVersion::Http2 => reqwest::Client::builder().http2_prior_knowledge(),
+        };
+        builder
             .pool_max_idle_per_host(4096)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())

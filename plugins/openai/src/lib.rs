@@ -22,10 +22,12 @@
 //! records the first flagged. A record without the field does not match. Numbers compare by
 //! value (`1` equals `1.0`); other values must be equal JSON.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use waio_sdk::http::{self, HttpError, Request, Response};
-use waio_sdk::serde_json::{json, Map, Value};
+use waio_sdk::serde_json::{Map, Value};
 use waio_sdk::template::Template;
 use waio_sdk::{
     export_enricher, report_usage, Config, ConfigError, Enricher, Event, Failure, ResultFuture,
@@ -221,10 +223,11 @@ impl Settings {
     }
 
     /// The text sent for `record`: the rendered template, or the input field.
-    fn text(&self, record: &Map<String, Value>) -> Result<String, Failure> {
+    fn text<'r>(&self, record: &'r Map<String, Value>) -> Result<Cow<'r, str>, Failure> {
         if let Some(template) = &self.template {
             return template
                 .render(record)
+                .map(Cow::Owned)
                 .map_err(|f| f.context("prompt_template"));
         }
         match record.get(&self.input_field) {
@@ -232,35 +235,43 @@ impl Settings {
                 "record has no field `{}` (input_field)",
                 self.input_field
             ))),
-            Some(Value::String(text)) => Ok(text.clone()),
-            Some(other) => Ok(other.to_string()),
+            Some(Value::String(text)) => Ok(Cow::Borrowed(text)),
+            Some(other) => Ok(Cow::Owned(other.to_string())),
         }
     }
 
     fn request(&self, record: &Map<String, Value>) -> Result<Request, Failure> {
         let text = self.text(record)?;
-        let body = match self.mode {
+        let request = Request::post(&self.url).header("accept", "application/json");
+        let mut request = match self.mode {
             Mode::Chat => {
-                let mut messages = Vec::with_capacity(2);
-                if let Some(system) = &self.system_prompt {
-                    messages.push(json!({"role": "system", "content": system}));
-                }
-                messages.push(json!({"role": "user", "content": text}));
-                let mut body = json!({"model": self.model, "messages": messages});
-                if let Some(max_tokens) = self.max_tokens {
-                    body["max_tokens"] = json!(max_tokens);
-                }
-                if let Some(temperature) = self.temperature {
-                    body["temperature"] = json!(temperature);
-                }
-                body
+                let user = ChatMessage {
+                    content: &text,
+                    role: "user",
+                };
+                let messages = match &self.system_prompt {
+                    Some(system) => vec![
+                        ChatMessage {
+                            content: system,
+                            role: "system",
+                        },
+                        user,
+                    ],
+                    None => vec![user],
+                };
+                request.json(&ChatRequest {
+                    max_tokens: self.max_tokens,
+                    messages,
+                    model: &self.model,
+                    temperature: self.temperature,
+                })?
             }
-            Mode::Embeddings => json!({"model": self.model, "input": text}),
-        };
-        let mut request = Request::post(&self.url)
-            .header("accept", "application/json")
-            .json(&body)?
-            .timeout_ms(self.timeout_ms);
+            Mode::Embeddings => request.json(&EmbeddingsRequest {
+                input: &text,
+                model: &self.model,
+            })?,
+        }
+        .timeout_ms(self.timeout_ms);
         if let Some(authorization) = &self.authorization {
             request = request.header("authorization", authorization);
         }
@@ -281,6 +292,13 @@ impl Settings {
             .map_err(Failure::from)
             .and_then(Response::error_for_status)
             .map_err(|f| f.context(context()))?;
+        // The usual answer takes the typed path; anything unusual goes through `Value`, whose
+        // checks name what is missing.
+        if let Some((usage, value)) = self.typed_answer(&response.body) {
+            report(usage);
+            record.insert(self.output_field.clone(), value);
+            return Ok(vec![input.with_json(&record)?]);
+        }
         let body: Value = response.json().map_err(|e| {
             Failure::fatal(format!(
                 "answer is not JSON ({e}): {}",
@@ -299,6 +317,93 @@ impl Settings {
         record.insert(self.output_field.clone(), value);
         Ok(vec![input.with_json(&record)?])
     }
+}
+
+impl Settings {
+    /// Reads a well-formed answer (usage with integer counts, the text or the embedding where
+    /// expected) without building a `serde_json::Value` of it: fewer allocations in the guest,
+    /// which is what a plugin spends most of its time on. `None` for anything else.
+    fn typed_answer(&self, body: &[u8]) -> Option<(Usage, Value)> {
+        let answer: TypedAnswer = serde_json::from_slice(body).ok()?;
+        let usage = answer.usage?;
+        let value = match self.mode {
+            Mode::Chat => {
+                Value::String(answer.choices?.first()?.message.content.trim().to_string())
+            }
+            Mode::Embeddings => Value::Array(
+                answer
+                    .data?
+                    .into_iter()
+                    .next()?
+                    .embedding
+                    .into_iter()
+                    .map(Value::Number)
+                    .collect(),
+            ),
+        };
+        let tokens = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let usage = Usage {
+            input: tokens(usage.prompt_tokens.unwrap_or(0)),
+            output: tokens(usage.completion_tokens.unwrap_or(0)),
+        };
+        Some((usage, value))
+    }
+}
+
+/// A chat completions request body. Fields in alphabetical order, as `serde_json::Map` writes
+/// them, so the bytes sent do not depend on which way a body is built.
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    messages: Vec<ChatMessage<'a>>,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    content: &'a str,
+    role: &'static str,
+}
+
+#[derive(Serialize)]
+struct EmbeddingsRequest<'a> {
+    input: &'a str,
+    model: &'a str,
+}
+
+/// The parts of a chat or embeddings answer the plugin uses; other fields are skipped.
+#[derive(Deserialize)]
+struct TypedAnswer<'a> {
+    #[serde(borrow)]
+    choices: Option<Vec<TypedChoice<'a>>>,
+    data: Option<Vec<TypedEmbedding>>,
+    usage: Option<TypedUsage>,
+}
+
+#[derive(Deserialize)]
+struct TypedChoice<'a> {
+    #[serde(borrow)]
+    message: TypedMessage<'a>,
+}
+
+#[derive(Deserialize)]
+struct TypedMessage<'a> {
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct TypedEmbedding {
+    embedding: Vec<serde_json::Number>,
+}
+
+#[derive(Deserialize)]
+struct TypedUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
 }
 
 fn is_secret_name(name: &str) -> bool {
@@ -377,6 +482,7 @@ export_enricher!(OpenAi);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use waio_sdk::serde_json::json;
     use waio_sdk::FailureKind;
 
     fn settings(config: Value) -> Settings {
@@ -565,6 +671,70 @@ mod tests {
         assert_eq!(
             out[0].json::<Value>().unwrap(),
             json!({"text": "I love it", "id": 3, "label": "positive"})
+        );
+    }
+
+    /// The typed reading of an answer and the `Value` one agree; the odd answers the typed one
+    /// leaves to `Value` keep their results.
+    #[test]
+    fn typed_and_value_readings_of_answers_agree() {
+        let chat_answer = |usage: Value| {
+            json!({
+                "id": "c1", "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": " bug\n"}}],
+                "usage": usage,
+            })
+        };
+        let s = chat();
+        let by_value = |body: &Value| {
+            let mut used = None;
+            let out = s.finish(
+                &input(),
+                object(json!({"id": 3})),
+                ok(200, body.clone()),
+                |u| used = Some(u),
+            );
+            (out.map(|events| events[0].payload.clone()), used)
+        };
+        let usual = chat_answer(json!({"prompt_tokens": 7, "completion_tokens": 1}));
+        let bytes = usual.to_string().into_bytes();
+        let (usage, label) = s.typed_answer(&bytes).expect("the usual answer is typed");
+        assert_eq!(label, json!("bug"));
+        assert_eq!(
+            usage,
+            Usage {
+                input: 7,
+                output: 1
+            }
+        );
+        let (payload, used) = by_value(&usual);
+        assert_eq!(serde_json_from(&payload.unwrap())["label"], "bug");
+        assert_eq!(used, Some(usage));
+
+        // No usage, or counts that are not integers: not typed, still read.
+        for odd in [json!(null), json!({"prompt_tokens": 1.5})] {
+            let body = chat_answer(odd.clone());
+            assert!(
+                s.typed_answer(body.to_string().as_bytes()).is_none(),
+                "{odd}"
+            );
+            let (payload, _) = by_value(&body);
+            assert_eq!(serde_json_from(&payload.unwrap())["label"], "bug");
+        }
+        // A content that is not text: not typed, and the failure names the place.
+        let body = json!({"choices": [{"message": {"content": 5}}], "usage": {}});
+        assert!(s.typed_answer(body.to_string().as_bytes()).is_none());
+        let (payload, used) = by_value(&body);
+        assert!(payload
+            .unwrap_err()
+            .message
+            .contains("choices[0].message.content"));
+        assert_eq!(
+            used,
+            Some(Usage {
+                input: 0,
+                output: 0
+            })
         );
     }
 

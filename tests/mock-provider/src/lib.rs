@@ -6,6 +6,7 @@
 
 mod answers;
 mod service;
+mod timer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,6 +101,8 @@ pub enum MockError {
     LocalAddr(std::io::Error),
     #[error("invalid mock configuration: {0}")]
     Config(String),
+    #[error("cannot start the timer thread: {0}")]
+    Timer(std::io::Error),
     #[error("cannot wait for ctrl-c: {0}")]
     Signal(std::io::Error),
 }
@@ -119,6 +122,8 @@ pub struct MockStats {
     pub kv: u64,
     /// Requests answered with a fault: dropped, hung, 429 or 5xx.
     pub faults: u64,
+    /// Requests that came over HTTP/2 (the rest came over HTTP/1.1).
+    pub http2: u64,
     /// Distinct Authorization header values received, the first 16.
     pub authorization_seen: Vec<String>,
 }
@@ -134,6 +139,7 @@ pub(crate) struct Counters {
     pub echo: AtomicU64,
     pub kv: AtomicU64,
     pub faults: AtomicU64,
+    pub http2: AtomicU64,
     auth_full: AtomicBool,
     auth_seen: Mutex<Vec<String>>,
 }
@@ -167,6 +173,7 @@ impl Counters {
             echo: load(&self.echo),
             kv: load(&self.kv),
             faults: load(&self.faults),
+            http2: load(&self.http2),
             authorization_seen: self
                 .auth_seen
                 .lock()
@@ -199,7 +206,8 @@ impl MockServer {
                 })?;
         let addr = listener.local_addr().map_err(MockError::LocalAddr)?;
         let counters = Arc::new(Counters::default());
-        let shared = Arc::new(service::Shared::new(config, counters.clone()));
+        let timer = timer::PreciseTimer::start().map_err(MockError::Timer)?;
+        let shared = Arc::new(service::Shared::new(config, counters.clone(), timer));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, shared, shutdown_rx));
         Ok(MockServer {

@@ -11,12 +11,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::answers::{chat_answer, embedding, embedding_base64, word_count};
+use crate::timer::PreciseTimer;
 use crate::{Counters, MockConfig};
 
 /// Request bodies above this are refused: the mock is not a blob store.
@@ -48,10 +50,11 @@ pub(crate) struct Shared {
     error_below: f64,
     retry_after: HeaderValue,
     next_id: AtomicU64,
+    timer: PreciseTimer,
 }
 
 impl Shared {
-    pub(crate) fn new(config: MockConfig, counters: Arc<Counters>) -> Shared {
+    pub(crate) fn new(config: MockConfig, counters: Arc<Counters>, timer: PreciseTimer) -> Shared {
         let drop_below = config.drop_rate;
         let hang_below = drop_below + config.hang_rate;
         let limit_below = hang_below + config.rate_limit_rate;
@@ -67,6 +70,7 @@ impl Shared {
             config,
             counters,
             next_id: AtomicU64::new(1),
+            timer,
         }
     }
 }
@@ -118,6 +122,9 @@ impl Shared {
     fn plan(&self, req: &Request<Incoming>, rng: &mut fastrand::Rng) -> Plan {
         let c = &self.counters;
         Counters::bump(&c.requests);
+        if req.version() == hyper::Version::HTTP_2 {
+            Counters::bump(&c.http2);
+        }
         let headers = req.headers();
         if let Some(auth) = headers.get(AUTHORIZATION) {
             c.saw_authorization(auth.as_bytes());
@@ -257,9 +264,13 @@ pub(crate) async fn serve_connection(
         let plan = shared.plan(&req, &mut rng.borrow_mut());
         handle(shared.clone(), req, plan)
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
+    // HTTP/1.1, or HTTP/2 for a client that starts with its preface (prior knowledge). No
+    // stream limit: a client with a thousand requests in flight sends them all at once, as it
+    // would over a thousand HTTP/1.1 connections.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    builder.http2().max_concurrent_streams(None);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
         // Dropping the connection future closes the socket, hung requests included.
         _ = stop.changed() => {}
@@ -280,9 +291,9 @@ fn mix_seed(seed: u64, conn_id: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-async fn sleep_ms(ms: u64) {
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+impl Shared {
+    async fn sleep_ms(&self, ms: u64) {
+        self.timer.sleep(Duration::from_millis(ms)).await;
     }
 }
 
@@ -296,7 +307,7 @@ async fn handle(
         Plan::Hang => std::future::pending().await,
         Plan::Reject(answer) => Ok(answer),
         Plan::Fail { status, delay_ms } => {
-            sleep_ms(delay_ms).await;
+            shared.sleep_ms(delay_ms).await;
             Ok(shared.fault_answer(status))
         }
         Plan::Serve { route, delay_ms } => Ok(serve(&shared, req, route, delay_ms).await),
@@ -328,22 +339,22 @@ async fn serve(shared: &Shared, req: Request<Incoming>, route: Route, delay_ms: 
     };
     match route {
         Route::Chat => {
-            sleep_ms(delay_ms).await;
+            shared.sleep_ms(delay_ms).await;
             chat(shared, &body)
         }
         Route::Embeddings => {
-            sleep_ms(delay_ms).await;
+            shared.sleep_ms(delay_ms).await;
             embeddings(shared, &body)
         }
         Route::Echo => {
             let extra = query_param(parts.uri.query(), "delay_ms")
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
-            sleep_ms(delay_ms.saturating_add(extra)).await;
+            shared.sleep_ms(delay_ms.saturating_add(extra)).await;
             echo(&parts, &body)
         }
         _ => {
-            sleep_ms(delay_ms).await;
+            shared.sleep_ms(delay_ms).await;
             kv(parts.uri.path())
         }
     }
@@ -757,7 +768,8 @@ mod tests {
             error_rate: 0.2,
             ..MockConfig::default()
         };
-        let shared = Shared::new(config, Arc::new(Counters::default()));
+        let timer = PreciseTimer::start().unwrap();
+        let shared = Shared::new(config, Arc::new(Counters::default()), timer);
         let mut rng = fastrand::Rng::with_seed(7);
         let (mut drops, mut hangs, mut limits, mut errors, mut ok) = (0i32, 0, 0, 0, 0);
         for _ in 0..10_000 {

@@ -1,0 +1,83 @@
+//! Runs an operator's HTTP requests on the async runtime.
+//!
+//! The operator thread collects the requests a turn of its loop starts and hands them over in
+//! one message when it is about to wait; one task per operator drives them all. Compared with a
+//! task per request spawned from the operator thread, this wakes a runtime worker once per
+//! turn instead of once per request, and allocates no task per request.
+
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+
+use super::http::{HttpGateway, PreparedRequest};
+use crate::plugin::bindings::{HttpError, HttpResponse};
+
+/// The answer to the request tagged `T`.
+pub type Answer<T> = (T, Result<HttpResponse, HttpError>);
+
+/// The operator's end. Dropping it cancels the requests still in flight: nobody would read
+/// their answers.
+pub struct HttpDispatcher<T> {
+    batch: Vec<(T, PreparedRequest)>,
+    to_task: mpsc::UnboundedSender<Vec<(T, PreparedRequest)>>,
+}
+
+impl<T: Send + 'static> HttpDispatcher<T> {
+    /// Starts the task that performs requests through `gateway` and sends each answer to
+    /// `answers` as soon as it is complete.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        gateway: Arc<HttpGateway>,
+        answers: crossbeam_channel::Sender<Answer<T>>,
+    ) -> Self {
+        let (to_task, from_operator) = mpsc::unbounded_channel();
+        runtime.spawn(perform(from_operator, gateway, answers));
+        HttpDispatcher {
+            batch: Vec::new(),
+            to_task,
+        }
+    }
+
+    /// Queues a request; it leaves at the next [`HttpDispatcher::flush`].
+    pub fn push(&mut self, tag: T, request: PreparedRequest) {
+        self.batch.push((tag, request));
+    }
+
+    /// Hands the queued requests to the task.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        // The task only ends when this end is dropped, or when the operator's answer channel
+        // is gone, which means the operator is gone too.
+        let _ = self.to_task.send(batch);
+    }
+}
+
+async fn perform<T>(
+    mut from_operator: mpsc::UnboundedReceiver<Vec<(T, PreparedRequest)>>,
+    gateway: Arc<HttpGateway>,
+    answers: crossbeam_channel::Sender<Answer<T>>,
+) {
+    let gateway = &*gateway;
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some((tag, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                if answers.send((tag, result)).is_err() {
+                    return;
+                }
+            }
+            batch = from_operator.recv() => match batch {
+                Some(batch) => {
+                    for (tag, request) in batch {
+                        in_flight.push(async move { (tag, gateway.execute(request).await) });
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
