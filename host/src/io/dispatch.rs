@@ -1,13 +1,15 @@
 //! Runs an operator's HTTP requests on the async runtime.
 //!
 //! The operator thread collects the requests a turn of its loop starts and hands them over in
-//! one message when it is about to wait; one task per operator drives them all. Compared with a
-//! task per request spawned from the operator thread, this wakes a runtime worker once per
-//! turn instead of once per request, and allocates no task per request.
+//! one message when it is about to wait; one task per operator drives them all and sends back
+//! every answer that is complete in one message. Compared with a task per request spawned from
+//! the operator thread and an answer per message, this wakes a runtime worker and the operator
+//! thread once per batch instead of once per request, and allocates no task per request.
 
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use super::http::{HttpGateway, PreparedRequest};
@@ -24,12 +26,12 @@ pub struct HttpDispatcher<T> {
 }
 
 impl<T: Send + 'static> HttpDispatcher<T> {
-    /// Starts the task that performs requests through `gateway` and sends each answer to
-    /// `answers` as soon as it is complete.
+    /// Starts the task that performs requests through `gateway` and sends answers to `answers`
+    /// as soon as they are complete, together with any others complete at that moment.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         gateway: Arc<HttpGateway>,
-        answers: crossbeam_channel::Sender<Answer<T>>,
+        answers: crossbeam_channel::Sender<Vec<Answer<T>>>,
     ) -> Self {
         let (to_task, from_operator) = mpsc::unbounded_channel();
         runtime.spawn(perform(from_operator, gateway, answers));
@@ -59,14 +61,20 @@ impl<T: Send + 'static> HttpDispatcher<T> {
 async fn perform<T>(
     mut from_operator: mpsc::UnboundedReceiver<Vec<(T, PreparedRequest)>>,
     gateway: Arc<HttpGateway>,
-    answers: crossbeam_channel::Sender<Answer<T>>,
+    answers: crossbeam_channel::Sender<Vec<Answer<T>>>,
 ) {
     let gateway = &*gateway;
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
-            Some((tag, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                if answers.send((tag, result)).is_err() {
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                let mut complete = vec![answer];
+                // Polling without a waker here is safe: the `select!` polls again with the
+                // task's own before it waits.
+                while let Some(Some(answer)) = in_flight.next().now_or_never() {
+                    complete.push(answer);
+                }
+                if answers.send(complete).is_err() {
                     return;
                 }
             }

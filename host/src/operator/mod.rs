@@ -164,7 +164,7 @@ pub struct AsyncWaitOperator {
     next_seq: u64,
     /// Record deadlines in entry order; with one timeout per operator they are sorted.
     deadlines: VecDeque<(Instant, u64)>,
-    answers_rx: crossbeam_channel::Receiver<CallDone>,
+    answers_rx: crossbeam_channel::Receiver<Vec<CallDone>>,
     /// Where HTTP requests run.
     requests: HttpDispatcher<Call>,
     /// Answers made by the host itself (refused requests), delivered on the next turn.
@@ -383,12 +383,16 @@ impl AsyncWaitOperator {
             match ready {
                 None => self.fire_timeouts(Instant::now())?,
                 Some(op) if op.index() == answers_index => {
-                    if let Ok(done) = op.recv(&answers_rx) {
-                        self.deliver(done)?;
+                    if let Ok(answers) = op.recv(&answers_rx) {
+                        for done in answers {
+                            self.deliver(done)?;
+                        }
                     }
                     // Take every answer that is already there before emitting.
-                    while let Ok(done) = answers_rx.try_recv() {
-                        self.deliver(done)?;
+                    while let Ok(answers) = answers_rx.try_recv() {
+                        for done in answers {
+                            self.deliver(done)?;
+                        }
                     }
                 }
                 Some(op) => match op.recv(&input) {

@@ -262,7 +262,9 @@ pub(crate) async fn serve_connection(
     )));
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let plan = shared.plan(&req, &mut rng.borrow_mut());
-        handle(shared.clone(), req, plan)
+        // Boxed: hyper moves the answer future into a task of its own per request, and the
+        // unboxed state machine is a few kilobytes to copy.
+        Box::pin(handle(shared.clone(), req, plan))
     });
     // HTTP/1.1, or HTTP/2 for a client that starts with its preface (prior knowledge). No
     // stream limit: a client with a thousand requests in flight sends them all at once, as it
