@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 use super::http::{HttpGateway, PreparedRequest};
 use crate::plugin::bindings::{HttpError, HttpResponse};
 
+/// Requests handed over in one message at most.
+const MAX_BATCH: usize = 32;
+
 /// The answer to the request tagged `T`.
 pub type Answer<T> = (T, Result<HttpResponse, HttpError>);
 
@@ -41,9 +44,14 @@ impl<T: Send + 'static> HttpDispatcher<T> {
         }
     }
 
-    /// Queues a request; it leaves at the next [`HttpDispatcher::flush`].
+    /// Queues a request; it leaves at the next [`HttpDispatcher::flush`], or now if enough
+    /// are waiting: a turn of the operator that answers and invokes hundreds of records would
+    /// otherwise hold the first requests back for milliseconds.
     pub fn push(&mut self, tag: T, request: PreparedRequest) {
         self.batch.push((tag, request));
+        if self.batch.len() >= MAX_BATCH {
+            self.flush();
+        }
     }
 
     /// Hands the queued requests to the task.
