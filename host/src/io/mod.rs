@@ -1,4 +1,3 @@
 //! Outgoing I/O performed by the host on behalf of plugins.
 
-pub mod dispatch;
 pub mod http;

@@ -19,10 +19,9 @@ use hdrhistogram::Histogram;
 use crate::checkpoint::coordinator::{Report, ReportSender};
 use crate::checkpoint::OperatorSnapshot;
 use crate::connectors::dead_letter::DeadLetter;
-use crate::io::dispatch::{Answer, HttpDispatcher};
 use crate::io::http::HttpGateway;
 use crate::manifest::{OperatorConfig, Policy};
-use crate::plugin::bindings::{Event, FailureKind};
+use crate::plugin::bindings::{Event, FailureKind, HttpError, HttpResponse};
 use crate::plugin::{
     Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance,
 };
@@ -110,17 +109,14 @@ impl OperatorReport {
     }
 }
 
-/// Who asked for one plugin request: the answer goes back to that instance, if it still lives.
-#[derive(Clone, Copy)]
-struct Call {
+/// The answer to one plugin request, on its way back to the operator task.
+struct CallDone {
     instance: usize,
     generation: u64,
     call_id: u64,
     owner: Option<u64>,
+    result: Result<HttpResponse, HttpError>,
 }
-
-/// The answer to one plugin request, on its way back to the operator thread.
-type CallDone = Answer<Call>;
 
 struct Slot {
     instance: PluginInstance,
@@ -164,9 +160,10 @@ pub struct AsyncWaitOperator {
     next_seq: u64,
     /// Record deadlines in entry order; with one timeout per operator they are sorted.
     deadlines: VecDeque<(Instant, u64)>,
-    answers_rx: crossbeam_channel::Receiver<Vec<CallDone>>,
+    answers_tx: crossbeam_channel::Sender<CallDone>,
+    answers_rx: crossbeam_channel::Receiver<CallDone>,
     /// Where HTTP requests run.
-    requests: HttpDispatcher<Call>,
+    runtime: tokio::runtime::Handle,
     /// Answers made by the host itself (refused requests), delivered on the next turn.
     local_answers: VecDeque<CallDone>,
     emitted: Vec<Emitted>,
@@ -196,7 +193,6 @@ impl AsyncWaitOperator {
         reports: Option<ReportSender>,
     ) -> Result<Self, OperatorError> {
         let (answers_tx, answers_rx) = crossbeam_channel::unbounded();
-        let requests = HttpDispatcher::start(&runtime, Arc::clone(&gateway), answers_tx);
         let index = config.index;
         let mut operator = AsyncWaitOperator {
             queue: ElementQueue::new(config.ordered),
@@ -212,8 +208,9 @@ impl AsyncWaitOperator {
             entries: HashMap::new(),
             next_seq: 0,
             deadlines: VecDeque::new(),
+            answers_tx,
             answers_rx,
-            requests,
+            runtime,
             local_answers: VecDeque::new(),
             emitted: Vec::new(),
             queued_watermarks: VecDeque::new(),
@@ -359,8 +356,6 @@ impl AsyncWaitOperator {
                 break;
             }
 
-            // The requests this turn started leave together, before the wait for their answers.
-            self.requests.flush();
             // Wait for the next thing to happen.
             // Input is read ahead of the queue, up to a bound (so backpressure holds): a
             // checkpoint barrier then reaches the operator without waiting for every record
@@ -383,16 +378,12 @@ impl AsyncWaitOperator {
             match ready {
                 None => self.fire_timeouts(Instant::now())?,
                 Some(op) if op.index() == answers_index => {
-                    if let Ok(answers) = op.recv(&answers_rx) {
-                        for done in answers {
-                            self.deliver(done)?;
-                        }
+                    if let Ok(done) = op.recv(&answers_rx) {
+                        self.deliver(done)?;
                     }
                     // Take every answer that is already there before emitting.
-                    while let Ok(answers) = answers_rx.try_recv() {
-                        for done in answers {
-                            self.deliver(done)?;
-                        }
+                    while let Ok(done) = answers_rx.try_recv() {
+                        self.deliver(done)?;
                     }
                 }
                 Some(op) => match op.recv(&input) {
@@ -721,28 +712,43 @@ impl AsyncWaitOperator {
 
     fn start_call(&mut self, slot: usize, call: OutgoingCall) {
         self.report.http_calls += 1;
+        let generation = self.slots[slot].generation;
         let OutgoingCall { id, owner, request } = call;
-        let call = Call {
-            instance: slot,
-            generation: self.slots[slot].generation,
-            call_id: id,
-            owner,
-        };
         match self.gateway.prepare(request) {
-            Err(refused) => self.local_answers.push_back((call, Err(refused))),
-            Ok(prepared) => self.requests.push(call, prepared),
+            Err(refused) => self.local_answers.push_back(CallDone {
+                instance: slot,
+                generation,
+                call_id: id,
+                owner,
+                result: Err(refused),
+            }),
+            Ok(prepared) => {
+                let gateway = Arc::clone(&self.gateway);
+                let answers = self.answers_tx.clone();
+                self.runtime.spawn(async move {
+                    let result = gateway.execute(prepared).await;
+                    // The operator may be gone (job failed); then the answer is not needed.
+                    let _ = answers.send(CallDone {
+                        instance: slot,
+                        generation,
+                        call_id: id,
+                        owner,
+                        result,
+                    });
+                });
+            }
         }
     }
 
     /// Hands an HTTP answer to the instance that asked, unless that instance has been replaced.
-    fn deliver(&mut self, (call, answer): CallDone) -> Result<(), OperatorError> {
-        let Some(slot) = self.slots.get_mut(call.instance) else {
+    fn deliver(&mut self, done: CallDone) -> Result<(), OperatorError> {
+        let Some(slot) = self.slots.get_mut(done.instance) else {
             return Ok(());
         };
-        if slot.generation != call.generation {
+        if slot.generation != done.generation {
             return Ok(());
         }
-        let serving = call
+        let serving = done
             .owner
             .filter(|seq| self.entries.get(seq).is_some_and(|e| !e.done))
             .map(|seq| {
@@ -756,8 +762,10 @@ impl AsyncWaitOperator {
                     },
                 )
             });
-        let result = slot.instance.on_response(call.owner, call.call_id, &answer);
-        self.after_call(call.instance, result, serving)
+        let result = slot
+            .instance
+            .on_response(done.owner, done.call_id, &done.result);
+        self.after_call(done.instance, result, serving)
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
