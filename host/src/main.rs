@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use waio::manifest::{HttpVersion, Manifest, OutputFormat, SinkConfig};
+use waio::manifest::{Manifest, OutputFormat, SinkConfig};
 use waio::pipeline;
 use waio::project::{self, Language, PluginProject};
 
@@ -207,10 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", "),
                     op.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
-                    match op.http_version {
-                        HttpVersion::Http1 => "1.1",
-                        HttpVersion::Http2 => "2",
-                    },
+                    op.http_version.name(),
                 );
                 println!("    {}", plugin.compiled);
                 let wasi: Vec<&str> = plugin

@@ -157,6 +157,16 @@ pub enum HttpVersion {
     Http2,
 }
 
+impl HttpVersion {
+    /// The manifest's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Http2 => "2",
+        }
+    }
+}
+
 /// What happens to a record whose invocation fails or times out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -1050,7 +1060,7 @@ fn resolve_operator(
             ctx,
             &v,
             &field("http_version"),
-            &[("1.1", HttpVersion::Http1), ("2", HttpVersion::Http2)],
+            &[HttpVersion::Http1, HttpVersion::Http2].map(|v| (v.name(), v)),
         )?,
     };
     let call_time_limit = match raw.call_time_limit {

@@ -341,10 +341,9 @@ impl Settings {
                     .collect(),
             ),
         };
-        let tokens = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let usage = Usage {
-            input: tokens(usage.prompt_tokens.unwrap_or(0)),
-            output: tokens(usage.completion_tokens.unwrap_or(0)),
+            input: token_count(usage.prompt_tokens),
+            output: token_count(usage.completion_tokens),
         };
         Some((usage, value))
     }
@@ -413,14 +412,14 @@ fn is_secret_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// A reported token count as the host takes it: missing is 0, beyond `u32` saturates.
+fn token_count(reported: Option<u64>) -> u32 {
+    reported.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 fn usage(body: &Value) -> Option<Usage> {
     let usage = body.get("usage")?;
-    let tokens = |field: &str| {
-        usage
-            .get(field)
-            .and_then(Value::as_u64)
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
-    };
+    let tokens = |field: &str| token_count(usage.get(field).and_then(Value::as_u64));
     Some(Usage {
         input: tokens("prompt_tokens"),
         output: tokens("completion_tokens"),
