@@ -134,10 +134,6 @@ fn describe_sink(sink: &SinkConfig) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     match cli.command {
         Command::Run {
             pipeline: path,
@@ -156,6 +152,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let options = pipeline::RunOptions { fresh };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
             let summary = match runtime.block_on(pipeline::run(&manifest, &options)) {
                 Ok(summary) => summary,
                 // A second SIGINT/SIGTERM: nothing is lost, the next run resumes.
@@ -263,7 +263,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::MockProvider(config) => {
-            runtime.block_on(waio_mock_provider::serve_forever(config))?;
+            // One thread (plus the latency timer's): the mock usually shares the machine with
+            // the pipeline it serves, and a single-threaded runtime spends less CPU per request
+            // than worker threads handing tasks to each other (13.8-14.5 µs instead of
+            // 16-17.6 µs per request at capacity 1000 over HTTP/2; docs/BENCHMARKS.md).
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(waio_mock_provider::serve_forever(config))?;
             Ok(())
         }
         Command::Checkpoint(CheckpointCommand::List { dir }) => {

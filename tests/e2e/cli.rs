@@ -1,6 +1,8 @@
 //! The `waio` binary: bad input gets a clear error naming the place, a non-zero exit and no panic;
 //! nothing is silently dropped.
 
+use std::time::Duration;
+
 use serde_json::json;
 use waio_tests::*;
 
@@ -251,4 +253,51 @@ fn plugin_log_lines_reach_the_host_log_with_the_plugin_name_in_every_language() 
             "{name}: {line}"
         );
     }
+}
+
+#[test]
+fn the_mock_provider_command_serves_a_pipeline_and_stops_cleanly_on_ctrl_c() {
+    let mock_dir = tempfile::tempdir().expect("temp dir");
+    // A free port: bind one, note it, let it go (the mock binds it again at once).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut mock = spawn_waio(
+        mock_dir.path(),
+        &["mock-provider", "--listen", &listen, "--latency-ms", "5"],
+    );
+    wait_until(
+        "the mock provider to listen",
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(&listen).is_ok(),
+    );
+
+    // Many requests at once over one HTTP/2 connection and over many HTTP/1.1 connections.
+    for (version, count) in [("2", 300), ("1.1", 200)] {
+        let p = Pipeline::new();
+        let lines: Vec<String> = (0..count)
+            .map(|i| json!({"id": i, "text": "please refund my invoice"}).to_string())
+            .collect();
+        p.input(&lines);
+        p.manifest(&one_operator(
+            &plugin("openai"),
+            &format!("allowed_hosts = [\"127.0.0.1\"]\ncapacity = 100\nhttp_version = \"{version}\""),
+            &format!(
+                "base_url = \"http://{listen}/v1\"\nmodel = \"mock-small\"\nsystem_prompt = \"Labels: billing, bug\""
+            ),
+            "",
+        ));
+        let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
+        assert_eq!(code, 0, "HTTP/{version}: {stderr}");
+        let out = read_jsonl(&p.path("out.jsonl"));
+        assert_eq!(out.len(), count, "HTTP/{version}: {stderr}");
+        assert!(out.iter().all(|r| r["label"] == "billing"), "{:?}", out[0]);
+    }
+
+    signal(&mock, "INT");
+    assert_eq!(wait_exit(&mut mock, Duration::from_secs(30)), 0);
+    let log = std::fs::read_to_string(mock_dir.path().join("stderr.log")).expect("mock log");
+    assert!(log.contains("requests=500"), "{log}");
 }
