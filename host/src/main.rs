@@ -133,6 +133,15 @@ fn describe_sink(sink: &SinkConfig) -> String {
     }
 }
 
+/// Worker threads for the async runtime of `waio run`, which carries the plugins' HTTP requests:
+/// the cores the operator threads leave, at least one. Each operator keeps a thread busy calling
+/// its plugin; workers beyond the free cores only take turns with it and hand tasks to each
+/// other (docs/BENCHMARKS.md). `TOKIO_WORKER_THREADS` overrides this.
+fn runtime_workers(operators: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(operators).max(1)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
@@ -152,7 +161,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let options = pipeline::RunOptions { fresh };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+                builder.worker_threads(runtime_workers(manifest.operators.len()));
+            }
+            let runtime = builder
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
