@@ -137,8 +137,7 @@ fn describe_sink(sink: &SinkConfig) -> String {
 /// the cores the operator threads leave, at least one. Each operator keeps a thread busy calling
 /// its plugin; workers beyond the free cores only take turns with it and hand tasks to each
 /// other (docs/BENCHMARKS.md). `TOKIO_WORKER_THREADS` overrides this.
-fn runtime_workers(operators: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+fn runtime_workers(cores: usize, operators: usize) -> usize {
     cores.saturating_sub(operators).max(1)
 }
 
@@ -163,7 +162,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let options = pipeline::RunOptions { fresh };
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-                builder.worker_threads(runtime_workers(manifest.operators.len()));
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                builder.worker_threads(runtime_workers(cores, manifest.operators.len()));
             }
             let runtime = builder
                 .enable_all()
@@ -295,5 +295,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", waio::checkpoint::report::inspect_text(&dir, id)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_workers;
+
+    #[test]
+    fn the_runtime_gets_the_cores_the_operators_leave_and_never_none() {
+        assert_eq!(runtime_workers(2, 1), 1);
+        assert_eq!(runtime_workers(8, 1), 7);
+        assert_eq!(runtime_workers(8, 3), 5);
+        // tokio refuses a runtime without workers: more operators than cores still get one.
+        assert_eq!(runtime_workers(2, 5), 1);
+        assert_eq!(runtime_workers(1, 0), 1);
     }
 }
