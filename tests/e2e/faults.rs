@@ -38,6 +38,31 @@ async fn an_endless_loop_is_stopped_and_only_its_record_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_shows_the_cpu_a_spinning_plugin_cost_its_operator_thread() {
+    let out = behave(
+        &[json!({"id": "spin", "mode": "loop"}), json!({"id": "b"})],
+        &format!("{}\ncall_time_limit = \"300ms\"", dead_letter_policy()),
+    )
+    .await;
+    let summary = out.summary();
+    let op = &summary.operators[0];
+    assert_eq!(op.traps, 1);
+    // The guest spun on the operator's thread until its 300 ms limit: a sixth of that is a floor
+    // that holds even on a busy machine, and the thread is part of the process.
+    assert!(op.thread_cpu_s >= 0.05, "{op:?}");
+    assert!(
+        op.thread_cpu_s <= summary.cpu_s,
+        "{op:?} vs {}",
+        summary.cpu_s
+    );
+    let per_record = op.thread_cpu_s * 1e6 / op.records_in as f64;
+    assert!(
+        (op.thread_cpu_us_per_record - per_record).abs() < 1e-6,
+        "{op:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_allocation_hits_the_memory_cap_and_only_its_record_fails() {
     let out = behave(
         &[

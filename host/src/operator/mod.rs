@@ -12,7 +12,7 @@ pub mod queue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -85,6 +85,8 @@ pub struct OperatorReport {
     pub output_tokens: u64,
     /// Time from entering the operator to leaving it, microseconds.
     pub latency_us: Histogram<u64>,
+    /// CPU time of the operator's thread over its run.
+    pub thread_cpu: Duration,
 }
 
 impl OperatorReport {
@@ -105,6 +107,7 @@ impl OperatorReport {
             // 1 µs .. 1 hour at 3 significant digits; the bounds are constants, so this cannot fail.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
+            thread_cpu: Duration::ZERO,
         }
     }
 }
@@ -438,6 +441,8 @@ impl AsyncWaitOperator {
                 tracing::warn!(operator = %self.config.name, "plugin trapped in close: {trap}");
             }
         }
+        // `run` is the thread's whole work: what it used so far is the operator's CPU.
+        self.report.thread_cpu = crate::metrics::thread_cpu();
         Ok(self.report)
     }
 
