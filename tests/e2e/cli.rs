@@ -264,10 +264,17 @@ fn the_mock_provider_command_serves_a_pipeline_and_stops_cleanly_on_ctrl_c() {
         .expect("free port")
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut mock = spawn_waio(
+    // Killed when the test ends, also if an assertion fails before Ctrl-C is sent.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+        }
+    }
+    let mut mock = Running(spawn_waio(
         mock_dir.path(),
         &["mock-provider", "--listen", &listen, "--latency-ms", "5"],
-    );
+    ));
     wait_until(
         "the mock provider to listen",
         Duration::from_secs(30),
@@ -296,8 +303,8 @@ fn the_mock_provider_command_serves_a_pipeline_and_stops_cleanly_on_ctrl_c() {
         assert!(out.iter().all(|r| r["label"] == "billing"), "{:?}", out[0]);
     }
 
-    signal(&mock, "INT");
-    assert_eq!(wait_exit(&mut mock, Duration::from_secs(30)), 0);
+    signal(&mock.0, "INT");
+    assert_eq!(wait_exit(&mut mock.0, Duration::from_secs(30)), 0);
     let log = std::fs::read_to_string(mock_dir.path().join("stderr.log")).expect("mock log");
     assert!(log.contains("requests=500"), "{log}");
 }
