@@ -160,12 +160,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let options = pipeline::RunOptions { fresh };
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                builder.worker_threads(runtime_workers(cores, manifest.operators.len()));
-            }
-            let runtime = builder
+            let workers = match std::env::var("TOKIO_WORKER_THREADS") {
+                // tokio would panic on a bad value; say which variable is wrong instead.
+                Ok(text) => text
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| {
+                        format!("TOKIO_WORKER_THREADS must be a whole number above 0, got {text:?}")
+                    })?,
+                Err(_) => {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    runtime_workers(cores, manifest.operators.len())
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

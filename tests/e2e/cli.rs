@@ -308,3 +308,27 @@ fn the_mock_provider_command_serves_a_pipeline_and_stops_cleanly_on_ctrl_c() {
     let log = std::fs::read_to_string(mock_dir.path().join("stderr.log")).expect("mock log");
     assert!(log.contains("requests=500"), "{log}");
 }
+
+#[test]
+fn a_bad_worker_count_in_the_environment_is_a_clear_error() {
+    let p = Pipeline::new();
+    p.input(&[json!({"id": 1}).to_string()]);
+    behave_manifest(&p, &plugin("behave").display().to_string());
+    for bad in ["0", "many"] {
+        let (code, _, stderr) = run_waio_env(
+            p.dir.path(),
+            &["run", "pipeline.toml"],
+            &[("TOKIO_WORKER_THREADS", bad)],
+        );
+        assert_clean_failure(code, &stderr);
+        assert!(stderr.contains("TOKIO_WORKER_THREADS"), "{stderr}");
+        assert!(!p.path("out.jsonl").exists(), "nothing ran: {stderr}");
+    }
+    let (code, _, stderr) = run_waio_env(
+        p.dir.path(),
+        &["run", "pipeline.toml"],
+        &[("TOKIO_WORKER_THREADS", "3")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(read_jsonl(&p.path("out.jsonl")).len(), 1);
+}
