@@ -206,6 +206,8 @@ fn open_outputs(
         return Ok((output, OutputFile::direct(dead_target, true)?));
     };
     let parts = setup.config.dir.join("parts");
+    // Higher than every stored checkpoint's id, so no part of this run takes a stored name.
+    let run = setup.store.next_id()?;
     let resumed = setup.resume.as_ref().map(|c| &c.sink);
     let open = |target: &std::path::Path,
                 name: &'static str,
@@ -220,7 +222,7 @@ fn open_outputs(
             }
         };
         Ok(OutputFile::transactional(
-            target, lazy, &parts, name, committed,
+            target, lazy, &parts, name, committed, run,
         ))
     };
     let output = match output_target {

@@ -61,6 +61,8 @@ enum Mode {
         name: &'static str,
         /// The target's length once every pending part so far is committed.
         base_len: u64,
+        /// Tells this run's parts from those of earlier runs (see `transactional`).
+        run: u64,
     },
 }
 
@@ -84,12 +86,18 @@ impl OutputFile {
 
     /// Writes parts under `parts_dir` named after `name`; `target` is committed up to
     /// `committed_len` bytes (see `recover` and `start_fresh`).
+    ///
+    /// `run` goes into every part's name and must differ from that of any run whose parts a
+    /// stored checkpoint may still name: the first checkpoint id this run may use does. Without
+    /// it, a run killed before its first checkpoint was stored would leave a part under the very
+    /// name the checkpoint resumed from names, and the next recovery would commit that part.
     pub fn transactional(
         target: &Path,
         lazy: bool,
         parts_dir: &Path,
         name: &'static str,
         committed_len: u64,
+        run: u64,
     ) -> Self {
         OutputFile {
             target: target.to_path_buf(),
@@ -98,6 +106,7 @@ impl OutputFile {
                 parts_dir: parts_dir.to_path_buf(),
                 name,
                 base_len: committed_len,
+                run,
             },
             writer: None,
             written: 0,
@@ -144,18 +153,19 @@ impl OutputFile {
         }
     }
 
-    /// Closes the current part as the pending part of checkpoint `id` and starts a new one.
-    /// Direct mode has nothing to commit: `None`.
-    pub fn pre_commit(&mut self, id: u64) -> Result<Option<PendingCommit>, CommitError> {
+    /// Closes the current part as this run's pending part number `part` (numbers must not
+    /// repeat within a run) and starts a new one. Direct mode has nothing to commit: `None`.
+    pub fn pre_commit(&mut self, part: u64) -> Result<Option<PendingCommit>, CommitError> {
         let Mode::Transactional {
             parts_dir,
             name,
             base_len,
+            run,
         } = &mut self.mode
         else {
             return Ok(None);
         };
-        let pending = parts_dir.join(format!("{name}.pending-{id}"));
+        let pending = parts_dir.join(format!("{name}.pending-{run}-{part}"));
         let inprogress = parts_dir.join(format!("{name}.inprogress"));
         if let Some(mut writer) = self.writer.take() {
             writer
@@ -320,7 +330,7 @@ mod tests {
         let target = dir.path().join("out.jsonl");
         let parts = dir.path().join("state/parts");
         start_fresh(&target, &parts, "output").unwrap();
-        let mut file = OutputFile::transactional(&target, false, &parts, "output", 0);
+        let mut file = OutputFile::transactional(&target, false, &parts, "output", 0, 1);
         file.write(b"a\n").unwrap();
         let first = file.pre_commit(1).unwrap().unwrap();
         file.write(b"b\n").unwrap();
@@ -340,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.jsonl");
         let parts = dir.path().join("parts");
-        let mut file = OutputFile::transactional(&target, false, &parts, "output", 0);
+        let mut file = OutputFile::transactional(&target, false, &parts, "output", 0, 1);
         file.write(b"one\n").unwrap();
         let first = file.pre_commit(1).unwrap().unwrap();
         commit(&first).unwrap();
@@ -362,12 +372,35 @@ mod tests {
         assert_eq!(read(&target), "one\n");
     }
 
+    /// Run 1 stores a checkpoint naming its first part and commits it; run 2 resumes, writes its
+    /// own first part and is killed before its checkpoint is stored; run 3 resumes from run 1's
+    /// checkpoint again. It must commit nothing of run 2's (a CI run once found a half line of
+    /// run 2's output in the target when both parts had the same name).
+    #[test]
+    fn a_part_of_a_run_killed_before_its_checkpoint_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        let parts = dir.path().join("parts");
+        let mut run1 = OutputFile::transactional(&target, false, &parts, "output", 0, 1);
+        run1.write(b"one\n").unwrap();
+        let stored = run1.pre_commit(1).unwrap().unwrap();
+        commit(&stored).unwrap();
+
+        let committed = recover(&stored, &parts, "output").unwrap();
+        let mut run2 = OutputFile::transactional(&target, false, &parts, "output", committed, 2);
+        run2.write(b"two and more\n").unwrap();
+        let _never_stored = run2.pre_commit(1).unwrap().unwrap();
+
+        assert_eq!(recover(&stored, &parts, "output").unwrap(), 4);
+        assert_eq!(read(&target), "one\n");
+    }
+
     #[test]
     fn a_lazy_file_with_nothing_written_never_appears() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("dead.jsonl");
         let parts = dir.path().join("parts");
-        let mut file = OutputFile::transactional(&target, true, &parts, "dead-letters", 0);
+        let mut file = OutputFile::transactional(&target, true, &parts, "dead-letters", 0, 1);
         let pending = file.pre_commit(1).unwrap().unwrap();
         commit(&pending).unwrap();
         assert!(!target.exists());
