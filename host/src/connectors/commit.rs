@@ -87,10 +87,10 @@ impl OutputFile {
     /// Writes parts under `parts_dir` named after `name`; `target` is committed up to
     /// `committed_len` bytes (see `recover` and `start_fresh`).
     ///
-    /// `run` goes into every part's name and must differ from that of any run whose parts a
-    /// stored checkpoint may still name: the first checkpoint id this run may use does. Without
-    /// it, a run killed before its first checkpoint was stored would leave a part under the very
-    /// name the checkpoint resumed from names, and the next recovery would commit that part.
+    /// `run` goes into every part's name. It must differ from the `run` of every part a stored
+    /// checkpoint names; the store's next checkpoint id at the start of the run does. Without it,
+    /// a run killed before storing its first checkpoint could leave a part under the name that
+    /// the resumed checkpoint names, and the next recovery would commit that part.
     pub fn transactional(
         target: &Path,
         lazy: bool,

@@ -154,7 +154,9 @@ mod tests {
         let timer = Arc::new(PreciseTimer::start().unwrap());
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for ms in [30u64, 10, 20] {
+        // 100 ms apart: the tasks start one after the other, and a busy machine may hold one back
+        // for a while before it sets its deadline.
+        for ms in [300u64, 100, 200] {
             let timer = Arc::clone(&timer);
             tasks.push(tokio::spawn(async move {
                 timer.sleep(Duration::from_millis(ms)).await;
@@ -173,7 +175,7 @@ mod tests {
         }
         ended.sort_by_key(|(_, elapsed)| *elapsed);
         let order: Vec<u64> = ended.iter().map(|(ms, _)| *ms).collect();
-        assert_eq!(order, vec![10, 20, 30]);
+        assert_eq!(order, vec![100, 200, 300]);
     }
 
     #[tokio::test]
