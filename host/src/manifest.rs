@@ -22,6 +22,8 @@ const DEFAULT_CAPACITY: usize = 100;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CALL_TIME_LIMIT: Duration = Duration::from_millis(200);
+/// How long a `timeout` handler that sent a request (a fallback call) may take to complete.
+const DEFAULT_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_MEMORY_LIMIT: u64 = 64 * MIB;
 const MIN_MEMORY_LIMIT: u64 = MIB;
 /// A wasm32 linear memory cannot grow beyond 4 GiB, so a larger limit would only mislead.
@@ -95,6 +97,10 @@ pub struct OperatorConfig {
     /// Bytes of linear memory per plugin instance.
     pub memory_limit: u64,
     pub call_time_limit: Duration,
+    /// Requests the plugin may have on the network at once; more wait in the host.
+    pub max_requests_in_flight: usize,
+    /// How long a `timeout` handler that sent a request may take to complete the record.
+    pub timeout_grace: Duration,
     /// The `[operator.config]` table as a JSON object (`{}` when absent).
     pub config_json: String,
     /// A plugin project directory (with `waio-plugin.toml`) that `waio run --build` builds first.
@@ -357,6 +363,8 @@ struct RawOperator {
     http_version: Option<Spanned<String>>,
     memory_limit: Option<Spanned<SizeValue>>,
     call_time_limit: Option<Spanned<DurationValue>>,
+    max_requests_in_flight: Option<Spanned<i64>>,
+    timeout_grace: Option<Spanned<DurationValue>>,
     build: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
 }
@@ -1068,6 +1076,28 @@ fn resolve_operator(
         Some(t) => positive_duration(ctx, &t, &field("call_time_limit"))?,
     };
 
+    let max_requests_in_flight = match raw.max_requests_in_flight {
+        // A record may fan out into a few requests; beyond that they queue in the host.
+        None => capacity.saturating_mul(4),
+        Some(n) => {
+            let v = *n.get_ref();
+            match usize::try_from(v) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ctx.invalid(
+                        n.span(),
+                        field("max_requests_in_flight"),
+                        format!("must be at least 1, got {v}"),
+                    ))
+                }
+            }
+        }
+    };
+    let timeout_grace = match raw.timeout_grace {
+        None => DEFAULT_TIMEOUT_GRACE,
+        Some(t) => duration_value(ctx, &t, &field("timeout_grace"))?,
+    };
+
     let memory_limit = match raw.memory_limit {
         None => DEFAULT_MEMORY_LIMIT,
         Some(m) => {
@@ -1122,6 +1152,8 @@ fn resolve_operator(
         http_version,
         memory_limit,
         call_time_limit,
+        max_requests_in_flight,
+        timeout_grace,
         config_json,
         build,
     })

@@ -86,6 +86,11 @@ pub struct RunSummary {
     pub peak_rss_mib: f64,
     /// The run was asked to stop (SIGINT/SIGTERM) before the end of its input.
     pub stopped: bool,
+    /// Records read but never invoked because the run stopped (in the final checkpoint when
+    /// checkpointing is on, else not processed at all).
+    pub left_unprocessed: u64,
+    /// Checkpointing is on: a stopped run is resumed by the next one.
+    pub checkpointing: bool,
     /// The checkpoint this run resumed from, and how many records it held in flight.
     pub restored_from: Option<u64>,
     pub restored_in_flight: u64,
@@ -130,9 +135,15 @@ impl RunSummary {
             ));
         }
         if self.stopped {
-            text.push_str(
-                "  stopped on request before the end of the input; the next run resumes\n",
-            );
+            let next = if self.checkpointing {
+                "they are in the final checkpoint: the next run resumes with them"
+            } else {
+                "they were not processed: without [checkpoint] the next run starts from the beginning"
+            };
+            text.push_str(&format!(
+                "  stopped on request before the end of the input; {} records read ahead and the rest of the input were left: {next}\n",
+                self.left_unprocessed
+            ));
         }
         for op in &self.operators {
             text.push_str(&format!(

@@ -20,6 +20,7 @@ use crate::metrics::{process_usage, OperatorSummary, RunSummary};
 use crate::operator::{AsyncWaitOperator, OperatorError, OperatorReport};
 use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent, PluginError};
 use crate::record::stage_channel;
+use crate::record::{CommandSender, StageCommand};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -45,7 +46,7 @@ pub enum PipelineError {
     Incompatible(String),
     #[error("a pipeline stage stopped unexpectedly: {0}")]
     Stage(String),
-    #[error("interrupted: records in flight were not finished")]
+    #[error("stopped at once: records in flight were not finished; the output holds what was completed before the stop; without [checkpoint] the next run starts from the beginning")]
     Interrupted,
     #[error("stopped at once: the next run resumes from the last complete checkpoint")]
     StoppedAtCheckpoint(Option<u64>),
@@ -58,10 +59,10 @@ impl PipelineError {
             self,
             PipelineError::Sink(SinkError::UpstreamFailed)
                 | PipelineError::Sink(SinkError::CoordinatorGone)
-                | PipelineError::Source(SourceError::CoordinatorGone)
                 | PipelineError::Operator(OperatorError::UpstreamFailed { .. })
                 | PipelineError::Operator(OperatorError::DownstreamGone { .. })
                 | PipelineError::Operator(OperatorError::CoordinatorGone { .. })
+                | PipelineError::Operator(OperatorError::Aborted { .. })
         )
     }
 }
@@ -280,7 +281,11 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         );
     }
 
-    let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start_position = resume
+        .as_ref()
+        .map(|c| c.source.clone())
+        .unwrap_or_default();
+    let mut operator_commands: Vec<CommandSender> = Vec::new();
     // Open every plugin before reading any input, so a bad config fails fast.
     let mut operators = Vec::new();
     let mut identities = Vec::new();
@@ -323,9 +328,9 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             restored_in_flight += snapshot.records_in_flight() as u64;
             operator.restore(std::mem::take(&mut snapshot.elements));
         }
-        if checkpoints.is_some() {
-            operator.follow_checkpoints(Arc::clone(&announced));
-        }
+        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        operator.follow_commands(commands_rx, start_position.clone());
+        operator_commands.push(commands_tx);
         operators.push(operator);
     }
 
@@ -359,12 +364,10 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             retained: setup.config.retained,
             operators: identities,
             next_id,
-            control: control_tx.clone(),
-            first_stage: source_tx.clone(),
+            operator_commands: operator_commands.clone(),
             reports: report_rx,
             commands: command_rx,
             events: event_tx,
-            announced,
         };
         spawn(
             stage_count - 1,
@@ -381,11 +384,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         let context = SourceContext {
             tx: source_tx,
             control: control_rx,
-            reports: reports.clone(),
-            start: resume
-                .as_ref()
-                .map(|c| c.source.clone())
-                .unwrap_or_default(),
+            start: start_position,
             event_time: manifest.event_time.clone(),
         };
         spawn(
@@ -430,6 +429,11 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
 
     let mut signals = Signals::new()?;
     let mut stop_requested = false;
+    let command_all = |command: StageCommand| {
+        for commands in &operator_commands {
+            let _ = commands.send(command);
+        }
+    };
     let mut source_report = SourceReport::default();
     let mut sink_report = SinkReport::default();
     let mut coordinator_report = CoordinatorReport::default();
@@ -442,20 +446,23 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             () = signals.next() => {
                 if !stop_requested {
                     stop_requested = true;
-                    tracing::warn!("stop requested: finishing what is in flight (signal again to stop at once)");
-                    if coordinated {
-                        let _ = command_tx.send(Command::Stop);
-                    } else {
-                        let _ = control_tx.send(Control::Stop { checkpoint: None });
-                    }
+                    tracing::warn!("stop requested: nothing new is invoked, what is in flight is finished (signal again to stop at once)");
+                    // The first operator admits nothing more and says what that leaves out.
+                    command_all(StageCommand::Stop);
+                    let _ = control_tx.send(Control::Stop);
                     continue;
                 }
                 if !coordinated {
+                    // End every operator at once; the sink writes out what reached it.
+                    tracing::warn!("stopping at once: records in flight are not finished");
+                    command_all(StageCommand::Abort);
+                    wait_for_sink(&mut done_rx, manifest.operators.len() + 1).await;
                     return Err(PipelineError::Interrupted);
                 }
-                // Exit as soon as the stop checkpoint is stored: what is still in flight is
+                // Exit as soon as a checkpoint taken now is stored: what is still in flight is
                 // in it and will be invoked again by the next run.
                 tracing::warn!("stopping at once: in-flight records stay in the checkpoint");
+                let _ = command_tx.send(Command::CheckpointNow);
                 let events = event_rx.clone();
                 let stored = tokio::task::spawn_blocking(move || events.recv()).await;
                 return match stored {
@@ -494,6 +501,10 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
 
     let elapsed = started.elapsed();
     let (cpu, peak_rss_mib) = process_usage();
+    let left_unprocessed = reports
+        .first()
+        .and_then(Option::as_ref)
+        .map_or(0, |r| r.left_unprocessed);
     let records_in = source_report.records;
     Ok(RunSummary {
         pipeline: manifest.name.clone(),
@@ -509,7 +520,11 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         cpu_s: cpu.as_secs_f64(),
         cpu_us_per_record: cpu.as_secs_f64() * 1e6 / (records_in.max(1) as f64),
         peak_rss_mib,
-        stopped: source_report.stopped,
+        // The source may never see the stop: the first operator ends first and the source's
+        // next hand-over finds nobody listening.
+        stopped: stop_requested && (source_report.stopped || left_unprocessed > 0),
+        left_unprocessed,
+        checkpointing: coordinated,
         restored_from,
         restored_in_flight,
         restore_ms: reports
@@ -526,6 +541,22 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             .map(OperatorSummary::from)
             .collect(),
     })
+}
+
+/// Waits (a few seconds at most) for the sink to end after a forced stop, so that what reached
+/// it is written out.
+async fn wait_for_sink(
+    done_rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Result<StageDone, PipelineError>)>,
+    sink_index: usize,
+) {
+    let wait = async {
+        while let Some((index, _)) = done_rx.recv().await {
+            if index == sink_index {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
 }
 
 /// SIGINT and SIGTERM, as one stream.

@@ -1,5 +1,7 @@
 //! Stream elements as they flow between source, operators and sink.
 
+use crate::checkpoint::SourcePosition;
+
 /// One record. The fields mirror the WIT `event`; `line` remembers where the record came from
 /// (source line, or generator index) so errors and dead letters can name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,10 @@ pub type Batch = Vec<Element>;
 #[derive(Debug)]
 pub enum Message {
     Batch(Batch),
+    /// A batch straight from the source, with the source's position after its last element.
+    /// The first operator keeps the position of the last batch it took: that is where a
+    /// checkpoint it cuts resumes reading (what is still in the channel is read again).
+    Read(Batch, SourcePosition),
     /// Checkpoint barrier `id`: every element before it belongs to the checkpoint.
     Barrier(u64),
     End,
@@ -51,3 +57,22 @@ pub const BATCH_SIZE: usize = 256;
 
 /// Bounded channel depth between stages, in batches.
 pub const CHANNEL_DEPTH: usize = 4;
+
+/// What the pipeline asks of a running operator, on a channel of its own (so it is seen at once,
+/// not behind queued input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageCommand {
+    /// Checkpoint `id` starts. The first operator cuts it now: it records its queue, what it has
+    /// read ahead and the source position of the last batch it took, and puts the barrier in its
+    /// output. The others read their input until that barrier reaches them.
+    Checkpoint(u64),
+    /// Graceful stop. The first operator admits nothing more, finishes what is in flight and
+    /// ends, leaving what it read ahead in the final checkpoint; the others finish what reaches
+    /// them.
+    Stop,
+    /// Forced stop without checkpoints: end at once, without finishing what is in flight.
+    Abort,
+}
+
+pub type CommandSender = crossbeam_channel::Sender<StageCommand>;
+pub type CommandReceiver = crossbeam_channel::Receiver<StageCommand>;

@@ -2,8 +2,6 @@
 //! checkpoint and then commits the sink's pending parts. Runs on a thread of its own.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -12,18 +10,24 @@ use super::{
     Checkpoint, CheckpointError, CheckpointStore, OperatorSnapshot, SinkTransaction, SourcePosition,
 };
 use crate::connectors::commit::{commit, CommitError};
-use crate::record::{Message, StageSender};
+use crate::record::{CommandSender, StageCommand};
 
 /// What stages tell the coordinator.
 #[derive(Debug)]
 pub enum Report {
-    /// The source put barrier `id` in its output, after everything up to `position`.
+    /// The first operator cut checkpoint `id` after the source's element at `position`.
     Source { id: u64, position: SourcePosition },
-    /// The source sent its last element: at `position`; `exhausted` = its input ended (else it
-    /// was asked to stop).
+    /// The first operator ended after the source's element at `position`; `exhausted` = the
+    /// input ended and all of it was admitted (else the run was asked to stop).
     SourceEnd {
         position: SourcePosition,
         exhausted: bool,
+    },
+    /// Operator `index` ended holding `snapshot` (inputs it read but never admitted, after a
+    /// stop; nothing otherwise): its part of the final checkpoint.
+    OperatorEnd {
+        index: usize,
+        snapshot: OperatorSnapshot,
     },
     /// Operator `index` saw barrier `id` with this queue.
     Operator {
@@ -45,10 +49,8 @@ pub type ReportSender = Sender<Report>;
 /// What the source is asked to do between two elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// Put barrier `id` in the stream.
-    Checkpoint(u64),
-    /// Stop reading; put barrier `checkpoint` (if any) in the stream, then end it.
-    Stop { checkpoint: Option<u64> },
+    /// Stop reading and end the stream.
+    Stop,
 }
 
 pub type ControlSender = Sender<Control>;
@@ -56,15 +58,16 @@ pub type ControlSender = Sender<Control>;
 /// Asked of the coordinator by the pipeline.
 #[derive(Debug, Clone, Copy)]
 pub enum Command {
-    /// Graceful stop: the source stops after one last checkpoint.
-    Stop,
+    /// A forced stop: take a checkpoint now, whatever is in flight (even while another one is
+    /// on its way), and say when it is stored.
+    CheckpointNow,
 }
 
 /// What the coordinator tells the pipeline.
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
-    /// The checkpoint taken when the stop was asked for is stored (or, when none could be taken,
-    /// the last complete one): exiting now loses nothing, the next run resumes from it.
+    /// The checkpoint taken for a forced stop is stored (or, when none could be taken, the last
+    /// complete one): exiting now loses nothing, the next run resumes from it.
     StopCheckpointDone(Option<u64>),
 }
 
@@ -102,16 +105,11 @@ pub struct Coordinator {
     /// checkpoint's operator parts (every queue is empty by then).
     pub operators: Vec<OperatorSnapshot>,
     pub next_id: u64,
-    pub control: ControlSender,
-    /// The first operator's input: once the source has ended, barriers are put there directly
-    /// (after its end-of-input marker), so checkpoints go on while the operators drain.
-    pub first_stage: StageSender,
+    /// Each operator's command channel, in chain order: a checkpoint starts at the first.
+    pub operator_commands: Vec<CommandSender>,
     pub reports: Receiver<Report>,
     pub commands: Receiver<Command>,
     pub events: Sender<Event>,
-    /// The id of the latest checkpoint started, read by the operators (see
-    /// `AsyncWaitOperator::follow_checkpoints`).
-    pub announced: Arc<AtomicU64>,
 }
 
 impl Coordinator {
@@ -122,7 +120,8 @@ impl Coordinator {
         let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
         let mut next_trigger = Instant::now() + self.interval;
         let mut source_end: Option<(SourcePosition, bool)> = None;
-        let mut stop_checkpoint: Option<u64> = None;
+        let mut end_snapshots: Vec<Option<OperatorSnapshot>> = vec![None; self.operators.len()];
+        let mut exit_checkpoint: Option<u64> = None;
         let mut commands_open = true;
         let reports_rx = self.reports.clone();
         let commands_rx = self.commands.clone();
@@ -130,26 +129,27 @@ impl Coordinator {
             let mut select = crossbeam_channel::Select::new();
             let reports_index = select.recv(&reports_rx);
             let commands_index = commands_open.then(|| select.recv(&commands_rx));
-            // One checkpoint at a time.
-            let ready = if pending.is_empty() {
+            // One periodic checkpoint at a time; none once the first operator has ended (no
+            // barrier can enter the chain any more: the final checkpoint follows at the end).
+            let ready = if pending.is_empty() && source_end.is_none() {
                 select.select_deadline(next_trigger).ok()
             } else {
                 Some(select.select())
             };
             let Some(op) = ready else {
-                if let Some(id) = self.trigger(&source_end, false) {
-                    pending.insert(id, self.pending(&source_end));
+                if let Some(id) = self.trigger() {
+                    pending.insert(id, self.pending());
                 }
                 next_trigger = Instant::now() + self.interval;
                 continue;
             };
             if Some(op.index()) == commands_index {
                 match op.recv(&commands_rx) {
-                    Ok(Command::Stop) if stop_checkpoint.is_none() => {
-                        match self.trigger(&source_end, true) {
+                    Ok(Command::CheckpointNow) if exit_checkpoint.is_none() => {
+                        match self.trigger() {
                             Some(id) => {
-                                pending.insert(id, self.pending(&source_end));
-                                stop_checkpoint = Some(id);
+                                pending.insert(id, self.pending());
+                                exit_checkpoint = Some(id);
                             }
                             // No barrier can get through any more: the last checkpoint stands.
                             None => {
@@ -157,7 +157,7 @@ impl Coordinator {
                             }
                         }
                     }
-                    Ok(Command::Stop) => {}
+                    Ok(Command::CheckpointNow) => {}
                     Err(_) => commands_open = false,
                 }
                 continue;
@@ -178,10 +178,8 @@ impl Coordinator {
                     exhausted,
                 } => {
                     source_end = Some((position, exhausted));
-                    // A checkpoint the source had not started when it ended never gets a
-                    // barrier from it (its report would have come first): drop it, so that
-                    // checkpoints go on while the operators drain; a stop checkpoint is asked
-                    // again, past the source.
+                    // A checkpoint the first operator had not cut when it ended never gets a
+                    // barrier (its report would have come first): drop it.
                     let lost: Vec<u64> = pending
                         .iter()
                         .filter(|(_, p)| p.source.is_none())
@@ -189,17 +187,8 @@ impl Coordinator {
                         .collect();
                     for id in lost {
                         pending.remove(&id);
-                        if stop_checkpoint == Some(id) {
-                            stop_checkpoint = self.trigger(&source_end, true);
-                            match stop_checkpoint {
-                                Some(again) => {
-                                    pending.insert(again, self.pending(&source_end));
-                                }
-                                None => {
-                                    let _ =
-                                        self.events.send(Event::StopCheckpointDone(report.last_id));
-                                }
-                            }
+                        if exit_checkpoint == Some(id) {
+                            let _ = self.events.send(Event::StopCheckpointDone(report.last_id));
                         }
                     }
                 }
@@ -215,6 +204,11 @@ impl Coordinator {
                         *slot = Some(snapshot);
                     }
                 }
+                Report::OperatorEnd { index, snapshot } => {
+                    if let Some(slot) = end_snapshots.get_mut(index) {
+                        *slot = Some(snapshot);
+                    }
+                }
                 Report::Sink { id, transaction } => {
                     let Some(p) = pending.remove(&id) else {
                         return Err(CoordinatorError::Protocol {
@@ -224,7 +218,7 @@ impl Coordinator {
                     };
                     let source = p.source.ok_or_else(|| CoordinatorError::Protocol {
                         id,
-                        message: "the source never reported its position".into(),
+                        message: "the first operator never reported the source position".into(),
                     })?;
                     let operators = p
                         .operators
@@ -247,7 +241,7 @@ impl Coordinator {
                     };
                     self.complete(&checkpoint)?;
                     record_duration(&mut report, id, p.triggered.elapsed());
-                    if stop_checkpoint == Some(id) {
+                    if exit_checkpoint == Some(id) {
                         let _ = self.events.send(Event::StopCheckpointDone(Some(id)));
                     }
                     next_trigger = Instant::now() + self.interval;
@@ -255,13 +249,21 @@ impl Coordinator {
                 Report::SinkEnd { transaction } => {
                     let started = Instant::now();
                     let (source, exhausted) = source_end.take().unwrap_or_default();
+                    // What each operator held when it ended: nothing, unless the run was
+                    // stopped and the first operator kept inputs it never admitted.
+                    let operators = end_snapshots
+                        .iter_mut()
+                        .zip(&self.operators)
+                        .map(|(end, identity)| end.take().unwrap_or_else(|| identity.clone()))
+                        .collect::<Vec<_>>();
+                    let finished = exhausted && operators.iter().all(|o| o.elements.is_empty());
                     let id = self.take_id();
                     let checkpoint = Checkpoint {
                         id,
                         created_at_ms: now_ms(),
-                        finished: exhausted,
+                        finished,
                         source,
-                        operators: self.operators.clone(),
+                        operators,
                         sink: transaction,
                     };
                     self.complete(&checkpoint)?;
@@ -278,33 +280,22 @@ impl Coordinator {
         id
     }
 
-    /// Starts a checkpoint: through the source while it reads (it reports its position), or,
-    /// once it has ended, by putting the barrier straight into the first operator's input.
-    /// `None` if no barrier could be placed.
-    fn trigger(&mut self, source_end: &Option<(SourcePosition, bool)>, stop: bool) -> Option<u64> {
+    /// Starts a checkpoint: the first operator cuts it, the others are told a barrier is on its
+    /// way. `None` if the first operator has ended (no barrier can be placed).
+    fn trigger(&mut self) -> Option<u64> {
         let id = self.next_id;
-        // Announced first: operators start reading towards the barrier before it is placed.
-        self.announced.store(id, Ordering::Release);
-        let placed = if source_end.is_some() {
-            // Never block here: reports must keep flowing. A full channel skips this checkpoint.
-            self.first_stage.try_send(Message::Barrier(id)).is_ok()
-        } else if stop {
-            self.control
-                .send(Control::Stop {
-                    checkpoint: Some(id),
-                })
-                .is_ok()
-        } else {
-            self.control.send(Control::Checkpoint(id)).is_ok()
-        };
-        placed.then(|| self.take_id())
+        let (first, rest) = self.operator_commands.split_first()?;
+        first.send(StageCommand::Checkpoint(id)).ok()?;
+        for later in rest {
+            let _ = later.send(StageCommand::Checkpoint(id));
+        }
+        Some(self.take_id())
     }
 
-    fn pending(&self, source_end: &Option<(SourcePosition, bool)>) -> Pending {
+    fn pending(&self) -> Pending {
         Pending {
             triggered: Instant::now(),
-            // After the end of input, the position is the end.
-            source: source_end.as_ref().map(|(position, _)| position.clone()),
+            source: None,
             operators: vec![None; self.operators.len()],
         }
     }
@@ -351,7 +342,6 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::stage_channel;
 
     fn operator_identity() -> OperatorSnapshot {
         OperatorSnapshot {
@@ -365,15 +355,15 @@ mod tests {
         }
     }
 
-    /// The source ends without taking the checkpoint it was asked for: that checkpoint is dropped
-    /// and the next one goes straight to the first operator, so checkpoints go on while the
-    /// operators drain; the end of the stream then stores the final, finished checkpoint.
+    /// The first operator cuts every checkpoint: it reports the source position and its queue,
+    /// later operators are told a barrier is coming; the end of the stream stores the final
+    /// checkpoint with what each operator held when it ended, finished only when nothing is left.
     #[test]
-    fn a_checkpoint_the_source_never_took_does_not_stop_later_ones() {
+    fn checkpoints_start_at_the_first_operator_and_the_end_keeps_what_was_left() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path()).unwrap();
-        let (control, control_rx) = crossbeam_channel::unbounded();
-        let (first_stage, first_stage_rx) = stage_channel();
+        let (first, first_rx) = crossbeam_channel::unbounded();
+        let (second, second_rx) = crossbeam_channel::unbounded();
         let (reports_tx, reports) = crossbeam_channel::unbounded();
         let (_commands_tx, commands) = crossbeam_channel::unbounded();
         let (events, _events_rx) = crossbeam_channel::unbounded();
@@ -381,54 +371,76 @@ mod tests {
             store,
             interval: Duration::from_millis(10),
             retained: 3,
-            operators: vec![operator_identity()],
+            operators: vec![operator_identity(), operator_identity()],
             next_id: 1,
-            control,
-            first_stage,
+            operator_commands: vec![first, second],
             reports,
             commands,
             events,
-            announced: Arc::new(AtomicU64::new(0)),
         };
         let running = std::thread::spawn(move || coordinator.run());
 
-        // The source is asked for checkpoint 1 but ends without taking it.
-        let asked = control_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(asked, Control::Checkpoint(1));
+        let asked = first_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(asked, StageCommand::Checkpoint(1));
+        assert_eq!(
+            second_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            StageCommand::Checkpoint(1)
+        );
+        let cut = SourcePosition {
+            lines: 3,
+            offset: 30,
+            records: 3,
+            ..Default::default()
+        };
+        reports_tx
+            .send(Report::Source {
+                id: 1,
+                position: cut.clone(),
+            })
+            .unwrap();
+        for index in 0..2 {
+            reports_tx
+                .send(Report::Operator {
+                    id: 1,
+                    index,
+                    snapshot: operator_identity(),
+                })
+                .unwrap();
+        }
+        reports_tx
+            .send(Report::Sink {
+                id: 1,
+                transaction: SinkTransaction::default(),
+            })
+            .unwrap();
+
+        // The run is stopped: the first operator ends holding two records it never admitted.
         let end = SourcePosition {
             lines: 7,
             offset: 70,
             records: 7,
             ..Default::default()
         };
+        let mut left = operator_identity();
+        left.elements = vec![
+            crate::record::Element::Watermark(5),
+            crate::record::Element::Record(crate::record::Record {
+                key: None,
+                timestamp: None,
+                payload: b"{}".to_vec(),
+                line: 6,
+            }),
+        ];
         reports_tx
             .send(Report::SourceEnd {
                 position: end.clone(),
-                exhausted: true,
+                exhausted: false,
             })
             .unwrap();
-        // The next checkpoint's barrier is put into the first operator's input.
-        let barrier = loop {
-            match first_stage_rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap()
-            {
-                Message::Barrier(id) => break id,
-                _ => continue,
-            }
-        };
-        assert_eq!(barrier, 2);
         reports_tx
-            .send(Report::Operator {
-                id: barrier,
+            .send(Report::OperatorEnd {
                 index: 0,
-                snapshot: operator_identity(),
-            })
-            .unwrap();
-        reports_tx
-            .send(Report::Sink {
-                id: barrier,
-                transaction: SinkTransaction::default(),
+                snapshot: left.clone(),
             })
             .unwrap();
         reports_tx
@@ -437,14 +449,14 @@ mod tests {
             })
             .unwrap();
         let report = running.join().unwrap().unwrap();
-        assert_eq!(report.completed, 2);
+        assert!(report.completed >= 2);
 
         let store = CheckpointStore::open_read_only(dir.path()).unwrap();
-        let ids: Vec<u64> = store.list().unwrap().iter().map(|s| s.id).collect();
-        assert_eq!(ids, [2, 3], "checkpoint 1 was never stored");
+        assert_eq!(store.load(1).unwrap().source, cut);
         let (last, _) = store.latest().unwrap().unwrap();
-        assert!(last.finished);
+        assert!(!last.finished, "records were left: the job is not finished");
         assert_eq!(last.source, end);
-        assert_eq!(store.load(2).unwrap().source, end);
+        assert_eq!(last.operators[0].elements, left.elements);
+        assert!(last.operators[1].elements.is_empty());
     }
 }

@@ -1,15 +1,19 @@
 //! Checkpoints: consistent snapshots of a running pipeline, stored in RocksDB.
 //!
 //! The protocol (Flink's barrier snapshots, for a linear chain that needs no alignment): the
-//! coordinator asks the source for checkpoint N; the source puts `Message::Barrier(N)` in its
-//! output right after the last element it read and reports its position. Each operator, when the
-//! barrier reaches it, has admitted everything before it; it records the *inputs* of every
-//! element still in its queue, in queue order (FLINK-SEMANTICS 27), and forwards the barrier
-//! after everything it has emitted. The sink, at the barrier, closes its in-progress part. When
-//! every stage has reported, the coordinator stores the checkpoint in one atomic write and only
-//! then commits the sink's parts to the output files (two-phase commit). On restore, each
-//! operator invokes its snapshot's inputs again before any new input, the source seeks to its
-//! position and the sink finishes or rolls back the commit the checkpoint names.
+//! coordinator asks the first operator for checkpoint N. It cuts the checkpoint where it stands:
+//! it records the *inputs* of every element still in its queue, in queue order (FLINK-SEMANTICS
+//! 27), then the elements it has read ahead but not admitted (never invoked: restoring them costs
+//! nothing), and the source position that came with the last batch it took from the source
+//! (what is still in the channel is read again on restore). So a barrier never waits for input
+//! to find room in a queue (Flink's FLINK-34704). It puts `Message::Barrier(N)` in its output
+//! after everything it has emitted; each later operator, told that N has started, reads its input
+//! until the barrier reaches it, records its queue and read-ahead the same way and passes the
+//! barrier on. The sink, at the barrier, closes its in-progress part. When every stage has
+//! reported, the coordinator stores the checkpoint in one atomic write and only then commits the
+//! sink's parts to the output files (two-phase commit). On restore, each operator invokes its
+//! snapshot's inputs again before any new input, the source seeks to its position and the sink
+//! finishes or rolls back the commit the checkpoint names.
 
 pub mod codec;
 pub mod coordinator;

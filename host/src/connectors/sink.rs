@@ -66,7 +66,7 @@ pub fn run_sink(
     let mut part = 0u64;
     loop {
         let batch = match rx.recv() {
-            Ok(Message::Batch(batch)) => batch,
+            Ok(Message::Batch(batch)) | Ok(Message::Read(batch, _)) => batch,
             Ok(Message::Barrier(id)) => {
                 part += 1;
                 let transaction = pre_commit(&mut out, &mut dead_letters, part)?;

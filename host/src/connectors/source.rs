@@ -2,8 +2,9 @@
 //!
 //! A source runs on a thread of its own and hands batches to the first operator through a bounded
 //! channel; when the operator is full the channel fills and the source waits (backpressure).
-//! Between two lines it takes control messages: a checkpoint barrier to put in the stream (after
-//! reporting its position) or a request to stop.
+//! Every batch carries the source's position after its last element: the first operator cuts
+//! checkpoints and needs to know where reading resumes. Between two lines the source takes a
+//! request to stop.
 //!
 //! A JSON-lines input holds one JSON document per line. A line `{"$watermark": 1234}` is a
 //! watermark, not a record. A line that is not JSON goes to the dead-letter output with the parse
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::checkpoint::coordinator::{Control, Report, ReportSender};
+use crate::checkpoint::coordinator::Control;
 use crate::checkpoint::SourcePosition;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::event_time::{extract_timestamp, WatermarkGenerator};
@@ -38,8 +39,6 @@ pub enum SourceError {
     Empty { path: String },
     #[error("cannot resume input {path} at byte {offset}: the file has {len} bytes (it was replaced or truncated since the checkpoint; run with --fresh to start over)")]
     Shrunk { path: String, offset: u64, len: u64 },
-    #[error("the checkpoint coordinator stopped")]
-    CoordinatorGone,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -66,10 +65,8 @@ pub fn source_label(config: &SourceConfig) -> String {
 /// What the source needs besides its config.
 pub struct SourceContext {
     pub tx: StageSender,
-    /// Checkpoint barriers and stop requests, taken between two lines.
+    /// Stop requests, taken between two lines.
     pub control: Receiver<Control>,
-    /// Where positions are reported (checkpointing on).
-    pub reports: Option<ReportSender>,
     /// Where to start: the restored checkpoint's position, or the beginning.
     pub start: SourcePosition,
     pub event_time: Option<EventTimeConfig>,
@@ -81,13 +78,11 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
     let SourceContext {
         tx,
         control,
-        reports,
         start,
         event_time,
     } = ctx;
     let mut out = Emitter {
         tx,
-        reports,
         batch: Vec::with_capacity(BATCH_SIZE),
         report: SourceReport::default(),
         watermarks: event_time
@@ -159,10 +154,9 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
     Ok(out.report)
 }
 
-/// Builds batches, injects barriers and reports positions: what every kind of source shares.
+/// Builds batches and tracks the position: what every kind of source shares.
 struct Emitter {
     tx: StageSender,
-    reports: Option<ReportSender>,
     batch: Batch,
     report: SourceReport,
     position: SourcePosition,
@@ -244,8 +238,16 @@ impl Emitter {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.send_position()
+    }
+
+    /// Hands over the batch (possibly empty) with the position after it.
+    fn send_position(&mut self) -> Result<(), Gone> {
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE));
-        self.tx.send(Message::Batch(full)).map_err(|_| Gone)
+        let position = self.state();
+        self.tx
+            .send(Message::Read(full, position))
+            .map_err(|_| Gone)
     }
 
     fn state(&self) -> SourcePosition {
@@ -256,60 +258,27 @@ impl Emitter {
         position
     }
 
-    /// Barrier `id` after everything read so far.
-    fn barrier(&mut self, id: u64) -> Result<(), SourceError> {
-        if self.send_batch().is_err() {
-            return Ok(());
-        }
-        if let Some(reports) = &self.reports {
-            let position = self.state();
-            reports
-                .send(Report::Source { id, position })
-                .map_err(|_| SourceError::CoordinatorGone)?;
-        }
-        let _ = self.tx.send(Message::Barrier(id));
-        Ok(())
-    }
-
-    /// Handles a control message. `Ok(true)` = stop reading.
-    fn control(&mut self, control: Control) -> Result<bool, SourceError> {
+    /// Handles a control message. `true` = stop reading.
+    fn control(&mut self, control: Control) -> bool {
         match control {
-            Control::Checkpoint(id) => {
-                self.barrier(id)?;
-                Ok(false)
-            }
-            Control::Stop { checkpoint } => {
-                tracing::info!(
-                    line = self.position.lines,
-                    "stop requested: no more input is read"
-                );
-                if let Some(id) = checkpoint {
-                    self.barrier(id)?;
-                }
+            Control::Stop => {
+                tracing::debug!(line = self.position.lines, "source: no more input is read");
                 self.report.stopped = true;
-                Ok(true)
+                true
             }
         }
     }
 
-    /// Hands over the last batch, reports where the source ended and ends the stream.
+    /// Hands over the last batch with the final position (even when empty: trailing blank lines
+    /// count in it) and ends the stream.
     fn finish(&mut self, exhausted: bool) -> Result<(), SourceError> {
         if exhausted {
             if let Some(ts) = self.watermarks.as_mut().and_then(|g| g.flush()) {
                 self.push(Element::Watermark(ts));
             }
         }
-        if self.send_batch().is_err() {
+        if self.send_position().is_err() {
             return Ok(());
-        }
-        if let Some(reports) = &self.reports {
-            let position = self.state();
-            reports
-                .send(Report::SourceEnd {
-                    position,
-                    exhausted,
-                })
-                .map_err(|_| SourceError::CoordinatorGone)?;
         }
         let _ = self.tx.send(Message::End);
         Ok(())
@@ -444,7 +413,7 @@ fn read_lines(
                 continue;
             }
             LineRead::Control(c) => {
-                if out.control(c)? {
+                if out.control(c) {
                     return out.finish(false);
                 }
                 continue;
@@ -536,7 +505,7 @@ fn generate(
     let filler = "x".repeat(payload_bytes.saturating_sub(24));
     for id in out.position.records + 1..=count {
         if let Ok(c) = control.try_recv() {
-            if out.control(c)? {
+            if out.control(c) {
                 return out.finish(false);
             }
         }

@@ -9,15 +9,15 @@
 
 pub mod queue;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::checkpoint::coordinator::{Report, ReportSender};
-use crate::checkpoint::OperatorSnapshot;
+use crate::checkpoint::{OperatorSnapshot, SourcePosition};
 use crate::connectors::dead_letter::DeadLetter;
 use crate::io::http::HttpGateway;
 use crate::manifest::{OperatorConfig, Policy};
@@ -26,12 +26,17 @@ use crate::plugin::{
     Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance,
 };
 use crate::record::{
-    Batch, Element, Message, Record, StageReceiver, StageSender, BATCH_SIZE, CHANNEL_DEPTH,
+    Batch, CommandReceiver, Element, Message, Record, StageCommand, StageReceiver, StageSender,
+    BATCH_SIZE, CHANNEL_DEPTH,
 };
 
 /// Elements an operator reads ahead of its queue at most: enough to empty its input channel,
 /// so a checkpoint barrier never waits behind a full channel.
 const READ_AHEAD: usize = BATCH_SIZE * (CHANNEL_DEPTH + 1);
+/// How often a record may be invoked again into a fresh instance after its instance trapped
+/// while serving another record, before it fails: a cascade of traps must not keep the operator
+/// busy forever.
+pub const MAX_REINVOCATIONS: u32 = 3;
 use queue::{ElementQueue, Emitted};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,8 @@ pub enum OperatorError {
     UpstreamFailed { operator: String },
     #[error("operator {operator:?}: the next stage stopped")]
     DownstreamGone { operator: String },
+    #[error("operator {operator:?}: stopped at once, records in flight were not finished")]
+    Aborted { operator: String },
 }
 
 /// What an operator did, for the run summary.
@@ -87,6 +94,8 @@ pub struct OperatorReport {
     pub latency_us: Histogram<u64>,
     /// CPU time of the operator's thread over its run.
     pub thread_cpu: Duration,
+    /// Records read but never admitted because the run stopped.
+    pub left_unprocessed: u64,
 }
 
 impl OperatorReport {
@@ -108,6 +117,7 @@ impl OperatorReport {
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
             thread_cpu: Duration::ZERO,
+            left_unprocessed: 0,
         }
     }
 }
@@ -126,6 +136,9 @@ struct Slot {
     generation: u64,
     /// Memory in use right after the instance was opened; growth is measured from here.
     baseline: usize,
+    /// Records completed by this instance. An instance that has completed none holds only what
+    /// its records in flight need: replacing it would rebuild the same state, forever.
+    completed: u64,
 }
 
 /// A record inside the operator.
@@ -140,6 +153,12 @@ struct Entry {
     /// The dead letter this record became; it leaves at the record's position, so a checkpoint
     /// that still holds the record's input never also holds its dead letter.
     dead_letter: Option<Vec<u8>>,
+    /// Times its instance trapped under it (see `MAX_REINVOCATIONS`).
+    reinvocations: u32,
+    /// Waiting in `reinvoke` for its turn.
+    reinvoke_queued: bool,
+    /// The plugin's `timeout` sent a request for it: it may still complete until this instant.
+    grace_until: Option<Instant>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -161,8 +180,14 @@ pub struct AsyncWaitOperator {
     queue: ElementQueue,
     entries: HashMap<u64, Entry>,
     next_seq: u64,
-    /// Record deadlines in entry order; with one timeout per operator they are sorted.
-    deadlines: VecDeque<(Instant, u64)>,
+    /// Record deadlines (and timeout grace periods), earliest first.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Records to invoke again on a fresh instance, in order. A queue, not recursion: a fresh
+    /// instance can trap or fill up again while they are re-invoked.
+    reinvoke: VecDeque<u64>,
+    /// Requests on the network now, and those waiting for room (`max_requests_in_flight`).
+    calls_in_flight: usize,
+    waiting_calls: VecDeque<(usize, u64, OutgoingCall)>,
     answers_tx: crossbeam_channel::Sender<CallDone>,
     answers_rx: crossbeam_channel::Receiver<CallDone>,
     /// Where HTTP requests run.
@@ -177,11 +202,20 @@ pub struct AsyncWaitOperator {
     passthrough: Vec<Vec<u8>>,
     /// Inputs restored from a checkpoint, admitted before any new input.
     restored: Vec<Element>,
-    /// The id of the latest checkpoint the coordinator has started, and of the last barrier
-    /// seen here: while one is on its way the operator reads input past its read-ahead bound,
-    /// so the barrier is not held up behind a full channel.
-    announced: Option<Arc<AtomicU64>>,
+    /// Checkpoint, stop and abort commands from the pipeline.
+    commands: Option<CommandReceiver>,
+    /// The latest checkpoint started, and the last barrier seen here: while one is on its way a
+    /// later operator reads its input without bound (the barrier is at most a channel's depth
+    /// away), so the barrier never waits for records to find room in the queue.
+    barrier_wanted: u64,
     last_barrier: u64,
+    /// The source position after the last batch taken (first operator): where a checkpoint cut
+    /// here resumes reading.
+    upstream_position: SourcePosition,
+    /// Asked to stop (first operator): admit nothing more, finish what is in flight, end.
+    stopping: bool,
+    /// Line of the last record admitted, for the stop message.
+    last_admitted_line: u64,
     report: OperatorReport,
 }
 
@@ -210,7 +244,10 @@ impl AsyncWaitOperator {
             next_slot: 0,
             entries: HashMap::new(),
             next_seq: 0,
-            deadlines: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            reinvoke: VecDeque::new(),
+            calls_in_flight: 0,
+            waiting_calls: VecDeque::new(),
             answers_tx,
             answers_rx,
             runtime,
@@ -220,8 +257,12 @@ impl AsyncWaitOperator {
             last_watermark: None,
             passthrough: Vec::new(),
             restored: Vec::new(),
-            announced: None,
+            commands: None,
+            barrier_wanted: 0,
             last_barrier: 0,
+            upstream_position: SourcePosition::default(),
+            stopping: false,
+            last_admitted_line: 0,
         };
         for _ in 0..operator.config.instances.max(1) {
             let instance = operator.fresh_instance()?;
@@ -230,6 +271,7 @@ impl AsyncWaitOperator {
                 instance,
                 generation: 0,
                 baseline,
+                completed: 0,
             });
         }
         Ok(operator)
@@ -242,15 +284,19 @@ impl AsyncWaitOperator {
         self.restored = elements;
     }
 
-    /// Where the coordinator announces the checkpoints it starts (checkpointing on).
-    pub fn follow_checkpoints(&mut self, announced: Arc<AtomicU64>) {
-        self.announced = Some(announced);
+    /// Where the pipeline's commands (checkpoint, stop, abort) arrive, and the source position
+    /// the run starts from (the first operator reports it with the checkpoints it cuts).
+    pub fn follow_commands(&mut self, commands: CommandReceiver, start: SourcePosition) {
+        self.commands = Some(commands);
+        self.upstream_position = start;
     }
 
     fn barrier_on_its_way(&self) -> bool {
-        self.announced
-            .as_ref()
-            .is_some_and(|a| a.load(Ordering::Acquire) > self.last_barrier)
+        self.barrier_wanted > self.last_barrier
+    }
+
+    fn is_first(&self) -> bool {
+        self.index == 0
     }
 
     /// The input of every element in the queue, in queue order (FLINK-SEMANTICS 27), then the
@@ -305,7 +351,8 @@ impl AsyncWaitOperator {
     ///
     /// Runs on a thread of its own, Flink's task thread: guest calls are synchronous (WASI's
     /// blocking calls, such as a plugin writing to stderr, must not run on an async worker) and
-    /// the loop waits on its mailbox (input, HTTP answers, the next deadline) between them.
+    /// the loop waits on its mailbox (input, HTTP answers, commands, the next deadline) between
+    /// them.
     pub fn run(
         mut self,
         input: StageReceiver,
@@ -314,20 +361,21 @@ impl AsyncWaitOperator {
         let mut pending_input: VecDeque<Element> = std::mem::take(&mut self.restored).into();
         let mut restored_left = pending_input.len();
         let mut input_done = false;
-        // After the end of input, barriers may still come (checkpoints while draining) until the
-        // stage before goes away.
         let mut input_closed = false;
         let mut out: Batch = Vec::with_capacity(BATCH_SIZE);
         let answers_rx = self.answers_rx.clone();
+        let commands_rx = self.commands.clone();
+        let mut commands_open = commands_rx.is_some();
         let downstream_gone = |name: &str| OperatorError::DownstreamGone {
             operator: name.to_string(),
         };
 
         loop {
             // Make every step that needs no waiting: admit input while there is room
-            // (FLINK-SEMANTICS 9, 10), deliver refused requests, emit what may leave.
+            // (FLINK-SEMANTICS 9, 10), re-invoke records whose instance was replaced, deliver
+            // refused requests, emit what may leave.
             loop {
-                while self.queue.len() < self.config.capacity {
+                while !self.stopping && self.queue.len() < self.config.capacity {
                     match pending_input.pop_front() {
                         Some(element) => self.admit(element)?,
                         None => break,
@@ -339,13 +387,17 @@ impl AsyncWaitOperator {
                         }
                     }
                 }
+                while let Some(seq) = self.reinvoke.pop_front() {
+                    self.reinvoke_one(seq)?;
+                }
                 while let Some(done) = self.local_answers.pop_front() {
                     self.deliver(done)?;
                 }
                 self.emit(&mut out);
-                let can_admit =
-                    self.queue.len() < self.config.capacity && !pending_input.is_empty();
-                if !can_admit && self.local_answers.is_empty() {
+                let can_admit = !self.stopping
+                    && self.queue.len() < self.config.capacity
+                    && !pending_input.is_empty();
+                if !can_admit && self.local_answers.is_empty() && self.reinvoke.is_empty() {
                     break;
                 }
             }
@@ -355,25 +407,31 @@ impl AsyncWaitOperator {
                     .send(Message::Batch(batch))
                     .map_err(|_| downstream_gone(&self.config.name))?;
             }
-            if input_done && pending_input.is_empty() && self.queue.is_empty() {
+            let drained = input_done && pending_input.is_empty();
+            if (drained || self.stopping) && self.queue.is_empty() {
+                self.report.left_unprocessed = pending_input
+                    .iter()
+                    .filter(|e| matches!(e, Element::Record(_)))
+                    .count() as u64;
+                self.report_end(&pending_input, drained)?;
                 break;
             }
 
             // Wait for the next thing to happen.
-            // Input is read ahead of the queue, up to a bound (so backpressure holds): a
-            // checkpoint barrier then reaches the operator without waiting for every record
-            // before it to find room in the queue; those records are part of the snapshot.
-            // While a barrier is on its way, up to twice that: enough to reach it through a full
-            // channel, and still bounded however often checkpoints come.
+            // Input is read ahead of the queue, up to a bound (so backpressure holds). A later
+            // operator reads without bound while a barrier is on its way: it is at most a
+            // channel's depth away, and must not wait for records to find room in the queue.
             let want_input = !input_closed
-                && (pending_input.len() < READ_AHEAD
-                    || (pending_input.len() < 2 * READ_AHEAD && self.barrier_on_its_way()));
+                && !self.stopping
+                && (pending_input.len() < READ_AHEAD || self.barrier_on_its_way());
             let deadline = self.next_deadline();
             let mut select = crossbeam_channel::Select::new();
             let answers_index = select.recv(&answers_rx);
-            if want_input {
-                select.recv(&input);
-            }
+            let commands_index = match (&commands_rx, commands_open) {
+                (Some(rx), true) => Some(select.recv(rx)),
+                _ => None,
+            };
+            let input_index = want_input.then(|| select.recv(&input));
             let ready = match deadline {
                 Some(at) => select.select_deadline(at).ok(),
                 None => Some(select.select()),
@@ -382,51 +440,44 @@ impl AsyncWaitOperator {
                 None => self.fire_timeouts(Instant::now())?,
                 Some(op) if op.index() == answers_index => {
                     if let Ok(done) = op.recv(&answers_rx) {
-                        self.deliver(done)?;
+                        self.answered(done)?;
                     }
                     // Take every answer that is already there before emitting.
                     while let Ok(done) = answers_rx.try_recv() {
-                        self.deliver(done)?;
+                        self.answered(done)?;
                     }
                 }
-                Some(op) => match op.recv(&input) {
-                    Ok(Message::Batch(batch)) => {
-                        for element in batch {
-                            match element {
-                                // Dead letters need no room in the queue: passed on at once.
-                                Element::DeadLetter(letter) => self.passthrough.push(letter),
-                                other => pending_input.push_back(other),
-                            }
+                Some(op) if Some(op.index()) == commands_index => {
+                    let received = commands_rx.as_ref().map(|rx| op.recv(rx));
+                    match received {
+                        Some(Ok(command)) => self.command(command, &pending_input, &output)?,
+                        _ => commands_open = false,
+                    }
+                }
+                Some(op) => {
+                    debug_assert_eq!(Some(op.index()), input_index);
+                    match op.recv(&input) {
+                        Ok(Message::Batch(batch)) => self.take_batch(batch, &mut pending_input),
+                        Ok(Message::Read(batch, position)) => {
+                            self.take_batch(batch, &mut pending_input);
+                            self.upstream_position = position;
+                        }
+                        Ok(Message::Barrier(id)) => {
+                            // Everything before the barrier is in the queue, read ahead, or
+                            // already sent on (emission runs before every wait): that is the state.
+                            self.last_barrier = self.last_barrier.max(id);
+                            self.barrier_wanted = self.barrier_wanted.max(id);
+                            self.checkpoint(id, &pending_input, &output, false)?;
+                        }
+                        Ok(Message::End) => input_done = true,
+                        Err(_) if input_done => input_closed = true,
+                        Err(_) => {
+                            return Err(OperatorError::UpstreamFailed {
+                                operator: self.config.name.clone(),
+                            })
                         }
                     }
-                    Ok(Message::Barrier(id)) => {
-                        self.last_barrier = self.last_barrier.max(id);
-                        // Everything before the barrier is in the queue, read ahead, or already
-                        // sent on (emission runs before every wait): that is the state.
-                        if let Some(reports) = &self.reports {
-                            let snapshot = self.snapshot(&pending_input);
-                            reports
-                                .send(Report::Operator {
-                                    id,
-                                    index: self.index,
-                                    snapshot,
-                                })
-                                .map_err(|_| OperatorError::CoordinatorGone {
-                                    operator: self.config.name.clone(),
-                                })?;
-                        }
-                        output
-                            .send(Message::Barrier(id))
-                            .map_err(|_| downstream_gone(&self.config.name))?;
-                    }
-                    Ok(Message::End) => input_done = true,
-                    Err(_) if input_done => input_closed = true,
-                    Err(_) => {
-                        return Err(OperatorError::UpstreamFailed {
-                            operator: self.config.name.clone(),
-                        })
-                    }
-                },
+                }
             }
             if deadline.is_some_and(|at| at <= Instant::now()) {
                 self.fire_timeouts(Instant::now())?;
@@ -444,6 +495,129 @@ impl AsyncWaitOperator {
         // `run` is the thread's whole work: what it used so far is the operator's CPU.
         self.report.thread_cpu = crate::metrics::thread_cpu();
         Ok(self.report)
+    }
+
+    fn take_batch(&mut self, batch: Batch, pending_input: &mut VecDeque<Element>) {
+        for element in batch {
+            match element {
+                // Dead letters need no room in the queue: passed on at once.
+                Element::DeadLetter(letter) => self.passthrough.push(letter),
+                other => pending_input.push_back(other),
+            }
+        }
+    }
+
+    fn command(
+        &mut self,
+        command: StageCommand,
+        pending_input: &VecDeque<Element>,
+        output: &StageSender,
+    ) -> Result<(), OperatorError> {
+        match command {
+            // The first operator cuts the checkpoint where it stands: what it read ahead is in
+            // the snapshot as it is, what is still in its input channel is read again.
+            StageCommand::Checkpoint(id) if self.is_first() => {
+                self.checkpoint(id, pending_input, output, true)
+            }
+            StageCommand::Checkpoint(id) => {
+                self.barrier_wanted = self.barrier_wanted.max(id);
+                Ok(())
+            }
+            StageCommand::Stop if self.is_first() && !self.stopping => {
+                self.stopping = true;
+                self.announce_stop(pending_input);
+                Ok(())
+            }
+            StageCommand::Stop => Ok(()),
+            StageCommand::Abort => Err(OperatorError::Aborted {
+                operator: self.config.name.clone(),
+            }),
+        }
+    }
+
+    /// Reports this operator's part of checkpoint `id` (and, when it cut it, the source
+    /// position) and passes the barrier on.
+    fn checkpoint(
+        &mut self,
+        id: u64,
+        pending_input: &VecDeque<Element>,
+        output: &StageSender,
+        cut_here: bool,
+    ) -> Result<(), OperatorError> {
+        if let Some(reports) = &self.reports {
+            let gone = || OperatorError::CoordinatorGone {
+                operator: self.config.name.clone(),
+            };
+            if cut_here {
+                let position = self.upstream_position.clone();
+                reports
+                    .send(Report::Source { id, position })
+                    .map_err(|_| gone())?;
+            }
+            let snapshot = self.snapshot(pending_input);
+            reports
+                .send(Report::Operator {
+                    id,
+                    index: self.index,
+                    snapshot,
+                })
+                .map_err(|_| gone())?;
+        }
+        output
+            .send(Message::Barrier(id))
+            .map_err(|_| OperatorError::DownstreamGone {
+                operator: self.config.name.clone(),
+            })
+    }
+
+    /// The operator ends: its part of the final checkpoint is what it read and never admitted
+    /// (after a stop), and the first operator says where the source stands.
+    fn report_end(
+        &mut self,
+        pending_input: &VecDeque<Element>,
+        drained: bool,
+    ) -> Result<(), OperatorError> {
+        let Some(reports) = &self.reports else {
+            return Ok(());
+        };
+        let gone = || OperatorError::CoordinatorGone {
+            operator: self.config.name.clone(),
+        };
+        if self.is_first() {
+            reports
+                .send(Report::SourceEnd {
+                    position: self.upstream_position.clone(),
+                    exhausted: drained && !self.stopping,
+                })
+                .map_err(|_| gone())?;
+        }
+        reports
+            .send(Report::OperatorEnd {
+                index: self.index,
+                snapshot: self.snapshot(pending_input),
+            })
+            .map_err(|_| gone())
+    }
+
+    /// Says, when the stop is asked for, what will and will not be processed.
+    fn announce_stop(&self, pending_input: &VecDeque<Element>) {
+        let in_flight = self.entries.len();
+        let read_ahead = pending_input
+            .iter()
+            .filter(|e| matches!(e, Element::Record(_)))
+            .count();
+        let line = self.last_admitted_line;
+        if self.reports.is_some() {
+            tracing::warn!(
+                operator = %self.config.name,
+                "stop requested: finishing the {in_flight} records in flight (input up to line {line}); nothing new is invoked; the {read_ahead} records read ahead and the rest of the input stay for the next run, which resumes from the final checkpoint"
+            );
+        } else {
+            tracing::warn!(
+                operator = %self.config.name,
+                "stop requested: finishing the {in_flight} records in flight; input after line {line} ({read_ahead} records read ahead and everything not read yet) will NOT be processed: the output ends with the results of input line {line}; without [checkpoint] the next run starts from the beginning"
+            );
+        }
     }
 
     fn record_label(&self, line: u64) -> String {
@@ -466,13 +640,14 @@ impl AsyncWaitOperator {
             }
             Element::Record(input) => {
                 self.report.records_in += 1;
+                self.last_admitted_line = input.line;
                 let segment = self.queue.segment_of_next();
                 self.queue.push_record(seq);
                 let instance = self.next_slot;
                 self.next_slot = (self.next_slot + 1) % self.slots.len();
                 let entered = Instant::now();
                 if let Some(timeout) = self.config.timeout {
-                    self.deadlines.push_back((entered + timeout, seq));
+                    self.deadlines.push(Reverse((entered + timeout, seq)));
                 }
                 self.entries.insert(
                     seq,
@@ -485,6 +660,9 @@ impl AsyncWaitOperator {
                         timed_out: false,
                         done: false,
                         dead_letter: None,
+                        reinvocations: 0,
+                        reinvoke_queued: false,
+                        grace_until: None,
                     },
                 );
                 self.invoke(seq)
@@ -524,9 +702,14 @@ impl AsyncWaitOperator {
         }
     }
 
-    /// Whether the instance has used three quarters of the memory it had left after opening.
+    /// Whether the instance has used three quarters of the memory it had left after opening,
+    /// and has completed records since it was made (its growth may be a leak, which a fresh
+    /// instance sheds; growth with nothing completed is what the records in flight hold).
     fn memory_nearly_full(&self, slot: usize) -> bool {
         let s = &self.slots[slot];
+        if s.completed == 0 {
+            return false;
+        }
         let limit = s.instance.memory_limit() as usize;
         let headroom = limit.saturating_sub(s.baseline);
         s.instance.memory_used() > s.baseline + headroom / 4 * 3
@@ -542,7 +725,8 @@ impl AsyncWaitOperator {
             "plugin instance near its memory_limit: replaced by a fresh one"
         );
         self.swap_instance(slot)?;
-        self.reinvoke_orphans(slot)
+        self.queue_orphans(slot, false);
+        Ok(())
     }
 
     fn swap_instance(&mut self, slot: usize) -> Result<(), OperatorError> {
@@ -551,29 +735,59 @@ impl AsyncWaitOperator {
         s.baseline = fresh.memory_used();
         s.instance = fresh;
         s.generation += 1;
+        s.completed = 0;
         Ok(())
     }
 
-    /// Invokes again, on the slot's (new) instance, every pending record that lived in it.
-    fn reinvoke_orphans(&mut self, slot: usize) -> Result<(), OperatorError> {
-        let mut orphans: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.done && e.instance == slot)
-            .map(|(seq, _)| *seq)
-            .collect();
-        orphans.sort_unstable();
-        for seq in orphans {
-            if let Some(entry) = self.entries.get_mut(&seq) {
-                if entry.done {
-                    continue;
-                }
-                entry.attempt += 1;
-                entry.timed_out = false;
+    /// Queues every pending record that lived in the slot's old instance, to be invoked again
+    /// on its new one (by the run loop, not from here: a fresh instance may trap or fill up
+    /// again, and that must not recurse).
+    fn queue_orphans(&mut self, slot: usize, after_trap: bool) {
+        let mut orphans: Vec<u64> = Vec::new();
+        for (seq, entry) in self.entries.iter_mut() {
+            if entry.done || entry.instance != slot {
+                continue;
             }
-            self.invoke(seq)?;
+            // One still waiting for its re-invocation never ran in the instance that trapped.
+            if entry.reinvoke_queued {
+                continue;
+            }
+            if after_trap {
+                entry.reinvocations += 1;
+            }
+            entry.reinvoke_queued = true;
+            orphans.push(*seq);
         }
-        Ok(())
+        orphans.sort_unstable();
+        self.reinvoke.extend(orphans);
+    }
+
+    /// Invokes a record again on a fresh instance, unless it has been re-invoked too often: then
+    /// it fails as the operator's policy says.
+    fn reinvoke_one(&mut self, seq: u64) -> Result<(), OperatorError> {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return Ok(());
+        };
+        entry.reinvoke_queued = false;
+        if entry.done {
+            return Ok(());
+        }
+        if entry.reinvocations > MAX_REINVOCATIONS {
+            let message = format!(
+                "given up after its plugin instance trapped under it {} times (while serving other records); it was invoked again into a fresh instance {MAX_REINVOCATIONS} times",
+                entry.reinvocations
+            );
+            let cause = if entry.timed_out {
+                Cause::Timeout
+            } else {
+                Cause::Failure
+            };
+            return self.fail(seq, cause, "fatal", message);
+        }
+        entry.attempt += 1;
+        entry.timed_out = false;
+        entry.grace_until = None;
+        self.invoke(seq)
     }
 
     fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
@@ -616,6 +830,9 @@ impl AsyncWaitOperator {
             return;
         };
         entry.done = true;
+        if let Some(slot) = self.slots.get_mut(entry.instance) {
+            slot.completed += 1;
+        }
         let timestamp = entry.input.timestamp;
         let line = entry.input.line;
         let outputs: Vec<Record> = events
@@ -712,12 +929,23 @@ impl AsyncWaitOperator {
                 self.fail(seq, cause, "fatal", trap.0.clone())?;
             }
         }
-        self.reinvoke_orphans(slot)
+        self.queue_orphans(slot, true);
+        Ok(())
     }
 
+    /// Sends a request the plugin asked for, or queues it while `max_requests_in_flight` are
+    /// on the network (backpressure in the host, not in the provider).
     fn start_call(&mut self, slot: usize, call: OutgoingCall) {
         self.report.http_calls += 1;
         let generation = self.slots[slot].generation;
+        if self.calls_in_flight >= self.config.max_requests_in_flight {
+            self.waiting_calls.push_back((slot, generation, call));
+            return;
+        }
+        self.send_call(slot, generation, call);
+    }
+
+    fn send_call(&mut self, slot: usize, generation: u64, call: OutgoingCall) {
         let OutgoingCall { id, owner, request } = call;
         match self.gateway.prepare(request) {
             Err(refused) => self.local_answers.push_back(CallDone {
@@ -728,6 +956,7 @@ impl AsyncWaitOperator {
                 result: Err(refused),
             }),
             Ok(prepared) => {
+                self.calls_in_flight += 1;
                 let gateway = Arc::clone(&self.gateway);
                 let answers = self.answers_tx.clone();
                 self.runtime.spawn(async move {
@@ -743,6 +972,25 @@ impl AsyncWaitOperator {
                 });
             }
         }
+    }
+
+    /// An answer came back from the network: room for a waiting request, then the answer.
+    fn answered(&mut self, done: CallDone) -> Result<(), OperatorError> {
+        self.calls_in_flight = self.calls_in_flight.saturating_sub(1);
+        while self.calls_in_flight < self.config.max_requests_in_flight {
+            let Some((slot, generation, call)) = self.waiting_calls.pop_front() else {
+                break;
+            };
+            // An instance that was replaced will never read the answer.
+            if self
+                .slots
+                .get(slot)
+                .is_some_and(|s| s.generation == generation)
+            {
+                self.send_call(slot, generation, call);
+            }
+        }
+        self.deliver(done)
     }
 
     /// Hands an HTTP answer to the instance that asked, unless that instance has been replaced.
@@ -774,37 +1022,60 @@ impl AsyncWaitOperator {
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(&(at, seq)) = self.deadlines.front() {
+        while let Some(&Reverse((at, seq))) = self.deadlines.peek() {
             if self.entries.get(&seq).is_some_and(|e| !e.done) {
                 return Some(at);
             }
-            self.deadlines.pop_front();
+            self.deadlines.pop();
         }
         None
     }
 
-    /// Calls the plugin's `timeout` for every pending record whose time is up (FLINK-SEMANTICS 12-15).
+    /// Calls the plugin's `timeout` for every pending record whose time is up (FLINK-SEMANTICS
+    /// 12-15). A handler that sent a request (a fallback call) may complete the record from its
+    /// answer within `timeout_grace`; otherwise a record the handler left open has timed out.
     fn fire_timeouts(&mut self, now: Instant) -> Result<(), OperatorError> {
-        while let Some(&(at, seq)) = self.deadlines.front() {
+        while let Some(&Reverse((at, seq))) = self.deadlines.peek() {
             if at > now {
                 break;
             }
-            self.deadlines.pop_front();
+            self.deadlines.pop();
             let Some(entry) = self.entries.get_mut(&seq) else {
                 continue;
             };
             if entry.done {
                 continue;
             }
+            if let Some(until) = entry.grace_until {
+                if until <= now {
+                    let grace = humantime::format_duration(self.config.timeout_grace);
+                    self.fail(
+                        seq,
+                        Cause::Timeout,
+                        "retriable",
+                        format!("the plugin's timeout handler did not complete the record within timeout_grace ({grace})"),
+                    )?;
+                }
+                continue;
+            }
             entry.timed_out = true;
             let slot = entry.instance;
             let attempt = entry.attempt;
+            let calls_before = self.report.http_calls;
             let slots = &mut self.slots;
             let result = with_event(&mut entry.input, |event| {
                 slots[slot].instance.timeout(seq, attempt, event)
             });
             self.after_call(slot, result, Some((seq, Cause::Timeout)))?;
-            if self.entries.get(&seq).is_some_and(|e| !e.done) {
+            let Some(entry) = self.entries.get_mut(&seq).filter(|e| !e.done) else {
+                continue;
+            };
+            let sent_request = self.report.http_calls > calls_before;
+            if sent_request && !self.config.timeout_grace.is_zero() && entry.attempt == attempt {
+                let until = now + self.config.timeout_grace;
+                entry.grace_until = Some(until);
+                self.deadlines.push(Reverse((until, seq)));
+            } else {
                 // The plugin's `timeout` left the record open: it has timed out.
                 self.fail(
                     seq,

@@ -6,14 +6,19 @@
 //! Record fields (a JSON object):
 //! - `id`: any JSON, echoed in every output.
 //! - `mode`: `now` (default), `later`, `fail`, `fail_later`, `twice`, `twice_later`, `never`,
-//!   `panic`, `panic_later`, `loop`, `alloc`, `http`, `sandbox`.
+//!   `panic`, `panic_later`, `loop`, `alloc`, `http`, `sandbox`, `hold` (keeps `hold_kib` KiB
+//!   of memory while it waits for the echo server, then completes), `fanout` (sends `requests`
+//!   requests to the echo server at once, completes when all are answered), `late_panic`
+//!   (panics when invoked at or after the wall-clock time `after_ms`, ms since the epoch, else
+//!   like `later`: a record that traps when it is invoked again into a fresh instance).
 //! - `results`: number of outputs (default 1; 0 completes with none), each `{"id", "n"}`.
 //! - `delay_ms`: delay asked from the echo server by the `*_later` modes (default 0).
 //! - `kind` / `message`: the failure of `fail` and `fail_later` (default fatal,
 //!   "failed on purpose").
 //! - `tokens`: reports `tokens` input and output tokens for model `behave`.
 //! - `log`: logged at info level.
-//! - `on_timeout`: `fail` (the SDK default), `fallback` (one output `{"id", "fallback": true}`)
+//! - `on_timeout`: `fail` (the SDK default), `fallback` (one output `{"id", "fallback": true}`),
+//!   `fallback_later` (the same, once the echo server answered a request sent from `timeout`)
 //!   or `ignore` (leave the record uncompleted).
 //! - `url`, `method`, `headers`, `body`: the request of mode `http`.
 
@@ -29,6 +34,7 @@ use waio_sdk::{
 enum OnTimeout {
     Fail,
     Fallback,
+    FallbackLater,
     Ignore,
 }
 
@@ -37,9 +43,10 @@ impl OnTimeout {
         match value {
             "fail" => Ok(OnTimeout::Fail),
             "fallback" => Ok(OnTimeout::Fallback),
+            "fallback_later" => Ok(OnTimeout::FallbackLater),
             "ignore" => Ok(OnTimeout::Ignore),
             other => Err(format!(
-                "on_timeout must be \"fail\", \"fallback\" or \"ignore\", got \"{other}\""
+                "on_timeout must be \"fail\", \"fallback\", \"fallback_later\" or \"ignore\", got \"{other}\""
             )),
         }
     }
@@ -129,6 +136,32 @@ impl Behave {
             },
         );
     }
+
+    /// Mode `fanout`: `requests` requests to the echo server at once; completes with one output
+    /// once every answer is back.
+    fn fanout(&self, record: Record, input: Event, output: ResultFuture) {
+        let Some(echo_url) = self.echo_url.as_deref() else {
+            return output.fail(Failure::fatal("mode needs `echo_url` in the plugin config"));
+        };
+        let requests = record.u64("requests").unwrap_or(1).max(1);
+        let delay = record.u64("delay_ms").unwrap_or(0);
+        let left = std::rc::Rc::new(std::cell::Cell::new(requests));
+        let shared = std::rc::Rc::new((record, input, output));
+        for _ in 0..requests {
+            let left = left.clone();
+            let shared = shared.clone();
+            http::send(
+                Request::get(format!("{echo_url}?delay_ms={delay}")),
+                move |_| {
+                    left.set(left.get() - 1);
+                    if left.get() == 0 {
+                        let (record, input, output) = &*shared;
+                        output.complete_with(record.outputs(input));
+                    }
+                },
+            );
+        }
+    }
 }
 
 impl Enricher for Behave {
@@ -181,6 +214,27 @@ impl Enricher for Behave {
             "alloc" => hog_memory(),
             "http" => send_request(record, input, output),
             "sandbox" => output.complete(record.one(&input, sandbox())),
+            "hold" => {
+                let held = black_box(touched(
+                    record.u64("hold_kib").unwrap_or(1024) as usize * 1024,
+                ));
+                self.later(record, input, output, move |record, input, output| {
+                    black_box(&held);
+                    output.complete_with(record.outputs(&input))
+                })
+            }
+            "fanout" => self.fanout(record, input, output),
+            "late_panic" => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                if now_ms >= record.u64("after_ms").unwrap_or(0) {
+                    panic!("late {}", record.id);
+                }
+                self.later(record, input, output, |record, input, output| {
+                    output.complete_with(record.outputs(&input))
+                })
+            }
             other => output.fail(Failure::fatal(format!("unknown mode \"{other}\""))),
         }
     }
@@ -197,6 +251,11 @@ impl Enricher for Behave {
         match (policy, record) {
             (OnTimeout::Fallback, Some(record)) => {
                 output.complete(record.one(&input, json!({"fallback": true})))
+            }
+            (OnTimeout::FallbackLater, Some(record)) => {
+                self.later(record, input, output, |record, input, output| {
+                    output.complete(record.one(&input, json!({"fallback": "later"})))
+                })
             }
             (OnTimeout::Ignore, _) => {}
             _ => output.fail(Failure::retriable("timed out")),
@@ -223,6 +282,15 @@ fn hog_memory() -> ! {
         hoard.push(black_box(chunk));
         black_box(&hoard);
     }
+}
+
+/// `bytes` of memory with every page written, so the instance really grows.
+fn touched(bytes: usize) -> Vec<u8> {
+    let mut memory = vec![0u8; bytes];
+    for (i, byte) in memory.iter_mut().enumerate().step_by(4096) {
+        *byte = i as u8 | 1;
+    }
+    memory
 }
 
 /// Mode `http`: the answer, or the HTTP error, as an output (never a failure).
