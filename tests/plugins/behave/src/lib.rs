@@ -6,7 +6,8 @@
 //! Record fields (a JSON object):
 //! - `id`: any JSON, echoed in every output.
 //! - `mode`: `now` (default), `later`, `fail`, `fail_later`, `twice`, `twice_later`, `never`,
-//!   `panic`, `panic_later`, `loop`, `alloc`, `http`, `sandbox`.
+//!   `panic`, `panic_later`, `loop`, `alloc`, `http`, `sandbox`, `text` (one output: the
+//!   record's `text` field as the raw payload, not JSON).
 //! - `results`: number of outputs (default 1; 0 completes with none), each `{"id", "n"}`.
 //! - `delay_ms`: delay asked from the echo server by the `*_later` modes (default 0).
 //! - `kind` / `message`: the failure of `fail` and `fail_later` (default fatal,
@@ -181,6 +182,7 @@ impl Enricher for Behave {
             "alloc" => hog_memory(),
             "http" => send_request(record, input, output),
             "sandbox" => output.complete(record.one(&input, sandbox())),
+            "text" => output.complete_one(input.with_payload(record.str("text").unwrap_or(""))),
             other => output.fail(Failure::fatal(format!("unknown mode \"{other}\""))),
         }
     }
