@@ -205,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { pipeline: path } => {
             let manifest = Manifest::load(&path)?;
             let plugins = pipeline::load_plugins(&manifest)?;
+            // `waio run` needs the input file when it starts: one not written yet fails here too.
+            waio::connectors::source::check_input(&manifest.source)?;
             println!("pipeline {} ({}): ok", manifest.name, path.display());
             println!(
                 "  source: {}",
