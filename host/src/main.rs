@@ -45,7 +45,7 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
-    /// Validate a pipeline: parse the manifest, load and type-check every plugin.
+    /// Validate a pipeline: parse the manifest, load and type-check every plugin, open the input file.
     Check {
         /// The pipeline manifest (TOML).
         pipeline: PathBuf,
