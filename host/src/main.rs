@@ -45,7 +45,7 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
-    /// Validate a pipeline: parse the manifest, load and type-check every plugin.
+    /// Validate a pipeline: parse the manifest, load and type-check every plugin, open the input file.
     Check {
         /// The pipeline manifest (TOML).
         pipeline: PathBuf,
@@ -205,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { pipeline: path } => {
             let manifest = Manifest::load(&path)?;
             let plugins = pipeline::load_plugins(&manifest)?;
+            // `waio run` needs the input file when it starts: one not written yet fails here too.
+            waio::connectors::source::check_input(&manifest.source)?;
             println!("pipeline {} ({}): ok", manifest.name, path.display());
             println!(
                 "  source: {}",

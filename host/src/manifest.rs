@@ -63,9 +63,19 @@ pub struct Manifest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceConfig {
-    File { path: PathBuf, fields: FieldMapping },
-    Stdin { fields: FieldMapping },
-    Generator { count: u64, payload_bytes: usize },
+    File {
+        path: PathBuf,
+        /// Where the `path =` value stands, for errors raised when opening the file.
+        path_at: Location,
+        fields: FieldMapping,
+    },
+    Stdin {
+        fields: FieldMapping,
+    },
+    Generator {
+        count: u64,
+        payload_bytes: usize,
+    },
 }
 
 /// Which top-level JSON fields of an input line become the record key and event time.
@@ -272,10 +282,10 @@ impl fmt::Display for Location {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read pipeline file {}: {source}", path.display())]
+    #[error("cannot read pipeline file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// TOML syntax and serde errors (unknown keys, wrong types); the message starts with the
     /// field path when one is known.
@@ -296,9 +306,9 @@ pub enum ManifestError {
 impl Manifest {
     /// Reads and parses the pipeline file at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ManifestError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::parse(&text, path)
     }
@@ -422,6 +432,30 @@ struct RawEventTime {
     #[serde(alias = "auto_watermark_interval")]
     watermark_interval: Option<Spanned<DurationValue>>,
 }
+
+/// The names of each field that has aliases (the serde aliases above; the first name is the
+/// field's own), by top-level table: a table that sets two of them gets an error naming both.
+const ALIASES: &[(&str, &[&str])] = &[
+    (
+        "operator",
+        &[
+            "capacity",
+            "max_concurrent_requests",
+            "max-concurrent-requests",
+        ],
+    ),
+    (
+        "operator",
+        &["timeout", "request_timeout", "request-timeout"],
+    ),
+    ("operator", &["ordered", "ordered_output", "ordered-output"]),
+    ("operator", &["output_mode", "output-mode"]),
+    ("event_time", &["max_out_of_orderness", "out_of_orderness"]),
+    (
+        "event_time",
+        &["watermark_interval", "auto_watermark_interval"],
+    ),
+];
 
 /// A duration as written: a string for humantime, or an integer of milliseconds.
 enum DurationValue {
@@ -654,6 +688,12 @@ impl Ctx<'_> {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join("; ");
+        // serde says "duplicate field `capacity`" at the table for a key and its alias: name both.
+        if err.message().starts_with("duplicate field") {
+            if let Some(conflict) = self.alias_conflict() {
+                return conflict;
+            }
+        }
         let Some(span) = err.span() else {
             return ManifestError::Syntax {
                 at: self.location(0),
@@ -668,6 +708,57 @@ impl Ctx<'_> {
             at: self.location(span.start),
             message,
         }
+    }
+
+    /// The first table, in file order, that sets a field under two of its names (`ALIASES`).
+    fn alias_conflict(&self) -> Option<ManifestError> {
+        /// A key with where it starts.
+        type Given<'a> = (&'a str, usize);
+        let PlainNode(Node::Table(root)) = toml::from_str(self.text).ok()? else {
+            return None;
+        };
+        // (field path, the first key, the second key), the earliest second key wins.
+        let mut found: Option<(String, Given<'_>, Given<'_>)> = None;
+        for (key, value) in &root {
+            // `[[operator]]` is an array of tables (`operator[N]`), `[event_time]` a table.
+            let tables: Vec<(String, &Vec<(NodeKey, SpannedNode)>)> = match &value.node {
+                Node::Table(entries) => vec![(key.name.clone(), entries)],
+                Node::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| match &item.node {
+                        Node::Table(entries) => Some((format!("{}[{i}]", key.name), entries)),
+                        _ => None,
+                    })
+                    .collect(),
+                Node::Leaf => Vec::new(),
+            };
+            for (_, names) in ALIASES.iter().filter(|(table, _)| *table == key.name) {
+                for (table, entries) in &tables {
+                    let mut given: Vec<Given<'_>> = entries
+                        .iter()
+                        .filter(|(k, _)| names.contains(&k.name.as_str()))
+                        .filter_map(|(k, _)| Some((k.name.as_str(), k.span.as_ref()?.start)))
+                        .collect();
+                    given.sort_by_key(|(_, start)| *start);
+                    if let [first, second, ..] = given[..] {
+                        if found.as_ref().is_none_or(|f| second.1 < f.2 .1) {
+                            found = Some((format!("{table}.{}", names[0]), first, second));
+                        }
+                    }
+                }
+            }
+        }
+        let (field, (first, first_at), (second, second_at)) = found?;
+        let (first_line, first_column) = line_column(self.text, first_at);
+        let (line, column) = line_column(self.text, second_at);
+        Some(self.invalid(
+            second_at..second_at,
+            field,
+            format!(
+                "set twice, by `{first}` (line {first_line}, column {first_column}) and `{second}` (line {line}, column {column}), which name the same setting; keep one"
+            ),
+        ))
     }
 
     /// A non-empty path string, resolved against the manifest's directory.
@@ -802,6 +893,7 @@ fn resolve_source(
             };
             Ok(SourceConfig::File {
                 path: ctx.path_value(&path, "source.path")?,
+                path_at: ctx.location(path.span().start),
                 fields,
             })
         }
@@ -1977,6 +2069,11 @@ retained = 2
             m.source,
             SourceConfig::File {
                 path: PathBuf::from("/pipelines/demo/events.jsonl"),
+                path_at: Location {
+                    file: PathBuf::from(FILE),
+                    line: 5,
+                    column: 8
+                },
                 fields: FieldMapping {
                     key_field: Some("id".into()),
                     timestamp_field: Some("ts".into()),
@@ -2276,13 +2373,66 @@ retained = 2
         );
         let et = parse(&text).unwrap().event_time.unwrap();
         assert_eq!(et.format, TimestampFormat::EpochSeconds);
-        // A key and its alias together are ambiguous.
+        // A key and its alias together are ambiguous (every pair: `a_key_and_its_alias_...`).
         let text = format!(
             "{}[event_time]\nfield = \"t\"\nmax_out_of_orderness = \"1s\"\nout_of_orderness = \"2s\"\n",
             with_operator("")
         );
-        let (_, _, message) = syntax(&parse_err(&text));
-        assert!(message.contains("duplicate field"), "{message}");
+        assert_eq!(
+            invalid(&parse_err(&text)).2,
+            "event_time.max_out_of_orderness"
+        );
+    }
+
+    /// serde alone says "duplicate field `capacity`" at the table header; the error names both
+    /// keys where they stand, for every pair of names of every aliased field, in either order.
+    #[test]
+    fn a_key_and_its_alias_together_are_an_error_naming_both() {
+        let value = |field: &str| match field {
+            "capacity" => "3",
+            "ordered" => "true",
+            "output_mode" => "\"ordered\"",
+            _ => "\"1s\"",
+        };
+        let mut checked = 0;
+        for (table, names) in ALIASES {
+            for first in names.iter() {
+                for second in names.iter().filter(|n| *n != first) {
+                    let v = value(names[0]);
+                    // Another key between the two, and the second indented: lines and columns
+                    // must be each key's own.
+                    let (text, field) = match *table {
+                        "operator" => (
+                            format!(
+                                "[source]\nkind = \"stdin\"\n[[operator]]\nplugin = \"a.wasm\"\n[[operator]]\nplugin = \"p.wasm\"\n{first} = {v}\nname = \"x\"\n  {second} = {v}\n[sink]\nkind = \"stdout\"\n"
+                            ),
+                            format!("operator[1].{}", names[0]),
+                        ),
+                        "event_time" => (
+                            format!(
+                                "{}[event_time]\nfield = \"t\"\n{first} = {v}\nformat = \"epoch_millis\"\n  {second} = {v}\n",
+                                with_operator("")
+                            ),
+                            format!("event_time.{}", names[0]),
+                        ),
+                        other => panic!("no test text for table {other}"),
+                    };
+                    let error = parse_err(&text);
+                    let (line, column) = pos(&text, &format!("  {second} ="), second);
+                    assert_eq!(invalid(&error), (line, column, field.as_str()), "{error}");
+                    let (first_line, first_column) = pos(&text, &format!("{first} ="), first);
+                    let message = error.to_string();
+                    assert!(
+                        message.contains(&format!(
+                            "`{first}` (line {first_line}, column {first_column}) and `{second}` (line {line}, column {column})"
+                        )),
+                        "{message}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 24, "every ordered pair of names");
     }
 
     #[test]
@@ -2715,6 +2865,11 @@ retained = 2
             m.source,
             SourceConfig::File {
                 path: base.join("data/in.jsonl"),
+                path_at: Location {
+                    file: file.clone(),
+                    line: 3,
+                    column: 8
+                },
                 fields: FieldMapping::default()
             }
         );

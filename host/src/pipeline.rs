@@ -40,8 +40,9 @@ pub enum PipelineError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
+    // Not `#[from]`: that would also make the cause the `source()`, which `{:#}` repeats.
     #[error("cannot prepare the outputs: {0}")]
-    Output(#[from] CommitError),
+    Output(CommitError),
     #[error("{0}")]
     Incompatible(String),
     #[error("a pipeline stage stopped unexpectedly: {0}")]
@@ -50,6 +51,12 @@ pub enum PipelineError {
     Interrupted,
     #[error("stopped at once: the next run resumes from the last complete checkpoint")]
     StoppedAtCheckpoint(Option<u64>),
+}
+
+impl From<CommitError> for PipelineError {
+    fn from(error: CommitError) -> Self {
+        PipelineError::Output(error)
+    }
 }
 
 impl PipelineError {
@@ -409,6 +416,11 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
     }
     {
         let sink = manifest.sink.clone();
+        // Outputs come from the last operator; the sink dead-letters those that are not JSON.
+        let producer = manifest
+            .operators
+            .last()
+            .map_or_else(String::new, |op| op.name.clone());
         let sink_reports = reports.clone();
         spawn(
             manifest.operators.len() + 1,
@@ -416,6 +428,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             Box::new(move || {
                 Ok(StageDone::Sink(run_sink(
                     &sink,
+                    &producer,
                     sink_output,
                     dead_letter_output,
                     upstream,

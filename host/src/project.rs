@@ -17,10 +17,10 @@ pub const PROJECT_FILE: &str = "waio-plugin.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid {
@@ -29,11 +29,11 @@ pub enum ProjectError {
         column: usize,
         message: String,
     },
-    #[error("cannot start the build of {name} (`{command}`): {source}")]
+    #[error("cannot start the build of {name} (`{command}`): {cause}")]
     Spawn {
         name: String,
         command: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the build of {name} failed ({status}): `{command}` in {}", dir.display())]
     BuildFailed {
@@ -50,10 +50,10 @@ pub enum ProjectError {
     BadName(String),
     #[error("{} already exists", .0.display())]
     Exists(PathBuf),
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -104,7 +104,7 @@ impl PluginProject {
         let path = dir.join(PROJECT_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| ProjectError::Read {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let raw: RawProject = toml::from_str(&text).map_err(|e| {
             let (line, column) = e
@@ -138,7 +138,7 @@ impl PluginProject {
             .map_err(|source| ProjectError::Spawn {
                 name: self.name.clone(),
                 command: self.build.clone(),
-                source,
+                cause: source,
             })?;
         if !status.success() {
             return Err(ProjectError::BuildFailed {
@@ -279,12 +279,12 @@ pub fn scaffold(name: &str, language: Language, dest: &Path) -> Result<Vec<PathB
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| ProjectError::Write {
                 path: parent.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         std::fs::write(&path, text).map_err(|source| ProjectError::Write {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         written.push(path);
     }

@@ -75,8 +75,8 @@ pub enum Event {
 pub enum CoordinatorError {
     #[error(transparent)]
     Store(#[from] CheckpointError),
-    #[error("cannot commit output for checkpoint {id}: {source}")]
-    Commit { id: u64, source: CommitError },
+    #[error("cannot commit output for checkpoint {id}: {cause}")]
+    Commit { id: u64, cause: CommitError },
     #[error("checkpoint {id}: {message}")]
     Protocol { id: u64, message: String },
 }
@@ -309,7 +309,7 @@ impl Coordinator {
             .into_iter()
             .flatten()
         {
-            commit(part).map_err(|source| CoordinatorError::Commit { id, source })?;
+            commit(part).map_err(|cause| CoordinatorError::Commit { id, cause })?;
         }
         tracing::debug!(
             checkpoint = id,

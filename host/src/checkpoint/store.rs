@@ -45,37 +45,20 @@ pub enum CheckpointError {
     NotFound { dir: PathBuf },
     #[error("{} holds no checkpoint database", dir.display())]
     NoDatabase { dir: PathBuf },
-    #[error("cannot create checkpoint directory {}: {source}", dir.display())]
-    CreateDir {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open checkpoint directory {}: {source}", dir.display())]
-    Open {
-        dir: PathBuf,
-        #[source]
-        source: rocksdb::Error,
-    },
-    #[error("cannot read checkpoints in {}: {source}", dir.display())]
-    Read {
-        dir: PathBuf,
-        #[source]
-        source: rocksdb::Error,
-    },
-    #[error("cannot write checkpoint {id} to {}: {source}", dir.display())]
+    #[error("cannot create checkpoint directory {}: {cause}", dir.display())]
+    CreateDir { dir: PathBuf, cause: std::io::Error },
+    #[error("cannot open checkpoint directory {}: {cause}", dir.display())]
+    Open { dir: PathBuf, cause: rocksdb::Error },
+    #[error("cannot read checkpoints in {}: {cause}", dir.display())]
+    Read { dir: PathBuf, cause: rocksdb::Error },
+    #[error("cannot write checkpoint {id} to {}: {cause}", dir.display())]
     Write {
         dir: PathBuf,
         id: u64,
-        #[source]
-        source: rocksdb::Error,
+        cause: rocksdb::Error,
     },
-    #[error("cannot delete old checkpoints in {}: {source}", dir.display())]
-    Prune {
-        dir: PathBuf,
-        #[source]
-        source: rocksdb::Error,
-    },
+    #[error("cannot delete old checkpoints in {}: {cause}", dir.display())]
+    Prune { dir: PathBuf, cause: rocksdb::Error },
     #[error("checkpoint {id} already exists in {}", dir.display())]
     AlreadyExists { dir: PathBuf, id: u64 },
     #[error("checkpoint {id} does not exist in {}", dir.display())]
@@ -85,13 +68,12 @@ pub enum CheckpointError {
     #[error("checkpoint {id} in {} is corrupt: {why}", dir.display())]
     Corrupt { dir: PathBuf, id: u64, why: String },
     /// The checksum holds but a value does not decode: most likely written by another version.
-    #[error("checkpoint {id} in {}: {part} cannot be decoded: {source}", dir.display())]
+    #[error("checkpoint {id} in {}: {part} cannot be decoded: {cause}", dir.display())]
     Codec {
         dir: PathBuf,
         id: u64,
         part: String,
-        #[source]
-        source: CodecError,
+        cause: CodecError,
     },
     /// Checkpoints exist but none is usable, and at least one was corrupt: starting over could
     /// repeat output that a lost checkpoint already committed.
@@ -251,7 +233,7 @@ impl CheckpointStore {
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
         std::fs::create_dir_all(dir).map_err(|source| CheckpointError::CreateDir {
             dir: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -266,7 +248,7 @@ impl CheckpointStore {
             } else {
                 CheckpointError::Open {
                     dir: dir.to_path_buf(),
-                    source,
+                    cause: source,
                 }
             }
         })?;
@@ -298,7 +280,7 @@ impl CheckpointStore {
         let db =
             DB::open_for_read_only(&opts, dir, false).map_err(|source| CheckpointError::Open {
                 dir: dir.to_path_buf(),
-                source,
+                cause: source,
             })?;
         Ok(CheckpointStore {
             dir: dir.to_path_buf(),
@@ -351,7 +333,7 @@ impl CheckpointStore {
             .map_err(|source| CheckpointError::Write {
                 dir: self.dir.clone(),
                 id,
-                source,
+                cause: source,
             })?;
         // The checkpoint is durable now; failing to delete old ones must not make it look
         // failed (the caller would not commit the sink), and the next save retries.
@@ -414,7 +396,7 @@ impl CheckpointStore {
                 dir,
                 id,
                 part,
-                source,
+                cause: source,
             }),
         }
     }
@@ -473,7 +455,7 @@ impl CheckpointStore {
     fn read_error(&self, source: rocksdb::Error) -> CheckpointError {
         CheckpointError::Read {
             dir: self.dir.clone(),
-            source,
+            cause: source,
         }
     }
 
@@ -558,7 +540,7 @@ impl CheckpointStore {
             .write(batch)
             .map_err(|source| CheckpointError::Prune {
                 dir: self.dir.clone(),
-                source,
+                cause: source,
             })
     }
 }

@@ -18,11 +18,11 @@ use crate::checkpoint::PendingCommit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is {actual} bytes long but checkpoint data says at least {expected} were committed: it was changed outside waio; run with --fresh to start over", path.display())]
     Shortened {
@@ -36,10 +36,10 @@ fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> CommitError + 'a {
-    move |source| CommitError::Io {
+    move |cause| CommitError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -234,7 +234,7 @@ pub fn commit(pending: &PendingCommit) -> Result<(), CommitError> {
         return Err(CommitError::Io {
             action: "cannot commit",
             path: pending.pending.clone(),
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!(
                     "part holds {copied} bytes, the checkpoint says {}",

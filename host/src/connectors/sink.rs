@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::checkpoint::coordinator::{Report, ReportSender};
 use crate::checkpoint::SinkTransaction;
 use crate::connectors::commit::{CommitError, OutputFile};
+use crate::connectors::dead_letter::DeadLetter;
 use crate::manifest::{OutputFormat, SinkConfig};
 use crate::record::{Element, Message, Record, StageReceiver};
 
@@ -27,6 +28,8 @@ pub struct SinkReport {
     pub records: u64,
     pub watermarks: u64,
     pub dead_letters: u64,
+    /// Outputs of the last operator that were not JSON, among `dead_letters`.
+    pub outputs_not_json: u64,
     pub first_output_at: Option<Instant>,
 }
 
@@ -40,9 +43,12 @@ pub enum SinkOutput {
 
 /// Writes everything that arrives until the end of the stream. At a checkpoint barrier it
 /// pre-commits what it wrote since the last one and tells the coordinator; at the end it
-/// pre-commits the rest.
+/// pre-commits the rest. `producer` names the last operator, whose outputs arrive here: an
+/// output that is not JSON becomes its dead letter (reason "output"), so that the output stays
+/// JSON lines and nothing is lost.
 pub fn run_sink(
     config: &SinkConfig,
+    producer: &str,
     output: SinkOutput,
     mut dead_letters: OutputFile,
     rx: StageReceiver,
@@ -89,6 +95,17 @@ pub fn run_sink(
             line.clear();
             match element {
                 Element::Record(record) => {
+                    if !matches!(out, Out::Discard) {
+                        if let Err(error) = encode_record(record, format, &mut line) {
+                            line.clear();
+                            report.dead_letters += 1;
+                            report.outputs_not_json += 1;
+                            let first = report.outputs_not_json == 1;
+                            not_json(producer, record, &error, first, &mut line);
+                            dead_letters.write(&line)?;
+                            continue;
+                        }
+                    }
                     report.records += 1;
                     if report.first_output_at.is_none() {
                         report.first_output_at = Some(Instant::now());
@@ -96,7 +113,6 @@ pub fn run_sink(
                     if matches!(out, Out::Discard) {
                         continue;
                     }
-                    encode_record(record, format, &mut line);
                 }
                 Element::Watermark(ts) => {
                     report.watermarks += 1;
@@ -121,6 +137,13 @@ pub fn run_sink(
             out.flush()?;
         }
     }
+    // The first one was logged with its error; a count says how many more there were.
+    if report.outputs_not_json > 1 {
+        tracing::warn!(
+            "operator {producer:?}: {} outputs were not JSON and went to the dead-letter output",
+            report.outputs_not_json
+        );
+    }
     part += 1;
     let transaction = pre_commit(&mut out, &mut dead_letters, part)?;
     out.flush()?;
@@ -131,6 +154,35 @@ pub fn run_sink(
             .map_err(|_| SinkError::CoordinatorGone)?;
     }
     Ok(report)
+}
+
+/// The dead-letter line (with its newline) for an output that is not JSON; the first one is
+/// also logged.
+fn not_json(
+    producer: &str,
+    record: &Record,
+    error: &serde_json::Error,
+    first: bool,
+    line: &mut Vec<u8>,
+) {
+    let message = format!(
+        "operator {producer:?}: the output for input line {} is not JSON ({error}); the sink writes JSON lines",
+        record.line
+    );
+    if first {
+        tracing::warn!(
+            "{message}: sent to the dead-letter output (any more are counted at the end)"
+        );
+    }
+    let letter = DeadLetter {
+        stage: producer,
+        reason: "output",
+        error: &message,
+        retriable: None,
+        record,
+    };
+    line.extend_from_slice(&letter.encode());
+    line.push(b'\n');
 }
 
 enum Out {
@@ -175,11 +227,15 @@ fn pre_commit(
     })
 }
 
-/// One output line. A payload that is not single-line JSON is written as a JSON string, so the
-/// output stays valid JSON lines whatever a plugin emits.
-fn encode_record(record: &Record, format: OutputFormat, out: &mut Vec<u8>) {
+/// One output line. A payload that spans lines is compacted; one that is not JSON is an error
+/// (the line is then incomplete), so the output stays valid JSON lines whatever a plugin emits.
+fn encode_record(
+    record: &Record,
+    format: OutputFormat,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     match format {
-        OutputFormat::Payload => push_json(&record.payload, out),
+        OutputFormat::Payload => push_json(&record.payload, out)?,
         OutputFormat::Envelope => {
             out.extend_from_slice(b"{\"key\":");
             match &record.key {
@@ -192,26 +248,24 @@ fn encode_record(record: &Record, format: OutputFormat, out: &mut Vec<u8>) {
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",\"payload\":");
-            push_json(&record.payload, out);
+            push_json(&record.payload, out)?;
             out.push(b'}');
         }
     }
+    Ok(())
 }
 
-fn push_json(payload: &[u8], out: &mut Vec<u8>) {
+fn push_json(payload: &[u8], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let single_line = !payload.iter().any(|&b| b == b'\n' || b == b'\r');
-    if single_line && !payload.is_empty() {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
-            out.extend_from_slice(payload);
-            return;
-        }
-    } else if let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) {
-        if let Ok(compact) = serde_json::to_vec(&value) {
-            out.extend_from_slice(&compact);
-            return;
-        }
+    if single_line {
+        // Valid single-line JSON is written as it came, without re-encoding.
+        serde_json::from_slice::<serde::de::IgnoredAny>(payload)?;
+        out.extend_from_slice(payload);
+    } else {
+        let value = serde_json::from_slice::<serde_json::Value>(payload)?;
+        out.extend_from_slice(&serde_json::to_vec(&value)?);
     }
-    push_string(&String::from_utf8_lossy(payload), out);
+    Ok(())
 }
 
 fn push_string(text: &str, out: &mut Vec<u8>) {
@@ -223,26 +277,95 @@ fn push_string(text: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::stage_channel;
 
-    fn rec(payload: &str) -> Record {
+    fn rec(payload: &str, line: u64) -> Record {
         Record {
             key: Some("k".into()),
             timestamp: Some(5),
             payload: payload.as_bytes().to_vec(),
-            line: 1,
+            line,
         }
     }
 
     #[test]
-    fn keeps_outputs_valid_json_lines() {
+    fn outputs_spanning_lines_are_compacted() {
         let mut out = Vec::new();
-        encode_record(&rec("{\"a\":\n 1}"), OutputFormat::Payload, &mut out);
+        encode_record(&rec("{\"a\":\n 1}", 1), OutputFormat::Payload, &mut out).unwrap();
         assert_eq!(out, b"{\"a\":1}");
         out.clear();
-        encode_record(&rec("not json"), OutputFormat::Payload, &mut out);
-        assert_eq!(out, b"\"not json\"");
-        out.clear();
-        encode_record(&rec("{\"a\":1}"), OutputFormat::Envelope, &mut out);
+        encode_record(&rec("{\"a\":1}", 1), OutputFormat::Envelope, &mut out).unwrap();
         assert_eq!(out, br#"{"key":"k","timestamp":5,"payload":{"a":1}}"#);
+    }
+
+    /// Runs the sink over `records` with a file output in `format`: (output, dead letters).
+    fn sink(records: &[Record], format: OutputFormat) -> (String, Vec<serde_json::Value>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (out_path, dead_path) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+        let config = SinkConfig::File {
+            path: out_path.clone(),
+            format,
+            watermarks: false,
+        };
+        let (tx, rx) = stage_channel();
+        let batch = records.iter().cloned().map(Element::Record).collect();
+        tx.send(Message::Batch(batch)).unwrap();
+        tx.send(Message::End).unwrap();
+        let report = run_sink(
+            &config,
+            "enrich",
+            SinkOutput::File(OutputFile::direct(&out_path, false).unwrap()),
+            OutputFile::direct(&dead_path, true).unwrap(),
+            rx,
+            None,
+        )
+        .unwrap();
+        let output = std::fs::read_to_string(&out_path).unwrap();
+        let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(report.records as usize, output.lines().count());
+        assert_eq!(report.dead_letters as usize, dead.len());
+        (output, dead)
+    }
+
+    /// An output that is not JSON used to be written as a JSON string without a word; now it is
+    /// the dead letter of the last operator (reason "output") and the output stays JSON lines.
+    #[test]
+    fn an_output_that_is_not_json_is_dead_lettered() {
+        for format in [OutputFormat::Payload, OutputFormat::Envelope] {
+            let (output, dead) = sink(
+                &[
+                    rec("{\"a\":1}", 1),
+                    rec("not json", 2),
+                    rec("", 3),
+                    rec("[2]", 4),
+                ],
+                format,
+            );
+            let kept: Vec<serde_json::Value> = output
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(kept.len(), 2, "{output}");
+            assert_eq!(dead.len(), 2, "{dead:?}");
+            for (letter, (line, payload)) in dead.iter().zip([(2, "not json"), (3, "")]) {
+                assert_eq!(letter["stage"], "enrich");
+                assert_eq!(letter["reason"], "output");
+                assert_eq!(letter["line"], line);
+                assert_eq!(letter["key"], "k");
+                assert_eq!(letter["timestamp"], 5);
+                assert_eq!(letter["payload"], payload);
+                let error = letter["error"].as_str().unwrap();
+                assert!(
+                    error.starts_with(&format!(
+                        "operator \"enrich\": the output for input line {line} is not JSON"
+                    )),
+                    "{error}"
+                );
+            }
+        }
     }
 }

@@ -10,7 +10,9 @@
 //! watermark, not a record. A line that is not JSON goes to the dead-letter output with the parse
 //! error and its line number; blank lines are skipped.
 
+use std::fs::File;
 use std::io::{BufRead, Seek, SeekFrom};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -19,24 +21,26 @@ use crate::checkpoint::coordinator::Control;
 use crate::checkpoint::SourcePosition;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::event_time::{extract_timestamp, WatermarkGenerator};
-use crate::manifest::{EventTimeConfig, FieldMapping, SourceConfig};
+use crate::manifest::{EventTimeConfig, FieldMapping, Location, SourceConfig};
 use crate::record::{Batch, Element, Message, Record, StageSender, BATCH_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot open input {path}: {source}")]
+    /// `at` is where the manifest names the file (`[source] path`).
+    #[error("{at}: source.path: cannot open input {path}: {cause}")]
     Open {
+        at: Location,
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot read input {path} at line {line}: {source}")]
+    #[error("cannot read input {path} at line {line}: {cause}")]
     Read {
         path: String,
         line: u64,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("input file {path} is empty: there are no records to process")]
-    Empty { path: String },
+    #[error("{at}: source.path: input file {path} is empty: there are no records to process")]
+    Empty { at: Location, path: String },
     #[error("cannot resume input {path} at byte {offset}: the file has {len} bytes (it was replaced or truncated since the checkpoint; run with --fresh to start over)")]
     Shrunk { path: String, offset: u64, len: u64 },
 }
@@ -59,6 +63,40 @@ pub fn source_label(config: &SourceConfig) -> String {
             .unwrap_or_else(|| path.display().to_string()),
         SourceConfig::Stdin { .. } => "stdin".into(),
         SourceConfig::Generator { .. } => "generator".into(),
+    }
+}
+
+/// Opens a file source's input and returns it with its length. `waio check` calls this too, so
+/// that it refuses what `waio run` would: a file that does not exist (yet), cannot be read, is a
+/// directory or is empty.
+pub fn open_input(path: &Path, at: &Location) -> Result<(File, u64), SourceError> {
+    let open_error = |cause| SourceError::Open {
+        at: at.clone(),
+        path: path.display().to_string(),
+        cause,
+    };
+    let file = File::open(path).map_err(open_error)?;
+    let metadata = file.metadata().map_err(open_error)?;
+    // Opening a directory succeeds on Linux; reading it would fail at "line 1".
+    if metadata.is_dir() {
+        return Err(open_error(std::io::ErrorKind::IsADirectory.into()));
+    }
+    // An empty input is almost always a mistake (wrong path, file not written yet).
+    if metadata.len() == 0 {
+        return Err(SourceError::Empty {
+            at: at.clone(),
+            path: path.display().to_string(),
+        });
+    }
+    Ok((file, metadata.len()))
+}
+
+/// What `waio check` verifies about the input: a file source's file can be opened (stdin and
+/// the generator have nothing to check before the run).
+pub fn check_input(config: &SourceConfig) -> Result<(), SourceError> {
+    match config {
+        SourceConfig::File { path, path_at, .. } => open_input(path, path_at).map(|_| ()),
+        SourceConfig::Stdin { .. } | SourceConfig::Generator { .. } => Ok(()),
     }
 }
 
@@ -92,17 +130,13 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
         position: start,
     };
     match config {
-        SourceConfig::File { path, fields } => {
+        SourceConfig::File {
+            path,
+            path_at,
+            fields,
+        } => {
             let label = path.display().to_string();
-            let mut file = std::fs::File::open(path).map_err(|source| SourceError::Open {
-                path: label.clone(),
-                source,
-            })?;
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            // An empty input is almost always a mistake (wrong path, file not written yet).
-            if len == 0 {
-                return Err(SourceError::Empty { path: label });
-            }
+            let (mut file, len) = open_input(path, path_at)?;
             let offset = out.position.offset;
             if offset > len {
                 return Err(SourceError::Shrunk {
@@ -112,10 +146,10 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
                 });
             }
             file.seek(SeekFrom::Start(offset))
-                .map_err(|source| SourceError::Read {
+                .map_err(|cause| SourceError::Read {
                     path: label.clone(),
                     line: out.position.lines + 1,
-                    source,
+                    cause,
                 })?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
             read_lines(reader, &label, fields, &control, &mut out)?;
@@ -128,11 +162,11 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
             while skipped < out.position.lines {
                 match lines.recv() {
                     Ok(Ok(_)) => skipped += 1,
-                    Ok(Err(source)) => {
+                    Ok(Err(cause)) => {
                         return Err(SourceError::Read {
                             path: "stdin".into(),
                             line: skipped + 1,
-                            source,
+                            cause,
                         })
                     }
                     Err(_) => break,
@@ -418,15 +452,21 @@ fn read_lines(
                 }
                 continue;
             }
-            LineRead::Error(source) => {
+            LineRead::Error(cause) => {
                 return Err(SourceError::Read {
                     path: label.to_string(),
                     line: out.position.lines + 1,
-                    source,
+                    cause,
                 })
             }
         };
-        out.line(trim(&buf), n as u64, label, fields);
+        // A UTF-8 byte order mark (Windows editors write one) is not part of the first record;
+        // its bytes still count in the offset, so a resumed run seeks past it.
+        let text = match out.position.lines {
+            0 => buf.strip_prefix(UTF8_BOM).unwrap_or(&buf),
+            _ => &buf,
+        };
+        out.line(trim(text), n as u64, label, fields);
         // Hand over a full batch, or whatever we have when no more input is buffered (so an
         // interactive stdin is not held back waiting for a full batch).
         if (out.batch.len() >= BATCH_SIZE || (!out.batch.is_empty() && input.drained()))
@@ -437,6 +477,8 @@ fn read_lines(
     }
     out.finish(true)
 }
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn trim(line: &[u8]) -> &[u8] {
     let start = line
@@ -527,6 +569,122 @@ fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::stage_channel;
+
+    fn file_source(path: &Path) -> SourceConfig {
+        SourceConfig::File {
+            path: path.to_path_buf(),
+            path_at: Location {
+                file: "pipeline.toml".into(),
+                line: 5,
+                column: 8,
+            },
+            fields: FieldMapping::default(),
+        }
+    }
+
+    /// Reads `content` as a file source from `start`: the elements, and where the source ended.
+    fn read_file(content: &[u8], start: SourcePosition) -> (Vec<Element>, SourcePosition) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, content).unwrap();
+        let (tx, rx) = stage_channel();
+        let (_control_tx, control) = crossbeam_channel::unbounded();
+        let (reports_tx, reports) = crossbeam_channel::unbounded();
+        let ctx = SourceContext {
+            tx,
+            control,
+            reports: Some(reports_tx),
+            start,
+            event_time: None,
+        };
+        run_source(&file_source(&path), ctx).unwrap();
+        let mut elements = Vec::new();
+        while let Ok(Message::Batch(batch)) = rx.try_recv() {
+            elements.extend(batch);
+        }
+        let end = match reports.try_recv() {
+            Ok(Report::SourceEnd { position, .. }) => position,
+            _ => panic!("the source did not report its end"),
+        };
+        (elements, end)
+    }
+
+    fn record(payload: &str, line: u64) -> Element {
+        Element::Record(Record {
+            key: None,
+            timestamp: None,
+            payload: payload.as_bytes().to_vec(),
+            line,
+        })
+    }
+
+    /// A UTF-8 byte order mark before the first line is skipped (it used to dead-letter the
+    /// first record as invalid JSON); its 3 bytes count in the offset a checkpoint stores.
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_record() {
+        let input = b"\xEF\xBB\xBF{\"id\":1}\n{\"id\":2}\n";
+        let (elements, end) = read_file(input, SourcePosition::default());
+        assert_eq!(elements, [record("{\"id\":1}", 1), record("{\"id\":2}", 2)]);
+        assert_eq!((end.lines, end.offset), (2, input.len() as u64));
+
+        // A run resumed after line 1 seeks past the mark and the line: 3 + 9 bytes.
+        let after_line_1 = SourcePosition {
+            lines: 1,
+            offset: 12,
+            records: 1,
+            ..SourcePosition::default()
+        };
+        let (elements, end) = read_file(input, after_line_1);
+        assert_eq!(elements, [record("{\"id\":2}", 2)]);
+        assert_eq!((end.lines, end.offset), (2, input.len() as u64));
+
+        // Only the start of the input may hold one: later it is a malformed line.
+        let (elements, _) = read_file(
+            b"{\"id\":1}\n\xEF\xBB\xBF{\"id\":2}\n",
+            SourcePosition::default(),
+        );
+        assert_eq!(elements[0], record("{\"id\":1}", 1));
+        assert!(
+            matches!(elements[1], Element::DeadLetter(_)),
+            "{elements:?}"
+        );
+    }
+
+    /// What `waio check` verifies and `waio run` needs: the input file exists, is a file and is
+    /// not empty; the error names the manifest's `[source] path` line and column.
+    #[test]
+    fn an_input_that_cannot_be_read_is_an_error_at_the_manifest_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = check_input(&file_source(&dir.path().join("in.jsonl"))).unwrap_err();
+        let message = missing.to_string();
+        assert!(
+            message.starts_with("pipeline.toml:5:8: source.path: cannot open input ")
+                && message.contains("in.jsonl")
+                && message.contains("(os error 2)"),
+            "{message}"
+        );
+        let message = check_input(&file_source(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("pipeline.toml:5:8: source.path:") && message.contains("directory"),
+            "{message}"
+        );
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        let message = check_input(&file_source(&empty)).unwrap_err().to_string();
+        assert!(
+            message.starts_with("pipeline.toml:5:8: source.path:") && message.contains("is empty"),
+            "{message}"
+        );
+        std::fs::write(&empty, "{}\n").unwrap();
+        assert!(check_input(&file_source(&empty)).is_ok());
+        let stdin = SourceConfig::Stdin {
+            fields: FieldMapping::default(),
+        };
+        assert!(check_input(&stdin).is_ok());
+    }
 
     #[test]
     fn parses_records_watermarks_and_fields() {

@@ -54,11 +54,11 @@ pub enum OperatorError {
         timeout: String,
         detail: String,
     },
-    #[error("operator {operator:?}: {source}")]
+    // The message includes the cause, so it is not also a `source()`: `{:#}` would repeat it.
+    #[error("operator {operator:?}: {cause}")]
     Plugin {
         operator: String,
-        #[source]
-        source: PluginError,
+        cause: PluginError,
     },
     #[error("operator {operator:?}: plugin trapped while opening a fresh instance: {trap}")]
     OpenTrapped { operator: String, trap: GuestTrap },
@@ -327,18 +327,18 @@ impl AsyncWaitOperator {
 
     fn fresh_instance(&mut self) -> Result<PluginInstance, OperatorError> {
         let operator = self.config.name.clone();
-        let mut instance =
-            self.component
-                .instantiate()
-                .map_err(|source| OperatorError::Plugin {
-                    operator: operator.clone(),
-                    source,
-                })?;
+        let mut instance = self
+            .component
+            .instantiate()
+            .map_err(|cause| OperatorError::Plugin {
+                operator: operator.clone(),
+                cause,
+            })?;
         match instance.open(&self.config.config_json) {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(OperatorError::Plugin {
                 operator,
-                source: PluginError::Open {
+                cause: PluginError::Open {
                     plugin: self.component.name().to_string(),
                     message,
                 },

@@ -29,11 +29,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub enum PluginError {
     #[error("{at}: plugin file {} does not exist", path.display())]
     NotFound { path: PathBuf, at: Location },
-    #[error("{at}: cannot read plugin {}: {source}", path.display())]
+    #[error("{at}: cannot read plugin {}: {cause}", path.display())]
     Read {
         path: PathBuf,
         at: Location,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{at}: {} is not a WebAssembly component: {reason}", path.display())]
     NotComponent {
@@ -127,7 +127,7 @@ impl PluginComponent {
                 PluginError::Read {
                     path: path.to_path_buf(),
                     at: at.clone(),
-                    source,
+                    cause: source,
                 }
             }
         })?;

@@ -92,10 +92,10 @@ impl MockConfig {
 /// Errors of the mock provider.
 #[derive(Debug, thiserror::Error)]
 pub enum MockError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot read the bound address: {0}")]
     LocalAddr(std::io::Error),
@@ -202,7 +202,7 @@ impl MockServer {
                 .await
                 .map_err(|source| MockError::Bind {
                     addr: config.listen,
-                    source,
+                    cause: source,
                 })?;
         let addr = listener.local_addr().map_err(MockError::LocalAddr)?;
         let counters = Arc::new(Counters::default());

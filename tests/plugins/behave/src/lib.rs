@@ -10,7 +10,8 @@
 //!   of memory while it waits for the echo server, then completes), `fanout` (sends `requests`
 //!   requests to the echo server at once, completes when all are answered), `late_panic`
 //!   (panics when invoked at or after the wall-clock time `after_ms`, ms since the epoch, else
-//!   like `later`: a record that traps when it is invoked again into a fresh instance).
+//!   like `later`: a record that traps when it is invoked again into a fresh instance), `text`
+//!   (one output: the record's `text` field as the raw payload, not JSON).
 //! - `results`: number of outputs (default 1; 0 completes with none), each `{"id", "n"}`.
 //! - `delay_ms`: delay asked from the echo server by the `*_later` modes (default 0).
 //! - `kind` / `message`: the failure of `fail` and `fail_later` (default fatal,
@@ -235,6 +236,7 @@ impl Enricher for Behave {
                     output.complete_with(record.outputs(&input))
                 })
             }
+            "text" => output.complete_one(input.with_payload(record.str("text").unwrap_or(""))),
             other => output.fail(Failure::fatal(format!("unknown mode \"{other}\""))),
         }
     }
