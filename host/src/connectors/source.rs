@@ -590,23 +590,21 @@ mod tests {
         std::fs::write(&path, content).unwrap();
         let (tx, rx) = stage_channel();
         let (_control_tx, control) = crossbeam_channel::unbounded();
-        let (reports_tx, reports) = crossbeam_channel::unbounded();
         let ctx = SourceContext {
             tx,
             control,
-            reports: Some(reports_tx),
             start,
             event_time: None,
         };
         run_source(&file_source(&path), ctx).unwrap();
         let mut elements = Vec::new();
-        while let Ok(Message::Batch(batch)) = rx.try_recv() {
+        let mut end = None;
+        // Every batch carries the position after it; the last one (possibly empty) the end.
+        while let Ok(Message::Read(batch, position)) = rx.try_recv() {
             elements.extend(batch);
+            end = Some(position);
         }
-        let end = match reports.try_recv() {
-            Ok(Report::SourceEnd { position, .. }) => position,
-            _ => panic!("the source did not report its end"),
-        };
+        let end = end.expect("the source sent its final position");
         (elements, end)
     }
 
