@@ -323,7 +323,7 @@ impl TimelineServer {
 /// `{"path": "/...", "headers": {"name": "value", ...}}`, encoded as the request's
 /// `Accept-Encoding` asks: `gzip`, or `x-reverse` (the bytes in reverse order: an encoding a
 /// plugin could undo itself), else plain. `/unasked-reverse` answers `x-reverse` whatever was
-/// asked; `/bomb` answers 64 MiB of zeros, gzipped (64 KiB on the wire) if gzip was offered. One
+/// asked; `/bomb` answers 64 MiB of zeros gzipped (64 KiB on the wire) whatever was asked. One
 /// request per connection. It keeps the headers of every request it saw.
 pub struct EchoServer {
     pub addr: std::net::SocketAddr,
@@ -410,7 +410,7 @@ async fn echo_once(mut socket: tokio::net::TcpStream, log: Arc<Mutex<Vec<Vec<(St
     let accepted = header("accept-encoding");
     let (encoding, body) = if path == "/unasked-reverse" || accepted.contains("x-reverse") {
         (Some("x-reverse"), plain.into_iter().rev().collect())
-    } else if accepted.contains("gzip") {
+    } else if path == "/bomb" || accepted.contains("gzip") {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         encoder.write_all(&plain).expect("gzip");
         (Some("gzip"), encoder.finish().expect("gzip"))
