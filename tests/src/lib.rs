@@ -327,14 +327,17 @@ impl TimelineServer {
 /// request per connection. It keeps the headers of every request it saw.
 pub struct EchoServer {
     pub addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    seen: SeenHeaders,
 }
+
+/// The headers (lower-case name, value) of each request an [`EchoServer`] received.
+type SeenHeaders = Arc<Mutex<Vec<Vec<(String, String)>>>>;
 
 impl EchoServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let seen: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+        let seen: SeenHeaders = Arc::default();
         let log = Arc::clone(&seen);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -354,7 +357,7 @@ impl EchoServer {
     }
 }
 
-async fn echo_once(mut socket: tokio::net::TcpStream, log: Arc<Mutex<Vec<Vec<(String, String)>>>>) {
+async fn echo_once(mut socket: tokio::net::TcpStream, log: SeenHeaders) {
     use std::io::Write;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
