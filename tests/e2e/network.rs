@@ -260,7 +260,7 @@ async fn a_plugin_chosen_encoding_cannot_carry_the_secret_past_redaction() {
     // ...and refuses an answer in an encoding it did not offer.
     let error = out.output[1]["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("denied") && error.contains("x-reverse"),
+        error.contains("answer refused") && error.contains("x-reverse"),
         "{}",
         out.output[1]
     );

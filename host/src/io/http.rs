@@ -79,6 +79,12 @@ impl HttpGateway {
 
     /// Checks the request against the allowlist and the header rules, and fills in secrets.
     pub fn prepare(&self, request: HttpRequest) -> Result<PreparedRequest, HttpError> {
+        if let Redactor::Broken(why) = &self.redactor {
+            return Err(HttpError::Denied(format!(
+                "the host could not prepare secret redaction ({why}), so this operator sends no \
+                 requests"
+            )));
+        }
         let url = self.allowed_url(&request.url)?;
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("bad method {:?}", request.method)))?;
@@ -194,11 +200,12 @@ impl HttpGateway {
         let mut response = self.client.execute(request.0).await.map_err(classify)?;
         let status = response.status().as_u16();
         // The transport removes the header of an encoding it decoded; one left is an encoding
-        // the host did not offer, whose bytes redaction could not read.
+        // the host did not offer, whose bytes redaction could not read. A broken answer, like
+        // one over the size limit (`denied` would say that nothing left the machine).
         if self.redactor.is_active() {
             if let Some(encoding) = response.headers().get(CONTENT_ENCODING) {
                 if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
-                    return Err(HttpError::Denied(format!(
+                    return Err(HttpError::Connection(format!(
                         "answer refused: it is encoded with {:?}, which the host did not offer \
                          and cannot decode to check it for secrets",
                         String::from_utf8_lossy(encoding.as_bytes())
@@ -322,8 +329,9 @@ impl Redactor {
         let matcher = match self {
             Redactor::Inactive => return Ok(()),
             Redactor::Active(matcher) => matcher,
+            // `prepare` refuses every request first; kept for safety.
             Redactor::Broken(why) => {
-                return Err(HttpError::Denied(format!(
+                return Err(HttpError::Connection(format!(
                     "answer withheld: the host could not prepare secret redaction ({why})"
                 )))
             }
