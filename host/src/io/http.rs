@@ -385,12 +385,15 @@ const URI_COMPONENT: &AsciiSet = &URI_UNRESERVED
 /// percent-encoded in a URL or form. Duplicates are left to the caller.
 fn echoed_forms(value: &str) -> Vec<String> {
     let mut forms = vec![value.to_owned()];
-    for ascii_only in [false, true] {
-        for escape_slash in [false, true] {
-            for upper_hex in [false, true] {
-                forms.push(json_escaped(value, ascii_only, escape_slash, upper_hex));
-            }
-        }
+    // Every combination of the escaping choices JSON encoders make.
+    for bits in 0u8..16 {
+        let style = JsonStyle {
+            ascii_only: bits & 1 != 0,
+            escape_slash: bits & 2 != 0,
+            escape_html: bits & 4 != 0,
+            upper_hex: bits & 8 != 0,
+        };
+        forms.push(json_escaped(value, style));
     }
     forms.push(utf8_percent_encode(value, URI_UNRESERVED).to_string());
     forms.push(utf8_percent_encode(value, URI_COMPONENT).to_string());
@@ -398,14 +401,26 @@ fn echoed_forms(value: &str) -> Vec<String> {
     forms
 }
 
-/// `value` as it stands between the quotes of a JSON string. `ascii_only` escapes everything
-/// past `~` as `\uXXXX` (Python's default), `escape_slash` writes `/` as `\/` (PHP's default).
-fn json_escaped(value: &str, ascii_only: bool, escape_slash: bool, upper_hex: bool) -> String {
+/// Choices JSON encoders make beyond the required escapes (`"`, `\`, control characters).
+#[derive(Clone, Copy, Default)]
+struct JsonStyle {
+    /// Everything past `~` as `\uXXXX` (Python's default).
+    ascii_only: bool,
+    /// `/` as `\/` (PHP's default).
+    escape_slash: bool,
+    /// `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX` (Go's default).
+    escape_html: bool,
+    /// `\u00E9` rather than `\u00e9`.
+    upper_hex: bool,
+}
+
+/// `value` as it stands between the quotes of a JSON string written in `style`.
+fn json_escaped(value: &str, style: JsonStyle) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     let unicode = |out: &mut String, c: char| {
         let mut units = [0u16; 2];
         for unit in c.encode_utf16(&mut units) {
-            let escaped = if upper_hex {
+            let escaped = if style.upper_hex {
                 format!("\\u{unit:04X}")
             } else {
                 format!("\\u{unit:04x}")
@@ -417,13 +432,14 @@ fn json_escaped(value: &str, ascii_only: bool, escape_slash: bool, upper_hex: bo
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '/' if escape_slash => out.push_str("\\/"),
+            '/' if style.escape_slash => out.push_str("\\/"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if c < ' ' || (ascii_only && c > '~') => unicode(&mut out, c),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if style.escape_html => unicode(&mut out, c),
+            c if c < ' ' || (style.ascii_only && c > '~') => unicode(&mut out, c),
             c => out.push(c),
         }
     }
@@ -687,21 +703,23 @@ mod tests {
 
     #[test]
     fn redacts_the_json_escaped_forms_of_a_secret() {
-        let value = "sk-\"quoted\"\\back/slash\n\u{1}é";
+        let value = "sk-\"quoted\"\\back/slash\n\u{1}é<&>";
         let g = gateway_with(value);
         // As serde (and JavaScript) write it.
         let serde = serde_json::to_string(value).unwrap();
         let inner = &serde[1..serde.len() - 1];
-        assert_eq!(inner, json_escaped(value, false, false, false));
+        assert_eq!(inner, json_escaped(value, JsonStyle::default()));
         assert_eq!(
             redacted(&g, &format!("{{\"a\":{serde}}}")),
             "{\"a\":\"[redacted]\"}"
         );
-        // Python's json.dumps (ASCII only), PHP's (\/), and upper-case \u escapes.
+        // Python's json.dumps (ASCII only), PHP's (\/), Go's (<&> escaped), and upper-case
+        // \u escapes.
         for form in [
-            r#"sk-\"quoted\"\\back/slash\n\u0001\u00e9"#,
-            r#"sk-\"quoted\"\\back\/slash\n\u0001\u00e9"#,
-            r#"sk-\"quoted\"\\back/slash\n\u0001\u00E9"#,
+            r#"sk-\"quoted\"\\back/slash\n\u0001\u00e9<&>"#,
+            r#"sk-\"quoted\"\\back\/slash\n\u0001é<&>"#,
+            r#"sk-\"quoted\"\\back/slash\n\u0001é\u003c\u0026\u003e"#,
+            r#"sk-\"quoted\"\\back/slash\n\u0001\u00E9<&>"#,
         ] {
             assert_eq!(redacted(&g, &format!("<{form}>")), "<[redacted]>", "{form}");
         }
