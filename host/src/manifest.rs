@@ -147,11 +147,18 @@ impl fmt::Display for HostRule {
     }
 }
 
-/// A named secret and its resolved value. `Debug` never shows the value.
+/// Shortest secret value accepted: the host blanks every occurrence of a secret out of answers,
+/// and a short value would blank ordinary text (`ok` in `book`) and so tell a plugin what it is.
+pub const MIN_SECRET_BYTES: usize = 8;
+
+/// A named secret, its resolved value and the hosts it may be sent to. `Debug` never shows the
+/// value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
     pub name: String,
     pub value: String,
+    /// Requests that carry this secret may go only to these hosts (checked before sending).
+    pub hosts: Vec<HostRule>,
 }
 
 impl fmt::Debug for Secret {
@@ -159,6 +166,7 @@ impl fmt::Debug for Secret {
         f.debug_struct("Secret")
             .field("name", &self.name)
             .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -384,6 +392,7 @@ struct RawOperator {
 struct RawSecret {
     env: Option<Spanned<String>>,
     value: Option<Spanned<String>>,
+    hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -946,13 +955,14 @@ fn resolve_secrets(
     ctx: &Ctx<'_>,
     raw: BTreeMap<Spanned<String>, Spanned<RawSecret>>,
     env: EnvLookup<'_>,
-) -> Result<HashMap<String, String>, ManifestError> {
+) -> Result<HashMap<String, Secret>, ManifestError> {
     let mut secrets = HashMap::new();
     for (name, secret) in raw {
         let field = format!("secrets.{}", key_segment(name.get_ref()));
         let span = secret.span();
         let secret = secret.into_inner();
-        let value = match (secret.env, secret.value) {
+        // The value, where it was given (for errors about it) and what to call it there.
+        let (value, value_span, value_field, origin) = match (secret.env, secret.value) {
             (Some(var), None) => {
                 let var_name = var.get_ref();
                 if var_name.is_empty() {
@@ -962,25 +972,36 @@ fn resolve_secrets(
                         "must not be empty",
                     ));
                 }
-                let problem = match env(var_name) {
-                    Ok(v) if !v.is_empty() => {
-                        secrets.insert(name.into_inner(), v);
-                        continue;
+                let value = match env(var_name) {
+                    Ok(v) if !v.is_empty() => v,
+                    failed => {
+                        let problem = match failed {
+                            Ok(_) => "is set but empty",
+                            Err(std::env::VarError::NotPresent) => "is not set",
+                            Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+                        };
+                        return Err(ctx.invalid(
+                            var.span(),
+                            format!("{field}.env"),
+                            format!(
+                                "secret {:?} reads environment variable {var_name}, which {problem}",
+                                name.get_ref()
+                            ),
+                        ));
                     }
-                    Ok(_) => "is set but empty",
-                    Err(std::env::VarError::NotPresent) => "is not set",
-                    Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
                 };
-                return Err(ctx.invalid(
-                    var.span(),
-                    format!("{field}.env"),
-                    format!(
-                        "secret {:?} reads environment variable {var_name}, which {problem}",
-                        name.get_ref()
-                    ),
-                ));
+                let origin = format!("environment variable {var_name}");
+                (value, var.span(), format!("{field}.env"), origin)
             }
-            (None, Some(value)) => value.into_inner(),
+            (None, Some(value)) => {
+                let value_span = value.span();
+                (
+                    value.into_inner(),
+                    value_span,
+                    format!("{field}.value"),
+                    "its value".to_owned(),
+                )
+            }
             (Some(_), Some(value)) => {
                 return Err(ctx.invalid(
                     value.span(),
@@ -996,7 +1017,48 @@ fn resolve_secrets(
                 ));
             }
         };
-        secrets.insert(name.into_inner(), value);
+        if value.len() < MIN_SECRET_BYTES {
+            // The length only: the value itself never goes into a message.
+            return Err(ctx.invalid(
+                value_span,
+                value_field,
+                format!(
+                    "secret {:?}: {origin} is {} bytes long; a secret must be at least \
+                     {MIN_SECRET_BYTES} bytes, because the host blanks it out of every answer and \
+                     a short one would blank ordinary text (and show a plugin where it occurs)",
+                    name.get_ref(),
+                    value.len()
+                ),
+            ));
+        }
+        let hosts_field = format!("{field}.hosts");
+        let Some(raw_hosts) = secret.hosts else {
+            return Err(ctx.invalid(
+                span,
+                hosts_field,
+                format!(
+                    "is required: list the hosts secret {:?} may be sent to, as in \
+                     allowed_hosts, e.g. hosts = [\"api.openai.com\"]; a request that carries it \
+                     to any other host is refused",
+                    name.get_ref()
+                ),
+            ));
+        };
+        if raw_hosts.get_ref().is_empty() {
+            return Err(ctx.invalid(
+                raw_hosts.span(),
+                hosts_field,
+                "must list at least one host, e.g. hosts = [\"api.openai.com\"]",
+            ));
+        }
+        let mut hosts = Vec::with_capacity(raw_hosts.get_ref().len());
+        for (i, rule) in raw_hosts.get_ref().iter().enumerate() {
+            let parsed = parse_host_rule(rule.get_ref())
+                .map_err(|msg| ctx.invalid(rule.span(), format!("{hosts_field}[{i}]"), msg))?;
+            hosts.push(parsed);
+        }
+        let name = name.into_inner();
+        secrets.insert(name.clone(), Secret { name, value, hosts });
     }
     Ok(secrets)
 }
@@ -1005,7 +1067,7 @@ fn resolve_operator(
     ctx: &Ctx<'_>,
     index: usize,
     op: Spanned<RawOperator>,
-    secrets: &HashMap<String, String>,
+    secrets: &HashMap<String, Secret>,
 ) -> Result<OperatorConfig, ManifestError> {
     let span = op.span();
     let raw = op.into_inner();
@@ -1128,7 +1190,7 @@ fn resolve_operator(
     let mut op_secrets: Vec<Secret> = Vec::new();
     for (i, name) in raw.secrets.unwrap_or_default().iter().enumerate() {
         let secret_name = name.get_ref();
-        let Some(value) = secrets.get(secret_name) else {
+        let Some(secret) = secrets.get(secret_name) else {
             let mut known: Vec<&str> = secrets.keys().map(String::as_str).collect();
             known.sort_unstable();
             let known = if known.is_empty() {
@@ -1143,10 +1205,7 @@ fn resolve_operator(
             ));
         };
         if op_secrets.iter().all(|s| &s.name != secret_name) {
-            op_secrets.push(Secret {
-                name: secret_name.clone(),
-                value: value.clone(),
-            });
+            op_secrets.push(secret.clone());
         }
     }
 
@@ -2028,9 +2087,11 @@ memory_limit = 2097152
 
 [secrets.openai]
 env = "WAIO_TEST_OPENAI_KEY"
+hosts = ["API.OpenAI.com"]
 
 [secrets.literal]
-value = "sk-test"
+value = "sk-test-literal"
+hosts = ["127.0.0.1:18080", "[::1]"]
 
 [sink]
 kind = "file"
@@ -2121,11 +2182,25 @@ retained = 2
             vec![
                 Secret {
                     name: "openai".into(),
-                    value: "sk-from-env".into()
+                    value: "sk-from-env".into(),
+                    hosts: vec![HostRule {
+                        host: "api.openai.com".into(),
+                        port: None
+                    }],
                 },
                 Secret {
                     name: "literal".into(),
-                    value: "sk-test".into()
+                    value: "sk-test-literal".into(),
+                    hosts: vec![
+                        HostRule {
+                            host: "127.0.0.1".into(),
+                            port: Some(18080)
+                        },
+                        HostRule {
+                            host: "::1".into(),
+                            port: None
+                        },
+                    ],
                 },
             ]
         );
@@ -2687,7 +2762,7 @@ retained = 2
     #[test]
     fn unknown_secret_name() {
         let text = format!(
-            "{}\n[secrets.known]\nvalue = \"x\"\n",
+            "{}\n[secrets.known]\nvalue = \"sk-known-1\"\nhosts = [\"a.example\"]\n",
             with_operator("secrets = [\"known\", \"nope\"]")
         );
         let e = parse_err(&text);
@@ -2729,6 +2804,76 @@ retained = 2
         let neither = format!("{}\n[secrets.s]\n", with_operator(""));
         let e = parse_err(&neither);
         assert_eq!(invalid(&e).2, "secrets.s");
+    }
+
+    #[test]
+    fn a_secret_shorter_than_8_bytes_is_refused_where_it_is_written() {
+        let text = format!(
+            "{}\n[secrets.s]\nvalue = \"sk-1234\"\nhosts = [\"a.example\"]\n",
+            with_operator("secrets = [\"s\"]")
+        );
+        let e = parse_err(&text);
+        let (line, column) = pos(&text, "value =", "\"sk-1234\"");
+        assert_eq!(invalid(&e), (line, column, "secrets.s.value"));
+        let message = e.to_string();
+        assert!(
+            message.contains("7 bytes")
+                && message.contains("at least 8 bytes")
+                && !message.contains("sk-1234"),
+            "{message}"
+        );
+        // Eight bytes are enough.
+        assert!(parse(&text.replace("sk-1234", "sk-12345")).is_ok());
+
+        // The same for a value from the environment, located at `env`.
+        let text = format!(
+            "{}\n[secrets.s]\nenv = \"SHORT_KEY\"\nhosts = [\"a.example\"]\n",
+            with_operator("")
+        );
+        let env = |_: &str| Ok("abc".to_owned());
+        let e = parse_with_env(&text, Path::new(FILE), &env).unwrap_err();
+        let (line, column) = pos(&text, "env =", "\"SHORT_KEY\"");
+        assert_eq!(invalid(&e), (line, column, "secrets.s.env"));
+        let message = e.to_string();
+        assert!(
+            message.contains("SHORT_KEY") && message.contains("3 bytes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_secret_must_name_the_hosts_it_may_be_sent_to() {
+        let text = format!(
+            "{}\n[secrets.s]\nvalue = \"sk-12345678\"\n",
+            with_operator("secrets = [\"s\"]")
+        );
+        let e = parse_err(&text);
+        let (line, _) = pos(&text, "[secrets.s]", "[");
+        let (at_line, _, field) = invalid(&e);
+        assert_eq!((at_line, field), (line, "secrets.s.hosts"));
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("{FILE}:{line}:"))
+                && message.contains("hosts = [\"api.openai.com\"]"),
+            "{message}"
+        );
+
+        let empty = text.replace(
+            "value = \"sk-12345678\"\n",
+            "value = \"sk-12345678\"\nhosts = []\n",
+        );
+        let e = parse_err(&empty);
+        let (line, column) = pos(&empty, "hosts = []", "[]");
+        assert_eq!(invalid(&e), (line, column, "secrets.s.hosts"));
+
+        // Entries follow allowed_hosts' rules and are located one by one.
+        let url = text.replace(
+            "value = \"sk-12345678\"\n",
+            "value = \"sk-12345678\"\nhosts = [\"a.example\", \"https://b.example/v1\"]\n",
+        );
+        let e = parse_err(&url);
+        let (line, column) = pos(&url, "hosts =", "\"https");
+        assert_eq!(invalid(&e), (line, column, "secrets.s.hosts[1]"));
     }
 
     #[test]
@@ -2903,6 +3048,7 @@ retained = 2
         let s = Secret {
             name: "openai".into(),
             value: "sk-very-secret".into(),
+            hosts: vec![],
         };
         let shown = format!("{s:?}");
         assert!(
@@ -2910,7 +3056,7 @@ retained = 2
             "{shown}"
         );
         let text = format!(
-            "{}\n[secrets.k]\nvalue = \"sk-very-secret\"\n",
+            "{}\n[secrets.k]\nvalue = \"sk-very-secret\"\nhosts = [\"a.example\"]\n",
             with_operator("secrets = [\"k\"]")
         );
         let m = parse(&text).unwrap();

@@ -14,7 +14,7 @@ fn openai_manifest(mock: &MockServer, mode: &str, extra_config: &str) -> String 
         ),
         "",
     );
-    toml.push_str("\n[secrets.openai]\nvalue = \"sk-mock-0001\"\n");
+    toml.push_str("\n[secrets.openai]\nvalue = \"sk-mock-0001\"\nhosts = [\"127.0.0.1\"]\n");
     toml
 }
 
@@ -168,7 +168,7 @@ async fn the_classify_example_gives_the_same_answers_in_every_language() {
             &format!("base_url = \"{}/v1\"\nmodel = \"mock-small\"", mock.url()),
             "",
         );
-        toml.push_str("\n[secrets.openai]\nvalue = \"sk-example\"\n");
+        toml.push_str("\n[secrets.openai]\nvalue = \"sk-example\"\nhosts = [\"127.0.0.1\"]\n");
         let out = p.run(&toml).await;
         let labels: Vec<String> = out
             .output

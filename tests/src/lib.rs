@@ -319,6 +319,121 @@ impl TimelineServer {
     }
 }
 
+/// An HTTP/1.1 server that echoes each request's headers as JSON,
+/// `{"path": "/...", "headers": {"name": "value", ...}}`, encoded as the request's
+/// `Accept-Encoding` asks: `gzip`, or `x-reverse` (the bytes in reverse order: an encoding a
+/// plugin could undo itself), else plain. `/unasked-reverse` answers `x-reverse` whatever was
+/// asked; `/bomb` answers 64 MiB of zeros gzipped (64 KiB on the wire) whatever was asked. One
+/// request per connection. It keeps the headers of every request it saw.
+pub struct EchoServer {
+    pub addr: std::net::SocketAddr,
+    seen: SeenHeaders,
+}
+
+/// The headers (lower-case name, value) of each request an [`EchoServer`] received.
+type SeenHeaders = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
+impl EchoServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen: SeenHeaders = Arc::default();
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(echo_once(socket, Arc::clone(&log)));
+            }
+        });
+        EchoServer { addr, seen }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The headers (lower-case names) of every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Vec<(String, String)>> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+async fn echo_once(mut socket: tokio::net::TcpStream, log: SeenHeaders) {
+    use std::io::Write;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.lines();
+    let path = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("/")
+        .to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    log.lock().expect("log").push(headers.clone());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    // Read (and ignore) a body, so that the client sees its request consumed.
+    let length: usize = header("content-length").parse().unwrap_or(0);
+    let mut have = buf.len() - head_end;
+    while have < length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => have += n,
+        }
+    }
+
+    let plain = if path == "/bomb" {
+        vec![0u8; 64 * 1024 * 1024]
+    } else {
+        let map: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+            .collect();
+        serde_json::json!({"path": path, "headers": map})
+            .to_string()
+            .into_bytes()
+    };
+    let accepted = header("accept-encoding");
+    let (encoding, body) = if path == "/unasked-reverse" || accepted.contains("x-reverse") {
+        (Some("x-reverse"), plain.into_iter().rev().collect())
+    } else if path == "/bomb" || accepted.contains("gzip") {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&plain).expect("gzip");
+        (Some("gzip"), encoder.finish().expect("gzip"))
+    } else {
+        (None, plain)
+    };
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(encoding) = encoding {
+        answer.push_str(&format!("content-encoding: {encoding}\r\n"));
+    }
+    answer.push_str("\r\n");
+    let mut bytes = answer.into_bytes();
+    bytes.extend_from_slice(&body);
+    let _ = socket.write_all(&bytes).await;
+    let _ = socket.shutdown().await;
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
