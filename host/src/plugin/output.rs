@@ -191,7 +191,7 @@ impl OutputState {
                     "[{}] plugin output over its limit ({BURST_LINES} lines at once, then {LINES_PER_SECOND} a second per instance): lines are dropped and counted",
                     self.operator
                 );
-            } else if self.dropped % DROPPED_NOTE_EVERY == 0 {
+            } else if self.dropped.is_multiple_of(DROPPED_NOTE_EVERY) {
                 self.note_dropped("so far");
             }
             return;
