@@ -4,11 +4,15 @@
 //! records an [`Effects`] entry; the operator drains them after the guest call returns. That keeps
 //! the operator free of re-entrancy and makes "first completion wins" a plain state check.
 
+use std::time::{Duration, Instant};
+
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::waio::enricher::{completion, http, logging, types, usage};
 use super::bindings::{Event, Failure, HttpRequest, LogLevel, TokenUsage};
+use super::output::GuestOutput;
+use super::wasi::GuestIo;
 
 /// The host side of one `result-future` handle: which record, which attempt.
 #[derive(Debug)]
@@ -101,12 +105,21 @@ pub struct HostState {
     pub(super) current: Option<u64>,
     next_call_id: u64,
     pub(super) effects: Effects,
-    /// Plugin name for its log lines.
-    plugin: String,
+    /// Its log calls, stdout and stderr.
+    pub(super) output: GuestOutput,
+    /// When the running guest call must end (`call_time_limit` after it began): blocking WASI
+    /// calls give up then.
+    pub(super) deadline: Option<Instant>,
+    call_time_limit: Duration,
 }
 
 impl HostState {
-    pub(super) fn new(wasi: WasiCtx, limits: MemoryLimiter, plugin: String) -> Self {
+    pub(super) fn new(
+        wasi: WasiCtx,
+        limits: MemoryLimiter,
+        output: GuestOutput,
+        call_time_limit: Duration,
+    ) -> Self {
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -114,8 +127,15 @@ impl HostState {
             current: None,
             next_call_id: 1,
             effects: Effects::default(),
-            plugin,
+            output,
+            deadline: None,
+            call_time_limit,
         }
+    }
+
+    /// `wasi:io` with this instance's deadline (see `super::wasi`).
+    pub(super) fn guest_io(&mut self) -> GuestIo<'_> {
+        GuestIo::new(&mut self.table, self.deadline, self.call_time_limit)
     }
 
     pub(super) fn new_future(
@@ -200,14 +220,8 @@ impl usage::Host for HostState {
 
 impl logging::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        let plugin = &self.plugin;
-        match level {
-            LogLevel::Trace => tracing::trace!(target: "waio::plugin", plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "waio::plugin", plugin, "{message}"),
-            LogLevel::Info => tracing::info!(target: "waio::plugin", plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "waio::plugin", plugin, "{message}"),
-            LogLevel::Error => tracing::error!(target: "waio::plugin", plugin, "{message}"),
-        }
+        // Escaped, prefixed with the operator and capped per instance (see `super::output`).
+        self.output.log(level, &message);
         Ok(())
     }
 }

@@ -4,21 +4,27 @@
 //! guest call has a CPU deadline. Each operator loads its component once into an
 //! [`EnricherPluginPre`] (type-checked against the `enricher-plugin` world) and makes instances from
 //! it; an instance that traps is dropped and a fresh one made, which takes microseconds.
+//!
+//! WASI gives a plugin clocks, randomness, and a stdout and stderr that go to the host's log
+//! ([`output`]); its blocking calls give up at the call's deadline ([`wasi`]).
 
 pub mod bindings;
 pub mod cache;
 pub mod host;
+pub mod output;
+pub mod wasi;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, Resource};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use bindings::{EnricherPlugin, EnricherPluginPre, Event, HttpError, HttpResponse};
 pub use cache::{CacheOutcome, CompileCache};
 pub use host::{Completion, Effects, FutureRef, HostState, MemoryLimiter, OutgoingCall};
+use output::{GuestOutput, Stream};
 
 use crate::manifest::Location;
 
@@ -153,6 +159,7 @@ impl PluginComponent {
         };
         let mut linker: Linker<HostState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| wasi::shadow_blocking_io(&mut linker))
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
@@ -179,23 +186,30 @@ impl PluginComponent {
     /// A fresh instance, not yet opened.
     pub fn instantiate(&self) -> Result<PluginInstance, PluginError> {
         // No environment, arguments, files or sockets: the WASI context grants nothing but clocks,
-        // randomness and stderr (for panic messages).
-        let wasi = WasiCtxBuilder::new().inherit_stderr().build();
+        // randomness, and a stdout and stderr that go to the log (panic messages are written there).
+        let output = GuestOutput::new(&self.name);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.stream(Stream::Stdout))
+            .stderr(output.stream(Stream::Stderr))
+            .build();
         let limits = MemoryLimiter::new(self.limits.memory_bytes as usize);
         let mut store = Store::new(
             &self.engine,
-            HostState::new(wasi, limits, self.name.clone()),
+            HostState::new(wasi, limits, output, self.limits.call_time_limit),
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.limits.epoch_ticks());
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate {
-                plugin: self.name.clone(),
-                reason: format!("{e:#}"),
-            })?;
+        store.data_mut().deadline = Some(Instant::now() + self.limits.call_time_limit);
+        let instantiate_error = |reason: String| PluginError::Instantiate {
+            plugin: self.name.clone(),
+            reason,
+        };
+        // Instantiation may run guest code (start functions): keep it off any async runtime too.
+        let bindings = off_runtime(|| self.pre.instantiate(&mut store))
+            .map_err(|e| instantiate_error(e.to_string()))?
+            .map_err(|e| instantiate_error(format!("{e:#}")))?;
+        store.data_mut().deadline = None;
         Ok(PluginInstance {
             store,
             bindings,
@@ -203,6 +217,27 @@ impl PluginComponent {
             limits: self.limits.clone(),
         })
     }
+}
+
+/// Runs `work` (guest code) on a thread outside any tokio runtime when the caller is inside one.
+///
+/// wasmtime-wasi's synchronous bindings run their blocking calls (a write to stdout or stderr,
+/// a sleep) with `Handle::block_on` on the current runtime when there is one, which panics
+/// inside async code ("Cannot start a runtime from within a runtime"): `open()` is called from
+/// the pipeline's async setup. Operator threads have no runtime and call directly, at no cost.
+fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> std::io::Result<R> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(work());
+    }
+    std::thread::scope(|scope| {
+        let guest = std::thread::Builder::new()
+            .name("waio-guest".into())
+            .spawn_scoped(scope, work)?;
+        // A panic in the host code the guest called is the host's bug: pass it on.
+        Ok(guest
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
 }
 
 fn check_component_header(bytes: &[u8]) -> Result<(), String> {
@@ -229,16 +264,32 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     /// Runs a guest call with the CPU deadline armed and `current` naming the record served.
-    fn call<R>(
+    /// Safe from any thread, inside an async runtime or not.
+    fn call<R: Send>(
         &mut self,
         current: Option<u64>,
-        f: impl FnOnce(&EnricherPlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&EnricherPlugin, &mut Store<HostState>) -> wasmtime::Result<R> + Send,
     ) -> Result<R, GuestTrap> {
-        self.store.data_mut().current = current;
+        let state = self.store.data_mut();
+        state.current = current;
+        state.deadline = Some(Instant::now() + self.limits.call_time_limit);
+        state.output.begin_call();
         self.store.set_epoch_deadline(self.ticks);
-        let result = f(&self.bindings, &mut self.store);
-        self.store.data_mut().current = None;
-        result.map_err(|e| GuestTrap(describe_trap(&e, &self.limits)))
+        let (bindings, store) = (&self.bindings, &mut self.store);
+        let result = off_runtime(|| f(bindings, store));
+        let state = self.store.data_mut();
+        state.current = None;
+        state.deadline = None;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                let stderr = self.store.data().output.last_stderr_lines();
+                Err(GuestTrap(describe_trap(&error, &self.limits, &stderr)))
+            }
+            Err(error) => Err(GuestTrap(format!(
+                "cannot start a thread for the guest call: {error}"
+            ))),
+        }
     }
 
     pub fn open(&mut self, config_json: &str) -> Result<Result<(), String>, GuestTrap> {
@@ -267,11 +318,12 @@ impl PluginInstance {
         attempt: u32,
         input: &Event,
         export: impl FnOnce(
-            &EnricherPlugin,
-            &mut Store<HostState>,
-            &Event,
-            Resource<FutureRef>,
-        ) -> wasmtime::Result<()>,
+                &EnricherPlugin,
+                &mut Store<HostState>,
+                &Event,
+                Resource<FutureRef>,
+            ) -> wasmtime::Result<()>
+            + Send,
     ) -> Result<(), GuestTrap> {
         let future = self
             .store
@@ -312,25 +364,71 @@ impl PluginInstance {
     }
 }
 
-fn describe_trap(error: &wasmtime::Error, limits: &InstanceLimits) -> String {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "plugin ran longer than call_time_limit ({}) in one call and was stopped",
-            humantime::format_duration(limits.call_time_limit)
-        ),
-        Some(Trap::UnreachableCodeReached) => format!("plugin aborted (panic or abort): {error:#}"),
-        _ => {
-            let text = format!("{error:#}");
-            if text.contains("forcing trap when growing memory")
-                || text.contains("memory") && text.contains("limit")
+/// Frames of the wasm backtrace a trap message shows: the top ones say where; the rest is noise.
+const TRAP_FRAMES: usize = 3;
+
+/// A trap as people read it: what happened, the guest's last lines on stderr (a panic message is
+/// only there for a plugin without the SDK's hook), then the top frames of the wasm backtrace.
+fn describe_trap(error: &wasmtime::Error, limits: &InstanceLimits, stderr: &[String]) -> String {
+    // The causes, without the backtrace (a context wasmtime wraps the trap in).
+    let backtrace = error.downcast_ref::<WasmBacktrace>();
+    let backtrace_text = backtrace.map(ToString::to_string);
+    let cause = error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|e| Some(e) != backtrace_text.as_ref())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let mut text = if let Some(blocked) = error.downcast_ref::<wasi::BlockedTooLong>() {
+        blocked.to_string()
+    } else {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
+                "plugin ran longer than call_time_limit ({}) in one call and was stopped",
+                humantime::format_duration(limits.call_time_limit)
+            ),
+            Some(Trap::UnreachableCodeReached) => {
+                format!("plugin aborted (panic or abort): {cause}")
+            }
+            _ if cause.contains("forcing trap when growing memory")
+                || cause.contains("memory") && cause.contains("limit") =>
             {
                 format!(
-                    "plugin exceeded memory_limit ({} bytes): {text}",
+                    "plugin exceeded memory_limit ({} bytes): {cause}",
                     limits.memory_bytes
                 )
-            } else {
-                format!("plugin trapped: {text}")
             }
+            _ => format!("plugin trapped: {cause}"),
+        }
+    };
+    if !stderr.is_empty() {
+        text.push_str("\nits last lines on stderr:");
+        for line in stderr {
+            text.push_str("\n  ");
+            text.push_str(line);
         }
     }
+    if let Some(backtrace) = backtrace {
+        let frames = backtrace.frames();
+        if !frames.is_empty() {
+            text.push_str(&format!(
+                "\nwasm backtrace (top {} of {} frames):",
+                frames.len().min(TRAP_FRAMES),
+                frames.len()
+            ));
+        }
+        for (i, frame) in frames.iter().take(TRAP_FRAMES).enumerate() {
+            let module = frame.module().name().unwrap_or("<unknown>");
+            let function = match frame.func_name() {
+                Some(name) => name.to_string(),
+                None => format!("<wasm function {}>", frame.func_index()),
+            };
+            let offset = frame
+                .module_offset()
+                .map(|o| format!("{o:#x} "))
+                .unwrap_or_default();
+            text.push_str(&format!("\n  {i}: {offset}{module}!{function}"));
+        }
+    }
+    text
 }
