@@ -5,17 +5,6 @@
 use serde_json::json;
 use waio_tests::*;
 
-/// Runs the behave plugin over `lines` with the mock's `/echo` as its echo server.
-async fn behave(lines: &[serde_json::Value], operator_extra: &str) -> Outcome {
-    let mock = mock().await;
-    let p = Pipeline::new();
-    p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
-    let extra = format!("allowed_hosts = [\"127.0.0.1\"]\n{operator_extra}");
-    let config = format!("echo_url = \"{}/echo\"", mock.url());
-    p.run(&one_operator(&plugin("behave"), &extra, &config, ""))
-        .await
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

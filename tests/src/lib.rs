@@ -205,6 +205,18 @@ path = "dead.jsonl"
     )
 }
 
+/// Runs the behave test plugin over `lines` (one operator; `operator_extra` added to its table),
+/// with a fresh mock provider's `/echo` as its echo server and 127.0.0.1 allowed.
+pub async fn behave(lines: &[Value], operator_extra: &str) -> Outcome {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    let extra = format!("allowed_hosts = [\"127.0.0.1\"]\n{operator_extra}");
+    let config = format!("echo_url = \"{}/echo\"", mock.url());
+    p.run(&one_operator(&plugin("behave"), &extra, &config, ""))
+        .await
+}
+
 /// Starts the mock provider on a free port.
 pub async fn mock() -> MockServer {
     mock_with(MockConfig {
@@ -240,18 +252,9 @@ impl TimelineServer {
                     let mut buf = Vec::new();
                     loop {
                         // One request at a time per connection (keep-alive).
-                        let mut chunk = [0u8; 4096];
-                        let head_end = loop {
-                            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        let Some(head) = read_head(&mut socket, &mut buf).await else {
+                            return;
                         };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                        buf.drain(..head_end);
                         let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                         let query = |name: &str| {
                             target.split(['?', '&']).find_map(|kv| {
@@ -360,17 +363,9 @@ impl EchoServer {
 async fn echo_once(mut socket: tokio::net::TcpStream, log: SeenHeaders) {
     use std::io::Write;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(head) = read_head(&mut socket, &mut buf).await else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.lines();
     let path = lines
         .next()
@@ -391,7 +386,8 @@ async fn echo_once(mut socket: tokio::net::TcpStream, log: SeenHeaders) {
     };
     // Read (and ignore) a body, so that the client sees its request consumed.
     let length: usize = header("content-length").parse().unwrap_or(0);
-    let mut have = buf.len() - head_end;
+    let mut have = buf.len();
+    let mut chunk = [0u8; 4096];
     while have < length {
         match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
@@ -432,6 +428,24 @@ async fn echo_once(mut socket: tokio::net::TcpStream, log: SeenHeaders) {
     bytes.extend_from_slice(&body);
     let _ = socket.write_all(&bytes).await;
     let _ = socket.shutdown().await;
+}
+
+/// Reads one request head (up to its blank line) from `socket`, taking it out of `buf`; what
+/// follows it (a body) stays in `buf`. `None` when the connection ends first.
+async fn read_head(socket: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    buf.drain(..head_end);
+    Some(head)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
