@@ -16,6 +16,10 @@ fi
 sdk="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 wit="$(cd "$sdk/../../wit" && pwd)"
 bin="${WAIO_NODE:-$HOME/.cache/waio/node}/node_modules/.bin"
+# scripts/setup-js installs a node >= 20 there when the machine's is older.
+if [ -x "${WAIO_NODE:-$HOME/.cache/waio/node}/runtime/bin/node" ]; then
+    export PATH="${WAIO_NODE:-$HOME/.cache/waio/node}/runtime/bin:$PATH"
+fi
 for tool in esbuild componentize-js; do
     if [ ! -x "$bin/$tool" ]; then
         echo "build.sh: $bin/$tool not found; run scripts/setup-js first" >&2
