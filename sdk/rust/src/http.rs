@@ -184,8 +184,10 @@ impl From<wit::HttpResponse> for Response {
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
-    /// The host refused the request: the destination is not on the allowlist, or the request
-    /// names a secret the plugin was not granted. Nothing left the machine.
+    /// The host refused the request: the destination is not on the allowlist, the request
+    /// names a secret the plugin was not granted or sends one to a host outside the secret's
+    /// `hosts`, or it sets `Host` or asks for a `Range` of an answer that a secret could be
+    /// echoed in. Nothing left the machine.
     #[error("request denied: {0}")]
     Denied(String),
     /// The request is malformed (bad URL, method or header).
