@@ -108,8 +108,10 @@ typedef struct waio_enricher_types_http_error_t {
   } val;
 } waio_enricher_types_http_error_t;
 
-// The host refused the request: the destination is not on the allowlist, or the request
-// names a secret the plugin was not granted. Nothing left the machine.
+// The host refused the request: the destination is not on the allowlist, the request
+// names a secret the plugin was not granted or sends one to a host outside the secret's
+// `hosts`, or it sets `Host` or asks for a `Range` of an answer that a secret could be
+// echoed in. Nothing left the machine.
 #define WAIO_ENRICHER_TYPES_HTTP_ERROR_DENIED 0
 // The request is malformed (bad URL, method or header).
 #define WAIO_ENRICHER_TYPES_HTTP_ERROR_INVALID_REQUEST 1
