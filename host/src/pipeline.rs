@@ -257,6 +257,8 @@ fn open_outputs(
 /// returned.
 pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
+    // A missing input is found before seconds of plugin loading.
+    crate::connectors::source::check_input(&manifest.source)?;
     let _mock = match &manifest.mock_provider {
         Some(cfg) => Some(start_mock(cfg).await?),
         None => None,

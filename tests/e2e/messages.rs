@@ -65,6 +65,20 @@ fn a_missing_input_file_is_named_at_its_manifest_line_by_run_and_check() {
     assert!(stdout.contains(": ok"), "{stdout}");
 }
 
+/// `waio run` looks for its input before it loads any plugin (seconds for Python or JS): with
+/// both missing, the input is what it names.
+#[test]
+fn a_run_names_a_missing_input_before_loading_plugins() {
+    let p = Pipeline::new();
+    p.manifest(&one_operator(&p.path("missing.wasm"), "", "", ""));
+    let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    assert_failed(code, &stderr);
+    assert!(
+        stderr.contains("source.path: cannot open input") && !stderr.contains("missing.wasm"),
+        "{stderr}"
+    );
+}
+
 /// `capacity` with its alias `max_concurrent_requests` used to report "duplicate field
 /// `capacity`" at the `[[operator]]` header; now both keys, each where it stands.
 #[test]
