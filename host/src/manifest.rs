@@ -1097,19 +1097,12 @@ fn resolve_operator(
 
     let capacity = match raw.capacity {
         None => DEFAULT_CAPACITY,
-        Some(c) => {
-            let v = *c.get_ref();
-            match usize::try_from(v) {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    return Err(ctx.invalid(
-                        c.span(),
-                        field("capacity"),
-                        format!("must be at least 1, got {v} (Flink rejects a capacity <= 0)"),
-                    ));
-                }
-            }
-        }
+        Some(c) => at_least_one(
+            ctx,
+            &c,
+            &field("capacity"),
+            " (Flink rejects a capacity <= 0)",
+        )?,
     };
 
     let timeout = match raw.timeout {
@@ -1230,19 +1223,7 @@ fn resolve_operator(
     let max_requests_in_flight = match raw.max_requests_in_flight {
         // A record may fan out into a few requests; beyond that they queue in the host.
         None => capacity.saturating_mul(4),
-        Some(n) => {
-            let v = *n.get_ref();
-            match usize::try_from(v) {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    return Err(ctx.invalid(
-                        n.span(),
-                        field("max_requests_in_flight"),
-                        format!("must be at least 1, got {v}"),
-                    ))
-                }
-            }
-        }
+        Some(n) => at_least_one(ctx, &n, &field("max_requests_in_flight"), "")?,
     };
     let timeout_grace = match raw.timeout_grace {
         None => DEFAULT_TIMEOUT_GRACE,
@@ -1537,6 +1518,24 @@ fn duration_value(
         DurationValue::Text(t) => parse_duration(t),
     }
     .map_err(|msg| ctx.invalid(value.span(), field, msg))
+}
+
+/// A count that must be at least 1; `why` is added to the error.
+fn at_least_one(
+    ctx: &Ctx<'_>,
+    value: &Spanned<i64>,
+    field: &str,
+    why: &str,
+) -> Result<usize, ManifestError> {
+    let v = *value.get_ref();
+    match usize::try_from(v) {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ctx.invalid(
+            value.span(),
+            field.to_string(),
+            format!("must be at least 1, got {v}{why}"),
+        )),
+    }
 }
 
 fn positive_duration(
@@ -2699,6 +2698,23 @@ retained = 2
         let (line, column, _) = syntax(&parse_err(text));
         assert_eq!(line, 2);
         assert!(column > 1);
+    }
+
+    #[test]
+    fn requests_in_flight_default_to_four_times_capacity_and_must_be_positive() {
+        let op = &parse(&with_operator("capacity = 7")).unwrap().operators[0];
+        assert_eq!(op.max_requests_in_flight, 28);
+        assert_eq!(op.timeout_grace, Duration::from_secs(5));
+        let op = &parse(&with_operator(
+            "max_requests_in_flight = 3\ntimeout_grace = \"250ms\"",
+        ))
+        .unwrap()
+        .operators[0];
+        assert_eq!(op.max_requests_in_flight, 3);
+        assert_eq!(op.timeout_grace, Duration::from_millis(250));
+        let e = parse_err(&with_operator("max_requests_in_flight = 0"));
+        assert_eq!(invalid(&e), (6, 26, "operator[0].max_requests_in_flight"));
+        assert!(e.to_string().contains("at least 1, got 0"), "{e}");
     }
 
     #[test]
