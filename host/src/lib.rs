@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod project;
 pub mod record;
+pub mod telemetry;
 
 #[cfg(test)]
 mod tests {

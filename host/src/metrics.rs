@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::operator::OperatorReport;
+use crate::telemetry::OperatorTelemetry;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OperatorSummary {
@@ -29,22 +29,22 @@ pub struct OperatorSummary {
     pub thread_cpu_us_per_record: f64,
 }
 
-impl From<&OperatorReport> for OperatorSummary {
-    fn from(r: &OperatorReport) -> Self {
+impl From<&OperatorTelemetry> for OperatorSummary {
+    fn from(r: &OperatorTelemetry) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         let empty = r.latency_us.is_empty();
         OperatorSummary {
             name: r.name.clone(),
-            records_in: r.records_in,
-            records_out: r.records_out,
-            filtered: r.filtered,
-            dead_lettered: r.dead_lettered,
-            timed_out: r.timed_out,
-            traps: r.traps,
-            recycled: r.recycled,
-            http_calls: r.http_calls,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
+            records_in: r.records_in.get(),
+            records_out: r.records_out.get(),
+            filtered: r.filtered.get(),
+            dead_lettered: r.dead_lettered.get(),
+            timed_out: r.timed_out.get(),
+            traps: r.traps.get(),
+            recycled: r.recycled.get(),
+            http_calls: r.http_calls.get(),
+            input_tokens: r.input_tokens.get(),
+            output_tokens: r.output_tokens.get(),
             latency_p50_ms: if empty {
                 0.0
             } else {
@@ -56,11 +56,11 @@ impl From<&OperatorReport> for OperatorSummary {
                 ms(r.latency_us.value_at_quantile(0.99))
             },
             latency_max_ms: if empty { 0.0 } else { ms(r.latency_us.max()) },
-            thread_cpu_s: r.thread_cpu.as_secs_f64(),
-            thread_cpu_us_per_record: if r.records_in == 0 {
+            thread_cpu_s: r.thread_cpu().as_secs_f64(),
+            thread_cpu_us_per_record: if r.records_in.get() == 0 {
                 0.0
             } else {
-                r.thread_cpu.as_secs_f64() * 1e6 / r.records_in as f64
+                r.thread_cpu().as_secs_f64() * 1e6 / r.records_in.get() as f64
             },
         }
     }

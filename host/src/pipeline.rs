@@ -17,10 +17,11 @@ use crate::connectors::source::{
 use crate::io::http::HttpGateway;
 use crate::manifest::{CheckpointConfig, HttpVersion, Manifest, SinkConfig};
 use crate::metrics::{process_usage, OperatorSummary, RunSummary};
-use crate::operator::{AsyncWaitOperator, OperatorError, OperatorReport};
+use crate::operator::{AsyncWaitOperator, OperatorError};
 use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent, PluginError};
 use crate::record::stage_channel;
 use crate::record::{CommandSender, StageCommand};
+use crate::telemetry::OperatorTelemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -95,7 +96,7 @@ pub fn load_plugins(manifest: &Manifest) -> Result<Vec<Arc<PluginComponent>>, Pi
 
 enum StageDone {
     Source(SourceReport),
-    Operator(usize, Box<OperatorReport>),
+    Operator,
     Sink(SinkReport),
     Coordinator(CoordinatorReport),
 }
@@ -297,6 +298,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
     let mut operator_commands: Vec<CommandSender> = Vec::new();
     // Open every plugin before reading any input, so a bad config fails fast.
     let mut operators = Vec::new();
+    let mut telemetry: Vec<Arc<OperatorTelemetry>> = Vec::new();
     let mut identities = Vec::new();
     // One client per HTTP version, shared by the operators that use it.
     let mut clients: HashMap<HttpVersion, reqwest::Client> = HashMap::new();
@@ -325,6 +327,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             watermark: None,
             elements: Vec::new(),
         });
+        let operator_telemetry = Arc::new(OperatorTelemetry::new(&config.name));
         let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
@@ -332,7 +335,9 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             Arc::clone(&label),
             tokio::runtime::Handle::current(),
             reports.clone(),
+            Arc::clone(&operator_telemetry),
         )?;
+        telemetry.push(operator_telemetry);
         if let Some(snapshot) = resume.as_mut().and_then(|c| c.operators.get_mut(index)) {
             restored_in_flight += snapshot.records_in_flight() as u64;
             operator.restore(std::mem::take(&mut snapshot.elements));
@@ -409,10 +414,8 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             index + 1,
             format!("waio-op-{index}"),
             Box::new(move || {
-                Ok(StageDone::Operator(
-                    index,
-                    Box::new(operator.run(input, tx)?),
-                ))
+                operator.run(input, tx)?;
+                Ok(StageDone::Operator)
             }),
         )?;
     }
@@ -452,7 +455,6 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
     let mut source_report = SourceReport::default();
     let mut sink_report = SinkReport::default();
     let mut coordinator_report = CoordinatorReport::default();
-    let mut reports: Vec<Option<OperatorReport>> = vec![None; manifest.operators.len()];
     let mut consequence: Option<PipelineError> = None;
     let mut finished = 0;
     while finished < stage_count {
@@ -505,7 +507,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         };
         match done {
             StageDone::Source(r) => source_report = r,
-            StageDone::Operator(i, r) => reports[i] = Some(*r),
+            StageDone::Operator => {}
             StageDone::Sink(r) => sink_report = r,
             StageDone::Coordinator(r) => coordinator_report = r,
         }
@@ -516,10 +518,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
 
     let elapsed = started.elapsed();
     let (cpu, peak_rss_mib) = process_usage();
-    let left_unprocessed = reports
-        .first()
-        .and_then(Option::as_ref)
-        .map_or(0, |r| r.left_unprocessed);
+    let left_unprocessed = telemetry.first().map_or(0, |t| t.left_unprocessed.get());
     let records_in = source_report.records;
     Ok(RunSummary {
         pipeline: manifest.name.clone(),
@@ -542,18 +541,16 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         checkpointing: coordinated,
         restored_from,
         restored_in_flight,
-        restore_ms: reports
+        restore_ms: telemetry
             .iter()
-            .flatten()
-            .filter_map(|r| r.restored_at)
+            .filter_map(|t| t.restored_at.get().copied())
             .max()
             .map(|at| at.duration_since(started).as_secs_f64() * 1000.0),
         checkpoints: coordinator_report.completed,
         checkpoint_max_ms: coordinator_report.max_duration.as_secs_f64() * 1000.0,
-        operators: reports
+        operators: telemetry
             .iter()
-            .flatten()
-            .map(OperatorSummary::from)
+            .map(|t| OperatorSummary::from(t.as_ref()))
             .collect(),
     })
 }

@@ -12,9 +12,7 @@ pub mod queue;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use hdrhistogram::Histogram;
+use std::time::Instant;
 
 use crate::checkpoint::coordinator::{Report, ReportSender};
 use crate::checkpoint::{OperatorSnapshot, SourcePosition};
@@ -29,6 +27,7 @@ use crate::record::{
     Batch, CommandReceiver, Element, Message, Record, StageCommand, StageReceiver, StageSender,
     BATCH_SIZE, CHANNEL_DEPTH,
 };
+use crate::telemetry::OperatorTelemetry;
 
 /// Elements an operator reads ahead of its queue at most: enough to empty its input channel,
 /// so a checkpoint barrier never waits behind a full channel.
@@ -70,56 +69,6 @@ pub enum OperatorError {
     DownstreamGone { operator: String },
     #[error("operator {operator:?}: stopped at once, records in flight were not finished")]
     Aborted { operator: String },
-}
-
-/// What an operator did, for the run summary.
-#[derive(Debug, Clone)]
-pub struct OperatorReport {
-    pub name: String,
-    pub records_in: u64,
-    pub records_out: u64,
-    /// Records completed with no output (filtered out).
-    pub filtered: u64,
-    pub dead_lettered: u64,
-    pub timed_out: u64,
-    pub traps: u64,
-    /// Instances replaced before they reached their memory limit.
-    pub recycled: u64,
-    /// When the last input restored from a checkpoint was invoked again (restore time).
-    pub restored_at: Option<Instant>,
-    pub http_calls: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Time from entering the operator to leaving it, microseconds.
-    pub latency_us: Histogram<u64>,
-    /// CPU time of the operator's thread over its run.
-    pub thread_cpu: Duration,
-    /// Records read but never admitted because the run stopped.
-    pub left_unprocessed: u64,
-}
-
-impl OperatorReport {
-    fn new(name: &str) -> Self {
-        OperatorReport {
-            name: name.to_string(),
-            records_in: 0,
-            records_out: 0,
-            filtered: 0,
-            dead_lettered: 0,
-            timed_out: 0,
-            traps: 0,
-            recycled: 0,
-            restored_at: None,
-            http_calls: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            // 1 µs .. 1 hour at 3 significant digits; the bounds are constants, so this cannot fail.
-            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
-            thread_cpu: Duration::ZERO,
-            left_unprocessed: 0,
-        }
-    }
 }
 
 /// The answer to one plugin request, on its way back to the operator task.
@@ -216,7 +165,7 @@ pub struct AsyncWaitOperator {
     stopping: bool,
     /// Line of the last record admitted, for the stop message.
     last_admitted_line: u64,
-    report: OperatorReport,
+    telemetry: Arc<OperatorTelemetry>,
 }
 
 impl AsyncWaitOperator {
@@ -228,12 +177,13 @@ impl AsyncWaitOperator {
         source_label: Arc<str>,
         runtime: tokio::runtime::Handle,
         reports: Option<ReportSender>,
+        telemetry: Arc<OperatorTelemetry>,
     ) -> Result<Self, OperatorError> {
         let (answers_tx, answers_rx) = crossbeam_channel::unbounded();
         let index = config.index;
         let mut operator = AsyncWaitOperator {
             queue: ElementQueue::new(config.ordered),
-            report: OperatorReport::new(&config.name),
+            telemetry,
             config,
             component,
             gateway,
@@ -353,11 +303,7 @@ impl AsyncWaitOperator {
     /// blocking calls, such as a plugin writing to stderr, must not run on an async worker) and
     /// the loop waits on its mailbox (input, HTTP answers, commands, the next deadline) between
     /// them.
-    pub fn run(
-        mut self,
-        input: StageReceiver,
-        output: StageSender,
-    ) -> Result<OperatorReport, OperatorError> {
+    pub fn run(mut self, input: StageReceiver, output: StageSender) -> Result<(), OperatorError> {
         let mut pending_input: VecDeque<Element> = std::mem::take(&mut self.restored).into();
         let mut restored_left = pending_input.len();
         let mut input_done = false;
@@ -383,7 +329,7 @@ impl AsyncWaitOperator {
                     if restored_left > 0 {
                         restored_left -= 1;
                         if restored_left == 0 {
-                            self.report.restored_at = Some(Instant::now());
+                            let _ = self.telemetry.restored_at.set(Instant::now());
                         }
                     }
                 }
@@ -409,10 +355,12 @@ impl AsyncWaitOperator {
             }
             let drained = input_done && pending_input.is_empty();
             if (drained || self.stopping) && self.queue.is_empty() {
-                self.report.left_unprocessed = pending_input
-                    .iter()
-                    .filter(|e| matches!(e, Element::Record(_)))
-                    .count() as u64;
+                self.telemetry.left_unprocessed.add(
+                    pending_input
+                        .iter()
+                        .filter(|e| matches!(e, Element::Record(_)))
+                        .count() as u64,
+                );
                 self.report_end(&pending_input, drained)?;
                 break;
             }
@@ -493,8 +441,8 @@ impl AsyncWaitOperator {
             }
         }
         // `run` is the thread's whole work: what it used so far is the operator's CPU.
-        self.report.thread_cpu = crate::metrics::thread_cpu();
-        Ok(self.report)
+        self.telemetry.set_thread_cpu(crate::metrics::thread_cpu());
+        Ok(())
     }
 
     fn take_batch(&mut self, batch: Batch, pending_input: &mut VecDeque<Element>) {
@@ -639,7 +587,7 @@ impl AsyncWaitOperator {
                 Ok(())
             }
             Element::Record(input) => {
-                self.report.records_in += 1;
+                self.telemetry.records_in.inc();
                 self.last_admitted_line = input.line;
                 let segment = self.queue.segment_of_next();
                 self.queue.push_record(seq);
@@ -718,7 +666,7 @@ impl AsyncWaitOperator {
     /// Replaces an instance that keeps growing (e.g. a guest runtime that leaks) before it traps
     /// at its memory limit: no record fails, the ones in flight in it are invoked again.
     fn recycle(&mut self, slot: usize) -> Result<(), OperatorError> {
-        self.report.recycled += 1;
+        self.telemetry.recycled.inc();
         tracing::info!(
             operator = %self.config.name,
             used = self.slots[slot].instance.memory_used(),
@@ -792,8 +740,12 @@ impl AsyncWaitOperator {
 
     fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
         for (_owner, usage) in effects.usage {
-            self.report.input_tokens += u64::from(usage.input_tokens);
-            self.report.output_tokens += u64::from(usage.output_tokens);
+            self.telemetry
+                .input_tokens
+                .add(u64::from(usage.input_tokens));
+            self.telemetry
+                .output_tokens
+                .add(u64::from(usage.output_tokens));
         }
         for call in effects.calls {
             self.start_call(slot, call);
@@ -846,9 +798,9 @@ impl AsyncWaitOperator {
             })
             .collect();
         if outputs.is_empty() {
-            self.report.filtered += 1;
+            self.telemetry.filtered.inc();
         }
-        self.report.records_out += outputs.len() as u64;
+        self.telemetry.records_out.add(outputs.len() as u64);
         let segment = entry.segment;
         self.queue.complete(seq, segment, outputs);
     }
@@ -869,7 +821,7 @@ impl AsyncWaitOperator {
             Cause::Timeout => (self.config.on_timeout, "timeout"),
         };
         if cause == Cause::Timeout {
-            self.report.timed_out += 1;
+            self.telemetry.timed_out.inc();
         }
         let record = self.record_label(entry.input.line);
         let timeout_text = self
@@ -900,7 +852,7 @@ impl AsyncWaitOperator {
                     record: &entry.input,
                 }
                 .encode();
-                self.report.dead_lettered += 1;
+                self.telemetry.dead_lettered.inc();
                 // The record leaves the operator at its position, as its dead letter.
                 if let Some(entry) = self.entries.get_mut(&seq) {
                     entry.done = true;
@@ -921,7 +873,7 @@ impl AsyncWaitOperator {
         trap: GuestTrap,
         serving: Option<(u64, Cause)>,
     ) -> Result<(), OperatorError> {
-        self.report.traps += 1;
+        self.telemetry.traps.inc();
         tracing::warn!(operator = %self.config.name, "plugin instance discarded: {trap}");
         self.swap_instance(slot)?;
         if let Some((seq, cause)) = serving {
@@ -936,7 +888,7 @@ impl AsyncWaitOperator {
     /// Sends a request the plugin asked for, or queues it while `max_requests_in_flight` are
     /// on the network (backpressure in the host, not in the provider).
     fn start_call(&mut self, slot: usize, call: OutgoingCall) {
-        self.report.http_calls += 1;
+        self.telemetry.http_calls.inc();
         let generation = self.slots[slot].generation;
         if self.calls_in_flight >= self.config.max_requests_in_flight {
             self.waiting_calls.push_back((slot, generation, call));
@@ -1061,7 +1013,7 @@ impl AsyncWaitOperator {
             entry.timed_out = true;
             let slot = entry.instance;
             let attempt = entry.attempt;
-            let calls_before = self.report.http_calls;
+            let calls_before = self.telemetry.http_calls.get();
             let slots = &mut self.slots;
             let result = with_event(&mut entry.input, |event| {
                 slots[slot].instance.timeout(seq, attempt, event)
@@ -1070,7 +1022,7 @@ impl AsyncWaitOperator {
             let Some(entry) = self.entries.get_mut(&seq).filter(|e| !e.done) else {
                 continue;
             };
-            let sent_request = self.report.http_calls > calls_before;
+            let sent_request = self.telemetry.http_calls.get() > calls_before;
             if sent_request && !self.config.timeout_grace.is_zero() && entry.attempt == attempt {
                 let until = now + self.config.timeout_grace;
                 entry.grace_until = Some(until);
@@ -1096,7 +1048,7 @@ impl AsyncWaitOperator {
                 Emitted::Record { seq, outputs } => {
                     if let Some(entry) = self.entries.remove(&seq) {
                         let micros = entry.entered.elapsed().as_micros() as u64;
-                        let _ = self.report.latency_us.record(micros.max(1));
+                        self.telemetry.latency_us.record(micros.max(1));
                         if let Some(letter) = entry.dead_letter {
                             out.push(Element::DeadLetter(letter));
                         }

@@ -1,0 +1,151 @@
+//! Live telemetry: counters, gauges and histograms that stages update while the run goes on,
+//! read at any time (the run summary at the end; later a status page and a Prometheus endpoint).
+//!
+//! Every value is an atomic: a stage's thread updates it without a lock on the record path, and
+//! any other thread reads it. A value is declared once, here; everything shown to a user is
+//! rendered from these.
+
+mod histogram;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use histogram::Histogram;
+
+/// A count that only goes up.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        // Relaxed: each value is read on its own; no other memory depends on it.
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (records in flight, instances).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What one async-wait operator has done so far. The operator's thread writes it; the pipeline
+/// and its observers read it.
+#[derive(Debug)]
+pub struct OperatorTelemetry {
+    pub name: String,
+    pub records_in: Counter,
+    pub records_out: Counter,
+    /// Records completed with no output (filtered out).
+    pub filtered: Counter,
+    pub dead_lettered: Counter,
+    pub timed_out: Counter,
+    pub traps: Counter,
+    /// Instances replaced before they reached their memory limit.
+    pub recycled: Counter,
+    pub http_calls: Counter,
+    pub input_tokens: Counter,
+    pub output_tokens: Counter,
+    /// Records read but never admitted because the run stopped.
+    pub left_unprocessed: Counter,
+    /// Records admitted and not yet emitted.
+    pub in_flight: Gauge,
+    /// Time from entering the operator to leaving it, microseconds.
+    pub latency_us: Histogram,
+    /// CPU time of the operator's thread, microseconds, updated as the thread goes on.
+    pub thread_cpu_us: Counter,
+    /// When the last input restored from a checkpoint was invoked again.
+    pub restored_at: OnceLock<Instant>,
+}
+
+impl OperatorTelemetry {
+    pub fn new(name: &str) -> Self {
+        OperatorTelemetry {
+            name: name.to_string(),
+            records_in: Counter::default(),
+            records_out: Counter::default(),
+            filtered: Counter::default(),
+            dead_lettered: Counter::default(),
+            timed_out: Counter::default(),
+            traps: Counter::default(),
+            recycled: Counter::default(),
+            http_calls: Counter::default(),
+            input_tokens: Counter::default(),
+            output_tokens: Counter::default(),
+            left_unprocessed: Counter::default(),
+            in_flight: Gauge::default(),
+            latency_us: Histogram::default(),
+            thread_cpu_us: Counter::default(),
+            restored_at: OnceLock::new(),
+        }
+    }
+
+    /// Records the CPU time the calling thread has used so far as the operator's.
+    pub fn set_thread_cpu(&self, cpu: Duration) {
+        let us = cpu.as_micros() as u64;
+        let before = self.thread_cpu_us.get();
+        if us > before {
+            self.thread_cpu_us.add(us - before);
+        }
+    }
+
+    pub fn thread_cpu(&self) -> Duration {
+        Duration::from_micros(self.thread_cpu_us.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauges_add_up_across_threads() {
+        let telemetry = std::sync::Arc::new(OperatorTelemetry::new("op"));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let t = std::sync::Arc::clone(&telemetry);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        t.records_in.inc();
+                        t.in_flight.add(1);
+                        t.in_flight.add(-1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("counting thread");
+        }
+        assert_eq!(telemetry.records_in.get(), 4000);
+        assert_eq!(telemetry.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn thread_cpu_is_kept_as_the_latest_total() {
+        let t = OperatorTelemetry::new("op");
+        t.set_thread_cpu(Duration::from_millis(5));
+        t.set_thread_cpu(Duration::from_millis(7));
+        assert_eq!(t.thread_cpu(), Duration::from_millis(7));
+    }
+}
