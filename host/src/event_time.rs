@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::checkpoint::WatermarkState;
 use crate::manifest::{EventTimeConfig, TimestampFormat};
+use crate::record::WatermarkState;
 
 /// Values quoted in messages are cut here, so that a huge field does not flood a dead letter.
 const MAX_SHOWN_CHARS: usize = 64;
@@ -197,7 +197,9 @@ fn rfc3339_millis(text: &str) -> Result<i64, Option<String>> {
     if !(1..=12).contains(&month) {
         return Err(Some(format!("month {month:02} does not exist")));
     }
-    let month_days = days_in_month(year, month);
+    // Four digits and a month in 1..=12 are always in jiff's range.
+    let first = jiff::civil::Date::new(year as i16, month as i8, 1).map_err(|_| None)?;
+    let month_days = i64::from(first.days_in_month());
     if !(1..=month_days).contains(&day) {
         return Err(Some(format!(
             "day {day:02} does not exist in {year:04}-{month:02}, which has {month_days} days"
@@ -215,12 +217,22 @@ fn rfc3339_millis(text: &str) -> Result<i64, Option<String>> {
         millis = 999;
     }
 
-    let days = days_since_epoch(year, month, day);
+    let date = jiff::civil::Date::new(year as i16, month as i8, day as i8).map_err(|_| None)?;
+    let days = days_since_epoch(date)?;
     let seconds_of_day = (hour * 60 + minute) * 60 + second;
     Ok(
         days * MILLIS_PER_DAY + seconds_of_day * MILLIS_PER_SECOND + millis
             - offset_minutes * 60 * MILLIS_PER_SECOND,
     )
+}
+
+/// Days from 1970-01-01 to `date`; negative before 1970. Counted in civil days, so it also
+/// covers dates past the range of a `jiff::Timestamp` (9999-12-31).
+fn days_since_epoch(date: jiff::civil::Date) -> Result<i64, Option<String>> {
+    let span = jiff::civil::date(1970, 1, 1)
+        .until(date)
+        .map_err(|e| Some(e.to_string()))?;
+    Ok(i64::from(span.get_days()))
 }
 
 /// Exactly `len` ASCII digits at `start`, as a number.
@@ -229,36 +241,6 @@ fn digits(b: &[u8], start: usize, len: usize) -> Option<i64> {
     run.iter().try_fold(0i64, |n, c| {
         c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
     })
-}
-
-fn is_leap_year(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-/// Days from 0000-01-01 to January 1st of `year` (proleptic Gregorian calendar, `year >= 0`).
-fn days_before_year(year: i64) -> i64 {
-    if year <= 0 {
-        return 0;
-    }
-    // Leap years in 1..year, plus year 0, which is a leap year (divisible by 400).
-    let prior = year - 1;
-    365 * year + prior / 4 - prior / 100 + prior / 400 + 1
-}
-
-/// Days from 1970-01-01 to the given (valid) date; negative before 1970.
-fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
-    let before_month: i64 = (1..month).map(|m| days_in_month(year, m)).sum();
-    days_before_year(year) - days_before_year(1970) + before_month + day - 1
 }
 
 /// Generates watermarks from the event times of the records a source reads (Flink's bounded
@@ -425,17 +407,16 @@ mod tests {
     }
 
     #[test]
-    fn civil_days_are_consecutive() {
-        let mut expected = days_since_epoch(1600, 1, 1);
-        for year in 1600..=2400 {
-            for month in 1..=12 {
-                for day in 1..=days_in_month(year, month) {
-                    assert_eq!(days_since_epoch(year, month, day), expected);
-                    expected += 1;
-                }
-            }
+    fn every_day_of_four_centuries_is_one_day_after_the_last() {
+        let mut expected = rfc("1600-01-01T00:00:00Z").expect("a valid date");
+        let mut date = jiff::civil::date(1600, 1, 1);
+        while date.year() <= 2400 {
+            let text = format!("{}T00:00:00Z", date);
+            assert_eq!(rfc(&text), Ok(expected), "{text}");
+            expected += MILLIS_PER_DAY;
+            date = date.tomorrow().expect("in range");
         }
-        assert_eq!(days_since_epoch(1970, 1, 1), 0);
+        assert_eq!(rfc("1970-01-01T00:00:00Z"), Ok(0));
     }
 
     #[test]

@@ -24,9 +24,9 @@ mod tests {
     use std::path::PathBuf;
 
     use crate::checkpoint::codec::CodecError;
+    use crate::checkpoint::commit::CommitError;
     use crate::checkpoint::coordinator::CoordinatorError;
     use crate::checkpoint::store::CheckpointError;
-    use crate::connectors::commit::CommitError;
     use crate::connectors::source::SourceError;
     use crate::manifest::{Location, ManifestError};
     use crate::operator::OperatorError;

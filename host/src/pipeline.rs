@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::checkpoint::commit::{recover, start_fresh, CommitError, OutputFile};
 use crate::checkpoint::coordinator::{
     Command, Control, Coordinator, CoordinatorError, CoordinatorReport, Event,
 };
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, OperatorSnapshot};
-use crate::connectors::commit::{recover, start_fresh, CommitError, OutputFile};
 use crate::connectors::sink::{run_sink, SinkError, SinkOutput, SinkReport};
 use crate::connectors::source::{
     run_source, source_label, SourceContext, SourceError, SourceReport,

@@ -193,7 +193,7 @@ fn template(language: Language) -> &'static [TemplateFile] {
             },
             TemplateFile {
                 path: "Cargo.toml",
-                text: include_str!("../templates/rust/Cargo.toml"),
+                text: include_str!("../templates/rust/Cargo.toml.template"),
             },
             TemplateFile {
                 path: "src/lib.rs",

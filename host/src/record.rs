@@ -1,7 +1,5 @@
 //! Stream elements as they flow between source, operators and sink.
 
-use crate::checkpoint::SourcePosition;
-
 /// One record. The fields mirror the WIT `event`; `line` remembers where the record came from
 /// (source line, or generator index) so errors and dead letters can name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,3 +74,25 @@ pub enum StageCommand {
 
 pub type CommandSender = crossbeam_channel::Sender<StageCommand>;
 pub type CommandReceiver = crossbeam_channel::Receiver<StageCommand>;
+
+/// Where the source stands: everything before this point has entered the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Input lines consumed (blank and malformed lines included); the next line is `lines + 1`.
+    pub lines: u64,
+    /// Bytes of input consumed; a file source seeks here on restore.
+    pub offset: u64,
+    /// Records handed to the first operator (or dead-lettered by the source).
+    pub records: u64,
+    /// Event-time state of the watermark generator.
+    pub watermark: WatermarkState,
+}
+
+/// The watermark generator's state (see `event_time`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkState {
+    /// Largest event timestamp seen so far.
+    pub max_timestamp: Option<i64>,
+    /// Last watermark the source emitted (generated or taken from the input).
+    pub emitted: Option<i64>,
+}

@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{
     Checkpoint, CheckpointError, CheckpointStore, OperatorSnapshot, SinkTransaction, SourcePosition,
 };
-use crate::connectors::commit::{commit, CommitError};
+use crate::checkpoint::commit::{commit, CommitError};
 use crate::record::{CommandSender, StageCommand};
 
 /// What stages tell the coordinator.

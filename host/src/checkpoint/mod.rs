@@ -16,6 +16,7 @@
 //! finishes or rolls back the commit the checkpoint names.
 
 pub mod codec;
+pub mod commit;
 pub mod coordinator;
 pub mod report;
 pub mod store;
@@ -23,6 +24,8 @@ pub mod store;
 use std::path::PathBuf;
 
 use crate::record::Element;
+// Stage vocabulary (record.rs) that checkpoints store.
+pub use crate::record::{SourcePosition, WatermarkState};
 
 pub use store::{CheckpointError, CheckpointStore, CheckpointSummary, StoredStatus};
 
@@ -39,28 +42,6 @@ pub struct Checkpoint {
     /// One per operator, in chain order.
     pub operators: Vec<OperatorSnapshot>,
     pub sink: SinkTransaction,
-}
-
-/// Where the source stands: everything before this point has entered the pipeline.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourcePosition {
-    /// Input lines consumed (blank and malformed lines included); the next line is `lines + 1`.
-    pub lines: u64,
-    /// Bytes of input consumed; a file source seeks here on restore.
-    pub offset: u64,
-    /// Records handed to the first operator (or dead-lettered by the source).
-    pub records: u64,
-    /// Event-time state of the watermark generator.
-    pub watermark: WatermarkState,
-}
-
-/// The watermark generator's state (see `event_time`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WatermarkState {
-    /// Largest event timestamp seen so far.
-    pub max_timestamp: Option<i64>,
-    /// Last watermark the source emitted (generated or taken from the input).
-    pub emitted: Option<i64>,
 }
 
 /// One operator's part of a checkpoint.
@@ -100,7 +81,7 @@ pub struct SinkTransaction {
 }
 
 /// Appending `pending` (of `pending_len` bytes) to `target`, whose committed length before the
-/// append is `base_len`. Redoing it is harmless: see `connectors::commit`.
+/// append is `base_len`. Redoing it is harmless: see `commit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingCommit {
     pub target: PathBuf,

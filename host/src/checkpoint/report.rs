@@ -212,44 +212,14 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// `ms` since the Unix epoch as RFC 3339 UTC to the second, e.g. `2023-11-14T22:13:20Z`.
+/// Instants beyond what a timestamp can hold (years past ±9999) show as its first or last second.
 pub(crate) fn format_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Proleptic Gregorian (year, month, day) of a count of days since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Count from 0000-03-01 so that the leap day is the last day of a "year" and whole
-    // 400-year cycles (146 097 days each) repeat exactly.
-    let from_march_0 = days + 719_468;
-    let cycle = from_march_0.div_euclid(146_097);
-    let day_of_cycle = from_march_0.rem_euclid(146_097); // 0..=146_096
-                                                         // Years into the cycle: remove the leap days (every 4 years, not every 100, but every 400).
-    let year_of_cycle = (day_of_cycle - day_of_cycle / 1_460 + day_of_cycle / 36_524
-        - day_of_cycle / 146_096)
-        / 365; // 0..=399
-    let day_of_year =
-        day_of_cycle - (365 * year_of_cycle + year_of_cycle / 4 - year_of_cycle / 100); // 0..=365
-                                                                                        // Months from March have lengths 31 30 31 30 31 31 30 31 30 31 31 (28/29): this linear
-                                                                                        // formula maps a day of year to its month 0..=11.
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = cycle * 400 + year_of_cycle + i64::from(month <= 2);
-    // Both are small and non-negative by construction.
-    (year, month as u32, day as u32)
+    let ms = ms.clamp(
+        jiff::Timestamp::MIN.as_millisecond(),
+        jiff::Timestamp::MAX.as_millisecond(),
+    );
+    let at = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]
@@ -269,24 +239,10 @@ mod tests {
         assert_eq!(format_utc(4_107_542_400_000), "2100-03-01T00:00:00Z");
         assert_eq!(format_utc(1_709_164_800_000), "2024-02-29T00:00:00Z");
         // Every day from 1969 to 2030 against a day-by-day count.
-        let mut expect = (1969i64, 1u32, 1u32);
+        let mut day = jiff::civil::date(1969, 1, 1);
         for days in -365..22_000i64 {
-            assert_eq!(civil_from_days(days), expect, "day {days}");
-            let (y, m, d) = expect;
-            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let len = match m {
-                2 if leap => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            expect = if d < len {
-                (y, m, d + 1)
-            } else if m < 12 {
-                (y, m + 1, 1)
-            } else {
-                (y + 1, 1, 1)
-            };
+            assert_eq!(format_utc(days * 86_400_000), format!("{day}T00:00:00Z"));
+            day = day.tomorrow().expect("in range");
         }
         // Extremes do not overflow.
         let _ = format_utc(i64::MIN);

@@ -1,6 +1,5 @@
 //! Where records come from and where they go.
 
-pub mod commit;
 pub mod dead_letter;
 pub mod sink;
 pub mod source;

@@ -4,9 +4,9 @@
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
+use crate::checkpoint::commit::{CommitError, OutputFile};
 use crate::checkpoint::coordinator::{Report, ReportSender};
 use crate::checkpoint::SinkTransaction;
-use crate::connectors::commit::{CommitError, OutputFile};
 use crate::connectors::dead_letter::DeadLetter;
 use crate::manifest::{OutputFormat, SinkConfig};
 use crate::record::{Element, Message, Record, StageReceiver};

@@ -117,6 +117,13 @@ typedef struct waio_http_response {
     size_t body_len;
 } waio_http_response_t;
 
+/* Whether an answer with this status is worth retrying: 408, 429 and 5xx (the server is busy or
+ * failing; fail the record with waio_fail(..., WAIO_RETRIABLE, ...)). Every other non-2xx status is
+ * final. The host applies the same rule (wit/retriable-statuses.txt). */
+static inline bool waio_status_is_retriable(uint16_t status) {
+    return status == 408 || status == 429 || (status >= 500 && status < 600);
+}
+
 typedef enum waio_http_error_kind {
     WAIO_HTTP_DENIED = 0,          /* host not allowed, or a secret not granted */
     WAIO_HTTP_INVALID_REQUEST = 1, /* bad URL, method or header */

@@ -7,3 +7,6 @@ trap 'rm -rf "$out"' EXIT
 "${CC:-clang-19}" -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
     -I"$here/../include" -o "$out/json_test" "$here/json_test.c" "$here/../src/waio_json.c"
 "$out/json_test"
+"${CC:-clang-19}" -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
+    -I"$here/../include" -o "$out/status_test" "$here/status_test.c"
+"$out/status_test" "$here/../../../wit/retriable-statuses.txt"

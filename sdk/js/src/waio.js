@@ -114,6 +114,14 @@ function httpErrorText(reason, detail) {
 }
 
 /** An HTTP answer; any status counts as an answer. */
+/**
+ * Whether an answer with this status is worth retrying: 408, 429 and 5xx (the server is busy or
+ * failing). The host applies the same rule (wit/retriable-statuses.txt).
+ */
+export function isRetriableStatus(status) {
+  return status === 408 || status === 429 || (status >= 500 && status < 600);
+}
+
 export class Response {
   constructor(status, headers, body) {
     this.status = status;
@@ -146,15 +154,15 @@ export class Response {
   }
 
   /**
-   * Returns this response if its status is 2xx; else throws a Failure: retriable for 429 and 5xx,
-   * fatal for other statuses, with the start of the body in the message.
+   * Returns this response if its status is 2xx; else throws a Failure: retriable for 408, 429 and
+   * 5xx (`isRetriableStatus`), fatal for other statuses, with the start of the body in the message.
    */
   throwForStatus() {
     if (this.ok) return this;
     let excerpt = this.text();
     if (excerpt.length > 200) excerpt = excerpt.slice(0, 200) + "...";
-    const retriable = this.status === 429 || this.status >= 500;
-    throw new Failure(`HTTP status ${this.status}: ${excerpt}`, retriable ? "retriable" : "fatal");
+    const kind = isRetriableStatus(this.status) ? "retriable" : "fatal";
+    throw new Failure(`HTTP status ${this.status}: ${excerpt}`, kind);
   }
 }
 

@@ -161,3 +161,21 @@ test("Response.throwForStatus sorts statuses into retriable and fatal", () => {
   assert.throws(() => r(503).throwForStatus(), (err) => err.kind === "retriable");
   assert.throws(() => r(404).throwForStatus(), (err) => err.kind === "fatal" && err.message === "HTTP status 404: x");
 });
+
+test("the retriable statuses are those of the host's shared table", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const table = await readFile(path.join(here, "../../../wit/retriable-statuses.txt"), "utf8");
+  const ranges = table
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"))
+    .map((l) => l.split("-").map(Number));
+  const listed = (s) => ranges.some(([low, high = low]) => s >= low && s <= high);
+  for (let status = 100; status < 700; status++) {
+    assert.equal(sdk.isRetriableStatus(status), listed(status), `status ${status}`);
+    if (status >= 300) {
+      const kind = listed(status) ? "retriable" : "fatal";
+      assert.throws(() => new sdk.Response(status, [], enc.encode("x")).throwForStatus(), (err) => err.kind === kind);
+    }
+  }
+});

@@ -10,6 +10,7 @@ from wit_world.imports import http as _http
 from wit_world.imports import types as _types
 
 from ._core import Failure, _dumps
+from ._status import is_retriable_status
 
 _EXCERPT_BYTES = 200
 
@@ -89,8 +90,7 @@ def _raise_for_status(self):
     status = self.status
     if 200 <= status < 300:
         return self
-    retriable = status == 408 or status == 429 or 500 <= status < 600
-    raise Failure(f"HTTP {status}: {self.body_excerpt()}", retriable)
+    raise Failure(f"HTTP {status}: {self.body_excerpt()}", is_retriable_status(status))
 
 
 # The answer is the WIT `http-response` record itself (`status`, `headers` as a list of

@@ -163,12 +163,18 @@ impl Response {
             return Ok(self);
         }
         let message = format!("HTTP {}: {}", self.status, self.body_excerpt());
-        if self.status == 408 || self.status == 429 || (500..600).contains(&self.status) {
+        if is_retriable_status(self.status) {
             Err(Failure::retriable(message))
         } else {
             Err(Failure::fatal(message))
         }
     }
+}
+
+/// Whether an answer with this status is worth retrying: 408, 429 and 5xx (the server is busy or
+/// failing). The host applies the same rule (`wit/retriable-statuses.txt`).
+pub fn is_retriable_status(status: u16) -> bool {
+    status == 408 || status == 429 || (500..600).contains(&status)
 }
 
 impl From<wit::HttpResponse> for Response {
@@ -240,6 +246,28 @@ mod tests {
             status,
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_retriable_statuses_are_those_of_the_shared_table() {
+        let table = include_str!("../../../wit/retriable-statuses.txt");
+        let listed = |status: u16| {
+            table
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .any(|l| match l.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).contains(&status),
+                    None => l.parse::<u16>().unwrap() == status,
+                })
+        };
+        for status in 100..=699 {
+            assert_eq!(
+                is_retriable_status(status),
+                listed(status),
+                "status {status}"
+            );
         }
     }
 
