@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod project;
 pub mod record;
+pub mod text_position;
 
 #[cfg(test)]
 mod tests {
