@@ -336,3 +336,221 @@ fn split_host_port<'t>(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// One value of each type, as a section would hold it.
+    #[derive(Deserialize)]
+    struct Values {
+        duration: Option<Spanned<DurationValue>>,
+        size: Option<Spanned<SizeValue>>,
+        count: Option<Spanned<Count>>,
+        fraction: Option<Spanned<Fraction>>,
+        #[serde(default)]
+        hosts: Vec<Spanned<String>>,
+    }
+
+    const FILE: &str = "/p/m.toml";
+
+    /// The values of `text` and the context that locates them.
+    fn read(text: &str) -> (Values, Ctx<'_>) {
+        let values = toml::from_str(text).unwrap();
+        (values, Ctx::new(text, Path::new(FILE)))
+    }
+
+    /// (line, column, field, message) of an `Invalid` error.
+    fn located(e: ManifestError) -> (usize, usize, String, String) {
+        match e {
+            ManifestError::Invalid { at, field, message } => {
+                assert_eq!(at.file, Path::new(FILE));
+                (at.line, at.column, field, message)
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_read_text_or_integer_milliseconds() {
+        let (v, ctx) = read("duration = \"1m 30s\"");
+        let d = v.duration.unwrap();
+        assert_eq!(
+            ctx.check(&d, "x", DurationValue::duration).unwrap(),
+            Duration::from_secs(90)
+        );
+        let (v, ctx) = read("duration = 250");
+        let d = v.duration.unwrap();
+        assert_eq!(
+            ctx.check(&d, "x", DurationValue::positive).unwrap(),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_located_at_its_value() {
+        let (v, ctx) = read("count = 1\n  duration = \"soon\"\n");
+        let d = v.duration.unwrap();
+        let (line, column, field, message) = located(
+            ctx.check(&d, "op.timeout", DurationValue::duration)
+                .unwrap_err(),
+        );
+        assert_eq!((line, column, field.as_str()), (2, 14, "op.timeout"));
+        assert!(
+            message.starts_with("invalid duration \"soon\""),
+            "{message}"
+        );
+
+        let (v, ctx) = read("duration = -5");
+        let d = v.duration.unwrap();
+        let (_, column, _, message) =
+            located(ctx.check(&d, "x", DurationValue::duration).unwrap_err());
+        assert_eq!(
+            (column, message.as_str()),
+            (12, "duration must not be negative, got -5")
+        );
+    }
+
+    #[test]
+    fn a_positive_duration_refuses_zero_and_an_optional_one_reads_it_as_none() {
+        for zero in ["\"0s\"", "0"] {
+            let text = format!("duration = {zero}");
+            let (v, ctx) = read(&text);
+            let d = v.duration.unwrap();
+            let (_, _, _, message) =
+                located(ctx.check(&d, "x", DurationValue::positive).unwrap_err());
+            assert_eq!(message, "must be greater than 0");
+            assert_eq!(d.get_ref().optional(), Ok(None));
+        }
+        // Flink's "no timeout": negative milliseconds too, but not negative text.
+        let (v, _) = read("duration = -1");
+        assert_eq!(v.duration.unwrap().get_ref().optional(), Ok(None));
+        let (v, _) = read("duration = \"2s\"");
+        assert_eq!(
+            v.duration.unwrap().get_ref().optional(),
+            Ok(Some(Duration::from_secs(2)))
+        );
+        assert!(DurationValue::Text("-1s".into()).optional().is_err());
+    }
+
+    #[test]
+    fn a_bad_size_is_located_at_its_value() {
+        let (v, ctx) = read("size = \"64MiB\"");
+        let s = v.size.unwrap();
+        assert_eq!(ctx.check(&s, "x", SizeValue::bytes).unwrap(), 64 << 20);
+        let (v, ctx) = read("\nsize = \"64 potatoes\"");
+        let s = v.size.unwrap();
+        let (line, column, field, message) = located(
+            ctx.check(&s, "op.memory_limit", SizeValue::bytes)
+                .unwrap_err(),
+        );
+        assert_eq!((line, column, field.as_str()), (2, 8, "op.memory_limit"));
+        assert!(
+            message.starts_with("invalid size \"64 potatoes\""),
+            "{message}"
+        );
+        let (v, _) = read("size = -1");
+        assert_eq!(
+            v.size.unwrap().get_ref().bytes(),
+            Err("size must not be negative, got -1".to_owned())
+        );
+    }
+
+    #[test]
+    fn counts_check_their_range_and_say_why() {
+        let (v, ctx) = read("count = 0");
+        let c = v.count.unwrap();
+        let (line, column, field, message) = located(
+            ctx.check(&c, "op.capacity", |c| {
+                c.at_least_one::<usize>(" (as Flink)")
+            })
+            .unwrap_err(),
+        );
+        assert_eq!((line, column, field.as_str()), (1, 9, "op.capacity"));
+        assert_eq!(message, "must be at least 1, got 0 (as Flink)");
+
+        let (v, _) = read("count = 65");
+        let c = *v.count.unwrap().get_ref();
+        assert_eq!(
+            c.between::<usize>(1, 64),
+            Err("must be between 1 and 64, got 65".into())
+        );
+        assert_eq!(c.between::<usize>(1, 65), Ok(65));
+        assert_eq!(c.at_least_one::<u64>(""), Ok(65));
+        assert_eq!(c.non_negative(), Ok(65));
+        // A count that does not fit the target type is out of range, not a panic.
+        let (v, _) = read("count = 300");
+        assert_eq!(
+            v.count.unwrap().get_ref().at_least_one::<u8>(""),
+            Err("must be at least 1, got 300".into())
+        );
+        let (v, _) = read("count = -3");
+        assert_eq!(
+            v.count.unwrap().get_ref().non_negative(),
+            Err("must not be negative".into())
+        );
+    }
+
+    #[test]
+    fn a_fraction_is_between_zero_and_one() {
+        let (v, _) = read("fraction = 1");
+        assert_eq!(v.fraction.unwrap().get_ref().get(), Ok(1.0));
+        let (v, ctx) = read("fraction = 1.5");
+        let f = v.fraction.unwrap();
+        let (_, column, _, message) = located(ctx.check(&f, "x", |f| f.get()).unwrap_err());
+        assert_eq!(
+            (column, message.as_str()),
+            (12, "must be between 0.0 and 1.0, got 1.5")
+        );
+    }
+
+    #[test]
+    fn host_rules_are_located_one_by_one() {
+        let (v, ctx) = read("hosts = [\"a.example\", \"[::1]:8080\"]");
+        let rules = host_rules(&ctx, &v.hosts, "op.allowed_hosts").unwrap();
+        assert_eq!(
+            rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["a.example", "[::1]:8080"]
+        );
+        let (v, ctx) = read("hosts = [\n  \"a.example\",\n  \"https://b.example/v1\",\n]");
+        let e = host_rules(&ctx, &v.hosts, "op.allowed_hosts").unwrap_err();
+        let (line, column, field, message) = located(e);
+        assert_eq!(
+            (line, column, field.as_str()),
+            (3, 3, "op.allowed_hosts[1]")
+        );
+        assert!(message.contains("looks like a URL"), "{message}");
+    }
+
+    #[test]
+    fn host_rule_refusals_say_why() {
+        let cases = [
+            ("", "empty host rule"),
+            ("host:0", "invalid port \"0\""),
+            ("host:99999", "invalid port \"99999\""),
+            ("a b", "is not a valid host name"),
+            ("*.example.com", "wildcards are not supported"),
+            ("[::1", "unclosed '['"),
+            ("[nope]", "\"nope\" is not an IPv6 address"),
+            ("1::2::3", "write IPv6 addresses in brackets"),
+            (":80", "has no host"),
+        ];
+        for (rule, why) in cases {
+            let message = parse_host_rule(rule).unwrap_err();
+            assert!(message.contains(why), "{rule:?}: {message}");
+        }
+        assert_eq!(
+            parse_host_rule("Example.COM.:443"),
+            Ok(HostRule {
+                host: "example.com".into(),
+                port: Some(443)
+            })
+        );
+        assert_eq!(
+            parse_host_rule("::1").map(|r| r.to_string()),
+            Ok("[::1]".into())
+        );
+    }
+}
