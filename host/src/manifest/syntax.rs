@@ -251,3 +251,82 @@ pub(super) fn key_segment(key: &str) -> String {
         format!("{key:?}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn at(text: &str, needle: &str) -> usize {
+        text.find(needle).expect("needle in text")
+    }
+
+    #[test]
+    fn the_path_goes_through_inline_tables_arrays_and_quoted_keys() {
+        let text = "operator = [{ plugin = \"a\" }, { plugin = \"b\", config = { \"my key\" = [1, { x = 2 }] } }]\n";
+        assert_eq!(
+            field_path_at(text, at(text, "x =")).as_deref(),
+            Some("operator[1].config.\"my key\"[1].x")
+        );
+        // On the value the path is the key's too; on the array brackets, the array's.
+        assert_eq!(
+            field_path_at(text, at(text, "\"b\"")).as_deref(),
+            Some("operator[1].plugin")
+        );
+        assert_eq!(
+            field_path_at(text, at(text, "[1,")).as_deref(),
+            Some("operator[1].config.\"my key\"")
+        );
+    }
+
+    #[test]
+    fn the_path_names_the_entry_of_an_array_of_tables() {
+        let text = "[[operator]]\nplugin = \"a\"\n\n[[operator]]\nplugin = \"b\"\n[operator.config]\nlimits = { max = 3 }\n";
+        assert_eq!(
+            field_path_at(text, at(text, "max")).as_deref(),
+            Some("operator[1].config.limits.max")
+        );
+        assert_eq!(
+            field_path_at(text, at(text, "plugin = \"b\"")).as_deref(),
+            Some("operator[1].plugin")
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_toml_has_no_path() {
+        assert_eq!(field_path_at("[source\nkind = 1", 3), None);
+    }
+
+    /// (line, column, field) of the alias conflict in `text`, if any.
+    fn conflict(text: &str) -> Option<(usize, usize, String)> {
+        match alias_conflict(&Ctx::new(text, Path::new("m.toml")))? {
+            ManifestError::Invalid { at, field, .. } => Some((at.line, at.column, field)),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_alias_conflict_is_found_in_inline_tables_too() {
+        let text =
+            "operator = [{ plugin = \"a\" }, { capacity = 1, max_concurrent_requests = 2 }]\n";
+        let column = at(text, "max_concurrent") + 1;
+        assert_eq!(
+            conflict(text),
+            Some((1, column, "operator[1].capacity".to_owned()))
+        );
+        assert_eq!(
+            conflict("operator = [{ capacity = 1, timeout = 2 }]\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_conflict_whose_second_key_comes_first_in_the_file_is_named() {
+        let text = "[event_time]\nfield = \"t\"\nout_of_orderness = 1\nmax_out_of_orderness = 2\n\n[[operator]]\nplugin = \"p\"\nordered = true\nordered-output = true\n";
+        assert_eq!(
+            conflict(text),
+            Some((4, 1, "event_time.max_out_of_orderness".to_owned()))
+        );
+    }
+}
