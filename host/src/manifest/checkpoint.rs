@@ -46,14 +46,18 @@ pub(super) fn resolve(
         ));
     };
     let dir = ctx.path_value(&dir, "checkpoint.dir")?;
-    let interval = match raw.interval {
-        None => DEFAULT_CHECKPOINT_INTERVAL,
-        Some(i) => ctx.check(&i, "checkpoint.interval", DurationValue::positive)?,
-    };
-    let retained = match raw.retained {
-        None => DEFAULT_CHECKPOINTS_RETAINED,
-        Some(r) => ctx.check(&r, "checkpoint.retained", |r| r.at_least_one(""))?,
-    };
+    let interval = ctx.setting(
+        &raw.interval,
+        "checkpoint.interval",
+        DEFAULT_CHECKPOINT_INTERVAL,
+        DurationValue::positive,
+    )?;
+    let retained = ctx.setting(
+        &raw.retained,
+        "checkpoint.retained",
+        DEFAULT_CHECKPOINTS_RETAINED,
+        |r| r.at_least_one(""),
+    )?;
     Ok(CheckpointConfig {
         dir,
         interval,

@@ -71,6 +71,20 @@ impl<'a> Ctx<'a> {
         check(value.get_ref()).map_err(|message| self.invalid(value.span(), field, message))
     }
 
+    /// An optional setting: `default` when absent, else what the value's own check makes of it.
+    pub(super) fn setting<T, U>(
+        &self,
+        value: &Option<Spanned<T>>,
+        field: &str,
+        default: U,
+        check: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<U, ManifestError> {
+        match value {
+            None => Ok(default),
+            Some(v) => self.check(v, field, check),
+        }
+    }
+
     /// A non-empty path string, resolved against the manifest's directory.
     pub(super) fn path_value(
         &self,

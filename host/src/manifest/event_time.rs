@@ -75,18 +75,18 @@ pub(super) fn resolve(
             ],
         )?,
     };
-    let max_out_of_orderness = match raw.max_out_of_orderness {
-        None => Duration::ZERO,
-        Some(d) => ctx.check(
-            &d,
-            "event_time.max_out_of_orderness",
-            DurationValue::duration,
-        )?,
-    };
-    let watermark_interval = match raw.watermark_interval {
-        None => DEFAULT_WATERMARK_INTERVAL,
-        Some(d) => ctx.check(&d, "event_time.watermark_interval", DurationValue::duration)?,
-    };
+    let max_out_of_orderness = ctx.setting(
+        &raw.max_out_of_orderness,
+        "event_time.max_out_of_orderness",
+        Duration::ZERO,
+        DurationValue::duration,
+    )?;
+    let watermark_interval = ctx.setting(
+        &raw.watermark_interval,
+        "event_time.watermark_interval",
+        DEFAULT_WATERMARK_INTERVAL,
+        DurationValue::duration,
+    )?;
     Ok(EventTimeConfig {
         field,
         format,

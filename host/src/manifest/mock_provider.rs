@@ -54,18 +54,19 @@ pub(super) fn resolve(
             format!("{l:?} is not an IP address with port, such as \"127.0.0.1:18080\"")
         })
     })?;
-    let latency = match raw.latency {
-        None => Duration::ZERO,
-        Some(l) => ctx.check(&l, "mock_provider.latency", DurationValue::duration)?,
-    };
+    let latency = ctx.setting(
+        &raw.latency,
+        "mock_provider.latency",
+        Duration::ZERO,
+        DurationValue::duration,
+    )?;
     let rate = |value: Option<Spanned<Fraction>>, name: &str| match value {
         None => Ok(0.0),
         Some(v) => ctx.check(&v, &format!("mock_provider.{name}"), |r| r.get()),
     };
-    let seed = match raw.seed {
-        None => DEFAULT_MOCK_SEED,
-        Some(s) => ctx.check(&s, "mock_provider.seed", |s| s.non_negative())?,
-    };
+    let seed = ctx.setting(&raw.seed, "mock_provider.seed", DEFAULT_MOCK_SEED, |s| {
+        s.non_negative()
+    })?;
     let config = MockProviderConfig {
         listen,
         latency,

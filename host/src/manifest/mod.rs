@@ -7,9 +7,12 @@
 //! column too. The user reference for the format is docs/MANIFEST.md.
 //!
 //! One file per top-level section holds its public config type, its raw file-shaped struct and
-//! its `resolve`; `values` holds the value types sections share (durations, sizes, counts, host
-//! rules), each checking itself. Adding a section: a file with those three, its `mod` line, a
-//! field in `RawManifest` and in `Manifest`, and its `resolve` call in `parse_with_env`.
+//! its `resolve`; `values` holds the value types sections share (durations, sizes, counts,
+//! fractions, host rules), each checking itself, and `Ctx::setting` turns an optional raw value
+//! into a default or a checked, located value. Adding a section: a file with those three, its
+//! `mod` and `pub use` lines, a field in `RawManifest` and in `Manifest`, and its `resolve` call
+//! in `parse_with_env`. A sub-table of an operator (`[operator.NAME]`) is the same, with the
+//! fields in `RawOperator` and `OperatorConfig`.
 
 mod checkpoint;
 mod context;

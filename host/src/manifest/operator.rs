@@ -148,46 +148,52 @@ pub(super) fn resolve(
         Some(dir) => Some(ctx.path_value(dir, &field("build"))?),
         None => None,
     };
-    let capacity = match &raw.capacity {
-        None => DEFAULT_CAPACITY,
-        Some(c) => ctx.check(c, &field("capacity"), |c| {
-            c.at_least_one(" (Flink rejects a capacity <= 0)")
-        })?,
-    };
-    let timeout = match &raw.timeout {
-        None => Some(DEFAULT_TIMEOUT),
-        Some(t) => ctx.check(t, &field("timeout"), DurationValue::optional)?,
-    };
+    let capacity = ctx.setting(&raw.capacity, &field("capacity"), DEFAULT_CAPACITY, |c| {
+        c.at_least_one(" (Flink rejects a capacity <= 0)")
+    })?;
+    let timeout = ctx.setting(
+        &raw.timeout,
+        &field("timeout"),
+        Some(DEFAULT_TIMEOUT),
+        DurationValue::optional,
+    )?;
     let ordered = ordered(ctx, &field("output_mode"), &raw.ordered, &raw.output_mode)?;
     let on_failure = policy(ctx, &raw.on_failure, &field("on_failure"))?;
     let on_timeout = policy(ctx, &raw.on_timeout, &field("on_timeout"))?;
-    let instances = match &raw.instances {
-        None => 1,
-        Some(i) => ctx.check(i, &field("instances"), |i| i.between(1, MAX_INSTANCES))?,
-    };
+    let instances = ctx.setting(&raw.instances, &field("instances"), 1, |i| {
+        i.between(1, MAX_INSTANCES)
+    })?;
     let Network {
         allowed_hosts,
         secrets: op_secrets,
         http_timeout,
         http_version,
     } = network(ctx, &field, &raw, secrets)?;
-    let call_time_limit = match &raw.call_time_limit {
-        None => DEFAULT_CALL_TIME_LIMIT,
-        Some(t) => ctx.check(t, &field("call_time_limit"), DurationValue::positive)?,
-    };
-    let max_requests_in_flight = match &raw.max_requests_in_flight {
+    let call_time_limit = ctx.setting(
+        &raw.call_time_limit,
+        &field("call_time_limit"),
+        DEFAULT_CALL_TIME_LIMIT,
+        DurationValue::positive,
+    )?;
+    let max_requests_in_flight = ctx.setting(
+        &raw.max_requests_in_flight,
+        &field("max_requests_in_flight"),
         // A record may fan out into a few requests; beyond that they queue in the host.
-        None => capacity.saturating_mul(4),
-        Some(n) => ctx.check(n, &field("max_requests_in_flight"), |n| n.at_least_one(""))?,
-    };
-    let timeout_grace = match &raw.timeout_grace {
-        None => DEFAULT_TIMEOUT_GRACE,
-        Some(t) => ctx.check(t, &field("timeout_grace"), DurationValue::duration)?,
-    };
-    let memory_limit = match &raw.memory_limit {
-        None => DEFAULT_MEMORY_LIMIT,
-        Some(m) => ctx.check(m, &field("memory_limit"), memory_limit)?,
-    };
+        capacity.saturating_mul(4),
+        |n| n.at_least_one(""),
+    )?;
+    let timeout_grace = ctx.setting(
+        &raw.timeout_grace,
+        &field("timeout_grace"),
+        DEFAULT_TIMEOUT_GRACE,
+        DurationValue::duration,
+    )?;
+    let memory_limit = ctx.setting(
+        &raw.memory_limit,
+        &field("memory_limit"),
+        DEFAULT_MEMORY_LIMIT,
+        memory_limit,
+    )?;
     let config_json = match &raw.config {
         None => "{}".to_owned(),
         Some(c) => ctx.check(c, &field("config"), table_to_json)?.to_string(),
@@ -249,10 +255,12 @@ fn network(
         &field("secrets"),
         secrets,
     )?;
-    let http_timeout = match &raw.http_timeout {
-        None => DEFAULT_HTTP_TIMEOUT,
-        Some(t) => ctx.check(t, &field("http_timeout"), DurationValue::positive)?,
-    };
+    let http_timeout = ctx.setting(
+        &raw.http_timeout,
+        &field("http_timeout"),
+        DEFAULT_HTTP_TIMEOUT,
+        DurationValue::positive,
+    )?;
     let http_version = match &raw.http_version {
         None => HttpVersion::Http1,
         Some(v) => ctx.choose(

@@ -128,12 +128,12 @@ fn generator(ctx: &Ctx<'_>, at: usize, raw: RawSource) -> Result<SourceConfig, M
         ));
     };
     let count = ctx.check(&count, "source.count", |c| c.at_least_one(""))?;
-    let payload_bytes = match raw.payload_bytes {
-        None => DEFAULT_PAYLOAD_BYTES,
-        Some(p) => ctx.check(&p, "source.payload_bytes", |p| {
-            p.between(MIN_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES)
-        })?,
-    };
+    let payload_bytes = ctx.setting(
+        &raw.payload_bytes,
+        "source.payload_bytes",
+        DEFAULT_PAYLOAD_BYTES,
+        |p| p.between(MIN_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES),
+    )?;
     Ok(SourceConfig::Generator {
         count,
         payload_bytes,
