@@ -78,13 +78,13 @@ pub(super) fn resolve(
         ],
     )?;
     match kind {
-        Kind::File | Kind::Stdin => lines(ctx, span.start, kind, raw),
+        Kind::File | Kind::Stdin => json_lines(ctx, span.start, kind, raw),
         Kind::Generator => generator(ctx, span.start, raw),
     }
 }
 
 /// A file or stdin source: JSON lines.
-fn lines(
+fn json_lines(
     ctx: &Ctx<'_>,
     at: usize,
     kind: Kind,
