@@ -17,6 +17,7 @@ pub mod plugin;
 pub mod project;
 pub mod record;
 pub mod telemetry;
+pub mod text_position;
 
 #[cfg(test)]
 mod tests {

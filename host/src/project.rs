@@ -13,6 +13,8 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+use crate::text_position::line_column;
+
 pub const PROJECT_FILE: &str = "waio-plugin.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -156,13 +158,6 @@ impl PluginProject {
         }
         Ok(self.output.clone())
     }
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// One file of a project template; `{{name}}`, `{{crate_name}}` and `{{repo}}` are filled in.

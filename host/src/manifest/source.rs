@@ -1,0 +1,141 @@
+//! `[source]`: where records come from.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::context::Ctx;
+use super::error::{Location, ManifestError};
+use super::values::Count;
+
+const DEFAULT_PAYLOAD_BYTES: usize = 64;
+const MIN_PAYLOAD_BYTES: i64 = 16;
+const MAX_PAYLOAD_BYTES: i64 = 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceConfig {
+    File {
+        path: PathBuf,
+        /// Where the `path =` value stands, for errors raised when opening the file.
+        path_at: Location,
+        fields: FieldMapping,
+    },
+    Stdin {
+        fields: FieldMapping,
+    },
+    Generator {
+        count: u64,
+        payload_bytes: usize,
+    },
+}
+
+/// Which top-level JSON fields of an input line become the record key and event time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldMapping {
+    pub key_field: Option<String>,
+    pub timestamp_field: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    kind: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    key_field: Option<Spanned<String>>,
+    pub(super) timestamp_field: Option<Spanned<String>>,
+    count: Option<Spanned<Count>>,
+    payload_bytes: Option<Spanned<Count>>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    File,
+    Stdin,
+    Generator,
+}
+
+pub(super) fn resolve(
+    ctx: &Ctx<'_>,
+    source: Spanned<RawSource>,
+) -> Result<SourceConfig, ManifestError> {
+    let span = source.span();
+    let raw = source.into_inner();
+    let Some(kind) = raw.kind.as_ref() else {
+        return Err(ctx.invalid(
+            span,
+            "source.kind",
+            "missing; expected one of \"file\", \"stdin\", \"generator\"",
+        ));
+    };
+    let kind = ctx.choose(
+        kind,
+        "source.kind",
+        &[
+            ("file", Kind::File),
+            ("stdin", Kind::Stdin),
+            ("generator", Kind::Generator),
+        ],
+    )?;
+    match kind {
+        Kind::File | Kind::Stdin => json_lines(ctx, span.start, kind, raw),
+        Kind::Generator => generator(ctx, span.start, raw),
+    }
+}
+
+/// A file or stdin source: JSON lines.
+fn json_lines(
+    ctx: &Ctx<'_>,
+    at: usize,
+    kind: Kind,
+    raw: RawSource,
+) -> Result<SourceConfig, ManifestError> {
+    let what = "generator sources";
+    ctx.reject_for_kind(&raw.count, "source.count", what)?;
+    ctx.reject_for_kind(&raw.payload_bytes, "source.payload_bytes", what)?;
+    let fields = FieldMapping {
+        key_field: ctx.non_empty_string(raw.key_field, "source.key_field")?,
+        timestamp_field: ctx.non_empty_string(raw.timestamp_field, "source.timestamp_field")?,
+    };
+    if let Kind::Stdin = kind {
+        ctx.reject_for_kind(&raw.path, "source.path", "file sources")?;
+        return Ok(SourceConfig::Stdin { fields });
+    }
+    let Some(path) = raw.path else {
+        return Err(ctx.invalid(
+            at..at,
+            "source.path",
+            "missing; a file source needs `path = \"...\"`",
+        ));
+    };
+    Ok(SourceConfig::File {
+        path: ctx.path_value(&path, "source.path")?,
+        path_at: ctx.location(path.span().start),
+        fields,
+    })
+}
+
+fn generator(ctx: &Ctx<'_>, at: usize, raw: RawSource) -> Result<SourceConfig, ManifestError> {
+    let what = "file and stdin sources";
+    ctx.reject_for_kind(&raw.path, "source.path", "file sources")?;
+    ctx.reject_for_kind(&raw.key_field, "source.key_field", what)?;
+    ctx.reject_for_kind(&raw.timestamp_field, "source.timestamp_field", what)?;
+    let Some(count) = raw.count else {
+        return Err(ctx.invalid(
+            at..at,
+            "source.count",
+            "missing; a generator source needs `count = <records>`",
+        ));
+    };
+    let count = ctx.check(&count, "source.count", |c| c.at_least_one(""))?;
+    let payload_bytes = ctx.setting(
+        &raw.payload_bytes,
+        "source.payload_bytes",
+        DEFAULT_PAYLOAD_BYTES,
+        |p| p.between(MIN_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES),
+    )?;
+    Ok(SourceConfig::Generator {
+        count,
+        payload_bytes,
+    })
+}
