@@ -8,10 +8,10 @@
 pub mod checkpoint;
 pub mod connectors;
 pub mod event_time;
-pub mod io;
 pub mod manifest;
 pub mod metrics;
 pub mod operator;
+pub mod outbound;
 pub mod pipeline;
 pub mod plugin;
 pub mod project;

@@ -14,10 +14,10 @@ use crate::connectors::sink::{run_sink, SinkError, SinkOutput, SinkReport};
 use crate::connectors::source::{
     run_source, source_label, SourceContext, SourceError, SourceReport,
 };
-use crate::io::http::HttpGateway;
 use crate::manifest::{CheckpointConfig, HttpVersion, Manifest, SinkConfig};
 use crate::metrics::{process_usage, OperatorSummary, RunSummary};
 use crate::operator::{AsyncWaitOperator, OperatorError};
+use crate::outbound::Outbound;
 use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent, PluginError};
 use crate::record::stage_channel;
 use crate::record::{CommandSender, StageCommand};
@@ -307,15 +307,15 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
             Entry::Occupied(known) => known.get().clone(),
             Entry::Vacant(slot) => slot
                 .insert(
-                    HttpGateway::shared_client(config.http_version)
+                    Outbound::client(config.http_version)
                         .map_err(|e| PipelineError::Http(e.to_string()))?,
                 )
                 .clone(),
         };
-        let gateway = Arc::new(HttpGateway::new(
+        let outbound = Arc::new(Outbound::for_operator(
             client,
-            config.allowed_hosts.clone(),
-            config.secrets.clone(),
+            &config.allowed_hosts,
+            &config.secrets,
             config.http_timeout,
         ));
         identities.push(OperatorSnapshot {
@@ -331,7 +331,7 @@ pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary
         let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
-            gateway,
+            outbound,
             Arc::clone(&label),
             tokio::runtime::Handle::current(),
             reports.clone(),

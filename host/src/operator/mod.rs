@@ -17,8 +17,8 @@ use std::time::Instant;
 use crate::checkpoint::coordinator::{Report, ReportSender};
 use crate::checkpoint::{OperatorSnapshot, SourcePosition};
 use crate::connectors::dead_letter::DeadLetter;
-use crate::io::http::HttpGateway;
 use crate::manifest::{OperatorConfig, Policy};
+use crate::outbound::Outbound;
 use crate::plugin::bindings::{Event, FailureKind, HttpError, HttpResponse};
 use crate::plugin::{
     Effects, GuestTrap, OutgoingCall, PluginComponent, PluginError, PluginInstance,
@@ -119,7 +119,7 @@ enum Cause {
 pub struct AsyncWaitOperator {
     config: OperatorConfig,
     component: Arc<PluginComponent>,
-    gateway: Arc<HttpGateway>,
+    outbound: Arc<Outbound>,
     source_label: Arc<str>,
     /// Position in the chain, for checkpoint reports.
     index: usize,
@@ -173,7 +173,7 @@ impl AsyncWaitOperator {
     pub fn new(
         config: OperatorConfig,
         component: Arc<PluginComponent>,
-        gateway: Arc<HttpGateway>,
+        outbound: Arc<Outbound>,
         source_label: Arc<str>,
         runtime: tokio::runtime::Handle,
         reports: Option<ReportSender>,
@@ -186,7 +186,7 @@ impl AsyncWaitOperator {
             telemetry,
             config,
             component,
-            gateway,
+            outbound,
             source_label,
             index,
             reports,
@@ -899,20 +899,20 @@ impl AsyncWaitOperator {
 
     fn send_call(&mut self, slot: usize, generation: u64, call: OutgoingCall) {
         let OutgoingCall { id, owner, request } = call;
-        match self.gateway.prepare(request) {
+        match self.outbound.prepare(request.into()) {
             Err(refused) => self.local_answers.push_back(CallDone {
                 instance: slot,
                 generation,
                 call_id: id,
                 owner,
-                result: Err(refused),
+                result: Err(refused.into()),
             }),
             Ok(prepared) => {
                 self.calls_in_flight += 1;
-                let gateway = Arc::clone(&self.gateway);
+                let sending = self.outbound.send(prepared);
                 let answers = self.answers_tx.clone();
                 self.runtime.spawn(async move {
-                    let result = gateway.execute(prepared).await;
+                    let result = sending.await.map(Into::into).map_err(Into::into);
                     // The operator may be gone (job failed); then the answer is not needed.
                     let _ = answers.send(CallDone {
                         instance: slot,

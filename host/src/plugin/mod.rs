@@ -11,6 +11,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod host;
+pub mod http_convert;
 pub mod output;
 pub mod wasi;
 

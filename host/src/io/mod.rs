@@ -1,3 +1,0 @@
-//! Outgoing I/O performed by the host on behalf of plugins.
-
-pub mod http;

@@ -1,0 +1,225 @@
+//! Outgoing HTTP requests made by the host for plugins, as a stack of layers over a transport.
+//!
+//! A request goes through two steps:
+//! 1. [`Outbound::prepare`] runs the request half of the [`policy`] synchronously: allowlist,
+//!    header rules, secrets filled in. A refused request never leaves the machine, and the caller
+//!    can answer it at once without spawning anything.
+//! 2. [`Outbound::send`] hands the [`PreparedRequest`] to the [`stack`] of layers (tower
+//!    [`Service`](tower::Service)s): the answer half of the policy (redaction) on top, then the
+//!    slots for cache, budget, retry, breaker and rate limiting, and the [`transport`] (reqwest,
+//!    the body size limit enforced while the body streams in) at the bottom.
+//!
+//! The types here are the host's own: the plugin bindings convert to and from them
+//! (`plugin::http_convert`), and only [`Outbound::for_operator`] knows the manifest.
+
+pub mod policy;
+mod redact;
+pub mod stack;
+mod status;
+pub mod transport;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::ServiceExt;
+
+use crate::manifest::{HostRule, HttpVersion, Secret};
+
+pub use policy::{HostPattern, Policy, PolicyLayer, PolicyService, PreparedRequest, SecretGrant};
+pub use stack::Stack;
+pub use status::retriable_status;
+pub use transport::{Protocol, Transport, MAX_BODY_BYTES};
+
+/// A request as a plugin asks for it: nothing checked yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// `None`: the operator's default request timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// A whole answer: any status is an answer, 4xx and 5xx included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no answer. The texts are the ones plugins have always seen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    /// Refused by the host's policy; nothing left the machine.
+    #[error("request denied: {0}")]
+    Denied(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("request timed out")]
+    Timeout,
+    /// The connection failed, or the answer was refused (too large, undecodable).
+    #[error("connection failed: {0}")]
+    Connection(String),
+}
+
+impl OutboundError {
+    /// Whether sending the same request again may succeed: a timeout or a failed connection
+    /// may, a refused or malformed request never will (the SDKs' rule for these errors).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, OutboundError::Timeout | OutboundError::Connection(_))
+    }
+}
+
+/// The answer to a request handed to the stack, to await wherever it suits the caller.
+pub type Sending = Pin<Box<dyn Future<Output = Result<Response, OutboundError>> + Send>>;
+
+/// One operator's way out: its policy and the stack its requests travel through.
+pub struct Outbound {
+    policy: Arc<Policy>,
+    stack: Stack,
+}
+
+impl Outbound {
+    /// The outbound stack of an operator, from the manifest's resolved values; `client` is
+    /// shared by the operators that use the same HTTP version ([`Outbound::client`]).
+    pub fn for_operator(
+        client: reqwest::Client,
+        allowed_hosts: &[HostRule],
+        secrets: &[Secret],
+        default_timeout: Duration,
+    ) -> Self {
+        let pattern = |rule: &HostRule| HostPattern::new(rule.host.clone(), rule.port);
+        let grants = secrets
+            .iter()
+            .map(|s| SecretGrant {
+                name: s.name.clone(),
+                value: s.value.clone(),
+                hosts: s.hosts.iter().map(pattern).collect(),
+            })
+            .collect();
+        let policy = Policy::new(
+            allowed_hosts.iter().map(pattern).collect(),
+            grants,
+            default_timeout,
+        );
+        Outbound::new(policy, Transport::new(client))
+    }
+
+    /// A client for the operators that use `version` (connection pools are per client).
+    pub fn client(version: HttpVersion) -> Result<reqwest::Client, reqwest::Error> {
+        Transport::client(match version {
+            HttpVersion::Http1 => Protocol::Http1,
+            HttpVersion::Http2 => Protocol::Http2PriorKnowledge,
+        })
+    }
+
+    /// The stack [`stack::build`] composes over `transport` (a [`Transport`], or a fake in
+    /// tests), behind `policy`.
+    pub fn new<T>(policy: Policy, transport: T) -> Self
+    where
+        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Future: Send + 'static,
+    {
+        let policy = Arc::new(policy);
+        let stack = stack::build(Arc::clone(&policy), transport);
+        Outbound { policy, stack }
+    }
+
+    /// Checks `request` against the policy and fills in its secrets, synchronously: an `Err`
+    /// is the answer, and nothing was sent.
+    pub fn prepare(&self, request: Request) -> Result<PreparedRequest, OutboundError> {
+        self.policy.prepare(request)
+    }
+
+    /// Sends a prepared request through the stack. The future owns what it needs: spawn it.
+    pub fn send(&self, request: PreparedRequest) -> Sending {
+        Box::pin(self.stack.clone().oneshot(request))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A fake inner service for layer tests: it records what it receives and answers from a
+    //! script, without a network.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::{OutboundError, PreparedRequest, Response, Sending};
+
+    /// What the fake saw, shared with the test.
+    pub type Seen = Arc<Mutex<Vec<PreparedRequest>>>;
+
+    /// A service that records every request and answers each with `answer()`.
+    pub fn service(
+        answer: impl Fn() -> Result<Response, OutboundError> + Clone + Send + Sync + 'static,
+    ) -> (
+        impl tower::Service<
+                PreparedRequest,
+                Response = Response,
+                Error = OutboundError,
+                Future = Sending,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        Seen,
+    ) {
+        let seen = Seen::default();
+        let log = Arc::clone(&seen);
+        let service = tower::service_fn(move |request: PreparedRequest| {
+            log.lock().unwrap().push(request);
+            let result = answer();
+            Box::pin(async move { result }) as Sending
+        });
+        (service, seen)
+    }
+
+    pub fn ok(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_broken_connections_are_retriable_refusals_are_not() {
+        assert!(OutboundError::Timeout.is_retriable());
+        assert!(OutboundError::Connection("reset".into()).is_retriable());
+        assert!(!OutboundError::Denied("x".into()).is_retriable());
+        assert!(!OutboundError::InvalidRequest("x".into()).is_retriable());
+    }
+
+    #[test]
+    fn errors_read_as_plugins_have_always_seen_them() {
+        assert_eq!(
+            OutboundError::Denied("no".into()).to_string(),
+            "request denied: no"
+        );
+        assert_eq!(
+            OutboundError::InvalidRequest("bad".into()).to_string(),
+            "invalid request: bad"
+        );
+        assert_eq!(OutboundError::Timeout.to_string(), "request timed out");
+        assert_eq!(
+            OutboundError::Connection("reset".into()).to_string(),
+            "connection failed: reset"
+        );
+    }
+}
