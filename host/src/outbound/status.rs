@@ -1,4 +1,6 @@
-//! Which HTTP statuses are worth asking again: the host's rule, in one place.
+//! Which HTTP statuses are worth asking again: the host's rule, in one place. It is written
+//! out in `wit/retriable-statuses.txt`, part of the plugin contract: each SDK's "error for
+//! status" helper is tested against that file, and so is this function.
 
 /// Whether an answer with `status` may be different if the same request is sent again.
 ///
@@ -50,6 +52,25 @@ mod tests {
         ];
         for (status, retriable) in table {
             assert_eq!(retriable_status(status), retriable, "status {status}");
+        }
+    }
+
+    #[test]
+    fn the_rule_is_the_one_written_in_the_contract() {
+        let table = include_str!("../../../wit/retriable-statuses.txt");
+        let listed = |status: u16| {
+            table
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .any(|l| {
+                    let (low, high) = l.split_once('-').unwrap_or((l, l));
+                    let bound = |t: &str| t.parse::<u16>().expect("a status in the table");
+                    (bound(low)..=bound(high)).contains(&status)
+                })
+        };
+        for status in 0..=999 {
+            assert_eq!(retriable_status(status), listed(status), "status {status}");
         }
     }
 }
