@@ -314,3 +314,139 @@ impl RunSummary {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn registry() -> PipelineTelemetry {
+        let mut t = PipelineTelemetry::new("p", Instant::now(), true);
+        let op = OperatorTelemetry::new("op");
+        op.records_in.add(3);
+        op.records_out.add(2);
+        op.dead_lettered.inc();
+        op.http_calls.add(4);
+        op.latency_us.record(1500);
+        t.operators.push(Arc::new(op));
+        t.source.records.add(3);
+        t.source.watermarks.inc();
+        t.sink.records.add(2);
+        t.sink.dead_letters.inc();
+        t.checkpoints.completed(1, Duration::from_millis(40));
+        t
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<&str> {
+        let object = value.as_object().expect("an object");
+        object.keys().map(String::as_str).collect()
+    }
+
+    /// Scripts and tests read `--summary-json` by these names.
+    #[test]
+    fn the_summary_json_keeps_its_field_names() {
+        let json = serde_json::to_value(RunSummary::read(&registry())).unwrap();
+        let mut run = keys(&json);
+        run.sort_unstable();
+        let mut expected = vec![
+            "pipeline",
+            "records_in",
+            "watermarks_in",
+            "records_out",
+            "dead_lettered",
+            "elapsed_s",
+            "throughput_per_s",
+            "first_output_ms",
+            "cpu_s",
+            "cpu_us_per_record",
+            "peak_rss_mib",
+            "stopped",
+            "left_unprocessed",
+            "checkpointing",
+            "restored_from",
+            "restored_in_flight",
+            "restore_ms",
+            "checkpoints",
+            "checkpoint_max_ms",
+            "operators",
+        ];
+        expected.sort_unstable();
+        assert_eq!(run, expected);
+        let mut operator = keys(&json["operators"][0]);
+        operator.sort_unstable();
+        let mut expected = vec![
+            "name",
+            "records_in",
+            "records_out",
+            "filtered",
+            "dead_lettered",
+            "timed_out",
+            "traps",
+            "recycled",
+            "http_calls",
+            "input_tokens",
+            "output_tokens",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "latency_max_ms",
+            "thread_cpu_s",
+            "thread_cpu_us_per_record",
+        ];
+        expected.sort_unstable();
+        assert_eq!(operator, expected);
+        assert_eq!(json["records_in"], 3);
+        assert_eq!(json["checkpoint_max_ms"], 40.0);
+        assert_eq!(json["first_output_ms"], serde_json::Value::Null);
+        assert_eq!(json["operators"][0]["http_calls"], 4);
+    }
+
+    #[test]
+    fn the_text_shows_the_values_read_from_the_registry() {
+        let text = RunSummary::read(&registry()).render();
+        assert!(
+            text.starts_with("pipeline p: 3 records in, 2 out, 1 dead-lettered in "),
+            "{text}"
+        );
+        assert!(text.contains("first output after -;"), "{text}");
+        assert!(text.contains("\n  1 checkpoints (longest 40.0 ms)\n"), "{text}");
+        assert!(
+            text.contains("\n  operator op: 3 in, 2 out, 0 filtered, 1 dead-lettered, 0 timed out, 0 traps, 0 recycled, 4 HTTP calls, tokens 0 in / 0 out, latency p50 1.50 ms"),
+            "{text}"
+        );
+        assert!(!text.contains("stopped on request"), "{text}");
+    }
+
+    /// What a metrics endpoint will export: every value of its own with a name, a help and a
+    /// kind; the operators are their own summaries, not a value.
+    #[test]
+    fn every_value_has_a_name_a_help_and_a_kind() {
+        let summary = RunSummary::read(&registry());
+        let metrics = summary.metrics();
+        let json = serde_json::to_value(&summary).unwrap();
+        let names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
+        let fields: Vec<&str> = keys(&json)
+            .into_iter()
+            .filter(|k| *k != "operators")
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(sorted, fields);
+        for metric in metrics.iter().chain(&summary.operators[0].metrics()) {
+            assert!(!metric.help.is_empty(), "{} has no help", metric.name);
+            assert!(!metric.help.starts_with(' '), "{}", metric.help);
+        }
+        let by_name = |name: &str| metrics.iter().find(|m| m.name == name).cloned().unwrap();
+        assert_eq!(by_name("records_in").kind, Kind::Counter);
+        assert_eq!(by_name("records_in").value, Value::Number(3.0));
+        assert_eq!(by_name("pipeline").kind, Kind::Label);
+        assert_eq!(by_name("restored_from").value, Value::Missing);
+        assert_eq!(by_name("checkpointing").value, Value::Number(1.0));
+        let ops = summary.operators[0].metrics();
+        let cpu = ops.iter().find(|m| m.name == "thread_cpu_s").unwrap();
+        assert!(cpu.help.starts_with("CPU time of the operator's own thread"));
+    }
+}

@@ -126,3 +126,39 @@ async fn the_handle_shows_the_run_as_it_goes_and_stops_it() {
     let left = stage_threads();
     assert!(left.is_empty(), "stage threads still running: {left:?}");
 }
+
+/// `stop_now()`, as a second SIGINT: without checkpoints the run ends at once with the error
+/// that says records in flight were not finished, and its stages are joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_now_through_the_handle_interrupts_the_run_and_joins_its_stages() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let p = Pipeline::new();
+    let toml = format!(
+        "name = \"endless\"\n[source]\nkind = \"generator\"\ncount = 1000000000\n[[operator]]\nname = \"echo\"\nplugin = \"{}\"\n[sink]\nkind = \"discard\"\n",
+        plugin("echo").display()
+    );
+    let manifest = manifest(&p, &toml);
+    let running = pipeline::build(&manifest, &RunOptions::default())
+        .await
+        .expect("build")
+        .start();
+    let handle = running.handle();
+    let run = tokio::spawn(running.wait());
+    let started = Instant::now();
+    while handle.status().summary.records_out == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no output after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.stop_now();
+    let result = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run ends after stop_now()")
+        .expect("run task");
+    assert!(
+        matches!(result, Err(PipelineError::Interrupted)),
+        "{result:?}"
+    );
+    assert_eq!(handle.status().state, RunState::Ended);
+    let left = stage_threads();
+    assert!(left.is_empty(), "stage threads still running: {left:?}");
+}
