@@ -410,7 +410,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("first output after -;"), "{text}");
-        assert!(text.contains("\n  1 checkpoints (longest 40.0 ms)\n"), "{text}");
+        assert!(
+            text.contains("\n  1 checkpoints (longest 40.0 ms)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("\n  operator op: 3 in, 2 out, 0 filtered, 1 dead-lettered, 0 timed out, 0 traps, 0 recycled, 4 HTTP calls, tokens 0 in / 0 out, latency p50 1.50 ms"),
             "{text}"
@@ -447,6 +450,8 @@ mod tests {
         assert_eq!(by_name("checkpointing").value, Value::Number(1.0));
         let ops = summary.operators[0].metrics();
         let cpu = ops.iter().find(|m| m.name == "thread_cpu_s").unwrap();
-        assert!(cpu.help.starts_with("CPU time of the operator's own thread"));
+        assert!(cpu
+            .help
+            .starts_with("CPU time of the operator's own thread"));
     }
 }

@@ -121,7 +121,10 @@ async fn the_handle_shows_the_run_as_it_goes_and_stops_it() {
         .expect("run task")
         .expect("a stopped run ends with its summary");
     assert!(summary.records_in < count, "{summary:?}");
-    assert!(summary.records_out >= status.summary.records_out, "{summary:?}");
+    assert!(
+        summary.records_out >= status.summary.records_out,
+        "{summary:?}"
+    );
     assert_eq!(handle.status().state, RunState::Ended);
     let left = stage_threads();
     assert!(left.is_empty(), "stage threads still running: {left:?}");
@@ -146,7 +149,10 @@ async fn stop_now_through_the_handle_interrupts_the_run_and_joins_its_stages() {
     let run = tokio::spawn(running.wait());
     let started = Instant::now();
     while handle.status().summary.records_out == 0 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no output after 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no output after 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     handle.stop_now();

@@ -146,7 +146,9 @@ impl Coordinator {
                             }
                             // No barrier can get through any more: the last checkpoint stands.
                             None => {
-                                let _ = self.events.send(Event::StopCheckpointDone(self.telemetry.last_id()));
+                                let _ = self
+                                    .events
+                                    .send(Event::StopCheckpointDone(self.telemetry.last_id()));
                             }
                         }
                     }
@@ -181,7 +183,9 @@ impl Coordinator {
                     for id in lost {
                         pending.remove(&id);
                         if exit_checkpoint == Some(id) {
-                            let _ = self.events.send(Event::StopCheckpointDone(self.telemetry.last_id()));
+                            let _ = self
+                                .events
+                                .send(Event::StopCheckpointDone(self.telemetry.last_id()));
                         }
                     }
                 }

@@ -91,8 +91,7 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
     if let Some(checkpoint) = &resume {
         log_resume(checkpoint);
     }
-    let mut telemetry =
-        PipelineTelemetry::new(&manifest.name, started, checkpoints.is_some());
+    let mut telemetry = PipelineTelemetry::new(&manifest.name, started, checkpoints.is_some());
     let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
     let reports = checkpoints.as_ref().map(|_| reports_tx);
     let start = resume

@@ -133,22 +133,17 @@ impl Topology {
 }
 
 impl RunningPipeline {
-    fn spawn(
-        &mut self,
-        kind: StageKind,
-        name: String,
-        work: Work,
-        done: UnboundedSender<Done>,
-    ) {
+    fn spawn(&mut self, kind: StageKind, name: String, work: Work, done: UnboundedSender<Done>) {
         let index = self.stages.len();
         let label = name.clone();
-        let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
-            // A panic is this stage's failure, reported like any other.
-            let result = std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
-                Err(PipelineError::Stage(format!("{label} panicked")))
+        let spawned = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                // A panic is this stage's failure, reported like any other.
+                let result = std::panic::catch_unwind(AssertUnwindSafe(work))
+                    .unwrap_or_else(|_| Err(PipelineError::Stage(format!("{label} panicked"))));
+                let _ = done.send((index, result));
             });
-            let _ = done.send((index, result));
-        });
         match spawned {
             Ok(thread) => self.stages.push(Stage {
                 kind,
