@@ -69,23 +69,7 @@ impl Topology {
             controls,
             mock,
         } = self;
-        let (requests_tx, requests) = unbounded_channel();
-        let (done_tx, done) = unbounded_channel();
-        let handle = PipelineHandle {
-            requests: requests_tx,
-            telemetry: Arc::clone(&telemetry),
-            ended: Arc::new(Flag::default()),
-        };
-        let mut running = RunningPipeline {
-            stages: Vec::new(),
-            done,
-            requests,
-            handle,
-            controls,
-            telemetry,
-            failure: None,
-            _mock: mock,
-        };
+        let (mut running, done_tx) = RunningPipeline::new(telemetry, controls, mock);
         let sink_telemetry = Arc::clone(&running.telemetry.sink);
         // After a stage fails to start, the rest are not started: dropping them closes their
         // channels, which ends the ones running.
@@ -133,6 +117,32 @@ impl Topology {
 }
 
 impl RunningPipeline {
+    /// A run with no stage yet, and the sender its stages report their end on.
+    fn new(
+        telemetry: Arc<PipelineTelemetry>,
+        controls: Controls,
+        mock: Option<waio_mock_provider::MockServer>,
+    ) -> (Self, UnboundedSender<Done>) {
+        let (requests_tx, requests) = unbounded_channel();
+        let (done_tx, done) = unbounded_channel();
+        let handle = PipelineHandle {
+            requests: requests_tx,
+            telemetry: Arc::clone(&telemetry),
+            ended: Arc::new(Flag::default()),
+        };
+        let running = RunningPipeline {
+            stages: Vec::new(),
+            done,
+            requests,
+            handle,
+            controls,
+            telemetry,
+            failure: None,
+            _mock: mock,
+        };
+        (running, done_tx)
+    }
+
     fn spawn(&mut self, kind: StageKind, name: String, work: Work, done: UnboundedSender<Done>) {
         let index = self.stages.len();
         let label = name.clone();
@@ -304,5 +314,125 @@ impl RunningPipeline {
             }
         });
         let _ = joined.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use crossbeam_channel::Receiver;
+
+    use super::*;
+    use crate::pipeline::RunState;
+    use crate::record::CommandReceiver;
+
+    /// A run whose stages are fakes steered through the channels the real ones use.
+    fn fake_run(
+        operators: usize,
+    ) -> (
+        RunningPipeline,
+        UnboundedSender<Done>,
+        Vec<CommandReceiver>,
+        Receiver<Control>,
+    ) {
+        let (commands, command_rxs): (Vec<_>, Vec<_>) = (0..operators)
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
+        let (source, source_rx) = crossbeam_channel::unbounded();
+        let controls = Controls {
+            operators: commands,
+            source,
+            coordinator: None,
+        };
+        let telemetry = Arc::new(PipelineTelemetry::new("fake", Instant::now(), false));
+        let (running, done) = RunningPipeline::new(telemetry, controls, None);
+        (running, done, command_rxs, source_rx)
+    }
+
+    /// An operator that runs until it is told `until`, then ends; `ended` says it has.
+    fn operator(commands: CommandReceiver, until: StageCommand, ended: Arc<AtomicBool>) -> Work {
+        Box::new(move || {
+            while let Ok(command) = commands.recv() {
+                if command == until {
+                    break;
+                }
+            }
+            ended.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    /// The sink fails while the operators and the source wait for work: the operators are
+    /// aborted, the source is told to stop only once they have ended (a source waiting on an
+    /// idle stdin would wait forever otherwise), and every thread is joined before the error
+    /// comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_failing_stage_stops_and_joins_every_other() {
+        let (mut running, done, commands, source_control) = fake_run(2);
+        let ended: Vec<Arc<AtomicBool>> = (0..2).map(|_| Arc::default()).collect();
+        let source_saw_operators_ended = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&source_saw_operators_ended);
+        let watched = ended.clone();
+        running.spawn(
+            StageKind::Source,
+            "test-source".into(),
+            Box::new(move || {
+                let _ = source_control.recv();
+                let all = watched.iter().all(|e| e.load(Ordering::SeqCst));
+                seen.store(all, Ordering::SeqCst);
+                Ok(())
+            }),
+            done.clone(),
+        );
+        for (rx, ended) in commands.into_iter().zip(&ended) {
+            let work = operator(rx, StageCommand::Abort, Arc::clone(ended));
+            running.spawn(StageKind::Operator, "test-op".into(), work, done.clone());
+        }
+        running.spawn(
+            StageKind::Sink,
+            "test-sink".into(),
+            Box::new(|| Err(PipelineError::Stage("disk full".into()))),
+            done,
+        );
+        let handle = running.handle();
+        let error = running.wait().await.expect_err("the sink failed");
+        assert_eq!(
+            error.to_string(),
+            "a pipeline stage stopped unexpectedly: disk full"
+        );
+        assert!(source_saw_operators_ended.load(Ordering::SeqCst));
+        // Every stage's closure is gone: its thread ended.
+        assert_eq!(Arc::strong_count(&source_saw_operators_ended), 1);
+        assert!(ended.iter().all(|e| Arc::strong_count(e) == 1));
+        assert_eq!(handle.status().state, RunState::Ended);
+    }
+
+    /// `stop()` on the handle asks the operators and the source to stop gracefully; the run
+    /// ends with its summary once they have.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn stop_through_the_handle_reaches_the_operators_and_the_source() {
+        let (mut running, done, commands, source_control) = fake_run(1);
+        running.spawn(
+            StageKind::Source,
+            "test-source".into(),
+            Box::new(move || match source_control.recv() {
+                Ok(Control::Stop) => Ok(()),
+                Err(_) => Err(PipelineError::Stage("no stop reached the source".into())),
+            }),
+            done.clone(),
+        );
+        let ended = Arc::new(AtomicBool::new(false));
+        let [rx] = <[_; 1]>::try_from(commands).ok().unwrap();
+        let work = operator(rx, StageCommand::Stop, Arc::clone(&ended));
+        running.spawn(StageKind::Operator, "test-op".into(), work, done);
+        let handle = running.handle();
+        assert_eq!(handle.status().state, RunState::Running);
+        handle.stop();
+        let summary = running.wait().await.expect("a graceful stop ends the run");
+        assert_eq!(summary.pipeline, "fake");
+        assert!(ended.load(Ordering::SeqCst));
+        assert_eq!(handle.status().state, RunState::Ended);
     }
 }
