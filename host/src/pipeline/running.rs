@@ -150,8 +150,15 @@ impl RunningPipeline {
             .name(name.clone())
             .spawn(move || {
                 // A panic is this stage's failure, reported like any other.
-                let result = std::panic::catch_unwind(AssertUnwindSafe(work))
-                    .unwrap_or_else(|_| Err(PipelineError::Stage(format!("{label} panicked"))));
+                let result =
+                    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|m| m.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(PipelineError::Stage(format!("{label} panicked: {message}")))
+                    });
                 let _ = done.send((index, result));
             });
         match spawned {
@@ -364,7 +371,7 @@ mod tests {
         })
     }
 
-    /// The sink fails while the operators and the source wait for work: the operators are
+    /// The sink fails (panics) while the operators and the source wait for work: the operators are
     /// aborted, the source is told to stop only once they have ended (a source waiting on an
     /// idle stdin would wait forever otherwise), and every thread is joined before the error
     /// comes back.
@@ -393,14 +400,14 @@ mod tests {
         running.spawn(
             StageKind::Sink,
             "test-sink".into(),
-            Box::new(|| Err(PipelineError::Stage("disk full".into()))),
+            Box::new(|| panic!("disk full")),
             done,
         );
         let handle = running.handle();
         let error = running.wait().await.expect_err("the sink failed");
         assert_eq!(
             error.to_string(),
-            "a pipeline stage stopped unexpectedly: disk full"
+            "a pipeline stage stopped unexpectedly: test-sink panicked: disk full"
         );
         assert!(source_saw_operators_ended.load(Ordering::SeqCst));
         // Every stage's closure is gone: its thread ended.
