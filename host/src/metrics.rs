@@ -1,105 +1,251 @@
 //! The run summary: what went in, what came out, how fast, how much it cost.
+//!
+//! Every value shown to a user is declared once, as a row of [`summary!`]: its name (the JSON
+//! field, later the metric's name), its help (the row's doc comment), its kind and how it is
+//! read from the live [`crate::telemetry`] registry. The summary's JSON, its text and
+//! [`Metric`]s (for a metrics endpoint) are all made from those rows.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::telemetry::OperatorTelemetry;
+use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct OperatorSummary {
-    pub name: String,
-    pub records_in: u64,
-    pub records_out: u64,
-    pub filtered: u64,
-    pub dead_lettered: u64,
-    pub timed_out: u64,
-    pub traps: u64,
-    pub recycled: u64,
-    pub http_calls: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub latency_max_ms: f64,
-    /// CPU time of the operator's own thread: its plugin calls, queue and emission. The HTTP
-    /// requests its plugin sends run on the runtime's workers and are not in it.
-    pub thread_cpu_s: f64,
-    /// `thread_cpu_s` per input record, in microseconds.
-    pub thread_cpu_us_per_record: f64,
+// Kept here for callers written before usage moved to the telemetry module.
+pub use crate::telemetry::{process_usage, thread_cpu};
+
+/// What a value is, as a metrics endpoint types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down, or is computed (rates, quantiles, durations).
+    Gauge,
+    /// Names the thing measured (a label, not a number).
+    Label,
 }
 
-impl From<&OperatorTelemetry> for OperatorSummary {
-    fn from(r: &OperatorTelemetry) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        let empty = r.latency_us.is_empty();
-        OperatorSummary {
-            name: r.name.clone(),
-            records_in: r.records_in.get(),
-            records_out: r.records_out.get(),
-            filtered: r.filtered.get(),
-            dead_lettered: r.dead_lettered.get(),
-            timed_out: r.timed_out.get(),
-            traps: r.traps.get(),
-            recycled: r.recycled.get(),
-            http_calls: r.http_calls.get(),
-            input_tokens: r.input_tokens.get(),
-            output_tokens: r.output_tokens.get(),
-            latency_p50_ms: if empty {
-                0.0
-            } else {
-                ms(r.latency_us.value_at_quantile(0.5))
-            },
-            latency_p99_ms: if empty {
-                0.0
-            } else {
-                ms(r.latency_us.value_at_quantile(0.99))
-            },
-            latency_max_ms: if empty { 0.0 } else { ms(r.latency_us.max()) },
-            thread_cpu_s: r.thread_cpu().as_secs_f64(),
-            thread_cpu_us_per_record: if r.records_in.get() == 0 {
-                0.0
-            } else {
-                r.thread_cpu().as_secs_f64() * 1e6 / r.records_in.get() as f64
-            },
-        }
+/// One value of a summary with its description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Number(f64),
+    /// Not known (yet): no first output, no restore.
+    Missing,
+    Text(String),
+}
+
+impl From<&u64> for Value {
+    fn from(v: &u64) -> Self {
+        Value::Number(*v as f64)
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    pub pipeline: String,
-    /// Records read from the source (malformed ones included).
-    pub records_in: u64,
-    pub watermarks_in: u64,
-    /// Records written to the sink.
-    pub records_out: u64,
-    /// Dead letters written, by the source and all operators.
-    pub dead_lettered: u64,
-    pub elapsed_s: f64,
-    /// Input records per second of wall time.
-    pub throughput_per_s: f64,
-    /// Time from start to the first record written, if any.
-    pub first_output_ms: Option<f64>,
-    pub cpu_s: f64,
-    pub cpu_us_per_record: f64,
-    pub peak_rss_mib: f64,
-    /// The run was asked to stop (SIGINT/SIGTERM) before the end of its input.
-    pub stopped: bool,
-    /// Records read but never invoked because the run stopped (in the final checkpoint when
-    /// checkpointing is on, else not processed at all).
-    pub left_unprocessed: u64,
-    /// Checkpointing is on: a stopped run is resumed by the next one.
-    pub checkpointing: bool,
-    /// The checkpoint this run resumed from, and how many records it held in flight.
-    pub restored_from: Option<u64>,
-    pub restored_in_flight: u64,
-    /// Time from start until every restored input had been invoked again.
-    pub restore_ms: Option<f64>,
-    /// Checkpoints completed by this run (the end-of-input one included), and the longest one.
-    pub checkpoints: u64,
-    pub checkpoint_max_ms: f64,
-    pub operators: Vec<OperatorSummary>,
+impl From<&f64> for Value {
+    fn from(v: &f64) -> Self {
+        Value::Number(*v)
+    }
+}
+
+impl From<&bool> for Value {
+    fn from(v: &bool) -> Self {
+        Value::Number(if *v { 1.0 } else { 0.0 })
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+
+impl From<&Option<u64>> for Value {
+    fn from(v: &Option<u64>) -> Self {
+        v.as_ref().map_or(Value::Missing, Value::from)
+    }
+}
+
+impl From<&Option<f64>> for Value {
+    fn from(v: &Option<f64>) -> Self {
+        v.as_ref().map_or(Value::Missing, Value::from)
+    }
+}
+
+/// Declares a summary struct and how each of its fields is read from a telemetry registry.
+///
+/// Each row is `/// help` `name: Type [Kind] = expression,`; the expression reads the registry
+/// through the name given after `as` and the `let`s of the block before the rows (values that
+/// several rows share, read once). Fields in `nested` after the struct are parts of the summary
+/// that are not values of their own (the operators).
+macro_rules! summary {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $summary:ident from $registry:ty as $t:ident {
+            { $(let $binding:pat = $bound:expr;)* }
+            $(
+                $(#[doc = $help:literal])*
+                $field:ident: $ty:ty [$kind:ident] = $read:expr,
+            )*
+        }
+        $(nested { $($part:ident: $part_ty:ty = $part_read:expr,)* })?
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Serialize)]
+        pub struct $summary {
+            $($(#[doc = $help])* pub $field: $ty,)*
+            $($(pub $part: $part_ty,)*)?
+        }
+
+        impl $summary {
+            /// Reads every value from the registry now.
+            pub fn read($t: &$registry) -> Self {
+                $(let $binding = $bound;)*
+                $summary {
+                    $($field: $read,)*
+                    $($($part: $part_read,)*)?
+                }
+            }
+
+            /// Every value of its own, with its name, help and kind.
+            pub fn metrics(&self) -> Vec<Metric> {
+                vec![$(Metric {
+                    name: stringify!($field),
+                    help: concat!($($help),*).trim_ascii(),
+                    kind: Kind::$kind,
+                    value: Value::from(&self.$field),
+                },)*]
+            }
+        }
+    };
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn ms_since(started: Instant, at: Option<Instant>) -> Option<f64> {
+    at.map(|at| at.duration_since(started).as_secs_f64() * 1000.0)
+}
+
+fn per(total: f64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        total / count as f64
+    }
+}
+
+summary! {
+    /// What one operator did.
+    pub struct OperatorSummary from OperatorTelemetry as t {
+        {
+            let latency = &t.latency_us;
+            let cpu = t.thread_cpu().as_secs_f64();
+        }
+        /// The operator's name.
+        name: String [Label] = t.name.clone(),
+        /// Records that entered the operator.
+        records_in: u64 [Counter] = t.records_in.get(),
+        /// Records the operator emitted.
+        records_out: u64 [Counter] = t.records_out.get(),
+        /// Records completed with no output (filtered out).
+        filtered: u64 [Counter] = t.filtered.get(),
+        /// Records the operator sent to the dead-letter output.
+        dead_lettered: u64 [Counter] = t.dead_lettered.get(),
+        /// Records whose timeout fired.
+        timed_out: u64 [Counter] = t.timed_out.get(),
+        /// Plugin traps.
+        traps: u64 [Counter] = t.traps.get(),
+        /// Instances replaced before they reached their memory limit.
+        recycled: u64 [Counter] = t.recycled.get(),
+        /// HTTP requests the plugin sent.
+        http_calls: u64 [Counter] = t.http_calls.get(),
+        /// Model input tokens the plugin reported.
+        input_tokens: u64 [Counter] = t.input_tokens.get(),
+        /// Model output tokens the plugin reported.
+        output_tokens: u64 [Counter] = t.output_tokens.get(),
+        /// Median time from entering the operator to leaving it, milliseconds.
+        latency_p50_ms: f64 [Gauge] = ms(latency.value_at_quantile(0.5)),
+        /// 99th percentile of the time from entering the operator to leaving it, milliseconds.
+        latency_p99_ms: f64 [Gauge] = ms(latency.value_at_quantile(0.99)),
+        /// Longest time from entering the operator to leaving it, milliseconds.
+        latency_max_ms: f64 [Gauge] = ms(latency.max()),
+        /// CPU time of the operator's own thread, seconds: its plugin calls, queue and
+        /// emission. The HTTP requests its plugin sends run on the runtime's workers and are
+        /// not in it.
+        thread_cpu_s: f64 [Gauge] = cpu,
+        /// `thread_cpu_s` per input record, in microseconds.
+        thread_cpu_us_per_record: f64 [Gauge] = per(cpu * 1e6, t.records_in.get()),
+    }
+}
+
+summary! {
+    /// What a run did, read from its registry at the end (or, for a status, while it runs).
+    pub struct RunSummary from PipelineTelemetry as t {
+        {
+            let elapsed = t.started.elapsed().as_secs_f64();
+            let (cpu, peak_rss) = process_usage();
+            let cpu = cpu.as_secs_f64();
+            let records_in = t.source.records.get();
+        }
+        /// The pipeline's name.
+        pipeline: String [Label] = t.name.clone(),
+        /// Records read from the source (malformed ones included).
+        records_in: u64 [Counter] = records_in,
+        /// Watermarks read from the source or generated by it.
+        watermarks_in: u64 [Counter] = t.source.watermarks.get(),
+        /// Records written to the sink.
+        records_out: u64 [Counter] = t.sink.records.get(),
+        /// Dead letters written, by the source and all operators.
+        dead_lettered: u64 [Counter] = t.sink.dead_letters.get(),
+        /// Wall time since the run started, seconds.
+        elapsed_s: f64 [Gauge] = elapsed,
+        /// Input records per second of wall time.
+        throughput_per_s: f64 [Gauge] = records_in as f64 / elapsed.max(1e-9),
+        /// Time from start to the first record written, if any, milliseconds.
+        first_output_ms: Option<f64> [Gauge] =
+            ms_since(t.started, t.sink.first_output_at.get().copied()),
+        /// CPU time of the whole process, seconds.
+        cpu_s: f64 [Gauge] = cpu,
+        /// `cpu_s` per input record, in microseconds.
+        cpu_us_per_record: f64 [Gauge] = cpu * 1e6 / (records_in.max(1) as f64),
+        /// Peak resident set size of the process, MiB.
+        peak_rss_mib: f64 [Gauge] = peak_rss,
+        /// The run was asked to stop (SIGINT/SIGTERM) before the end of its input.
+        stopped: bool [Gauge] = t.stopped(),
+        /// Records read but never invoked because the run stopped (in the final checkpoint
+        /// when checkpointing is on, else not processed at all).
+        left_unprocessed: u64 [Gauge] = t.left_unprocessed(),
+        /// Checkpointing is on: a stopped run is resumed by the next one.
+        checkpointing: bool [Gauge] = t.checkpointing,
+        /// The checkpoint this run resumed from.
+        restored_from: Option<u64> [Gauge] = t.restored_from.get().copied(),
+        /// Records the checkpoint resumed from held in flight.
+        restored_in_flight: u64 [Gauge] = t.restored_in_flight.get(),
+        /// Time from start until every restored input had been invoked again, milliseconds.
+        restore_ms: Option<f64> [Gauge] = ms_since(t.started, t.restored_at()),
+        /// Checkpoints completed by this run (the end-of-input one included).
+        checkpoints: u64 [Counter] = t.checkpoints.completed.get(),
+        /// The longest checkpoint, from trigger to stored and committed, milliseconds.
+        checkpoint_max_ms: f64 [Gauge] = t.checkpoints.longest().as_secs_f64() * 1000.0,
+    }
+    nested {
+        operators: Vec<OperatorSummary> =
+            t.operators.iter().map(|o| OperatorSummary::read(o)).collect(),
+    }
+}
+
+impl From<&OperatorTelemetry> for OperatorSummary {
+    fn from(telemetry: &OperatorTelemetry) -> Self {
+        OperatorSummary::read(telemetry)
+    }
 }
 
 impl RunSummary {
@@ -169,28 +315,143 @@ impl RunSummary {
     }
 }
 
-/// CPU time (user + system) and peak resident set size of this process so far.
-pub fn process_usage() -> (Duration, f64) {
-    match rusage(libc::RUSAGE_SELF) {
-        // ru_maxrss is in KiB on Linux.
-        Some(usage) => (cpu_time(&usage), usage.ru_maxrss as f64 / 1024.0),
-        None => (Duration::ZERO, 0.0),
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn registry() -> PipelineTelemetry {
+        let mut t = PipelineTelemetry::new("p", Instant::now(), true);
+        let op = OperatorTelemetry::new("op");
+        op.records_in.add(3);
+        op.records_out.add(2);
+        op.dead_lettered.inc();
+        op.http_calls.add(4);
+        op.latency_us.record(1500);
+        t.operators.push(Arc::new(op));
+        t.source.records.add(3);
+        t.source.watermarks.inc();
+        t.sink.records.add(2);
+        t.sink.dead_letters.inc();
+        t.checkpoints.completed(1, Duration::from_millis(40));
+        t
     }
-}
 
-/// CPU time (user + system) of the calling thread so far.
-pub fn thread_cpu() -> Duration {
-    rusage(libc::RUSAGE_THREAD).map_or(Duration::ZERO, |usage| cpu_time(&usage))
-}
+    fn keys(value: &serde_json::Value) -> Vec<&str> {
+        let object = value.as_object().expect("an object");
+        object.keys().map(String::as_str).collect()
+    }
 
-fn rusage(who: libc::c_int) -> Option<libc::rusage> {
-    // SAFETY: getrusage only writes into the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(who, &mut usage) };
-    (rc == 0).then_some(usage)
-}
+    /// Scripts and tests read `--summary-json` by these names.
+    #[test]
+    fn the_summary_json_keeps_its_field_names() {
+        let json = serde_json::to_value(RunSummary::read(&registry())).unwrap();
+        let mut run = keys(&json);
+        run.sort_unstable();
+        let mut expected = vec![
+            "pipeline",
+            "records_in",
+            "watermarks_in",
+            "records_out",
+            "dead_lettered",
+            "elapsed_s",
+            "throughput_per_s",
+            "first_output_ms",
+            "cpu_s",
+            "cpu_us_per_record",
+            "peak_rss_mib",
+            "stopped",
+            "left_unprocessed",
+            "checkpointing",
+            "restored_from",
+            "restored_in_flight",
+            "restore_ms",
+            "checkpoints",
+            "checkpoint_max_ms",
+            "operators",
+        ];
+        expected.sort_unstable();
+        assert_eq!(run, expected);
+        let mut operator = keys(&json["operators"][0]);
+        operator.sort_unstable();
+        let mut expected = vec![
+            "name",
+            "records_in",
+            "records_out",
+            "filtered",
+            "dead_lettered",
+            "timed_out",
+            "traps",
+            "recycled",
+            "http_calls",
+            "input_tokens",
+            "output_tokens",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "latency_max_ms",
+            "thread_cpu_s",
+            "thread_cpu_us_per_record",
+        ];
+        expected.sort_unstable();
+        assert_eq!(operator, expected);
+        assert_eq!(json["records_in"], 3);
+        assert_eq!(json["checkpoint_max_ms"], 40.0);
+        assert_eq!(json["first_output_ms"], serde_json::Value::Null);
+        assert_eq!(json["operators"][0]["http_calls"], 4);
+    }
 
-fn cpu_time(usage: &libc::rusage) -> Duration {
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    #[test]
+    fn the_text_shows_the_values_read_from_the_registry() {
+        let text = RunSummary::read(&registry()).render();
+        assert!(
+            text.starts_with("pipeline p: 3 records in, 2 out, 1 dead-lettered in "),
+            "{text}"
+        );
+        assert!(text.contains("first output after -;"), "{text}");
+        assert!(
+            text.contains("\n  1 checkpoints (longest 40.0 ms)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  operator op: 3 in, 2 out, 0 filtered, 1 dead-lettered, 0 timed out, 0 traps, 0 recycled, 4 HTTP calls, tokens 0 in / 0 out, latency p50 1.50 ms"),
+            "{text}"
+        );
+        assert!(!text.contains("stopped on request"), "{text}");
+    }
+
+    /// What a metrics endpoint will export: every value of its own with a name, a help and a
+    /// kind; the operators are their own summaries, not a value.
+    #[test]
+    fn every_value_has_a_name_a_help_and_a_kind() {
+        let summary = RunSummary::read(&registry());
+        let metrics = summary.metrics();
+        let json = serde_json::to_value(&summary).unwrap();
+        let names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
+        let fields: Vec<&str> = keys(&json)
+            .into_iter()
+            .filter(|k| *k != "operators")
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(sorted, fields);
+        for metric in metrics.iter().chain(&summary.operators[0].metrics()) {
+            assert!(!metric.help.is_empty(), "{} has no help", metric.name);
+            assert!(!metric.help.starts_with(' '), "{}", metric.help);
+        }
+        let by_name = |name: &str| metrics.iter().find(|m| m.name == name).cloned().unwrap();
+        assert_eq!(by_name("records_in").kind, Kind::Counter);
+        assert_eq!(by_name("records_in").value, Value::Number(3.0));
+        assert_eq!(by_name("pipeline").kind, Kind::Label);
+        assert_eq!(by_name("restored_from").value, Value::Missing);
+        assert_eq!(by_name("checkpointing").value, Value::Number(1.0));
+        let ops = summary.operators[0].metrics();
+        let cpu = ops.iter().find(|m| m.name == "thread_cpu_s").unwrap();
+        assert!(cpu
+            .help
+            .starts_with("CPU time of the operator's own thread"));
+    }
 }

@@ -2,6 +2,7 @@
 //! checkpoint and then commits the sink's pending parts. Runs on a thread of its own.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -11,6 +12,7 @@ use super::{
 };
 use crate::checkpoint::commit::{commit, CommitError};
 use crate::record::{CommandSender, StageCommand};
+use crate::telemetry::CheckpointTelemetry;
 
 /// What stages tell the coordinator.
 #[derive(Debug)]
@@ -81,16 +83,6 @@ pub enum CoordinatorError {
     Protocol { id: u64, message: String },
 }
 
-/// Checkpoint statistics for the run summary.
-#[derive(Debug, Clone, Default)]
-pub struct CoordinatorReport {
-    pub completed: u64,
-    pub last_id: Option<u64>,
-    /// Time from trigger to stored and committed, per checkpoint.
-    pub max_duration: Duration,
-    pub total_duration: Duration,
-}
-
 struct Pending {
     triggered: Instant,
     source: Option<SourcePosition>,
@@ -110,13 +102,14 @@ pub struct Coordinator {
     pub reports: Receiver<Report>,
     pub commands: Receiver<Command>,
     pub events: Sender<Event>,
+    /// Checkpoints completed and how long they took, updated as they complete.
+    pub telemetry: Arc<CheckpointTelemetry>,
 }
 
 impl Coordinator {
     /// Runs until the sink reports the end of the stream (then stores the final checkpoint and
     /// commits) or every stage has gone (the job failed: nothing more is committed).
-    pub fn run(mut self) -> Result<CoordinatorReport, CoordinatorError> {
-        let mut report = CoordinatorReport::default();
+    pub fn run(mut self) -> Result<(), CoordinatorError> {
         let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
         let mut next_trigger = Instant::now() + self.interval;
         let mut source_end: Option<(SourcePosition, bool)> = None;
@@ -153,7 +146,9 @@ impl Coordinator {
                             }
                             // No barrier can get through any more: the last checkpoint stands.
                             None => {
-                                let _ = self.events.send(Event::StopCheckpointDone(report.last_id));
+                                let _ = self
+                                    .events
+                                    .send(Event::StopCheckpointDone(self.telemetry.last_id()));
                             }
                         }
                     }
@@ -165,7 +160,7 @@ impl Coordinator {
             debug_assert_eq!(op.index(), reports_index);
             let Ok(message) = op.recv(&reports_rx) else {
                 // Every stage is gone without ending the stream: the job failed.
-                return Ok(report);
+                return Ok(());
             };
             match message {
                 Report::Source { id, position } => {
@@ -188,7 +183,9 @@ impl Coordinator {
                     for id in lost {
                         pending.remove(&id);
                         if exit_checkpoint == Some(id) {
-                            let _ = self.events.send(Event::StopCheckpointDone(report.last_id));
+                            let _ = self
+                                .events
+                                .send(Event::StopCheckpointDone(self.telemetry.last_id()));
                         }
                     }
                 }
@@ -240,7 +237,7 @@ impl Coordinator {
                         sink: transaction,
                     };
                     self.complete(&checkpoint)?;
-                    record_duration(&mut report, id, p.triggered.elapsed());
+                    self.telemetry.completed(id, p.triggered.elapsed());
                     if exit_checkpoint == Some(id) {
                         let _ = self.events.send(Event::StopCheckpointDone(Some(id)));
                     }
@@ -267,8 +264,8 @@ impl Coordinator {
                         sink: transaction,
                     };
                     self.complete(&checkpoint)?;
-                    record_duration(&mut report, id, started.elapsed());
-                    return Ok(report);
+                    self.telemetry.completed(id, started.elapsed());
+                    return Ok(());
                 }
             }
         }
@@ -325,13 +322,6 @@ impl Coordinator {
     }
 }
 
-fn record_duration(report: &mut CoordinatorReport, id: u64, took: Duration) {
-    report.completed += 1;
-    report.last_id = Some(id);
-    report.max_duration = report.max_duration.max(took);
-    report.total_duration += took;
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -377,7 +367,9 @@ mod tests {
             reports,
             commands,
             events,
+            telemetry: Arc::default(),
         };
+        let telemetry = Arc::clone(&coordinator.telemetry);
         let running = std::thread::spawn(move || coordinator.run());
 
         let asked = first_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -448,8 +440,8 @@ mod tests {
                 transaction: SinkTransaction::default(),
             })
             .unwrap();
-        let report = running.join().unwrap().unwrap();
-        assert!(report.completed >= 2);
+        running.join().unwrap().unwrap();
+        assert!(telemetry.completed.get() >= 2);
 
         let store = CheckpointStore::open_read_only(dir.path()).unwrap();
         assert_eq!(store.load(1).unwrap().source, cut);

@@ -10,6 +10,7 @@ use crate::checkpoint::SinkTransaction;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::manifest::{OutputFormat, SinkConfig};
 use crate::record::{Element, Message, Record, StageReceiver};
+use crate::telemetry::SinkTelemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -21,16 +22,6 @@ pub enum SinkError {
     Stdout(std::io::Error),
     #[error("the checkpoint coordinator stopped")]
     CoordinatorGone,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct SinkReport {
-    pub records: u64,
-    pub watermarks: u64,
-    pub dead_letters: u64,
-    /// Outputs of the last operator that were not JSON, among `dead_letters`.
-    pub outputs_not_json: u64,
-    pub first_output_at: Option<Instant>,
 }
 
 /// Where the sink writes. The pipeline opens the files (directly, or as transactions resumed
@@ -45,7 +36,7 @@ pub enum SinkOutput {
 /// pre-commits what it wrote since the last one and tells the coordinator; at the end it
 /// pre-commits the rest. `producer` names the last operator, whose outputs arrive here: an
 /// output that is not JSON becomes its dead letter (reason "output"), so that the output stays
-/// JSON lines and nothing is lost.
+/// JSON lines and nothing is lost. What it wrote is counted in `report` as it goes.
 pub fn run_sink(
     config: &SinkConfig,
     producer: &str,
@@ -53,8 +44,8 @@ pub fn run_sink(
     mut dead_letters: OutputFile,
     rx: StageReceiver,
     reports: Option<ReportSender>,
-) -> Result<SinkReport, SinkError> {
-    let mut report = SinkReport::default();
+    report: &SinkTelemetry,
+) -> Result<(), SinkError> {
     let (format, watermarks) = match config {
         SinkConfig::File {
             format, watermarks, ..
@@ -98,31 +89,31 @@ pub fn run_sink(
                     if !matches!(out, Out::Discard) {
                         if let Err(error) = encode_record(record, format, &mut line) {
                             line.clear();
-                            report.dead_letters += 1;
-                            report.outputs_not_json += 1;
-                            let first = report.outputs_not_json == 1;
+                            report.dead_letters.inc();
+                            report.outputs_not_json.inc();
+                            let first = report.outputs_not_json.get() == 1;
                             not_json(producer, record, &error, first, &mut line);
                             dead_letters.write(&line)?;
                             continue;
                         }
                     }
-                    report.records += 1;
-                    if report.first_output_at.is_none() {
-                        report.first_output_at = Some(Instant::now());
+                    report.records.inc();
+                    if report.first_output_at.get().is_none() {
+                        let _ = report.first_output_at.set(Instant::now());
                     }
                     if matches!(out, Out::Discard) {
                         continue;
                     }
                 }
                 Element::Watermark(ts) => {
-                    report.watermarks += 1;
+                    report.watermarks.inc();
                     if !watermarks || matches!(out, Out::Discard) {
                         continue;
                     }
                     line.extend_from_slice(format!("{{\"watermark\":{ts}}}").as_bytes());
                 }
                 Element::DeadLetter(letter) => {
-                    report.dead_letters += 1;
+                    report.dead_letters.inc();
                     line.extend_from_slice(letter);
                     line.push(b'\n');
                     dead_letters.write(&line)?;
@@ -138,10 +129,10 @@ pub fn run_sink(
         }
     }
     // The first one was logged with its error; a count says how many more there were.
-    if report.outputs_not_json > 1 {
+    if report.outputs_not_json.get() > 1 {
         tracing::warn!(
             "operator {producer:?}: {} outputs were not JSON and went to the dead-letter output",
-            report.outputs_not_json
+            report.outputs_not_json.get()
         );
     }
     part += 1;
@@ -153,7 +144,7 @@ pub fn run_sink(
             .send(Report::SinkEnd { transaction })
             .map_err(|_| SinkError::CoordinatorGone)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The dead-letter line (with its newline) for an output that is not JSON; the first one is
@@ -311,13 +302,15 @@ mod tests {
         let batch = records.iter().cloned().map(Element::Record).collect();
         tx.send(Message::Batch(batch)).unwrap();
         tx.send(Message::End).unwrap();
-        let report = run_sink(
+        let report = SinkTelemetry::default();
+        run_sink(
             &config,
             "enrich",
             SinkOutput::File(OutputFile::direct(&out_path, false).unwrap()),
             OutputFile::direct(&dead_path, true).unwrap(),
             rx,
             None,
+            &report,
         )
         .unwrap();
         let output = std::fs::read_to_string(&out_path).unwrap();
@@ -326,8 +319,8 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(report.records as usize, output.lines().count());
-        assert_eq!(report.dead_letters as usize, dead.len());
+        assert_eq!(report.records.get() as usize, output.lines().count());
+        assert_eq!(report.dead_letters.get() as usize, dead.len());
         (output, dead)
     }
 

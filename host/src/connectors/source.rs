@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -23,6 +24,7 @@ use crate::connectors::dead_letter::DeadLetter;
 use crate::event_time::{extract_timestamp, WatermarkGenerator};
 use crate::manifest::{EventTimeConfig, FieldMapping, Location, SourceConfig};
 use crate::record::{Batch, Element, Message, Record, StageSender, BATCH_SIZE};
+use crate::telemetry::SourceTelemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -43,15 +45,6 @@ pub enum SourceError {
     Empty { at: Location, path: String },
     #[error("cannot resume input {path} at byte {offset}: the file has {len} bytes (it was replaced or truncated since the checkpoint; run with --fresh to start over)")]
     Shrunk { path: String, offset: u64, len: u64 },
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct SourceReport {
-    pub records: u64,
-    pub watermarks: u64,
-    pub dead_lettered: u64,
-    /// The source stopped because it was asked to, before the end of its input.
-    pub stopped: bool,
 }
 
 /// A label for messages: the file name, "stdin" or "generator".
@@ -108,21 +101,24 @@ pub struct SourceContext {
     /// Where to start: the restored checkpoint's position, or the beginning.
     pub start: SourcePosition,
     pub event_time: Option<EventTimeConfig>,
+    /// What the source has read so far, updated as it goes.
+    pub telemetry: Arc<SourceTelemetry>,
 }
 
 /// Reads the source into `tx` from `start`. Runs on its own thread. Returns early, without
 /// error, if the pipeline stopped listening.
-pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceReport, SourceError> {
+pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let SourceContext {
         tx,
         control,
         start,
         event_time,
+        telemetry,
     } = ctx;
     let mut out = Emitter {
         tx,
         batch: Vec::with_capacity(BATCH_SIZE),
-        report: SourceReport::default(),
+        telemetry,
         watermarks: event_time
             .as_ref()
             .map(|cfg| WatermarkGenerator::new(cfg, start.watermark)),
@@ -185,14 +181,14 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<SourceRep
             payload_bytes,
         } => generate(*count, *payload_bytes, &control, &mut out)?,
     }
-    Ok(out.report)
+    Ok(())
 }
 
 /// Builds batches and tracks the position: what every kind of source shares.
 struct Emitter {
     tx: StageSender,
     batch: Batch,
-    report: SourceReport,
+    telemetry: Arc<SourceTelemetry>,
     position: SourcePosition,
     event_time: Option<EventTimeConfig>,
     watermarks: Option<WatermarkGenerator>,
@@ -205,13 +201,13 @@ impl Emitter {
     fn push(&mut self, element: Element) {
         match &element {
             Element::Record(_) => {
-                self.report.records += 1;
+                self.telemetry.records.inc();
                 self.position.records += 1;
             }
-            Element::Watermark(_) => self.report.watermarks += 1,
+            Element::Watermark(_) => self.telemetry.watermarks.inc(),
             Element::DeadLetter(_) => {
-                self.report.records += 1;
-                self.report.dead_lettered += 1;
+                self.telemetry.records.inc();
+                self.telemetry.malformed.inc();
                 self.position.records += 1;
             }
         }
@@ -297,7 +293,7 @@ impl Emitter {
         match control {
             Control::Stop => {
                 tracing::debug!(line = self.position.lines, "source: no more input is read");
-                self.report.stopped = true;
+                self.telemetry.stopped.set();
                 true
             }
         }
@@ -595,6 +591,7 @@ mod tests {
             control,
             start,
             event_time: None,
+            telemetry: Default::default(),
         };
         run_source(&file_source(&path), ctx).unwrap();
         let mut elements = Vec::new();

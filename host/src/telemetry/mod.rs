@@ -3,15 +3,22 @@
 //!
 //! Every value is an atomic: a stage's thread updates it without a lock on the record path, and
 //! any other thread reads it. A value is declared once, here; everything shown to a user is
-//! rendered from these.
+//! rendered from these (`crate::metrics` reads them into the run summary).
+//!
+//! The registry of a run is a [`PipelineTelemetry`]: its source, sink and checkpoint values
+//! and one [`OperatorTelemetry`] per operator.
 
 mod histogram;
+mod pipeline;
+mod usage;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use histogram::Histogram;
+pub use pipeline::{CheckpointTelemetry, PipelineTelemetry, SinkTelemetry, SourceTelemetry};
+pub use usage::{process_usage, thread_cpu};
 
 /// A count that only goes up.
 #[derive(Debug, Default)]
@@ -45,7 +52,26 @@ impl Gauge {
         self.0.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// Raises the value to `value` if it is higher (a running maximum).
+    pub fn set_max(&self, value: i64) {
+        self.0.fetch_max(value, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A yes/no state that is set once something happened (a stop was asked for).
+#[derive(Debug, Default)]
+pub struct Flag(AtomicBool);
+
+impl Flag {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -110,6 +136,11 @@ impl OperatorTelemetry {
         }
     }
 
+    /// Records the CPU time the calling thread has used so far as the operator's.
+    pub fn update_thread_cpu(&self) {
+        self.set_thread_cpu(thread_cpu());
+    }
+
     pub fn thread_cpu(&self) -> Duration {
         Duration::from_micros(self.thread_cpu_us.get())
     }
@@ -147,5 +178,28 @@ mod tests {
         t.set_thread_cpu(Duration::from_millis(5));
         t.set_thread_cpu(Duration::from_millis(7));
         assert_eq!(t.thread_cpu(), Duration::from_millis(7));
+    }
+
+    #[test]
+    fn checkpoints_keep_the_longest_and_the_last_id() {
+        let t = CheckpointTelemetry::default();
+        assert_eq!(t.last_id(), None);
+        t.completed(3, Duration::from_millis(40));
+        t.completed(4, Duration::from_millis(10));
+        assert_eq!(t.completed.get(), 2);
+        assert_eq!(t.longest(), Duration::from_millis(40));
+        assert_eq!(t.total_us.get(), 50_000);
+        assert_eq!(t.last_id(), Some(4));
+    }
+
+    #[test]
+    fn a_stop_counts_as_stopped_only_when_it_left_input() {
+        let t = PipelineTelemetry::new("p", Instant::now(), false);
+        assert!(!t.stopped());
+        t.stop_requested.set();
+        // Asked, but the input had ended already: nothing was left.
+        assert!(!t.stopped());
+        t.source.stopped.set();
+        assert!(t.stopped());
     }
 }

@@ -1,0 +1,279 @@
+//! Build: the manifest becomes a [`Topology`], every stage constructed and wired, no thread
+//! started. Everything that can fail before the first record (a missing input, a plugin that
+//! does not load or open, an output that cannot be created, an incompatible checkpoint) fails
+//! here.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::setup::{load_plugins, open_checkpoints, open_outputs, start_mock};
+use super::{PipelineError, RunOptions};
+use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event, ReportSender};
+use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
+use crate::checkpoint::commit::OutputFile;
+use crate::connectors::sink::SinkOutput;
+use crate::connectors::source::{check_input, source_label, SourceContext};
+use crate::outbound::Outbound;
+use crate::manifest::{HttpVersion, Manifest, SinkConfig, SourceConfig};
+use crate::operator::AsyncWaitOperator;
+use crate::plugin::PluginComponent;
+use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
+use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
+
+/// A pipeline ready to start: each stage with its channels, and what steers them.
+pub struct Topology {
+    pub(super) telemetry: Arc<PipelineTelemetry>,
+    pub(super) source: SourceStage,
+    pub(super) operators: Vec<OperatorStage>,
+    pub(super) sink: SinkStage,
+    pub(super) coordinator: Option<Coordinator>,
+    pub(super) controls: Controls,
+    /// The mock provider the manifest asks for: serves until the run ends.
+    pub(super) mock: Option<waio_mock_provider::MockServer>,
+}
+
+pub(super) struct SourceStage {
+    pub config: SourceConfig,
+    pub context: SourceContext,
+}
+
+pub(super) struct OperatorStage {
+    pub operator: AsyncWaitOperator,
+    pub input: StageReceiver,
+    pub output: StageSender,
+}
+
+pub(super) struct SinkStage {
+    pub config: SinkConfig,
+    /// The last operator's name: the sink dead-letters its outputs that are not JSON.
+    pub producer: String,
+    pub output: SinkOutput,
+    pub dead_letters: OutputFile,
+    pub input: StageReceiver,
+    pub reports: Option<ReportSender>,
+}
+
+/// How the pipeline steers its running stages.
+pub(super) struct Controls {
+    /// Each operator's commands (checkpoint, stop, abort), in chain order.
+    pub operators: Vec<CommandSender>,
+    /// Stop requests to the source.
+    pub source: ControlSender,
+    /// Requests to the checkpoint coordinator and its answers, when checkpointing is on.
+    pub coordinator: Option<(Sender<Command>, Receiver<Event>)>,
+}
+
+impl Topology {
+    pub fn telemetry(&self) -> &Arc<PipelineTelemetry> {
+        &self.telemetry
+    }
+}
+
+/// Builds the pipeline the manifest describes, resuming from its latest checkpoint unless
+/// `options.fresh`.
+pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology, PipelineError> {
+    let started = Instant::now();
+    // A missing input is found before seconds of plugin loading.
+    check_input(&manifest.source)?;
+    let mock = match &manifest.mock_provider {
+        Some(cfg) => Some(start_mock(cfg).await?),
+        None => None,
+    };
+    let components = load_plugins(manifest)?;
+    let mut checkpoints = open_checkpoints(manifest, &components, options)?;
+    let (sink_output, dead_letters) = open_outputs(manifest, checkpoints.as_ref())?;
+    // The outputs are recovered: what is left of the checkpoint is the state to restore.
+    let mut resume = checkpoints.as_mut().and_then(|c| c.resume.take());
+    if let Some(checkpoint) = &resume {
+        log_resume(checkpoint);
+    }
+    let mut telemetry = PipelineTelemetry::new(&manifest.name, started, checkpoints.is_some());
+    let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
+    let reports = checkpoints.as_ref().map(|_| reports_tx);
+    let start = resume
+        .as_ref()
+        .map(|c| c.source.clone())
+        .unwrap_or_default();
+    // Open every plugin before reading any input, so a bad config fails fast.
+    let chain = build_operators(
+        manifest,
+        components,
+        resume.as_mut(),
+        &start,
+        reports.clone(),
+        &mut telemetry,
+    )?;
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let (command_tx, command_rx) = crossbeam_channel::unbounded();
+    let (event_tx, event_rx) = crossbeam_channel::unbounded();
+    let telemetry = Arc::new(telemetry);
+    let coordinator = match checkpoints {
+        Some(setup) => Some(Coordinator {
+            next_id: setup.store.next_id()?,
+            store: setup.store,
+            interval: setup.config.interval,
+            retained: setup.config.retained,
+            operators: chain.identities,
+            operator_commands: chain.commands.clone(),
+            reports: reports_rx,
+            commands: command_rx,
+            events: event_tx,
+            telemetry: Arc::clone(&telemetry.checkpoints),
+        }),
+        None => None,
+    };
+
+    let (source_tx, mut upstream) = stage_channel();
+    let mut operators = Vec::new();
+    for operator in chain.operators {
+        let (output, next) = stage_channel();
+        let input = std::mem::replace(&mut upstream, next);
+        operators.push(OperatorStage {
+            operator,
+            input,
+            output,
+        });
+    }
+    Ok(Topology {
+        source: SourceStage {
+            config: manifest.source.clone(),
+            context: SourceContext {
+                tx: source_tx,
+                control: control_rx,
+                start,
+                event_time: manifest.event_time.clone(),
+                telemetry: Arc::clone(&telemetry.source),
+            },
+        },
+        operators,
+        sink: SinkStage {
+            config: manifest.sink.clone(),
+            producer: manifest
+                .operators
+                .last()
+                .map_or_else(String::new, |op| op.name.clone()),
+            output: sink_output,
+            dead_letters,
+            input: upstream,
+            reports,
+        },
+        controls: Controls {
+            operators: chain.commands,
+            source: control_tx,
+            coordinator: coordinator.as_ref().map(|_| (command_tx, event_rx)),
+        },
+        coordinator,
+        telemetry,
+        mock,
+    })
+}
+
+fn log_resume(checkpoint: &Checkpoint) {
+    tracing::info!(
+        checkpoint = checkpoint.id,
+        line = checkpoint.source.lines,
+        "resuming from checkpoint {} (input line {}, {} records in flight)",
+        checkpoint.id,
+        checkpoint.source.lines,
+        checkpoint
+            .operators
+            .iter()
+            .map(|o| o.records_in_flight())
+            .sum::<usize>()
+    );
+}
+
+/// The operators, in chain order, with what the pipeline and the coordinator keep of them.
+struct Chain {
+    operators: Vec<AsyncWaitOperator>,
+    commands: Vec<CommandSender>,
+    /// Name, plugin and settings of each: the operator parts of the end-of-input checkpoint.
+    identities: Vec<OperatorSnapshot>,
+}
+
+/// Constructs (and opens) every operator, restoring what the checkpoint held for it.
+fn build_operators(
+    manifest: &Manifest,
+    components: Vec<Arc<PluginComponent>>,
+    mut resume: Option<&mut Checkpoint>,
+    start: &SourcePosition,
+    reports: Option<ReportSender>,
+    telemetry: &mut PipelineTelemetry,
+) -> Result<Chain, PipelineError> {
+    if let Some(checkpoint) = resume.as_deref() {
+        let _ = telemetry.restored_from.set(checkpoint.id);
+    }
+    let label: Arc<str> = Arc::from(source_label(&manifest.source));
+    let stacks = outbound_stacks(manifest)?;
+    let mut chain = Chain {
+        operators: Vec::new(),
+        commands: Vec::new(),
+        identities: Vec::new(),
+    };
+    let parts = manifest.operators.iter().zip(components).zip(stacks);
+    for (index, ((config, component), outbound)) in parts.enumerate() {
+        chain.identities.push(OperatorSnapshot {
+            name: config.name.clone(),
+            plugin: config.plugin.display().to_string(),
+            plugin_sha256: component.sha256.clone(),
+            capacity: config.capacity as u64,
+            ordered: config.ordered,
+            watermark: None,
+            elements: Vec::new(),
+        });
+        let operator_telemetry = Arc::new(OperatorTelemetry::new(&config.name));
+        let mut operator = AsyncWaitOperator::new(
+            config.clone(),
+            component,
+            outbound,
+            Arc::clone(&label),
+            tokio::runtime::Handle::current(),
+            reports.clone(),
+            Arc::clone(&operator_telemetry),
+        )?;
+        telemetry.operators.push(operator_telemetry);
+        let restored = resume
+            .as_deref_mut()
+            .and_then(|c| c.operators.get_mut(index));
+        if let Some(snapshot) = restored {
+            telemetry
+                .restored_in_flight
+                .add(snapshot.records_in_flight() as u64);
+            operator.restore(std::mem::take(&mut snapshot.elements));
+        }
+        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        operator.follow_commands(commands_rx, start.clone());
+        chain.commands.push(commands_tx);
+        chain.operators.push(operator);
+    }
+    Ok(chain)
+}
+
+/// Each operator's outbound request stack, in chain order. One client per HTTP version, shared
+/// by the operators that use it.
+fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineError> {
+    let mut clients: HashMap<HttpVersion, reqwest::Client> = HashMap::new();
+    let mut stacks = Vec::new();
+    for config in &manifest.operators {
+        let client = match clients.entry(config.http_version) {
+            Entry::Occupied(known) => known.get().clone(),
+            Entry::Vacant(slot) => slot
+                .insert(
+                    Outbound::client(config.http_version)
+                        .map_err(|e| PipelineError::Http(e.to_string()))?,
+                )
+                .clone(),
+        };
+        stacks.push(Arc::new(Outbound::for_operator(
+            client,
+            &config.allowed_hosts,
+            &config.secrets,
+            config.http_timeout,
+        )));
+    }
+    Ok(stacks)
+}
