@@ -1,6 +1,6 @@
 //! The `waio` command: run or check a pipeline, or start the mock provider.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -149,125 +149,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
             build,
             fresh,
-        } => {
-            let manifest = Manifest::load(&path)?;
-            if build {
-                for op in &manifest.operators {
-                    if let Some(dir) = &op.build {
-                        let output = PluginProject::load(dir)?.build()?;
-                        tracing::info!(operator = %op.name, "built {}", output.display());
-                    }
-                }
-            }
-            let options = pipeline::RunOptions { fresh };
-            let workers = match std::env::var("TOKIO_WORKER_THREADS") {
-                // tokio would panic on a bad value; say which variable is wrong instead.
-                Ok(text) => text
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| {
-                        format!("TOKIO_WORKER_THREADS must be a whole number above 0, got {text:?}")
-                    })?,
-                Err(_) => {
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    runtime_workers(cores, manifest.operators.len())
-                }
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let summary = match runtime.block_on(pipeline::run(&manifest, &options)) {
-                Ok(summary) => summary,
-                // A second SIGINT/SIGTERM: nothing is lost, the next run resumes.
-                Err(pipeline::PipelineError::StoppedAtCheckpoint(id)) => {
-                    match id {
-                        Some(id) => eprintln!("stopped at once after checkpoint {id}: the next run resumes the records in flight"),
-                        None => eprintln!("stopped at once before any checkpoint: the next run starts from the beginning"),
-                    }
-                    return Ok(());
-                }
-                Err(error) => return Err(error.into()),
-            };
-            if !quiet {
-                eprint!("{}", summary.render());
-            }
-            if let Some(out) = summary_json {
-                let json = serde_json::to_string_pretty(&summary)?;
-                std::fs::write(&out, json)
-                    .with_context(|| format!("cannot write {}", out.display()))?;
-            }
-            Ok(())
-        }
-        Command::Check { pipeline: path } => {
-            let manifest = Manifest::load(&path)?;
-            let plugins = pipeline::load_plugins(&manifest)?;
-            // `waio run` needs the input file when it starts: one not written yet fails here too.
-            waio::connectors::source::check_input(&manifest.source)?;
-            println!("pipeline {} ({}): ok", manifest.name, path.display());
-            println!(
-                "  source: {}",
-                waio::connectors::source::source_label(&manifest.source)
-            );
-            for (op, plugin) in manifest.operators.iter().zip(&plugins) {
-                println!(
-                    "  operator {}: {} implements waio:enricher/enricher-plugin@0.1.0; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}], HTTP/{}",
-                    op.name,
-                    op.plugin.display(),
-                    op.capacity,
-                    op.timeout
-                        .map(|t| humantime::format_duration(t).to_string())
-                        .unwrap_or_else(|| "none".into()),
-                    if op.ordered { "ordered" } else { "unordered" },
-                    op.on_failure,
-                    op.on_timeout,
-                    op.allowed_hosts
-                        .iter()
-                        .map(|r| match r.port {
-                            Some(p) => format!("{}:{p}", r.host),
-                            None => r.host.clone(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    op.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
-                    op.http_version.name(),
-                );
-                println!("    {}", plugin.compiled);
-                let wasi: Vec<&str> = plugin
-                    .imports
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|i| !i.starts_with("waio:"))
-                    .collect();
-                if !wasi.is_empty() {
-                    println!("    also imports (sandboxed): {}", wasi.join(", "));
-                }
-            }
-            println!("  sink: {}", describe_sink(&manifest.sink));
-            println!("  dead letters: {}", manifest.dead_letter.path.display());
-            if let Some(et) = &manifest.event_time {
-                println!(
-                    "  event time: field {:?} ({:?}), max out-of-orderness {}, watermarks at most every {}",
-                    et.field,
-                    et.format,
-                    humantime::format_duration(et.max_out_of_orderness),
-                    humantime::format_duration(et.watermark_interval)
-                );
-            }
-            match &manifest.checkpoint {
-                Some(c) => println!(
-                    "  checkpoints: every {} in {} (keeping {}); file outputs are transactional",
-                    humantime::format_duration(c.interval),
-                    c.dir.display(),
-                    c.retained
-                ),
-                None => println!("  checkpoints: off"),
-            }
-            Ok(())
-        }
+        } => run_pipeline(&path, summary_json.as_deref(), quiet, build, fresh),
+        Command::Check { pipeline: path } => check_pipeline(&path),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let language: Language = lang.parse()?;
             let dest = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -309,6 +192,134 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `waio run`: the pipeline on a runtime of its own, then its summary.
+fn run_pipeline(
+    path: &Path,
+    summary_json: Option<&Path>,
+    quiet: bool,
+    build: bool,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    let manifest = Manifest::load(path)?;
+    if build {
+        for op in &manifest.operators {
+            if let Some(dir) = &op.build {
+                let output = PluginProject::load(dir)?.build()?;
+                tracing::info!(operator = %op.name, "built {}", output.display());
+            }
+        }
+    }
+    let options = pipeline::RunOptions { fresh };
+    let workers = match std::env::var("TOKIO_WORKER_THREADS") {
+        // tokio would panic on a bad value; say which variable is wrong instead.
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| {
+                format!("TOKIO_WORKER_THREADS must be a whole number above 0, got {text:?}")
+            })?,
+        Err(_) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            runtime_workers(cores, manifest.operators.len())
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = match runtime.block_on(pipeline::run(&manifest, &options)) {
+        Ok(summary) => summary,
+        // A second SIGINT/SIGTERM: nothing is lost, the next run resumes.
+        Err(pipeline::PipelineError::StoppedAtCheckpoint(id)) => {
+            match id {
+                Some(id) => eprintln!("stopped at once after checkpoint {id}: the next run resumes the records in flight"),
+                None => eprintln!("stopped at once before any checkpoint: the next run starts from the beginning"),
+            }
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if !quiet {
+        eprint!("{}", summary.render());
+    }
+    if let Some(out) = summary_json {
+        let json = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(out, json).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// `waio check`: the manifest, its plugins and its input, described.
+fn check_pipeline(path: &Path) -> anyhow::Result<()> {
+    let manifest = Manifest::load(path)?;
+    let plugins = pipeline::load_plugins(&manifest)?;
+    // `waio run` needs the input file when it starts: one not written yet fails here too.
+    waio::connectors::source::check_input(&manifest.source)?;
+    println!("pipeline {} ({}): ok", manifest.name, path.display());
+    println!(
+        "  source: {}",
+        waio::connectors::source::source_label(&manifest.source)
+    );
+    for (op, plugin) in manifest.operators.iter().zip(&plugins) {
+        println!(
+            "  operator {}: {} implements waio:enricher/enricher-plugin@0.1.0; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}], HTTP/{}",
+            op.name,
+            op.plugin.display(),
+            op.capacity,
+            op.timeout
+                .map(|t| humantime::format_duration(t).to_string())
+                .unwrap_or_else(|| "none".into()),
+            if op.ordered { "ordered" } else { "unordered" },
+            op.on_failure,
+            op.on_timeout,
+            op.allowed_hosts
+                .iter()
+                .map(|r| match r.port {
+                    Some(p) => format!("{}:{p}", r.host),
+                    None => r.host.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            op.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+            op.http_version.name(),
+        );
+        println!("    {}", plugin.compiled);
+        let wasi: Vec<&str> = plugin
+            .imports
+            .iter()
+            .map(String::as_str)
+            .filter(|i| !i.starts_with("waio:"))
+            .collect();
+        if !wasi.is_empty() {
+            println!("    also imports (sandboxed): {}", wasi.join(", "));
+        }
+    }
+    println!("  sink: {}", describe_sink(&manifest.sink));
+    println!("  dead letters: {}", manifest.dead_letter.path.display());
+    if let Some(et) = &manifest.event_time {
+        println!(
+            "  event time: field {:?} ({:?}), max out-of-orderness {}, watermarks at most every {}",
+            et.field,
+            et.format,
+            humantime::format_duration(et.max_out_of_orderness),
+            humantime::format_duration(et.watermark_interval)
+        );
+    }
+    match &manifest.checkpoint {
+        Some(c) => println!(
+            "  checkpoints: every {} in {} (keeping {}); file outputs are transactional",
+            humantime::format_duration(c.interval),
+            c.dir.display(),
+            c.retained
+        ),
+        None => println!("  checkpoints: off"),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -83,6 +83,24 @@ pub enum CoordinatorError {
     Protocol { id: u64, message: String },
 }
 
+/// The coordinator's bookkeeping while it runs.
+struct RunState {
+    /// Checkpoints started and not stored yet.
+    pending: BTreeMap<u64, Pending>,
+    next_trigger: Instant,
+    /// Where the source stood when the first operator ended, and whether it was exhausted.
+    source_end: Option<(SourcePosition, bool)>,
+    /// What each operator held when it ended (its part of the final checkpoint).
+    end_snapshots: Vec<Option<OperatorSnapshot>>,
+    /// The checkpoint taken for a forced stop.
+    exit_checkpoint: Option<u64>,
+}
+
+enum Flow {
+    Going,
+    Ended,
+}
+
 struct Pending {
     triggered: Instant,
     source: Option<SourcePosition>,
@@ -110,11 +128,13 @@ impl Coordinator {
     /// Runs until the sink reports the end of the stream (then stores the final checkpoint and
     /// commits) or every stage has gone (the job failed: nothing more is committed).
     pub fn run(mut self) -> Result<(), CoordinatorError> {
-        let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-        let mut next_trigger = Instant::now() + self.interval;
-        let mut source_end: Option<(SourcePosition, bool)> = None;
-        let mut end_snapshots: Vec<Option<OperatorSnapshot>> = vec![None; self.operators.len()];
-        let mut exit_checkpoint: Option<u64> = None;
+        let mut state = RunState {
+            pending: BTreeMap::new(),
+            next_trigger: Instant::now() + self.interval,
+            source_end: None,
+            end_snapshots: vec![None; self.operators.len()],
+            exit_checkpoint: None,
+        };
         let mut commands_open = true;
         let reports_rx = self.reports.clone();
         let commands_rx = self.commands.clone();
@@ -124,35 +144,21 @@ impl Coordinator {
             let commands_index = commands_open.then(|| select.recv(&commands_rx));
             // One periodic checkpoint at a time; none once the first operator has ended (no
             // barrier can enter the chain any more: the final checkpoint follows at the end).
-            let ready = if pending.is_empty() && source_end.is_none() {
-                select.select_deadline(next_trigger).ok()
+            let ready = if state.pending.is_empty() && state.source_end.is_none() {
+                select.select_deadline(state.next_trigger).ok()
             } else {
                 Some(select.select())
             };
             let Some(op) = ready else {
                 if let Some(id) = self.trigger() {
-                    pending.insert(id, self.pending());
+                    state.pending.insert(id, self.pending());
                 }
-                next_trigger = Instant::now() + self.interval;
+                state.next_trigger = Instant::now() + self.interval;
                 continue;
             };
             if Some(op.index()) == commands_index {
                 match op.recv(&commands_rx) {
-                    Ok(Command::CheckpointNow) if exit_checkpoint.is_none() => {
-                        match self.trigger() {
-                            Some(id) => {
-                                pending.insert(id, self.pending());
-                                exit_checkpoint = Some(id);
-                            }
-                            // No barrier can get through any more: the last checkpoint stands.
-                            None => {
-                                let _ = self
-                                    .events
-                                    .send(Event::StopCheckpointDone(self.telemetry.last_id()));
-                            }
-                        }
-                    }
-                    Ok(Command::CheckpointNow) => {}
+                    Ok(Command::CheckpointNow) => self.checkpoint_now(&mut state),
                     Err(_) => commands_open = false,
                 }
                 continue;
@@ -162,113 +168,168 @@ impl Coordinator {
                 // Every stage is gone without ending the stream: the job failed.
                 return Ok(());
             };
-            match message {
-                Report::Source { id, position } => {
-                    if let Some(p) = pending.get_mut(&id) {
-                        p.source = Some(position);
-                    }
-                }
-                Report::SourceEnd {
-                    position,
-                    exhausted,
-                } => {
-                    source_end = Some((position, exhausted));
-                    // A checkpoint the first operator had not cut when it ended never gets a
-                    // barrier (its report would have come first): drop it.
-                    let lost: Vec<u64> = pending
-                        .iter()
-                        .filter(|(_, p)| p.source.is_none())
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in lost {
-                        pending.remove(&id);
-                        if exit_checkpoint == Some(id) {
-                            let _ = self
-                                .events
-                                .send(Event::StopCheckpointDone(self.telemetry.last_id()));
-                        }
-                    }
-                }
-                Report::Operator {
-                    id,
-                    index,
-                    snapshot,
-                } => {
-                    if let Some(slot) = pending
-                        .get_mut(&id)
-                        .and_then(|p| p.operators.get_mut(index))
-                    {
-                        *slot = Some(snapshot);
-                    }
-                }
-                Report::OperatorEnd { index, snapshot } => {
-                    if let Some(slot) = end_snapshots.get_mut(index) {
-                        *slot = Some(snapshot);
-                    }
-                }
-                Report::Sink { id, transaction } => {
-                    let Some(p) = pending.remove(&id) else {
-                        return Err(CoordinatorError::Protocol {
-                            id,
-                            message: "the sink reported a checkpoint that was never started".into(),
-                        });
-                    };
-                    let source = p.source.ok_or_else(|| CoordinatorError::Protocol {
-                        id,
-                        message: "the first operator never reported the source position".into(),
-                    })?;
-                    let operators = p
-                        .operators
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, s)| {
-                            s.ok_or_else(|| CoordinatorError::Protocol {
-                                id,
-                                message: format!("operator {i} never reported its queue"),
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let checkpoint = Checkpoint {
-                        id,
-                        created_at_ms: now_ms(),
-                        finished: false,
-                        source,
-                        operators,
-                        sink: transaction,
-                    };
-                    self.complete(&checkpoint)?;
-                    self.telemetry.completed(id, p.triggered.elapsed());
-                    if exit_checkpoint == Some(id) {
-                        let _ = self.events.send(Event::StopCheckpointDone(Some(id)));
-                    }
-                    next_trigger = Instant::now() + self.interval;
-                }
-                Report::SinkEnd { transaction } => {
-                    let started = Instant::now();
-                    let (source, exhausted) = source_end.take().unwrap_or_default();
-                    // What each operator held when it ended: nothing, unless the run was
-                    // stopped and the first operator kept inputs it never admitted.
-                    let operators = end_snapshots
-                        .iter_mut()
-                        .zip(&self.operators)
-                        .map(|(end, identity)| end.take().unwrap_or_else(|| identity.clone()))
-                        .collect::<Vec<_>>();
-                    let finished = exhausted && operators.iter().all(|o| o.elements.is_empty());
-                    let id = self.take_id();
-                    let checkpoint = Checkpoint {
-                        id,
-                        created_at_ms: now_ms(),
-                        finished,
-                        source,
-                        operators,
-                        sink: transaction,
-                    };
-                    self.complete(&checkpoint)?;
-                    self.telemetry.completed(id, started.elapsed());
-                    return Ok(());
-                }
+            if let Flow::Ended = self.on_report(message, &mut state)? {
+                return Ok(());
             }
         }
+    }
+
+    /// A forced stop: a checkpoint now, unless one for the stop is already on its way.
+    fn checkpoint_now(&mut self, state: &mut RunState) {
+        if state.exit_checkpoint.is_some() {
+            return;
+        }
+        match self.trigger() {
+            Some(id) => {
+                state.pending.insert(id, self.pending());
+                state.exit_checkpoint = Some(id);
+            }
+            // No barrier can get through any more: the last checkpoint stands.
+            None => self.last_checkpoint_stands(),
+        }
+    }
+
+    fn last_checkpoint_stands(&self) {
+        let _ = self
+            .events
+            .send(Event::StopCheckpointDone(self.telemetry.last_id()));
+    }
+
+    fn on_report(
+        &mut self,
+        message: Report,
+        state: &mut RunState,
+    ) -> Result<Flow, CoordinatorError> {
+        match message {
+            Report::Source { id, position } => {
+                if let Some(p) = state.pending.get_mut(&id) {
+                    p.source = Some(position);
+                }
+            }
+            Report::SourceEnd {
+                position,
+                exhausted,
+            } => {
+                state.source_end = Some((position, exhausted));
+                // A checkpoint the first operator had not cut when it ended never gets a
+                // barrier (its report would have come first): drop it.
+                let lost: Vec<u64> = state
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.source.is_none())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    state.pending.remove(&id);
+                    if state.exit_checkpoint == Some(id) {
+                        self.last_checkpoint_stands();
+                    }
+                }
+            }
+            Report::Operator {
+                id,
+                index,
+                snapshot,
+            } => {
+                if let Some(slot) = state
+                    .pending
+                    .get_mut(&id)
+                    .and_then(|p| p.operators.get_mut(index))
+                {
+                    *slot = Some(snapshot);
+                }
+            }
+            Report::OperatorEnd { index, snapshot } => {
+                if let Some(slot) = state.end_snapshots.get_mut(index) {
+                    *slot = Some(snapshot);
+                }
+            }
+            Report::Sink { id, transaction } => {
+                self.store_periodic(id, transaction, state)?;
+                state.next_trigger = Instant::now() + self.interval;
+            }
+            Report::SinkEnd { transaction } => {
+                self.store_final(transaction, state)?;
+                return Ok(Flow::Ended);
+            }
+        }
+        Ok(Flow::Going)
+    }
+
+    /// The sink has its part of checkpoint `id`: every part is in, store and commit it.
+    fn store_periodic(
+        &mut self,
+        id: u64,
+        transaction: SinkTransaction,
+        state: &mut RunState,
+    ) -> Result<(), CoordinatorError> {
+        let Some(p) = state.pending.remove(&id) else {
+            return Err(CoordinatorError::Protocol {
+                id,
+                message: "the sink reported a checkpoint that was never started".into(),
+            });
+        };
+        let source = p.source.ok_or_else(|| CoordinatorError::Protocol {
+            id,
+            message: "the first operator never reported the source position".into(),
+        })?;
+        let operators = p
+            .operators
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.ok_or_else(|| CoordinatorError::Protocol {
+                    id,
+                    message: format!("operator {i} never reported its queue"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let checkpoint = Checkpoint {
+            id,
+            created_at_ms: now_ms(),
+            finished: false,
+            source,
+            operators,
+            sink: transaction,
+        };
+        self.complete(&checkpoint)?;
+        self.telemetry.completed(id, p.triggered.elapsed());
+        if state.exit_checkpoint == Some(id) {
+            let _ = self.events.send(Event::StopCheckpointDone(Some(id)));
+        }
+        Ok(())
+    }
+
+    /// The stream has ended at the sink: the final checkpoint, from what each stage reported
+    /// when it ended.
+    fn store_final(
+        &mut self,
+        transaction: SinkTransaction,
+        state: &mut RunState,
+    ) -> Result<(), CoordinatorError> {
+        let started = Instant::now();
+        let (source, exhausted) = state.source_end.take().unwrap_or_default();
+        // What each operator held when it ended: nothing, unless the run was stopped and the
+        // first operator kept inputs it never admitted.
+        let operators = state
+            .end_snapshots
+            .iter_mut()
+            .zip(&self.operators)
+            .map(|(end, identity)| end.take().unwrap_or_else(|| identity.clone()))
+            .collect::<Vec<_>>();
+        let finished = exhausted && operators.iter().all(|o| o.elements.is_empty());
+        let id = self.take_id();
+        let checkpoint = Checkpoint {
+            id,
+            created_at_ms: now_ms(),
+            finished,
+            source,
+            operators,
+            sink: transaction,
+        };
+        self.complete(&checkpoint)?;
+        self.telemetry.completed(id, started.elapsed());
+        Ok(())
     }
 
     fn take_id(&mut self) -> u64 {

@@ -12,14 +12,14 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::setup::{load_plugins, open_checkpoints, open_outputs, start_mock};
 use super::{PipelineError, RunOptions};
+use crate::checkpoint::commit::OutputFile;
 use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event, ReportSender};
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
-use crate::checkpoint::commit::OutputFile;
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
-use crate::outbound::Outbound;
 use crate::manifest::{HttpVersion, Manifest, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
+use crate::outbound::Outbound;
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};

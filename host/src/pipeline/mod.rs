@@ -22,9 +22,9 @@ pub use handle::{PipelineHandle, PipelineStatus, RunState};
 pub use running::RunningPipeline;
 pub use setup::load_plugins;
 
+use crate::checkpoint::commit::CommitError;
 use crate::checkpoint::coordinator::CoordinatorError;
 use crate::checkpoint::CheckpointError;
-use crate::checkpoint::commit::CommitError;
 use crate::connectors::sink::SinkError;
 use crate::connectors::source::SourceError;
 use crate::manifest::Manifest;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{PipelineError, RunOptions};
-use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::checkpoint::commit::{recover, start_fresh, OutputFile};
+use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::connectors::sink::SinkOutput;
 use crate::manifest::{CheckpointConfig, Manifest, SinkConfig};
 use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent};
