@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::core::{CallDone, CallToSend};
+use super::semantics::{CallDone, CallToSend};
 use super::{AsyncWaitOperator, OperatorError};
 use crate::checkpoint::coordinator::Report;
 use crate::plugin::function::OutgoingCall;

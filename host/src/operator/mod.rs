@@ -6,18 +6,17 @@
 //! lets leave. Capacity bounds the queue; while it is full the thread stops reading input, which
 //! backs up the channel and so the source (backpressure), while answers, timers and emission go on.
 //! A checkpoint barrier in the input makes it report the inputs of its queue and pass the barrier on.
-
 //!
-//! The parts: [`core`] holds Flink's semantics without I/O (queue, completion, failure policy,
-//! timers, re-invocation after traps, the requests-in-flight bound) and sees the plugin only
-//! through [`crate::plugin::function::AsyncFunction`]; [`mailbox`] is the thread's loop that
-//! feeds it input, answers, commands and the time; [`queue`], [`timers`] and [`in_flight`] are
-//! the core's tables.
+//! The parts: [`semantics`], the core, holds Flink's semantics without I/O (queue, completion,
+//! failure policy, timers, re-invocation after traps, the requests-in-flight bound) and sees the
+//! plugin only through [`crate::plugin::function::AsyncFunction`]; [`mailbox`] is the thread's
+//! loop that feeds it input, answers, commands and the time; [`queue`], [`timers`] and
+//! [`in_flight`] are the core's tables.
 
-mod core;
 mod in_flight;
 mod mailbox;
 pub mod queue;
+mod semantics;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -33,7 +32,7 @@ use crate::plugin::{GuestTrap, PluginComponent, PluginError};
 use crate::record::{CommandReceiver, Element};
 use crate::telemetry::OperatorTelemetry;
 
-use self::core::{CallDone, OperatorCore};
+use self::semantics::{CallDone, OperatorCore};
 
 /// How often a record may be invoked again into a fresh instance after its instance trapped
 /// while serving another record, before it fails: a cascade of traps must not keep the operator

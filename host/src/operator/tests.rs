@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{CallDone, CallToSend, OperatorCore};
+use super::semantics::{CallDone, CallToSend, OperatorCore};
 use super::{OperatorError, MAX_REINVOCATIONS};
 use crate::manifest::{HttpVersion, Location, OperatorConfig, Policy};
 use crate::plugin::bindings::{HttpError, HttpRequest, HttpResponse};
