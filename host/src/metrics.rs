@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
 
 // Kept here for callers written before usage moved to the telemetry module.
-pub use crate::telemetry::{process_usage, thread_cpu};
+use crate::telemetry::process_usage;
 
 /// What a value is, as a metrics endpoint types it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

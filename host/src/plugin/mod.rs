@@ -10,6 +10,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod function;
 pub mod host;
 pub mod http_convert;
 pub mod output;
@@ -24,7 +25,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use bindings::{EnricherPlugin, EnricherPluginPre, Event, HttpError, HttpResponse};
 pub use cache::{CacheOutcome, CompileCache};
-pub use host::{Completion, Effects, FutureRef, HostState, MemoryLimiter, OutgoingCall};
+use host::Effects;
+pub use host::{FutureRef, HostState, MemoryLimiter};
 use output::{GuestOutput, Stream};
 
 use crate::manifest::Location;

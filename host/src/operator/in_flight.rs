@@ -1,0 +1,110 @@
+//! The records inside the operator, by sequence number: in flight, or completed and waiting to
+//! be emitted.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::record::Record;
+
+/// A record inside the operator.
+pub struct Entry {
+    pub input: Record,
+    pub attempt: u32,
+    /// The instance slot that serves it.
+    pub slot: usize,
+    /// Its watermark segment (unordered mode).
+    pub segment: u64,
+    pub entered: Instant,
+    /// Its timeout fired: a failure now is a timeout.
+    pub timed_out: bool,
+    /// Completed (or dead-lettered): later completions are ignored (FLINK-SEMANTICS 7).
+    pub done: bool,
+    /// The dead letter this record became; it leaves at the record's position, so a checkpoint
+    /// that still holds the record's input never also holds its dead letter.
+    pub dead_letter: Option<Vec<u8>>,
+    /// Times its instance trapped under it (see `MAX_REINVOCATIONS`).
+    pub reinvocations: u32,
+    /// Waiting for its turn to be invoked again on a fresh instance.
+    pub reinvoke_queued: bool,
+    /// The plugin's `timeout` sent a request for it: it may still complete until this instant.
+    pub grace_until: Option<Instant>,
+}
+
+impl Entry {
+    pub fn new(input: Record, slot: usize, segment: u64, entered: Instant) -> Self {
+        Entry {
+            input,
+            attempt: 0,
+            slot,
+            segment,
+            entered,
+            timed_out: false,
+            done: false,
+            dead_letter: None,
+            reinvocations: 0,
+            reinvoke_queued: false,
+            grace_until: None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct InFlight {
+    entries: HashMap<u64, Entry>,
+}
+
+impl InFlight {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn insert(&mut self, seq: u64, entry: Entry) {
+        self.entries.insert(seq, entry);
+    }
+
+    pub fn remove(&mut self, seq: u64) -> Option<Entry> {
+        self.entries.remove(&seq)
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Entry> {
+        self.entries.get(&seq)
+    }
+
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(&seq)
+    }
+
+    /// The record if it is still waiting for its result.
+    pub fn pending(&mut self, seq: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(&seq).filter(|e| !e.done)
+    }
+
+    pub fn is_pending(&self, seq: u64) -> bool {
+        self.entries.get(&seq).is_some_and(|e| !e.done)
+    }
+
+    /// Every record, in sequence order.
+    pub fn in_order(&self) -> Vec<(u64, &Entry)> {
+        let mut records: Vec<(u64, &Entry)> = self.entries.iter().map(|(s, e)| (*s, e)).collect();
+        records.sort_unstable_by_key(|(seq, _)| *seq);
+        records
+    }
+
+    /// Marks every pending record served by `slot` and not already waiting for re-invocation
+    /// (one waiting never ran in the instance that went) as queued for it; returns them in order.
+    pub fn orphans_of(&mut self, slot: usize, after_trap: bool) -> Vec<u64> {
+        let mut orphans: Vec<u64> = Vec::new();
+        for (seq, entry) in self.entries.iter_mut() {
+            if entry.done || entry.slot != slot || entry.reinvoke_queued {
+                continue;
+            }
+            if after_trap {
+                entry.reinvocations += 1;
+            }
+            entry.reinvoke_queued = true;
+            orphans.push(*seq);
+        }
+        orphans.sort_unstable();
+        orphans
+    }
+}

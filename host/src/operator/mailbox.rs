@@ -1,0 +1,390 @@
+//! The operator's thread: a mailbox loop that waits on input, HTTP answers, commands and the
+//! next timer, hands each to the core, sends the requests the plugin made, and passes on what
+//! the core emits, checkpoint barriers and reports.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::semantics::{CallDone, CallToSend};
+use super::{AsyncWaitOperator, OperatorError};
+use crate::checkpoint::coordinator::Report;
+use crate::plugin::function::OutgoingCall;
+use crate::record::{
+    Batch, CommandReceiver, Element, Message, StageCommand, StageReceiver, StageSender, BATCH_SIZE,
+    CHANNEL_DEPTH,
+};
+
+/// Elements an operator reads ahead of its queue at most: enough to empty its input channel,
+/// so a checkpoint barrier never waits behind a full channel.
+const READ_AHEAD: usize = BATCH_SIZE * (CHANNEL_DEPTH + 1);
+
+/// What the loop waits on.
+#[derive(Clone, Copy)]
+struct Mailbox<'a> {
+    input: &'a StageReceiver,
+    answers: &'a crossbeam_channel::Receiver<CallDone>,
+    commands: Option<&'a CommandReceiver>,
+}
+
+/// The loop's own state during a run.
+struct RunState {
+    /// Input read but not admitted yet (restored inputs first).
+    pending_input: VecDeque<Element>,
+    /// Restored inputs not admitted yet: when they all are, the restore is over.
+    restored_left: usize,
+    /// `End` came from upstream; then the channel closing is no failure.
+    input_done: bool,
+    input_closed: bool,
+    commands_open: bool,
+    out: Batch,
+}
+
+impl AsyncWaitOperator {
+    /// Runs until the input ends and everything has been emitted, or a record fails the job.
+    ///
+    /// Runs on a thread of its own, Flink's task thread: guest calls are synchronous (WASI's
+    /// blocking calls, such as a plugin writing to stderr, must not run on an async worker) and
+    /// the loop waits on its mailbox (input, HTTP answers, commands, the next deadline) between
+    /// them.
+    pub fn run(mut self, input: StageReceiver, output: StageSender) -> Result<(), OperatorError> {
+        let pending_input: VecDeque<Element> = std::mem::take(&mut self.restored).into();
+        let mut state = RunState {
+            restored_left: pending_input.len(),
+            pending_input,
+            input_done: false,
+            input_closed: false,
+            commands_open: self.commands.is_some(),
+            out: Vec::with_capacity(BATCH_SIZE),
+        };
+        let commands = self.commands.clone();
+        let answers = self.answers_rx.clone();
+        loop {
+            self.step(&mut state)?;
+            if !state.out.is_empty() {
+                let batch = std::mem::replace(&mut state.out, Vec::with_capacity(BATCH_SIZE));
+                output
+                    .send(Message::Batch(batch))
+                    .map_err(|_| self.downstream_gone())?;
+            }
+            let drained = state.input_done && state.pending_input.is_empty();
+            if (drained || self.stopping) && self.core.is_empty() {
+                let left = state.pending_input.iter().filter(|e| is_record(e)).count();
+                self.telemetry.left_unprocessed.add(left as u64);
+                self.report_end(&state.pending_input, drained)?;
+                break;
+            }
+            let mailbox = Mailbox {
+                input: &input,
+                answers: &answers,
+                commands: commands.as_ref(),
+            };
+            self.wait(&mut state, mailbox, &output)?;
+        }
+
+        output
+            .send(Message::End)
+            .map_err(|_| self.downstream_gone())?;
+        self.core.close();
+        // `run` is the thread's whole work: what it used so far is the operator's CPU.
+        self.telemetry.update_thread_cpu();
+        Ok(())
+    }
+
+    /// Makes every step that needs no waiting: admit input while there is room
+    /// (FLINK-SEMANTICS 9, 10), re-invoke records whose instance was replaced, deliver refused
+    /// requests, emit what may leave.
+    fn step(&mut self, state: &mut RunState) -> Result<(), OperatorError> {
+        loop {
+            while !self.stopping && !self.core.is_full() {
+                let Some(element) = state.pending_input.pop_front() else {
+                    break;
+                };
+                self.core.admit(element, Instant::now())?;
+                if state.restored_left > 0 {
+                    state.restored_left -= 1;
+                    if state.restored_left == 0 {
+                        let _ = self.telemetry.restored_at.set(Instant::now());
+                    }
+                }
+            }
+            self.send_calls();
+            self.core.settle()?;
+            self.send_calls();
+            self.core.emit(&mut state.out, Instant::now());
+            let can_admit =
+                !self.stopping && !self.core.is_full() && !state.pending_input.is_empty();
+            if !can_admit && !self.core.has_work() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for the next thing to happen and hands it to the core.
+    fn wait(
+        &mut self,
+        state: &mut RunState,
+        mailbox: Mailbox<'_>,
+        output: &StageSender,
+    ) -> Result<(), OperatorError> {
+        let Mailbox {
+            input,
+            answers,
+            commands,
+        } = mailbox;
+        // Input is read ahead of the queue, up to a bound (so backpressure holds). A later
+        // operator reads without bound while a barrier is on its way: it is at most a
+        // channel's depth away, and must not wait for records to find room in the queue.
+        let want_input = !state.input_closed
+            && !self.stopping
+            && (state.pending_input.len() < READ_AHEAD || self.barrier_on_its_way());
+        let deadline = self.core.next_timer();
+        let mut select = crossbeam_channel::Select::new();
+        let answers_index = select.recv(answers);
+        let commands_index = match commands {
+            Some(rx) if state.commands_open => Some(select.recv(rx)),
+            _ => None,
+        };
+        let input_index = want_input.then(|| select.recv(input));
+        let ready = match deadline {
+            Some(at) => select.select_deadline(at).ok(),
+            None => Some(select.select()),
+        };
+        match ready {
+            None => self.core.fire_timers(Instant::now())?,
+            Some(op) if op.index() == answers_index => {
+                if let Ok(done) = op.recv(answers) {
+                    self.core.answered(done)?;
+                }
+                // Take every answer that is already there before emitting.
+                while let Ok(done) = answers.try_recv() {
+                    self.core.answered(done)?;
+                }
+            }
+            Some(op) if Some(op.index()) == commands_index => {
+                match commands.map(|rx| op.recv(rx)) {
+                    Some(Ok(command)) => self.command(command, &state.pending_input, output)?,
+                    _ => state.commands_open = false,
+                }
+            }
+            Some(op) => {
+                debug_assert_eq!(Some(op.index()), input_index);
+                let message = op.recv(input);
+                self.take_input(message, state, output)?;
+            }
+        }
+        if deadline.is_some_and(|at| at <= Instant::now()) {
+            self.core.fire_timers(Instant::now())?;
+        }
+        self.send_calls();
+        Ok(())
+    }
+
+    fn take_input(
+        &mut self,
+        message: Result<Message, crossbeam_channel::RecvError>,
+        state: &mut RunState,
+        output: &StageSender,
+    ) -> Result<(), OperatorError> {
+        match message {
+            Ok(Message::Batch(batch)) => self.take_batch(batch, &mut state.pending_input),
+            Ok(Message::Read(batch, position)) => {
+                self.take_batch(batch, &mut state.pending_input);
+                self.upstream_position = position;
+            }
+            Ok(Message::Barrier(id)) => {
+                // Everything before the barrier is in the queue, read ahead, or already
+                // sent on (emission runs before every wait): that is the state.
+                self.last_barrier = self.last_barrier.max(id);
+                self.barrier_wanted = self.barrier_wanted.max(id);
+                self.checkpoint(id, &state.pending_input, output, false)?;
+            }
+            Ok(Message::End) => state.input_done = true,
+            Err(_) if state.input_done => state.input_closed = true,
+            Err(_) => {
+                return Err(OperatorError::UpstreamFailed {
+                    operator: self.core.name().to_string(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every request the core has ready.
+    fn send_calls(&mut self) {
+        while let Some(call) = self.core.next_call() {
+            self.send_call(call);
+        }
+    }
+
+    /// Sends one request on the tokio runtime; its answer (or the host's refusal) goes back to
+    /// the core. The one place that talks to the network.
+    fn send_call(&mut self, call: CallToSend) {
+        let CallToSend {
+            slot,
+            generation,
+            call: OutgoingCall { id, owner, request },
+        } = call;
+        match self.outbound.prepare(request.into()) {
+            Err(refused) => self.core.refused(CallDone {
+                slot,
+                generation,
+                call_id: id,
+                owner,
+                answer: Err(refused.into()),
+            }),
+            Ok(prepared) => {
+                let sending = self.outbound.send(prepared);
+                let answers = self.answers_tx.clone();
+                self.runtime.spawn(async move {
+                    let answer = sending.await.map(Into::into).map_err(Into::into);
+                    // The operator may be gone (job failed); then the answer is not needed.
+                    let _ = answers.send(CallDone {
+                        slot,
+                        generation,
+                        call_id: id,
+                        owner,
+                        answer,
+                    });
+                });
+            }
+        }
+    }
+
+    fn barrier_on_its_way(&self) -> bool {
+        self.barrier_wanted > self.last_barrier
+    }
+
+    fn is_first(&self) -> bool {
+        self.index == 0
+    }
+
+    fn downstream_gone(&self) -> OperatorError {
+        OperatorError::DownstreamGone {
+            operator: self.core.name().to_string(),
+        }
+    }
+
+    fn coordinator_gone(&self) -> OperatorError {
+        OperatorError::CoordinatorGone {
+            operator: self.core.name().to_string(),
+        }
+    }
+
+    fn take_batch(&mut self, batch: Batch, pending_input: &mut VecDeque<Element>) {
+        for element in batch {
+            match element {
+                // Dead letters need no room in the queue: passed on at once.
+                Element::DeadLetter(letter) => self.core.pass_through(letter),
+                other => pending_input.push_back(other),
+            }
+        }
+    }
+
+    fn command(
+        &mut self,
+        command: StageCommand,
+        pending_input: &VecDeque<Element>,
+        output: &StageSender,
+    ) -> Result<(), OperatorError> {
+        match command {
+            // The first operator cuts the checkpoint where it stands: what it read ahead is in
+            // the snapshot as it is, what is still in its input channel is read again.
+            StageCommand::Checkpoint(id) if self.is_first() => {
+                self.checkpoint(id, pending_input, output, true)
+            }
+            StageCommand::Checkpoint(id) => {
+                self.barrier_wanted = self.barrier_wanted.max(id);
+                Ok(())
+            }
+            StageCommand::Stop if self.is_first() && !self.stopping => {
+                self.stopping = true;
+                self.announce_stop(pending_input);
+                Ok(())
+            }
+            StageCommand::Stop => Ok(()),
+            StageCommand::Abort => Err(OperatorError::Aborted {
+                operator: self.core.name().to_string(),
+            }),
+        }
+    }
+
+    /// Reports this operator's part of checkpoint `id` (and, when it cut it, the source
+    /// position) and passes the barrier on.
+    fn checkpoint(
+        &mut self,
+        id: u64,
+        pending_input: &VecDeque<Element>,
+        output: &StageSender,
+        cut_here: bool,
+    ) -> Result<(), OperatorError> {
+        if let Some(reports) = &self.reports {
+            if cut_here {
+                let position = self.upstream_position.clone();
+                reports
+                    .send(Report::Source { id, position })
+                    .map_err(|_| self.coordinator_gone())?;
+            }
+            let snapshot = self.core.snapshot(pending_input.iter());
+            reports
+                .send(Report::Operator {
+                    id,
+                    index: self.index,
+                    snapshot,
+                })
+                .map_err(|_| self.coordinator_gone())?;
+        }
+        output
+            .send(Message::Barrier(id))
+            .map_err(|_| self.downstream_gone())
+    }
+
+    /// The operator ends: its part of the final checkpoint is what it read and never admitted
+    /// (after a stop), and the first operator says where the source stands.
+    fn report_end(
+        &mut self,
+        pending_input: &VecDeque<Element>,
+        drained: bool,
+    ) -> Result<(), OperatorError> {
+        let Some(reports) = &self.reports else {
+            return Ok(());
+        };
+        if self.is_first() {
+            reports
+                .send(Report::SourceEnd {
+                    position: self.upstream_position.clone(),
+                    exhausted: drained && !self.stopping,
+                })
+                .map_err(|_| self.coordinator_gone())?;
+        }
+        reports
+            .send(Report::OperatorEnd {
+                index: self.index,
+                snapshot: self.core.snapshot(pending_input.iter()),
+            })
+            .map_err(|_| self.coordinator_gone())
+    }
+
+    /// Says, when the stop is asked for, what will and will not be processed.
+    fn announce_stop(&self, pending_input: &VecDeque<Element>) {
+        let in_flight = self.core.records_inside();
+        let read_ahead = pending_input.iter().filter(|e| is_record(e)).count();
+        let line = self.core.last_admitted_line();
+        let operator = self.core.name();
+        if self.reports.is_some() {
+            tracing::warn!(
+                operator = %operator,
+                "stop requested: finishing the {in_flight} records in flight (input up to line {line}); nothing new is invoked; the {read_ahead} records read ahead and the rest of the input stay for the next run, which resumes from the final checkpoint"
+            );
+        } else {
+            tracing::warn!(
+                operator = %operator,
+                "stop requested: finishing the {in_flight} records in flight; input after line {line} ({read_ahead} records read ahead and everything not read yet) will NOT be processed: the output ends with the results of input line {line}; without [checkpoint] the next run starts from the beginning"
+            );
+        }
+    }
+}
+
+fn is_record(element: &Element) -> bool {
+    matches!(element, Element::Record(_))
+}

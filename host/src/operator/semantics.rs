@@ -1,0 +1,633 @@
+//! Flink's async-wait semantics, without I/O: what happens when an element is admitted, an
+//! answer comes back, a timer fires at `now`, and what may be emitted.
+//!
+//! The core calls the plugin through [`AsyncFunction`] and never waits: requests the plugin
+//! sends are put in an outbox ([`OperatorCore::next_call`]) for the run loop to send, and their
+//! answers come back through [`OperatorCore::answered`]. Time is always passed in, so the unit
+//! tests drive it with a fake clock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::in_flight::{Entry, InFlight};
+use super::queue::{ElementQueue, Emitted};
+use super::timers::{TimerKind, Timers};
+use super::{OperatorError, MAX_REINVOCATIONS};
+use crate::checkpoint::OperatorSnapshot;
+use crate::connectors::dead_letter::DeadLetter;
+use crate::manifest::{OperatorConfig, Policy};
+use crate::plugin::function::{Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, Output};
+use crate::plugin::GuestTrap;
+use crate::record::{Batch, Element, Record};
+use crate::telemetry::OperatorTelemetry;
+
+/// A request to send for the instance in `slot` (as it was at `generation`).
+#[derive(Debug)]
+pub struct CallToSend {
+    pub slot: usize,
+    pub generation: u64,
+    pub call: OutgoingCall,
+}
+
+/// The answer to one request, on its way back to the instance that sent it.
+#[derive(Debug)]
+pub struct CallDone {
+    pub slot: usize,
+    pub generation: u64,
+    pub call_id: u64,
+    pub owner: Option<u64>,
+    pub answer: Answer,
+}
+
+/// What the core knows of an instance slot.
+#[derive(Default)]
+struct SlotState {
+    /// Grows each time the instance is replaced: answers for an older one are dropped.
+    generation: u64,
+    /// Records completed by this instance. An instance that has completed none holds only what
+    /// its records in flight need: replacing it would rebuild the same state, forever.
+    completed: u64,
+}
+
+/// Why a record failed: its policy (`on_failure`, `on_timeout`) depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    Failure,
+    Timeout,
+}
+
+impl Cause {
+    fn of(entry: &Entry) -> Self {
+        if entry.timed_out {
+            Cause::Timeout
+        } else {
+            Cause::Failure
+        }
+    }
+}
+
+pub struct OperatorCore<F> {
+    config: OperatorConfig,
+    source_label: Arc<str>,
+    pub(super) function: F,
+    slots: Vec<SlotState>,
+    next_slot: usize,
+    queue: ElementQueue,
+    records: InFlight,
+    next_seq: u64,
+    timers: Timers,
+    /// Records to invoke again on a fresh instance, in order. A queue, not recursion: a fresh
+    /// instance can trap or fill up again while they are re-invoked.
+    reinvoke: VecDeque<u64>,
+    /// Requests on the network now (or in the outbox), those waiting for room
+    /// (`max_requests_in_flight`), and those the run loop is to send.
+    calls_in_flight: usize,
+    calls_started: u64,
+    waiting_calls: VecDeque<CallToSend>,
+    outbox: VecDeque<CallToSend>,
+    /// Answers made by the host itself (refused requests), delivered on the next turn.
+    local_answers: VecDeque<CallDone>,
+    emitted: Vec<Emitted>,
+    /// Watermarks in the queue with their sequence numbers; they leave in this order.
+    queued_watermarks: VecDeque<(u64, i64)>,
+    last_watermark: Option<i64>,
+    /// Dead letters from upstream, passed on with the next output.
+    passthrough: Vec<Vec<u8>>,
+    /// Line of the last record admitted, for the stop message.
+    last_admitted_line: u64,
+    telemetry: Arc<OperatorTelemetry>,
+}
+
+impl<F: AsyncFunction> OperatorCore<F> {
+    pub fn new(
+        config: OperatorConfig,
+        function: F,
+        source_label: Arc<str>,
+        telemetry: Arc<OperatorTelemetry>,
+    ) -> Self {
+        let slots = (0..function.slots().max(1))
+            .map(|_| SlotState::default())
+            .collect();
+        OperatorCore {
+            queue: ElementQueue::new(config.ordered),
+            config,
+            source_label,
+            function,
+            slots,
+            next_slot: 0,
+            records: InFlight::default(),
+            next_seq: 0,
+            timers: Timers::default(),
+            reinvoke: VecDeque::new(),
+            calls_in_flight: 0,
+            calls_started: 0,
+            waiting_calls: VecDeque::new(),
+            outbox: VecDeque::new(),
+            local_answers: VecDeque::new(),
+            emitted: Vec::new(),
+            queued_watermarks: VecDeque::new(),
+            last_watermark: None,
+            passthrough: Vec::new(),
+            last_admitted_line: 0,
+            telemetry,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether the queue holds `capacity` elements (FLINK-SEMANTICS 9): admit nothing more.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.config.capacity
+    }
+
+    /// Nothing in the queue: every admitted element has been emitted.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn records_inside(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn last_admitted_line(&self) -> u64 {
+        self.last_admitted_line
+    }
+
+    /// Re-invocations or refused requests wait for [`Self::settle`].
+    pub fn has_work(&self) -> bool {
+        !self.reinvoke.is_empty() || !self.local_answers.is_empty()
+    }
+
+    /// A dead letter from upstream: it takes no room and leaves with the next output.
+    pub fn pass_through(&mut self, letter: Vec<u8>) {
+        self.passthrough.push(letter);
+    }
+
+    /// An element enters the operator; a record is invoked at once. The caller checks room.
+    pub fn admit(&mut self, element: Element, now: Instant) -> Result<(), OperatorError> {
+        let input = match element {
+            Element::DeadLetter(letter) => {
+                self.pass_through(letter);
+                return Ok(());
+            }
+            Element::Watermark(ts) => {
+                let seq = self.take_seq();
+                self.queue.push_watermark(seq, ts);
+                self.queued_watermarks.push_back((seq, ts));
+                return Ok(());
+            }
+            Element::Record(input) => input,
+        };
+        let seq = self.take_seq();
+        self.telemetry.records_in.inc();
+        self.last_admitted_line = input.line;
+        let segment = self.queue.segment_of_next();
+        self.queue.push_record(seq);
+        let slot = self.next_slot;
+        self.next_slot = (self.next_slot + 1) % self.slots.len();
+        // The timeout starts when the record enters (FLINK-SEMANTICS 12).
+        if let Some(timeout) = self.config.timeout {
+            self.timers.push(now + timeout, seq, TimerKind::Deadline);
+        }
+        self.records
+            .insert(seq, Entry::new(input, slot, segment, now));
+        self.invoke(seq)
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Re-invokes records whose instance was replaced, then delivers refused requests' answers.
+    pub fn settle(&mut self) -> Result<(), OperatorError> {
+        while let Some(seq) = self.reinvoke.pop_front() {
+            self.reinvoke_one(seq)?;
+        }
+        while let Some(done) = self.local_answers.pop_front() {
+            self.deliver(done)?;
+        }
+        Ok(())
+    }
+
+    /// The next request to send, in the order the plugin sent them.
+    pub fn next_call(&mut self) -> Option<CallToSend> {
+        self.outbox.pop_front()
+    }
+
+    /// The run loop could not send a request (the host refused it): its error is delivered to
+    /// the plugin on the next turn, and it holds no room among the requests in flight.
+    pub fn refused(&mut self, done: CallDone) {
+        self.call_finished();
+        self.local_answers.push_back(done);
+    }
+
+    /// An answer came back from the network: room for a waiting request, then the answer.
+    pub fn answered(&mut self, done: CallDone) -> Result<(), OperatorError> {
+        self.call_finished();
+        self.deliver(done)
+    }
+
+    fn call_finished(&mut self) {
+        self.calls_in_flight = self.calls_in_flight.saturating_sub(1);
+        while self.calls_in_flight < self.config.max_requests_in_flight {
+            let Some(call) = self.waiting_calls.pop_front() else {
+                break;
+            };
+            // An instance that was replaced will never read the answer.
+            if self
+                .slots
+                .get(call.slot)
+                .is_some_and(|s| s.generation == call.generation)
+            {
+                self.calls_in_flight += 1;
+                self.outbox.push_back(call);
+            }
+        }
+    }
+
+    /// Hands an answer to the instance that asked, unless that instance has been replaced.
+    fn deliver(&mut self, done: CallDone) -> Result<(), OperatorError> {
+        let Some(slot) = self.slots.get(done.slot) else {
+            return Ok(());
+        };
+        if slot.generation != done.generation {
+            return Ok(());
+        }
+        let serving = done.owner.and_then(|seq| {
+            self.records
+                .get(seq)
+                .filter(|e| !e.done)
+                .map(|e| (seq, Cause::of(e)))
+        });
+        let result = self
+            .function
+            .on_response(done.slot, done.owner, done.call_id, &done.answer);
+        self.after_call(done.slot, result, serving)
+    }
+
+    /// Calls the plugin's `async-invoke` for a pending record and applies what it did.
+    fn invoke(&mut self, seq: u64) -> Result<(), OperatorError> {
+        let Some(entry) = self.records.get_mut(seq) else {
+            return Ok(());
+        };
+        let (slot, attempt) = (entry.slot, entry.attempt);
+        let result = self.function.invoke(slot, seq, attempt, &mut entry.input);
+        self.after_call(slot, result, Some((seq, Cause::Failure)))
+    }
+
+    /// Applies a call's effects; on a trap replaces the instance, and one that may be leaking
+    /// is replaced before it traps at its memory limit.
+    fn after_call(
+        &mut self,
+        slot: usize,
+        result: Result<(), GuestTrap>,
+        serving: Option<(u64, Cause)>,
+    ) -> Result<(), OperatorError> {
+        let effects = self.function.take_effects(slot);
+        self.apply(slot, effects)?;
+        match result {
+            Ok(()) if self.memory_nearly_full(slot) => self.recycle(slot),
+            Ok(()) => Ok(()),
+            Err(trap) => self.handle_trap(slot, trap, serving),
+        }
+    }
+
+    /// Whether the instance has grown near its memory limit and has completed records since it
+    /// was made (its growth may be a leak, which a fresh instance sheds; growth with nothing
+    /// completed is what the records in flight hold).
+    fn memory_nearly_full(&self, slot: usize) -> bool {
+        self.slots[slot].completed > 0 && self.function.memory_nearly_full(slot)
+    }
+
+    /// Replaces an instance that keeps growing: no record fails, the ones in flight in it are
+    /// invoked again.
+    fn recycle(&mut self, slot: usize) -> Result<(), OperatorError> {
+        self.telemetry.recycled.inc();
+        tracing::info!(
+            operator = %self.config.name,
+            used = self.function.memory_used(slot),
+            "plugin instance near its memory_limit: replaced by a fresh one"
+        );
+        self.replace(slot)?;
+        let orphans = self.records.orphans_of(slot, false);
+        self.reinvoke.extend(orphans);
+        Ok(())
+    }
+
+    fn replace(&mut self, slot: usize) -> Result<(), OperatorError> {
+        self.function
+            .replace(slot)
+            .map_err(|e| super::fresh_instance_failed(&self.config.name, e))?;
+        let s = &mut self.slots[slot];
+        s.generation += 1;
+        s.completed = 0;
+        Ok(())
+    }
+
+    /// A call trapped: the instance is gone. The record it was serving fails; every other
+    /// record that lived in that instance is invoked again on a fresh one.
+    fn handle_trap(
+        &mut self,
+        slot: usize,
+        trap: GuestTrap,
+        serving: Option<(u64, Cause)>,
+    ) -> Result<(), OperatorError> {
+        self.telemetry.traps.inc();
+        tracing::warn!(operator = %self.config.name, "plugin instance discarded: {trap}");
+        self.replace(slot)?;
+        if let Some((seq, cause)) = serving {
+            if self.records.is_pending(seq) {
+                self.fail(seq, cause, FailureKind::Fatal, trap.0.clone())?;
+            }
+        }
+        let orphans = self.records.orphans_of(slot, true);
+        self.reinvoke.extend(orphans);
+        Ok(())
+    }
+
+    /// Invokes a record again on a fresh instance, unless it has been re-invoked too often: then
+    /// it fails as the operator's policy says.
+    fn reinvoke_one(&mut self, seq: u64) -> Result<(), OperatorError> {
+        let Some(entry) = self.records.get_mut(seq) else {
+            return Ok(());
+        };
+        entry.reinvoke_queued = false;
+        if entry.done {
+            return Ok(());
+        }
+        if entry.reinvocations > MAX_REINVOCATIONS {
+            let message = format!(
+                "given up after its plugin instance trapped under it {} times (while serving other records); it was invoked again into a fresh instance {MAX_REINVOCATIONS} times",
+                entry.reinvocations
+            );
+            let cause = Cause::of(entry);
+            return self.fail(seq, cause, FailureKind::Fatal, message);
+        }
+        entry.attempt += 1;
+        entry.timed_out = false;
+        entry.grace_until = None;
+        self.invoke(seq)
+    }
+
+    fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
+        for usage in effects.usage {
+            self.telemetry.input_tokens.add(usage.input_tokens);
+            self.telemetry.output_tokens.add(usage.output_tokens);
+        }
+        for call in effects.calls {
+            self.start_call(slot, call);
+        }
+        for completion in effects.completions {
+            let Some(entry) = self.records.get(completion.seq) else {
+                continue; // already emitted
+            };
+            // First completion wins (FLINK-SEMANTICS 7); a completion from an earlier attempt is stale.
+            if entry.done || entry.attempt != completion.attempt {
+                continue;
+            }
+            let cause = Cause::of(entry);
+            match completion.result {
+                Ok(outputs) => self.complete(completion.seq, outputs),
+                Err(failure) => self.fail(completion.seq, cause, failure.kind, failure.message)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a request the plugin asked for to be sent, or to wait while
+    /// `max_requests_in_flight` are on the network (backpressure in the host, not in the provider).
+    fn start_call(&mut self, slot: usize, call: OutgoingCall) {
+        self.telemetry.http_calls.inc();
+        self.calls_started += 1;
+        let call = CallToSend {
+            slot,
+            generation: self.slots[slot].generation,
+            call,
+        };
+        if self.calls_in_flight >= self.config.max_requests_in_flight {
+            self.waiting_calls.push_back(call);
+        } else {
+            self.calls_in_flight += 1;
+            self.outbox.push_back(call);
+        }
+    }
+
+    fn complete(&mut self, seq: u64, outputs: Vec<Output>) {
+        let Some(entry) = self.records.get_mut(seq) else {
+            return;
+        };
+        entry.done = true;
+        if let Some(slot) = self.slots.get_mut(entry.slot) {
+            slot.completed += 1;
+        }
+        let (timestamp, line) = (entry.input.timestamp, entry.input.line);
+        let outputs: Vec<Record> = outputs
+            .into_iter()
+            .map(|output| Record {
+                key: output.key,
+                // Every output carries its input's event time (FLINK-SEMANTICS 5).
+                timestamp,
+                payload: output.payload,
+                line,
+            })
+            .collect();
+        if outputs.is_empty() {
+            self.telemetry.filtered.inc();
+        }
+        self.telemetry.records_out.add(outputs.len() as u64);
+        let segment = entry.segment;
+        self.queue.complete(seq, segment, outputs);
+    }
+
+    /// A record failed: fail the job or dead-letter it, as the operator's policy says.
+    fn fail(
+        &mut self,
+        seq: u64,
+        cause: Cause,
+        kind: FailureKind,
+        message: String,
+    ) -> Result<(), OperatorError> {
+        let Some(entry) = self.records.get(seq) else {
+            return Ok(());
+        };
+        if cause == Cause::Timeout {
+            self.telemetry.timed_out.inc();
+        }
+        let (policy, reason) = match cause {
+            Cause::Failure => (self.config.on_failure, "failure"),
+            Cause::Timeout => (self.config.on_timeout, "timeout"),
+        };
+        let operator = self.config.name.clone();
+        let record = format!("{}:{}", self.source_label, entry.input.line);
+        match (policy, cause) {
+            (Policy::Fail, Cause::Failure) => Err(OperatorError::RecordFailed {
+                operator,
+                record,
+                message: format!("{message} ({kind})"),
+            }),
+            (Policy::Fail, Cause::Timeout) => Err(OperatorError::TimedOut {
+                operator,
+                record,
+                timeout: self
+                    .config
+                    .timeout
+                    .map(|t| humantime::format_duration(t).to_string())
+                    .unwrap_or_default(),
+                detail: format!(": {message}"),
+            }),
+            (Policy::DeadLetter, _) => {
+                let letter = DeadLetter {
+                    stage: &self.config.name,
+                    reason,
+                    error: &message,
+                    retriable: Some(kind == FailureKind::Retriable),
+                    record: &entry.input,
+                }
+                .encode();
+                self.telemetry.dead_lettered.inc();
+                // The record leaves the operator at its position, as its dead letter.
+                if let Some(entry) = self.records.get_mut(seq) {
+                    entry.done = true;
+                    entry.dead_letter = Some(letter);
+                    let segment = entry.segment;
+                    self.queue.complete(seq, segment, Vec::new());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// When the next timer of a pending record is due.
+    pub fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(timer) = self.timers.peek() {
+            if self.records.is_pending(timer.seq) {
+                return Some(timer.at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn fire_timers(&mut self, now: Instant) -> Result<(), OperatorError> {
+        while let Some(timer) = self.timers.pop_due(now) {
+            let Some(entry) = self.records.pending(timer.seq) else {
+                continue;
+            };
+            match (timer.kind, entry.grace_until) {
+                // Its deadline came and went: the handler's request is what it waits for now.
+                (TimerKind::Deadline, Some(_)) => {}
+                (TimerKind::Grace, Some(until)) => {
+                    if until <= now {
+                        let grace = humantime::format_duration(self.config.timeout_grace);
+                        self.fail(
+                            timer.seq,
+                            Cause::Timeout,
+                            FailureKind::Retriable,
+                            format!("the plugin's timeout handler did not complete the record within timeout_grace ({grace})"),
+                        )?;
+                    }
+                }
+                // A grace timer of a record re-invoked since (its instance was replaced): its
+                // time is still up.
+                (TimerKind::Deadline | TimerKind::Grace, None) => self.time_out(timer.seq, now)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the plugin's `timeout` for a pending record whose time is up (FLINK-SEMANTICS
+    /// 12-15). A handler that sent a request (a fallback call) may complete the record from its
+    /// answer within `timeout_grace`; otherwise a record the handler left open has timed out.
+    fn time_out(&mut self, seq: u64, now: Instant) -> Result<(), OperatorError> {
+        let Some(entry) = self.records.pending(seq) else {
+            return Ok(());
+        };
+        entry.timed_out = true;
+        let (slot, attempt) = (entry.slot, entry.attempt);
+        let calls_before = self.calls_started;
+        let result = self.function.timeout(slot, seq, attempt, &mut entry.input);
+        self.after_call(slot, result, Some((seq, Cause::Timeout)))?;
+        let sent_request = self.calls_started > calls_before;
+        let grace = self.config.timeout_grace;
+        let Some(entry) = self.records.pending(seq) else {
+            return Ok(());
+        };
+        if sent_request && !grace.is_zero() && entry.attempt == attempt {
+            entry.grace_until = Some(now + grace);
+            self.timers.push(now + grace, seq, TimerKind::Grace);
+            Ok(())
+        } else {
+            // The plugin's `timeout` left the record open: it has timed out (13).
+            self.fail(
+                seq,
+                Cause::Timeout,
+                FailureKind::Retriable,
+                "the plugin's timeout handler did not complete the record".into(),
+            )
+        }
+    }
+
+    /// Appends to `out` what may leave now: dead letters passed through, then the queue's
+    /// ready elements in order (FLINK-SEMANTICS 1-4).
+    pub fn emit(&mut self, out: &mut Batch, now: Instant) {
+        out.extend(self.passthrough.drain(..).map(Element::DeadLetter));
+        self.queue.drain_ready(&mut self.emitted);
+        for emitted in self.emitted.drain(..) {
+            match emitted {
+                Emitted::Record { seq, outputs } => {
+                    if let Some(entry) = self.records.remove(seq) {
+                        let micros = now.saturating_duration_since(entry.entered).as_micros();
+                        self.telemetry.latency_us.record((micros as u64).max(1));
+                        if let Some(letter) = entry.dead_letter {
+                            out.push(Element::DeadLetter(letter));
+                        }
+                    }
+                    out.extend(outputs.into_iter().map(Element::Record));
+                }
+                Emitted::Watermark(ts) => {
+                    self.queued_watermarks.pop_front();
+                    self.last_watermark = Some(ts);
+                    out.push(Element::Watermark(ts));
+                }
+            }
+        }
+    }
+
+    /// The input of every element in the queue, in queue order (FLINK-SEMANTICS 27), then the
+    /// elements read ahead but not admitted yet.
+    pub fn snapshot<'a>(&self, read_ahead: impl Iterator<Item = &'a Element>) -> OperatorSnapshot {
+        let records = self.records.in_order();
+        let mut watermarks = self.queued_watermarks.iter().peekable();
+        let mut elements = Vec::with_capacity(records.len() + self.queued_watermarks.len());
+        for (seq, entry) in records {
+            while let Some((_, ts)) = watermarks.next_if(|(w, _)| *w < seq) {
+                elements.push(Element::Watermark(*ts));
+            }
+            elements.push(Element::Record(entry.input.clone()));
+        }
+        elements.extend(watermarks.map(|(_, ts)| Element::Watermark(*ts)));
+        elements.extend(read_ahead.cloned());
+        OperatorSnapshot {
+            name: self.config.name.clone(),
+            plugin: self.config.plugin.display().to_string(),
+            plugin_sha256: self.function.version().to_string(),
+            capacity: self.config.capacity as u64,
+            ordered: self.config.ordered,
+            watermark: self.last_watermark,
+            elements,
+        }
+    }
+
+    /// Closes the plugin's instances; a trap in `close` is only logged.
+    pub fn close(&mut self) {
+        for trap in self.function.close() {
+            tracing::warn!(operator = %self.config.name, "plugin trapped in close: {trap}");
+        }
+    }
+}

@@ -1,0 +1,1087 @@
+//! Flink's async-wait semantics, checked on the operator's core with a fake function and a fake
+//! clock: no wasm, no network, no sleeps. Each test names the FLINK-SEMANTICS item it checks.
+//! (Item 11, a capacity below one, is refused by the manifest: see its test
+//! `capacity_below_one_is_rejected_like_flink`.)
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::semantics::{CallDone, CallToSend, OperatorCore};
+use super::{OperatorError, MAX_REINVOCATIONS};
+use crate::manifest::{HttpVersion, Location, OperatorConfig, Policy};
+use crate::plugin::bindings::{HttpError, HttpRequest, HttpResponse};
+use crate::plugin::function::{
+    Answer, AsyncFunction, Completion, Effects, Failure, FailureKind, FreshInstanceError,
+    OutgoingCall, Output, TokenUsage,
+};
+use crate::plugin::GuestTrap;
+use crate::record::{Element, Record};
+use crate::telemetry::OperatorTelemetry;
+
+/// Which call of the function the script is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Invoke,
+    Timeout,
+    Response,
+}
+
+/// What the fake does during a call.
+#[derive(Clone, Debug)]
+enum Act {
+    /// Completes the record served with these outputs.
+    Complete(Vec<String>),
+    Fail(FailureKind, &'static str),
+    /// Sends a request on behalf of the record served.
+    Send,
+    /// Reports token usage.
+    Usage(u64, u64),
+    /// The instance traps (after the acts before it took effect).
+    Trap(&'static str),
+}
+
+/// One call the operator made, as the fake logs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Logged {
+    kind: Kind,
+    slot: usize,
+    payload: String,
+    attempt: u32,
+}
+
+type Script = Box<dyn FnMut(Kind, &str) -> Vec<Act>>;
+
+/// A function that does what its script says; it completes records through the same effects
+/// a plugin's `result-future` makes.
+struct FakeFunction {
+    slots: usize,
+    script: Script,
+    log: Vec<Logged>,
+    effects: Vec<Effects>,
+    /// Payload and current attempt of every record it was called for.
+    records: HashMap<u64, (String, u32)>,
+    next_call_id: u64,
+    memory_full: Vec<bool>,
+    replaced: Vec<usize>,
+    closed: bool,
+}
+
+impl FakeFunction {
+    fn new(slots: usize, script: impl FnMut(Kind, &str) -> Vec<Act> + 'static) -> Self {
+        FakeFunction {
+            slots,
+            script: Box::new(script),
+            log: Vec::new(),
+            effects: (0..slots).map(|_| Effects::default()).collect(),
+            records: HashMap::new(),
+            next_call_id: 1,
+            memory_full: vec![false; slots],
+            replaced: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn call(&mut self, kind: Kind, slot: usize, seq: Option<u64>) -> Result<(), GuestTrap> {
+        let (payload, attempt) = seq
+            .and_then(|s| self.records.get(&s).cloned())
+            .unwrap_or_default();
+        self.log.push(Logged {
+            kind,
+            slot,
+            payload: payload.clone(),
+            attempt,
+        });
+        for act in (self.script)(kind, &payload) {
+            let effects = &mut self.effects[slot];
+            match (act, seq) {
+                (Act::Trap(message), _) => return Err(GuestTrap(message.to_string())),
+                (Act::Usage(input_tokens, output_tokens), _) => effects.usage.push(TokenUsage {
+                    input_tokens,
+                    output_tokens,
+                }),
+                (Act::Send, owner) => {
+                    effects.calls.push(OutgoingCall {
+                        id: self.next_call_id,
+                        owner,
+                        request: HttpRequest {
+                            method: "GET".into(),
+                            url: format!("http://127.0.0.1/{payload}"),
+                            headers: Vec::new(),
+                            body: Vec::new(),
+                            timeout_ms: None,
+                        },
+                    });
+                    self.next_call_id += 1;
+                }
+                (Act::Complete(outputs), Some(seq)) => effects.completions.push(Completion {
+                    seq,
+                    attempt,
+                    result: Ok(outputs
+                        .into_iter()
+                        .map(|p| Output {
+                            key: None,
+                            payload: p.into_bytes(),
+                        })
+                        .collect()),
+                }),
+                (Act::Fail(kind, message), Some(seq)) => effects.completions.push(Completion {
+                    seq,
+                    attempt,
+                    result: Err(Failure {
+                        kind,
+                        message: message.to_string(),
+                    }),
+                }),
+                (Act::Complete(_) | Act::Fail(..), None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn calls_of(&self, kind: Kind) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| l.payload.clone())
+            .collect()
+    }
+}
+
+impl AsyncFunction for FakeFunction {
+    fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn version(&self) -> &str {
+        "fake"
+    }
+
+    fn invoke(
+        &mut self,
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+        input: &mut Record,
+    ) -> Result<(), GuestTrap> {
+        let payload = String::from_utf8_lossy(&input.payload).into_owned();
+        self.records.insert(seq, (payload, attempt));
+        self.call(Kind::Invoke, slot, Some(seq))
+    }
+
+    fn timeout(
+        &mut self,
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+        input: &mut Record,
+    ) -> Result<(), GuestTrap> {
+        let payload = String::from_utf8_lossy(&input.payload).into_owned();
+        self.records.insert(seq, (payload, attempt));
+        self.call(Kind::Timeout, slot, Some(seq))
+    }
+
+    fn on_response(
+        &mut self,
+        slot: usize,
+        owner: Option<u64>,
+        _call_id: u64,
+        _answer: &Answer,
+    ) -> Result<(), GuestTrap> {
+        self.call(Kind::Response, slot, owner)
+    }
+
+    fn take_effects(&mut self, slot: usize) -> Effects {
+        std::mem::take(&mut self.effects[slot])
+    }
+
+    fn memory_nearly_full(&self, slot: usize) -> bool {
+        self.memory_full[slot]
+    }
+
+    fn memory_used(&self, _slot: usize) -> usize {
+        0
+    }
+
+    fn replace(&mut self, slot: usize) -> Result<(), FreshInstanceError> {
+        self.replaced.push(slot);
+        self.memory_full[slot] = false;
+        // The effects of the old instance are lost with it.
+        self.effects[slot] = Effects::default();
+        Ok(())
+    }
+
+    fn close(&mut self) -> Vec<GuestTrap> {
+        self.closed = true;
+        Vec::new()
+    }
+}
+
+fn config() -> OperatorConfig {
+    OperatorConfig {
+        index: 0,
+        name: "enrich".into(),
+        plugin: PathBuf::from("fake.wasm"),
+        plugin_at: Location {
+            file: PathBuf::from("pipeline.toml"),
+            line: 1,
+            column: 1,
+        },
+        capacity: 10,
+        timeout: None,
+        ordered: true,
+        on_failure: Policy::Fail,
+        on_timeout: Policy::Fail,
+        instances: 1,
+        allowed_hosts: Vec::new(),
+        secrets: Vec::new(),
+        http_timeout: Duration::from_secs(5),
+        http_version: HttpVersion::Http1,
+        memory_limit: 64 << 20,
+        call_time_limit: Duration::from_secs(1),
+        max_requests_in_flight: 100,
+        timeout_grace: Duration::ZERO,
+        config_json: "{}".into(),
+        build: None,
+    }
+}
+
+/// The default script: `now*` completes in `async-invoke` with its payload, `two*` with two
+/// values, `empty*` with none, `send*` sends a request and completes with its payload when the
+/// answer comes, `fail*` completes exceptionally, `trap*` traps, anything else stays open.
+/// `timeout` leaves the record open.
+fn by_payload(kind: Kind, payload: &str) -> Vec<Act> {
+    let p = payload.to_string();
+    match kind {
+        Kind::Invoke if p.starts_with("now") => vec![Act::Complete(vec![p])],
+        Kind::Invoke if p.starts_with("two") => {
+            vec![Act::Complete(vec![format!("{p}-1"), format!("{p}-2")])]
+        }
+        Kind::Invoke if p.starts_with("empty") => vec![Act::Complete(vec![])],
+        Kind::Invoke if p.starts_with("send") => vec![Act::Send],
+        Kind::Invoke if p.starts_with("fail") => {
+            vec![Act::Fail(FailureKind::Fatal, "the provider said no")]
+        }
+        Kind::Invoke if p.starts_with("trap") => vec![Act::Trap("boom")],
+        Kind::Response => vec![Act::Complete(vec![p])],
+        _ => vec![],
+    }
+}
+
+/// The core, its fake function and a fake clock, with the run loop's steps done by hand.
+struct Harness {
+    core: OperatorCore<FakeFunction>,
+    now: Instant,
+    line: u64,
+    /// Requests the core handed out, not answered yet.
+    sent: Vec<CallToSend>,
+    out: Vec<Element>,
+    telemetry: Arc<OperatorTelemetry>,
+}
+
+impl Harness {
+    fn new(config: OperatorConfig, function: FakeFunction) -> Self {
+        let telemetry = Arc::new(OperatorTelemetry::new(&config.name));
+        Harness {
+            core: OperatorCore::new(
+                config,
+                function,
+                Arc::from("input.jsonl"),
+                telemetry.clone(),
+            ),
+            now: Instant::now(),
+            line: 0,
+            sent: Vec::new(),
+            out: Vec::new(),
+            telemetry,
+        }
+    }
+
+    fn with(config: OperatorConfig) -> Self {
+        Self::new(config, FakeFunction::new(1, by_payload))
+    }
+
+    fn function(&self) -> &FakeFunction {
+        &self.core.function
+    }
+
+    /// What the run loop does after every event: settle, take the requests, emit.
+    fn turn(&mut self) -> Result<(), OperatorError> {
+        loop {
+            while let Some(call) = self.core.next_call() {
+                self.sent.push(call);
+            }
+            if !self.core.has_work() {
+                break;
+            }
+            self.core.settle()?;
+        }
+        self.core.emit(&mut self.out, self.now);
+        Ok(())
+    }
+
+    /// Admits the next input line with this payload (its timestamp is 1000 + line).
+    fn record(&mut self, payload: &str) -> Result<(), OperatorError> {
+        self.line += 1;
+        let record = Record {
+            key: None,
+            timestamp: Some(1000 + self.line as i64),
+            payload: payload.as_bytes().to_vec(),
+            line: self.line,
+        };
+        self.admit(Element::Record(record))
+    }
+
+    fn watermark(&mut self, ts: i64) -> Result<(), OperatorError> {
+        self.admit(Element::Watermark(ts))
+    }
+
+    fn admit(&mut self, element: Element) -> Result<(), OperatorError> {
+        assert!(!self.core.is_full(), "the run loop admits only with room");
+        self.core.admit(element, self.now)?;
+        self.turn()
+    }
+
+    /// Answers the request the record with this payload sent.
+    fn answer(&mut self, payload: &str) -> Result<(), OperatorError> {
+        let status = Ok(HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        });
+        self.answer_with(payload, status)
+    }
+
+    fn answer_with(&mut self, payload: &str, answer: Answer) -> Result<(), OperatorError> {
+        let url = format!("http://127.0.0.1/{payload}");
+        let at = self
+            .sent
+            .iter()
+            .position(|c| c.call.request.url == url)
+            .unwrap_or_else(|| panic!("no request in flight for {payload}"));
+        let call = self.sent.remove(at);
+        self.core.answered(CallDone {
+            slot: call.slot,
+            generation: call.generation,
+            call_id: call.call.id,
+            owner: call.call.owner,
+            answer,
+        })?;
+        self.turn()
+    }
+
+    /// Lets `ms` milliseconds pass on the fake clock and fires the timers then due.
+    fn advance(&mut self, ms: u64) -> Result<(), OperatorError> {
+        self.now += Duration::from_millis(ms);
+        self.core.fire_timers(self.now)?;
+        self.turn()
+    }
+
+    /// The output so far: payloads, `W<ts>` for watermarks, `dead(<reason>):<line>`.
+    fn output(&mut self) -> Vec<String> {
+        self.out
+            .drain(..)
+            .map(|e| match e {
+                Element::Record(r) => String::from_utf8_lossy(&r.payload).into_owned(),
+                Element::Watermark(ts) => format!("W{ts}"),
+                Element::DeadLetter(letter) => {
+                    let v: serde_json::Value = serde_json::from_slice(&letter).unwrap_or_default();
+                    format!(
+                        "dead({}):{}",
+                        v["reason"].as_str().unwrap_or("?"),
+                        v["line"]
+                    )
+                }
+            })
+            .collect()
+    }
+}
+
+fn timeout_config(ms: u64) -> OperatorConfig {
+    OperatorConfig {
+        timeout: Some(Duration::from_millis(ms)),
+        ..config()
+    }
+}
+
+fn unordered() -> OperatorConfig {
+    OperatorConfig {
+        ordered: false,
+        ..config()
+    }
+}
+
+// FLINK-SEMANTICS 1
+#[test]
+fn ordered_mode_emits_in_input_order_whatever_the_completion_order() {
+    let mut h = Harness::with(config());
+    for payload in ["send-1", "now-2", "send-3", "now-4"] {
+        h.record(payload).unwrap();
+    }
+    assert!(h.output().is_empty(), "the head is pending: nothing leaves");
+    h.answer("send-3").unwrap();
+    assert!(h.output().is_empty());
+    h.answer("send-1").unwrap();
+    assert_eq!(h.output(), ["send-1", "now-2", "send-3", "now-4"]);
+}
+
+// FLINK-SEMANTICS 2
+#[test]
+fn unordered_mode_emits_in_completion_order_but_never_across_a_watermark() {
+    let mut h = Harness::with(unordered());
+    h.record("send-1").unwrap();
+    h.record("send-2").unwrap();
+    h.watermark(50).unwrap();
+    h.record("now-3").unwrap();
+    assert!(
+        h.output().is_empty(),
+        "R3 waits for the watermark before it"
+    );
+    h.answer("send-2").unwrap();
+    assert_eq!(h.output(), ["send-2"]);
+    h.answer("send-1").unwrap();
+    assert_eq!(h.output(), ["send-1", "W50", "now-3"]);
+}
+
+// FLINK-SEMANTICS 3
+#[test]
+fn a_later_segment_waits_for_every_earlier_one_then_all_leave_in_one_go() {
+    let mut h = Harness::with(unordered());
+    h.record("send-1").unwrap();
+    h.watermark(10).unwrap();
+    h.record("send-2").unwrap();
+    h.watermark(20).unwrap();
+    h.record("now-3").unwrap();
+    h.answer("send-2").unwrap();
+    assert!(h.output().is_empty());
+    h.answer("send-1").unwrap();
+    assert_eq!(h.output(), ["send-1", "W10", "send-2", "W20", "now-3"]);
+}
+
+// FLINK-SEMANTICS 4
+#[test]
+fn a_watermark_with_nothing_ahead_leaves_at_once_in_order_and_takes_a_slot() {
+    for ordered in [true, false] {
+        let mut h = Harness::with(OperatorConfig {
+            ordered,
+            capacity: 2,
+            ..config()
+        });
+        h.watermark(5).unwrap();
+        h.watermark(6).unwrap();
+        assert_eq!(h.output(), ["W5", "W6"]);
+        h.record("open").unwrap();
+        h.watermark(7).unwrap();
+        assert!(
+            h.core.is_full(),
+            "the pending record and the watermark fill capacity 2"
+        );
+        assert!(h.output().is_empty());
+    }
+}
+
+// FLINK-SEMANTICS 5
+#[test]
+fn every_output_carries_its_inputs_timestamp_including_values_from_timeout() {
+    let mut h = Harness::new(
+        timeout_config(100),
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Timeout => vec![Act::Complete(vec![format!("{p}-fallback")])],
+            _ => by_payload(kind, p),
+        }),
+    );
+    h.record("two").unwrap();
+    h.record("slow").unwrap();
+    h.advance(100).unwrap();
+    let stamps: Vec<(String, Option<i64>)> = h
+        .out
+        .drain(..)
+        .map(|e| match e {
+            Element::Record(r) => (
+                String::from_utf8_lossy(&r.payload).into_owned(),
+                r.timestamp,
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        stamps,
+        [
+            ("two-1".to_string(), Some(1001)),
+            ("two-2".to_string(), Some(1001)),
+            ("slow-fallback".to_string(), Some(1002)),
+        ]
+    );
+}
+
+// FLINK-SEMANTICS 6
+#[test]
+fn two_values_are_emitted_at_the_inputs_position_and_none_frees_the_slot() {
+    let mut h = Harness::with(OperatorConfig {
+        capacity: 1,
+        ..config()
+    });
+    h.record("empty").unwrap();
+    assert!(!h.core.is_full(), "complete([]) freed the slot");
+    h.record("two").unwrap();
+    h.record("now").unwrap();
+    assert_eq!(h.output(), ["two-1", "two-2", "now"]);
+    assert_eq!(h.telemetry.filtered.get(), 1);
+    assert_eq!(h.telemetry.records_out.get(), 3);
+}
+
+// FLINK-SEMANTICS 7
+#[test]
+fn the_first_completion_wins_and_later_ones_are_ignored() {
+    let mut h = Harness::new(
+        config(),
+        FakeFunction::new(1, |kind, _: &str| match kind {
+            Kind::Invoke => vec![
+                Act::Complete(vec!["first".into()]),
+                Act::Complete(vec!["second".into()]),
+                Act::Fail(FailureKind::Fatal, "too late"),
+                Act::Send,
+            ],
+            // A completion from a callback after the record completed is ignored too.
+            _ => vec![Act::Fail(FailureKind::Fatal, "later still")],
+        }),
+    );
+    h.record("r").unwrap();
+    h.answer("r").unwrap();
+    assert_eq!(h.output(), ["first"]);
+}
+
+// FLINK-SEMANTICS 8
+#[test]
+fn completion_may_come_inside_invoke_or_later_from_a_response() {
+    let mut h = Harness::with(config());
+    h.record("now-inside").unwrap();
+    assert_eq!(h.output(), ["now-inside"]);
+    h.record("send-later").unwrap();
+    assert!(h.output().is_empty());
+    h.answer("send-later").unwrap();
+    assert_eq!(h.output(), ["send-later"]);
+}
+
+// FLINK-SEMANTICS 9
+#[test]
+fn at_most_capacity_elements_are_inside_completed_but_not_emitted_included() {
+    let mut h = Harness::with(OperatorConfig {
+        capacity: 3,
+        ..config()
+    });
+    h.record("send-1").unwrap();
+    h.record("now-2").unwrap();
+    h.watermark(9).unwrap();
+    assert!(
+        h.core.is_full(),
+        "R2 is done but waits behind R1: it still holds its slot"
+    );
+    h.answer("send-1").unwrap();
+    assert!(h.core.is_empty());
+    assert_eq!(h.output(), ["send-1", "now-2", "W9"]);
+}
+
+// FLINK-SEMANTICS 10
+#[test]
+fn when_full_answers_and_timers_go_on_and_a_slow_ordered_head_holds_the_room() {
+    let mut h = Harness::new(
+        OperatorConfig {
+            capacity: 2,
+            ..timeout_config(100)
+        },
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Timeout => vec![Act::Complete(vec![format!("{p}-late")])],
+            _ => by_payload(kind, p),
+        }),
+    );
+    h.record("slow").unwrap();
+    h.record("send-2").unwrap();
+    assert!(h.core.is_full());
+    h.answer("send-2").unwrap();
+    assert!(
+        h.core.is_full(),
+        "ordered: R2's slot frees only when it is emitted"
+    );
+    h.advance(100).unwrap();
+    assert!(
+        h.core.is_empty(),
+        "the timer fired while full; emission freed the room"
+    );
+    assert_eq!(h.output(), ["slow-late", "send-2"]);
+}
+
+// FLINK-SEMANTICS 12
+#[test]
+fn the_timeout_starts_when_the_record_enters_and_fires_at_its_deadline() {
+    let mut h = Harness::new(
+        timeout_config(100),
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Timeout => vec![Act::Complete(vec![format!("{p}-timeout")])],
+            _ => vec![],
+        }),
+    );
+    h.record("a").unwrap();
+    h.advance(40).unwrap();
+    h.record("b").unwrap();
+    assert_eq!(h.core.next_timer(), Some(h.now + Duration::from_millis(60)));
+    h.advance(59).unwrap();
+    assert!(h.function().calls_of(Kind::Timeout).is_empty());
+    h.advance(1).unwrap();
+    assert_eq!(h.function().calls_of(Kind::Timeout), ["a"]);
+    h.advance(40).unwrap();
+    assert_eq!(h.function().calls_of(Kind::Timeout), ["a", "b"]);
+    assert_eq!(h.output(), ["a-timeout", "b-timeout"]);
+}
+
+// FLINK-SEMANTICS 13
+#[test]
+fn a_timeout_the_handler_leaves_open_fails_the_job_naming_the_record() {
+    let mut h = Harness::with(timeout_config(100));
+    h.record("now").unwrap();
+    h.record("open").unwrap();
+    let error = h.advance(100).unwrap_err();
+    assert!(matches!(error, OperatorError::TimedOut { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("could not complete the stream element input.jsonl:2: timed out after 100ms"),
+        "{text}"
+    );
+    assert_eq!(h.telemetry.timed_out.get(), 1);
+}
+
+// FLINK-SEMANTICS 13 with `on_timeout = "dead-letter"`
+#[test]
+fn a_timeout_with_the_dead_letter_policy_leaves_as_a_dead_letter_at_its_position() {
+    let mut h = Harness::with(OperatorConfig {
+        on_timeout: Policy::DeadLetter,
+        ..timeout_config(100)
+    });
+    h.record("open").unwrap();
+    h.record("now").unwrap();
+    h.advance(100).unwrap();
+    assert_eq!(h.output(), ["dead(timeout):1", "now"]);
+}
+
+// FLINK-SEMANTICS 14
+#[test]
+fn values_from_timeout_are_emitted_at_the_records_position_and_the_job_goes_on() {
+    let mut h = Harness::new(
+        timeout_config(100),
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Timeout => vec![Act::Complete(vec!["fallback".into()])],
+            _ => by_payload(kind, p),
+        }),
+    );
+    h.record("open").unwrap();
+    h.record("now").unwrap();
+    h.advance(100).unwrap();
+    h.record("now-after").unwrap();
+    assert_eq!(h.output(), ["fallback", "now", "now-after"]);
+}
+
+// FLINK-SEMANTICS 15
+#[test]
+fn a_record_completed_before_its_deadline_never_sees_timeout() {
+    let mut h = Harness::with(timeout_config(100));
+    h.record("now").unwrap();
+    h.record("send").unwrap();
+    h.answer("send").unwrap();
+    assert_eq!(
+        h.core.next_timer(),
+        None,
+        "completed records' timers are cancelled"
+    );
+    h.advance(1000).unwrap();
+    assert!(h.function().calls_of(Kind::Timeout).is_empty());
+    assert_eq!(h.output(), ["now", "send"]);
+}
+
+// FLINK-SEMANTICS 16
+#[test]
+fn without_a_timeout_a_record_waits_as_long_as_it_takes() {
+    let mut h = Harness::with(config());
+    h.record("send").unwrap();
+    assert_eq!(h.core.next_timer(), None);
+    h.advance(86_400_000).unwrap();
+    assert!(h.function().calls_of(Kind::Timeout).is_empty());
+    h.answer("send").unwrap();
+    assert_eq!(h.output(), ["send"]);
+}
+
+// FLINK-SEMANTICS 17
+#[test]
+fn complete_exceptionally_fails_the_job_with_its_cause() {
+    let mut h = Harness::with(config());
+    h.record("now").unwrap();
+    let error = h.record("fail").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "operator \"enrich\": record input.jsonl:2 failed: the provider said no (fatal)"
+    );
+}
+
+// FLINK-SEMANTICS 17: a trap inside `async-invoke`
+#[test]
+fn a_trap_inside_invoke_fails_the_job_with_the_trap() {
+    let mut h = Harness::with(config());
+    let error = h.record("trap").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "operator \"enrich\": record input.jsonl:1 failed: boom (fatal)"
+    );
+    assert_eq!(
+        h.function().replaced,
+        [0],
+        "the instance that trapped is replaced"
+    );
+}
+
+// FLINK-SEMANTICS 17 with `on_failure = "dead-letter"`
+#[test]
+fn a_failure_with_the_dead_letter_policy_becomes_a_dead_letter_and_the_job_goes_on() {
+    let mut h = Harness::new(
+        OperatorConfig {
+            on_failure: Policy::DeadLetter,
+            ..config()
+        },
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Invoke if p == "retry-me" => {
+                vec![Act::Fail(FailureKind::Retriable, "rate limited")]
+            }
+            _ => by_payload(kind, p),
+        }),
+    );
+    h.record("send").unwrap();
+    h.record("fail").unwrap();
+    h.record("retry-me").unwrap();
+    assert!(
+        h.output().is_empty(),
+        "the dead letter waits for its position"
+    );
+    h.answer("send").unwrap();
+    assert_eq!(h.output(), ["send", "dead(failure):2", "dead(failure):3"]);
+    assert_eq!(h.telemetry.dead_lettered.get(), 2);
+}
+
+#[test]
+fn a_dead_letter_says_whether_the_failure_was_retriable() {
+    let mut h = Harness::new(
+        OperatorConfig {
+            on_failure: Policy::DeadLetter,
+            ..config()
+        },
+        FakeFunction::new(1, |_, p: &str| {
+            let kind = if p == "r" {
+                FailureKind::Retriable
+            } else {
+                FailureKind::Fatal
+            };
+            vec![Act::Fail(kind, "no")]
+        }),
+    );
+    h.record("r").unwrap();
+    h.record("f").unwrap();
+    let retriable: Vec<serde_json::Value> = h
+        .out
+        .drain(..)
+        .map(|e| match e {
+            Element::DeadLetter(l) => {
+                serde_json::from_slice::<serde_json::Value>(&l).unwrap()["retriable"].clone()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(retriable, [true, false]);
+}
+
+// FLINK-SEMANTICS 18
+#[test]
+fn a_failure_behind_unfinished_records_fails_the_job_at_once() {
+    let mut h = Harness::with(config());
+    h.record("send-1").unwrap();
+    h.record("open-2").unwrap();
+    assert!(matches!(
+        h.record("fail-3"),
+        Err(OperatorError::RecordFailed { .. })
+    ));
+}
+
+// FLINK-SEMANTICS 18: a failure from a later callback, behind an unfinished head
+#[test]
+fn a_failure_from_a_response_behind_the_head_fails_the_job_at_once() {
+    let mut h = Harness::new(
+        config(),
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Invoke => vec![Act::Send],
+            Kind::Response if p == "bad" => vec![Act::Fail(FailureKind::Fatal, "500")],
+            _ => vec![],
+        }),
+    );
+    h.record("head").unwrap();
+    h.record("bad").unwrap();
+    assert!(matches!(
+        h.answer("bad"),
+        Err(OperatorError::RecordFailed { .. })
+    ));
+}
+
+// FLINK-SEMANTICS 27
+#[test]
+fn a_snapshot_holds_the_input_of_every_queued_element_in_queue_order() {
+    let mut h = Harness::with(config());
+    h.record("send-1").unwrap();
+    h.watermark(7).unwrap();
+    h.record("now-2").unwrap();
+    let read_ahead = [Element::Watermark(8)];
+    let snapshot = h.core.snapshot(read_ahead.iter());
+    let elements: Vec<String> = snapshot
+        .elements
+        .iter()
+        .map(|e| match e {
+            Element::Record(r) => String::from_utf8_lossy(&r.payload).into_owned(),
+            Element::Watermark(ts) => format!("W{ts}"),
+            Element::DeadLetter(_) => "dead".into(),
+        })
+        .collect();
+    assert_eq!(elements, ["send-1", "W7", "now-2", "W8"]);
+    assert_eq!(snapshot.plugin_sha256, "fake");
+}
+
+// FLINK-SEMANTICS 31
+#[test]
+fn the_operator_is_not_done_until_every_element_has_been_emitted() {
+    let mut h = Harness::with(unordered());
+    h.record("send-1").unwrap();
+    h.watermark(3).unwrap();
+    h.record("now-2").unwrap();
+    assert!(
+        !h.core.is_empty(),
+        "end of input must wait: R1 is in flight"
+    );
+    h.answer("send-1").unwrap();
+    assert!(h.core.is_empty());
+    assert_eq!(h.output(), ["send-1", "W3", "now-2"]);
+    h.core.close();
+    assert!(h.function().closed);
+}
+
+#[test]
+fn after_a_trap_the_other_records_of_the_instance_are_invoked_again_on_a_fresh_one() {
+    // Two slots: records alternate between them.
+    let mut h = Harness::new(
+        OperatorConfig {
+            on_failure: Policy::DeadLetter,
+            ..config()
+        },
+        FakeFunction::new(2, by_payload),
+    );
+    h.record("send-a").unwrap(); // slot 0
+    h.record("send-b").unwrap(); // slot 1
+    h.record("send-c").unwrap(); // slot 0
+    h.record("trap").unwrap(); // slot 1: takes send-b with it
+    assert_eq!(h.function().replaced, [1]);
+    let again: Vec<(String, u32)> = h
+        .function()
+        .log
+        .iter()
+        .filter(|l| l.kind == Kind::Invoke && l.attempt > 0)
+        .map(|l| (l.payload.clone(), l.attempt))
+        .collect();
+    assert_eq!(again, [("send-b".to_string(), 1)]);
+    // The request send-b made from the instance that trapped is never answered to the new one.
+    h.answer("send-a").unwrap();
+    h.answer("send-b").unwrap();
+    h.answer("send-c").unwrap();
+    assert_eq!(h.output(), ["send-a"]);
+    let responses = h.function().calls_of(Kind::Response);
+    assert_eq!(
+        responses,
+        ["send-a", "send-c"],
+        "the old instance's answer was dropped"
+    );
+    h.answer("send-b").unwrap();
+    assert_eq!(h.output(), ["send-b", "send-c", "dead(failure):4"]);
+    assert_eq!(h.telemetry.traps.get(), 1);
+}
+
+#[test]
+fn a_record_whose_instance_keeps_trapping_under_it_fails_after_max_reinvocations() {
+    // `victim` sends a request; every answer makes the instance trap, so the victim's instance
+    // traps under it again and again.
+    let mut h = Harness::new(
+        config(),
+        FakeFunction::new(1, |kind, p: &str| match (kind, p) {
+            (Kind::Invoke, _) => vec![Act::Send],
+            (Kind::Response, _) => vec![Act::Trap("crash while answering")],
+            _ => vec![],
+        }),
+    );
+    h.record("victim").unwrap();
+    let mut error = None;
+    for _ in 0..=MAX_REINVOCATIONS + 1 {
+        // Deliver the trapping answer to the instance; with no owner the victim is not the
+        // record served, so it is re-invoked (until it has been too often).
+        let call = h.sent.pop().expect("the victim sent a request");
+        let result = h.core.answered(CallDone {
+            slot: call.slot,
+            generation: call.generation,
+            call_id: call.call.id,
+            owner: None,
+            answer: Err(HttpError::Timeout),
+        });
+        match result.and_then(|()| h.turn()) {
+            Ok(()) => {}
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let text = error.expect("the victim failed").to_string();
+    assert!(
+        text.contains(&format!(
+            "it was invoked again into a fresh instance {MAX_REINVOCATIONS} times"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        h.function().calls_of(Kind::Invoke).len() as u32,
+        1 + MAX_REINVOCATIONS
+    );
+}
+
+#[test]
+fn requests_beyond_max_requests_in_flight_wait_for_an_answer() {
+    let mut h = Harness::with(OperatorConfig {
+        max_requests_in_flight: 2,
+        ..config()
+    });
+    for p in ["send-1", "send-2", "send-3"] {
+        h.record(p).unwrap();
+    }
+    assert_eq!(h.sent.len(), 2, "the third request waits in the host");
+    assert_eq!(h.telemetry.http_calls.get(), 3);
+    h.answer("send-2").unwrap();
+    assert_eq!(h.sent.len(), 2, "an answer lets the waiting request go");
+    h.answer("send-3").unwrap();
+    h.answer("send-1").unwrap();
+    assert_eq!(h.output(), ["send-1", "send-2", "send-3"]);
+}
+
+#[test]
+fn a_refused_request_holds_no_room_and_its_error_reaches_the_plugin() {
+    let mut h = Harness::with(OperatorConfig {
+        max_requests_in_flight: 1,
+        ..config()
+    });
+    h.record("send-1").unwrap();
+    h.record("send-2").unwrap();
+    assert_eq!(h.sent.len(), 1);
+    // The run loop's gateway refuses send-1 (not on the allowlist).
+    let call = h.sent.remove(0);
+    h.core.refused(CallDone {
+        slot: call.slot,
+        generation: call.generation,
+        call_id: call.call.id,
+        owner: call.call.owner,
+        answer: Err(HttpError::Denied("not allowed".into())),
+    });
+    assert!(h.core.has_work());
+    h.turn().unwrap();
+    assert_eq!(h.sent.len(), 1, "send-2 went out in the refused one's room");
+    assert_eq!(h.function().calls_of(Kind::Response), ["send-1"]);
+    h.answer("send-2").unwrap();
+    assert_eq!(h.output(), ["send-1", "send-2"]);
+}
+
+#[test]
+fn a_timeout_handler_that_sends_a_request_may_complete_within_timeout_grace() {
+    let mut h = Harness::new(
+        OperatorConfig {
+            timeout_grace: Duration::from_millis(50),
+            ..timeout_config(100)
+        },
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Invoke => vec![],
+            Kind::Timeout => vec![Act::Send],
+            Kind::Response => vec![Act::Complete(vec![format!("{p}-fallback")])],
+        }),
+    );
+    h.record("a").unwrap();
+    h.record("b").unwrap();
+    h.advance(100).unwrap();
+    assert_eq!(h.function().calls_of(Kind::Timeout), ["a", "b"]);
+    h.advance(49).unwrap();
+    h.answer("a").unwrap();
+    assert_eq!(h.output(), ["a-fallback"]);
+    let error = h.advance(1).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("input.jsonl:2: timed out after 100ms: the plugin's timeout handler did not complete the record within timeout_grace (50ms)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_timeout_grace_a_handlers_request_does_not_keep_the_record() {
+    let mut h = Harness::new(
+        timeout_config(100),
+        FakeFunction::new(1, |kind, _: &str| match kind {
+            Kind::Timeout => vec![Act::Send],
+            _ => vec![],
+        }),
+    );
+    h.record("a").unwrap();
+    assert!(matches!(
+        h.advance(100),
+        Err(OperatorError::TimedOut { .. })
+    ));
+}
+
+#[test]
+fn an_instance_near_its_memory_limit_is_replaced_only_once_it_has_completed_records() {
+    let mut h = Harness::with(config());
+    h.core.function.memory_full[0] = true;
+    h.record("send-1").unwrap();
+    assert!(
+        h.function().replaced.is_empty(),
+        "nothing completed: its memory is what the record in flight needs"
+    );
+    h.record("now-2").unwrap();
+    assert_eq!(h.function().replaced, [0], "recycled after a completion");
+    assert_eq!(h.telemetry.recycled.get(), 1);
+    let again: Vec<(String, u32)> = h
+        .function()
+        .log
+        .iter()
+        .filter(|l| l.kind == Kind::Invoke && l.attempt > 0)
+        .map(|l| (l.payload.clone(), l.attempt))
+        .collect();
+    assert_eq!(
+        again,
+        [("send-1".to_string(), 1)],
+        "no record failed: it was invoked again"
+    );
+    // Its first request's answer is for the old instance: dropped; the new one answers.
+    h.answer("send-1").unwrap();
+    assert!(h.output().is_empty());
+    h.answer("send-1").unwrap();
+    assert_eq!(h.output(), ["send-1", "now-2"]);
+    assert_eq!(h.telemetry.traps.get(), 0);
+}
+
+#[test]
+fn token_usage_is_counted() {
+    let mut h = Harness::new(
+        config(),
+        FakeFunction::new(1, |_, _: &str| {
+            vec![Act::Usage(10, 3), Act::Complete(vec![])]
+        }),
+    );
+    h.record("a").unwrap();
+    h.record("b").unwrap();
+    assert_eq!(h.telemetry.input_tokens.get(), 20);
+    assert_eq!(h.telemetry.output_tokens.get(), 6);
+}

@@ -1,0 +1,320 @@
+//! The plugin as the operator sees it: Flink's `AsyncFunction`, over a few instance slots.
+//!
+//! The operator knows nothing of wasmtime. It calls a function in a slot (an instance) and, after
+//! every call, takes what the call asked for ([`Effects`]: completions, requests to send, token
+//! usage) as plain host types. An instance that traps, or keeps growing, is replaced in its slot.
+//! [`WasmFunction`] is the implementation over a [`PluginComponent`]; the operator's unit tests
+//! use a fake one.
+//!
+//! The trait lives here rather than in `operator/` so that the dependency goes one way only:
+//! the operator uses the plugin module, never the reverse.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::bindings::{self, Event, HttpError, HttpRequest, HttpResponse};
+use super::{GuestTrap, PluginComponent, PluginError, PluginInstance};
+use crate::record::Record;
+
+/// The answer to a request a plugin sent, as the plugin receives it.
+pub type Answer = Result<HttpResponse, HttpError>;
+
+/// Whether trying a failed record again may help: the plugin says so in its failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Retriable,
+    Fatal,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::Retriable => "retriable",
+            FailureKind::Fatal => "fatal",
+        })
+    }
+}
+
+/// A record's failure (`complete-exceptionally`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// One output of a record; it takes the input's event time and line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// A record's result, for attempt `attempt` of record `seq`.
+#[derive(Debug)]
+pub struct Completion {
+    pub seq: u64,
+    pub attempt: u32,
+    pub result: Result<Vec<Output>, Failure>,
+}
+
+/// A request the plugin asked the host to send; its answer goes back to the same slot.
+#[derive(Debug)]
+pub struct OutgoingCall {
+    /// The plugin's id for the request, given back with the answer.
+    pub id: u64,
+    /// The record whose code sent it, if any.
+    pub owner: Option<u64>,
+    pub request: HttpRequest,
+}
+
+/// Tokens a plugin reported using (for the run summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Everything one call into the function asked for, in call order per kind.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub completions: Vec<Completion>,
+    pub calls: Vec<OutgoingCall>,
+    pub usage: Vec<TokenUsage>,
+}
+
+/// Why a fresh instance could not be made for a slot.
+#[derive(Debug)]
+pub enum FreshInstanceError {
+    Plugin(PluginError),
+    OpenTrapped(GuestTrap),
+}
+
+/// Flink's `AsyncFunction` as the operator calls it: per instance slot, never concurrently.
+///
+/// A call that returns a [`GuestTrap`] has lost its instance: the operator replaces it
+/// ([`AsyncFunction::replace`]) and takes the effects the call made before it trapped.
+pub trait AsyncFunction {
+    /// Instance slots (at least one); records are spread over them by the operator.
+    fn slots(&self) -> usize;
+    /// The plugin's version, as checkpoints record it (the component's SHA-256).
+    fn version(&self) -> &str;
+    /// `async-invoke` for attempt `attempt` of record `seq`. The input is lent mutably only so
+    /// an implementation can hand its payload to the call without a copy: it is unchanged after.
+    fn invoke(
+        &mut self,
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+        input: &mut Record,
+    ) -> Result<(), GuestTrap>;
+    /// `timeout` for a record whose time is up (same contract as `invoke`).
+    fn timeout(
+        &mut self,
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+        input: &mut Record,
+    ) -> Result<(), GuestTrap>;
+    /// The answer to request `call_id`, which the code of record `owner` sent from this slot.
+    fn on_response(
+        &mut self,
+        slot: usize,
+        owner: Option<u64>,
+        call_id: u64,
+        answer: &Answer,
+    ) -> Result<(), GuestTrap>;
+    /// What the calls into this slot asked for since the last take.
+    fn take_effects(&mut self, slot: usize) -> Effects;
+    /// Whether the slot's instance has used three quarters of the memory it had left after
+    /// opening (the operator replaces it, if it has completed records, before it traps).
+    fn memory_nearly_full(&self, slot: usize) -> bool;
+    /// Memory the slot's instance has grown to, in bytes (for the log).
+    fn memory_used(&self, slot: usize) -> usize;
+    /// Puts a fresh, opened instance in the slot; the old one is dropped with whatever it held.
+    fn replace(&mut self, slot: usize) -> Result<(), FreshInstanceError>;
+    /// Closes every instance; the traps of those that failed to close, to be logged.
+    fn close(&mut self) -> Vec<GuestTrap>;
+}
+
+/// The plugin's instances, made from its component.
+pub struct WasmFunction {
+    component: Arc<PluginComponent>,
+    config_json: String,
+    slots: Vec<WasmSlot>,
+}
+
+struct WasmSlot {
+    instance: PluginInstance,
+    /// Memory in use right after the instance was opened; growth is measured from here.
+    baseline: usize,
+}
+
+impl WasmFunction {
+    /// Makes and opens `instances` instances (at least one).
+    pub fn open(
+        component: Arc<PluginComponent>,
+        config_json: &str,
+        instances: usize,
+    ) -> Result<Self, FreshInstanceError> {
+        let mut function = WasmFunction {
+            component,
+            config_json: config_json.to_string(),
+            slots: Vec::new(),
+        };
+        for _ in 0..instances.max(1) {
+            let instance = function.fresh_instance()?;
+            let baseline = instance.memory_used();
+            function.slots.push(WasmSlot { instance, baseline });
+        }
+        Ok(function)
+    }
+
+    fn fresh_instance(&self) -> Result<PluginInstance, FreshInstanceError> {
+        let mut instance = self
+            .component
+            .instantiate()
+            .map_err(FreshInstanceError::Plugin)?;
+        match instance.open(&self.config_json) {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(message)) => Err(FreshInstanceError::Plugin(PluginError::Open {
+                plugin: self.component.name().to_string(),
+                message,
+            })),
+            Err(trap) => Err(FreshInstanceError::OpenTrapped(trap)),
+        }
+    }
+}
+
+impl AsyncFunction for WasmFunction {
+    fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn version(&self) -> &str {
+        &self.component.sha256
+    }
+
+    fn invoke(
+        &mut self,
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+        input: &mut Record,
+    ) -> Result<(), GuestTrap> {
+        let instance = &mut self.slots[slot].instance;
+        with_event(input, |event| instance.invoke(seq, attempt, event))
+    }
+
+    fn timeout(
+        &mut self,
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+        input: &mut Record,
+    ) -> Result<(), GuestTrap> {
+        let instance = &mut self.slots[slot].instance;
+        with_event(input, |event| instance.timeout(seq, attempt, event))
+    }
+
+    fn on_response(
+        &mut self,
+        slot: usize,
+        owner: Option<u64>,
+        call_id: u64,
+        answer: &Answer,
+    ) -> Result<(), GuestTrap> {
+        self.slots[slot]
+            .instance
+            .on_response(owner, call_id, answer)
+    }
+
+    fn take_effects(&mut self, slot: usize) -> Effects {
+        let raw = self.slots[slot].instance.take_effects();
+        Effects {
+            completions: raw
+                .completions
+                .into_iter()
+                .map(|c| Completion {
+                    seq: c.seq,
+                    attempt: c.attempt,
+                    result: c.result.map(outputs).map_err(failure),
+                })
+                .collect(),
+            calls: raw
+                .calls
+                .into_iter()
+                .map(|c| OutgoingCall {
+                    id: c.id,
+                    owner: c.owner,
+                    request: c.request,
+                })
+                .collect(),
+            usage: raw
+                .usage
+                .into_iter()
+                .map(|(_owner, u)| TokenUsage {
+                    input_tokens: u64::from(u.input_tokens),
+                    output_tokens: u64::from(u.output_tokens),
+                })
+                .collect(),
+        }
+    }
+
+    fn memory_nearly_full(&self, slot: usize) -> bool {
+        let s = &self.slots[slot];
+        let limit = s.instance.memory_limit() as usize;
+        let headroom = limit.saturating_sub(s.baseline);
+        s.instance.memory_used() > s.baseline + headroom / 4 * 3
+    }
+
+    fn memory_used(&self, slot: usize) -> usize {
+        self.slots[slot].instance.memory_used()
+    }
+
+    fn replace(&mut self, slot: usize) -> Result<(), FreshInstanceError> {
+        let instance = self.fresh_instance()?;
+        let baseline = instance.memory_used();
+        self.slots[slot] = WasmSlot { instance, baseline };
+        Ok(())
+    }
+
+    fn close(&mut self) -> Vec<GuestTrap> {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.instance.close().err())
+            .collect()
+    }
+}
+
+fn outputs(events: Vec<Event>) -> Vec<Output> {
+    events
+        .into_iter()
+        .map(|e| Output {
+            key: e.key,
+            payload: e.payload,
+        })
+        .collect()
+}
+
+fn failure(failure: bindings::Failure) -> Failure {
+    Failure {
+        kind: match failure.kind {
+            bindings::FailureKind::Retriable => FailureKind::Retriable,
+            bindings::FailureKind::Fatal => FailureKind::Fatal,
+        },
+        message: failure.message,
+    }
+}
+
+/// Lends a record to a guest call as a WIT `event` without copying its payload.
+fn with_event<R>(record: &mut Record, f: impl FnOnce(&Event) -> R) -> R {
+    let event = Event {
+        key: record.key.take(),
+        timestamp: record.timestamp,
+        payload: std::mem::take(&mut record.payload),
+    };
+    let result = f(&event);
+    record.key = event.key;
+    record.payload = event.payload;
+    result
+}
