@@ -3,7 +3,6 @@
 //! the core emits, checkpoint barriers and reports.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::semantics::{CallDone, CallToSend};
