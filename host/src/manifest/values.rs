@@ -208,22 +208,14 @@ impl Fraction {
     }
 }
 
-/// One entry of an operator's network allowlist.
+/// One entry of an operator's network allowlist, as parsed. Requests are matched against it by
+/// `outbound::HostPattern` (built from it when the outbound stack is made).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRule {
     /// Lowercase host name or IP address (IPv6 without brackets).
     pub host: String,
     /// `None` = any port.
     pub port: Option<u16>,
-}
-
-impl HostRule {
-    /// Whether a request to `host:port` passes this rule. Host names compare case-insensitively;
-    /// a bracketed IPv6 address (as `url` prints it) and a trailing root dot are accepted.
-    pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = normalize_host(host);
-        host.eq_ignore_ascii_case(&self.host) && self.port.is_none_or(|p| p == port)
-    }
 }
 
 impl fmt::Display for HostRule {
@@ -236,14 +228,6 @@ impl fmt::Display for HostRule {
             (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
         }
     }
-}
-
-fn normalize_host(host: &str) -> &str {
-    let h = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    h.strip_suffix('.').unwrap_or(h)
 }
 
 /// A list of host rules (`allowed_hosts`, a secret's `hosts`), each located at its own entry.
