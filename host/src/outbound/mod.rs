@@ -10,7 +10,8 @@
 //!    the body size limit enforced while the body streams in) at the bottom.
 //!
 //! The types here are the host's own: the plugin bindings convert to and from them
-//! (`plugin::http_convert`), and only [`Outbound::for_operator`] knows the manifest.
+//! (`plugin::http_convert`); the pipeline builds each operator's stack from its manifest section
+//! (`pipeline::build`), so nothing here knows the manifest.
 
 pub mod policy;
 mod redact;
@@ -24,8 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower::ServiceExt;
-
-use crate::manifest::{HostRule, HttpVersion, Secret};
 
 pub use policy::{HostPattern, Policy, PolicyLayer, PolicyService, PreparedRequest, SecretGrant};
 pub use stack::Stack;
@@ -84,39 +83,6 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// The outbound stack of an operator, from the manifest's resolved values; `client` is
-    /// shared by the operators that use the same HTTP version ([`Outbound::client`]).
-    pub fn for_operator(
-        client: reqwest::Client,
-        allowed_hosts: &[HostRule],
-        secrets: &[Secret],
-        default_timeout: Duration,
-    ) -> Self {
-        let pattern = |rule: &HostRule| HostPattern::new(rule.host.clone(), rule.port);
-        let grants = secrets
-            .iter()
-            .map(|s| SecretGrant {
-                name: s.name.clone(),
-                value: s.value.clone(),
-                hosts: s.hosts.iter().map(pattern).collect(),
-            })
-            .collect();
-        let policy = Policy::new(
-            allowed_hosts.iter().map(pattern).collect(),
-            grants,
-            default_timeout,
-        );
-        Outbound::new(policy, Transport::new(client))
-    }
-
-    /// A client for the operators that use `version` (connection pools are per client).
-    pub fn client(version: HttpVersion) -> Result<reqwest::Client, reqwest::Error> {
-        Transport::client(match version {
-            HttpVersion::Http1 => Protocol::Http1,
-            HttpVersion::Http2 => Protocol::Http2PriorKnowledge,
-        })
-    }
-
     /// The stack [`stack::build`] composes over `transport` (a [`Transport`], or a fake in
     /// tests), behind `policy`.
     pub fn new<T>(policy: Policy, transport: T) -> Self

@@ -17,9 +17,9 @@ use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event,
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
-use crate::manifest::{HttpVersion, Manifest, SinkConfig, SourceConfig};
+use crate::manifest::{HostRule, HttpVersion, Manifest, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
-use crate::outbound::Outbound;
+use crate::outbound::{HostPattern, Outbound, Policy, Protocol, SecretGrant, Transport};
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
@@ -263,17 +263,27 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
             Entry::Occupied(known) => known.get().clone(),
             Entry::Vacant(slot) => slot
                 .insert(
-                    Outbound::client(config.http_version)
-                        .map_err(|e| PipelineError::Http(e.to_string()))?,
+                    Transport::client(match config.http_version {
+                        HttpVersion::Http1 => Protocol::Http1,
+                        HttpVersion::Http2 => Protocol::Http2PriorKnowledge,
+                    })
+                    .map_err(|e| PipelineError::Http(e.to_string()))?,
                 )
                 .clone(),
         };
-        stacks.push(Arc::new(Outbound::for_operator(
-            client,
-            &config.allowed_hosts,
-            &config.secrets,
-            config.http_timeout,
-        )));
+        let pattern = |rule: &HostRule| HostPattern::new(rule.host.clone(), rule.port);
+        let grants = config
+            .secrets
+            .iter()
+            .map(|s| SecretGrant {
+                name: s.name.clone(),
+                value: s.value.clone(),
+                hosts: s.hosts.iter().map(pattern).collect(),
+            })
+            .collect();
+        let allowed = config.allowed_hosts.iter().map(pattern).collect();
+        let policy = Policy::new(allowed, grants, config.http_timeout);
+        stacks.push(Arc::new(Outbound::new(policy, Transport::new(client))));
     }
     Ok(stacks)
 }
