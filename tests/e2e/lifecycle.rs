@@ -30,6 +30,29 @@ fn manifest(p: &Pipeline, toml: &str) -> Manifest {
     Manifest::load(&p.manifest(toml)).expect("manifest")
 }
 
+/// Records the endless pipeline's generator would make: more than any test waits for.
+const ENDLESS: u64 = 1_000_000_000;
+
+/// Starts generator -> echo -> discard with `ENDLESS` records: the handle, and the run's task.
+async fn start_endless(
+    p: &Pipeline,
+) -> (
+    pipeline::PipelineHandle,
+    tokio::task::JoinHandle<Result<RunSummary, PipelineError>>,
+) {
+    let toml = format!(
+        "name = \"endless\"\n[source]\nkind = \"generator\"\ncount = {ENDLESS}\n[[operator]]\nname = \"echo\"\nplugin = \"{}\"\n[sink]\nkind = \"discard\"\n",
+        plugin("echo").display()
+    );
+    let manifest = manifest(p, &toml);
+    let running = pipeline::build(&manifest, &RunOptions::default())
+        .await
+        .expect("build")
+        .start();
+    let handle = running.handle();
+    (handle, tokio::spawn(running.wait()))
+}
+
 /// The second of two operators fails the job on record 30 while the source is still reading
 /// and the first operator still running: the run returns that failure only once every stage
 /// has ended (they used to be left running behind it).
@@ -81,18 +104,7 @@ path = "dead.jsonl"
 async fn the_handle_shows_the_run_as_it_goes_and_stops_it() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let p = Pipeline::new();
-    let count: u64 = 1_000_000_000;
-    let toml = format!(
-        "name = \"endless\"\n[source]\nkind = \"generator\"\ncount = {count}\n[[operator]]\nname = \"echo\"\nplugin = \"{}\"\n[sink]\nkind = \"discard\"\n",
-        plugin("echo").display()
-    );
-    let manifest = manifest(&p, &toml);
-    let running = pipeline::build(&manifest, &RunOptions::default())
-        .await
-        .expect("build")
-        .start();
-    let handle = running.handle();
-    let run = tokio::spawn(running.wait());
+    let (handle, run) = start_endless(&p).await;
 
     let started = Instant::now();
     let status = loop {
@@ -120,7 +132,7 @@ async fn the_handle_shows_the_run_as_it_goes_and_stops_it() {
         .expect("the run ends after stop()")
         .expect("run task")
         .expect("a stopped run ends with its summary");
-    assert!(summary.records_in < count, "{summary:?}");
+    assert!(summary.records_in < ENDLESS, "{summary:?}");
     assert!(
         summary.records_out >= status.summary.records_out,
         "{summary:?}"
@@ -136,17 +148,7 @@ async fn the_handle_shows_the_run_as_it_goes_and_stops_it() {
 async fn stop_now_through_the_handle_interrupts_the_run_and_joins_its_stages() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let p = Pipeline::new();
-    let toml = format!(
-        "name = \"endless\"\n[source]\nkind = \"generator\"\ncount = 1000000000\n[[operator]]\nname = \"echo\"\nplugin = \"{}\"\n[sink]\nkind = \"discard\"\n",
-        plugin("echo").display()
-    );
-    let manifest = manifest(&p, &toml);
-    let running = pipeline::build(&manifest, &RunOptions::default())
-        .await
-        .expect("build")
-        .start();
-    let handle = running.handle();
-    let run = tokio::spawn(running.wait());
+    let (handle, run) = start_endless(&p).await;
     let started = Instant::now();
     while handle.status().summary.records_out == 0 {
         assert!(
