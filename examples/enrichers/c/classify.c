@@ -56,7 +56,7 @@ static void on_answer(const waio_http_response_t *resp, const waio_http_error_t 
         return;
     }
     if (resp->status < 200 || resp->status > 299) {
-        bool passing = resp->status == 429 || resp->status >= 500;
+        bool passing = waio_status_is_retriable(resp->status);
         waio_fail(fut, passing ? WAIO_RETRIABLE : WAIO_FATAL, "HTTP %u from %s: %.200s",
                   resp->status, url, resp->body);
         return;

@@ -24,7 +24,7 @@ static void on_answer(const waio_http_response_t *resp, const waio_http_error_t 
         return;
     }
     if (resp->status != 200) {
-        waio_fail(fut, resp->status == 429 || resp->status >= 500 ? WAIO_RETRIABLE : WAIO_FATAL, "HTTP %u",
+        waio_fail(fut, waio_status_is_retriable(resp->status) ? WAIO_RETRIABLE : WAIO_FATAL, "HTTP %u",
                   (unsigned)resp->status);
         return;
     }
