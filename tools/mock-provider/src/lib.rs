@@ -33,6 +33,10 @@ pub struct MockConfig {
     /// Share of requests answered 500 or 503.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
+    /// The status of the `error-rate` answers (500, 502, 503 or 504); a mix of 500 and 503
+    /// when not given.
+    #[arg(long)]
+    pub error_status: Option<u16>,
     /// Share of requests answered 429 with Retry-After.
     #[arg(long, default_value_t = 0.0)]
     pub rate_limit_rate: f64,
@@ -51,6 +55,13 @@ pub struct MockConfig {
     /// Length of the vectors returned by /v1/embeddings.
     #[arg(long, default_value_t = 8)]
     pub embedding_dim: usize,
+    /// A provider outage: from this many milliseconds after the start, every request to a model
+    /// endpoint is answered 503 (after the latency) for `outage-for-ms`.
+    #[arg(long)]
+    pub outage_after_ms: Option<u64>,
+    /// How long the outage of `outage-after-ms` lasts.
+    #[arg(long, default_value_t = 10_000)]
+    pub outage_for_ms: u64,
 }
 
 impl Default for MockConfig {
@@ -66,6 +77,9 @@ impl Default for MockConfig {
             drop_rate: 0.0,
             seed: 42,
             embedding_dim: 8,
+            error_status: None,
+            outage_after_ms: None,
+            outage_for_ms: 10_000,
         }
     }
 }
@@ -82,6 +96,13 @@ impl MockConfig {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(MockError::Config(format!(
                     "{name} must be between 0 and 1, got {rate}"
+                )));
+            }
+        }
+        if let Some(status) = self.error_status {
+            if ![500, 502, 503, 504].contains(&status) {
+                return Err(MockError::Config(format!(
+                    "error-status must be 500, 502, 503 or 504, got {status}"
                 )));
             }
         }
@@ -124,6 +145,10 @@ pub struct MockStats {
     pub faults: u64,
     /// Requests that came over HTTP/2 (the rest came over HTTP/1.1).
     pub http2: u64,
+    /// Requests to a model endpoint that arrived while the provider was down (answered 503).
+    pub while_down: u64,
+    /// Most requests in progress at once among those that arrived while it was down.
+    pub max_in_flight_while_down: u64,
     /// Distinct Authorization header values received, the first 16.
     pub authorization_seen: Vec<String>,
 }
@@ -140,6 +165,11 @@ pub(crate) struct Counters {
     pub kv: AtomicU64,
     pub faults: AtomicU64,
     pub http2: AtomicU64,
+    pub while_down: AtomicU64,
+    pub in_flight_while_down: AtomicU64,
+    pub max_in_flight_while_down: AtomicU64,
+    /// Set by [`MockServer::set_down`]: every model request is answered 503.
+    pub down: AtomicBool,
     auth_full: AtomicBool,
     auth_seen: Mutex<Vec<String>>,
 }
@@ -174,6 +204,8 @@ impl Counters {
             kv: load(&self.kv),
             faults: load(&self.faults),
             http2: load(&self.http2),
+            while_down: load(&self.while_down),
+            max_in_flight_while_down: load(&self.max_in_flight_while_down),
             authorization_seen: self
                 .auth_seen
                 .lock()
@@ -229,6 +261,12 @@ impl MockServer {
 
     pub fn stats(&self) -> MockStats {
         self.counters.snapshot()
+    }
+
+    /// Starts (`true`) or ends a provider outage: while down, every request to a model endpoint
+    /// is answered 503 (with Retry-After) after the configured latency.
+    pub fn set_down(&self, down: bool) {
+        self.counters.down.store(down, Ordering::SeqCst);
     }
 
     /// Stops accepting and closes every connection.

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     retry_after: HeaderValue,
     next_id: AtomicU64,
     timer: PreciseTimer,
+    /// The scheduled outage (`outage-after-ms`), as a span of time since the start.
+    outage: Option<(Instant, Instant)>,
 }
 
 impl Shared {
@@ -60,6 +62,10 @@ impl Shared {
         let limit_below = hang_below + config.rate_limit_rate;
         let error_below = limit_below + config.error_rate;
         let retry_after = HeaderValue::from(config.retry_after_secs);
+        let config_outage = config.outage_after_ms.map(|after| {
+            let from = Instant::now() + Duration::from_millis(after);
+            (from, from + Duration::from_millis(config.outage_for_ms))
+        });
         Shared {
             any_fault: error_below > 0.0,
             drop_below,
@@ -71,6 +77,7 @@ impl Shared {
             counters,
             next_id: AtomicU64::new(1),
             timer,
+            outage: config_outage,
         }
     }
 }
@@ -113,8 +120,18 @@ enum Fault {
 enum Plan {
     Drop,
     Hang,
-    Fail { status: StatusCode, delay_ms: u64 },
-    Serve { route: Route, delay_ms: u64 },
+    Fail {
+        status: StatusCode,
+        delay_ms: u64,
+    },
+    /// Answered 503 because the provider is down; counted in flight until answered.
+    Down {
+        delay_ms: u64,
+    },
+    Serve {
+        route: Route,
+        delay_ms: u64,
+    },
     Reject(Answer),
 }
 
@@ -181,6 +198,12 @@ impl Shared {
             }
         };
 
+        if self.is_down() {
+            Counters::bump(&c.while_down);
+            let now = c.in_flight_while_down.fetch_add(1, Ordering::SeqCst) + 1;
+            c.max_in_flight_while_down.fetch_max(now, Ordering::SeqCst);
+            return Plan::Down { delay_ms };
+        }
         match fault {
             None => Plan::Serve { route, delay_ms },
             Some(fault) => {
@@ -206,10 +229,12 @@ impl Shared {
         } else if u < self.limit_below {
             Some(Fault::Status(StatusCode::TOO_MANY_REQUESTS))
         } else if u < self.error_below {
-            let status = if rng.bool() {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
+            let status = match self.config.error_status {
+                Some(code) => {
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+                None if rng.bool() => StatusCode::INTERNAL_SERVER_ERROR,
+                None => StatusCode::SERVICE_UNAVAILABLE,
             };
             Some(Fault::Status(status))
         } else {
@@ -293,7 +318,27 @@ fn mix_seed(seed: u64, conn_id: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Takes a request that arrived while down out of the in-flight count when it ends.
+struct DownGuard<'a>(&'a Counters);
+
+impl Drop for DownGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight_while_down.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Shared {
+    /// Whether the provider is down now: set by the test, or inside the scheduled outage.
+    fn is_down(&self) -> bool {
+        if self.counters.down.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.outage.is_some_and(|(from, until)| {
+            let now = Instant::now();
+            from <= now && now < until
+        })
+    }
+
     async fn sleep_ms(&self, ms: u64) {
         self.timer.sleep(Duration::from_millis(ms)).await;
     }
@@ -311,6 +356,12 @@ async fn handle(
         Plan::Fail { status, delay_ms } => {
             shared.sleep_ms(delay_ms).await;
             Ok(shared.fault_answer(status))
+        }
+        Plan::Down { delay_ms } => {
+            // Counted out even if the client gives up first (the future is dropped).
+            let _answered = DownGuard(&shared.counters);
+            shared.sleep_ms(delay_ms).await;
+            Ok(shared.fault_answer(StatusCode::SERVICE_UNAVAILABLE))
         }
         Plan::Serve { route, delay_ms } => Ok(serve(&shared, req, route, delay_ms).await),
     }

@@ -612,3 +612,75 @@ async fn url_names_the_bound_port() {
         format!("http://127.0.0.1:{}", server.addr().port())
     );
 }
+
+#[tokio::test]
+async fn error_status_fixes_the_status_of_error_rate_answers() {
+    let server = start(MockConfig {
+        error_rate: 1.0,
+        error_status: Some(502),
+        ..config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    for _ in 0..10 {
+        let answer = c.request("GET", "/echo", &[], b"").await;
+        assert_eq!(answer.status, 502);
+    }
+    let bad = MockServer::start(MockConfig {
+        error_status: Some(404),
+        ..config()
+    })
+    .await;
+    let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("error-status must be 500, 502, 503 or 504, got 404"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_answers_503_and_counts_what_arrived_meanwhile() {
+    let server = start(MockConfig {
+        latency_ms: 100,
+        ..config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    assert_eq!(c.request("GET", "/echo", &[], b"").await.status, 200);
+    server.set_down(true);
+    // Three requests in progress at once while down, on three connections.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(server.addr()).await;
+        client.send("GET", "/echo", &[], b"").await;
+        clients.push(client);
+    }
+    for client in &mut clients {
+        let answer = client.read_answer().await.expect("an answer");
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.header("retry-after"), Some("1"));
+    }
+    // Health checks are not part of the outage.
+    assert_eq!(c.request("GET", "/health", &[], b"").await.status, 200);
+    server.set_down(false);
+    assert_eq!(c.request("GET", "/echo", &[], b"").await.status, 200);
+    let stats = server.stats();
+    assert_eq!(stats.while_down, 3);
+    assert_eq!(stats.max_in_flight_while_down, 3);
+    assert_eq!(stats.echo, 5);
+}
+
+#[tokio::test]
+async fn a_scheduled_outage_starts_and_ends_on_time() {
+    let server = start(MockConfig {
+        outage_after_ms: Some(0),
+        outage_for_ms: 300,
+        ..config()
+    })
+    .await;
+    let mut c = Client::connect(server.addr()).await;
+    assert_eq!(c.request("GET", "/echo", &[], b"").await.status, 503);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(c.request("GET", "/echo", &[], b"").await.status, 200);
+    assert_eq!(server.stats().while_down, 1);
+}
