@@ -17,6 +17,14 @@
 //! | `max_tokens`, `temperature` | none | chat only: passed through |
 //! | `timeout_ms` | host default | time limit per request |
 //! | `when_field`, `when_equals` | none | give both or neither: only records whose top-level field `when_field` equals the JSON value `when_equals` are sent to the model; the others pass through unchanged |
+//! | `fallback` | none | a table `{ base_url, model, api_key_secret }` (model defaults to the primary's): the provider asked when the primary's answer is a passing fault (its circuit breaker is open, its retries ran out: 408, 429, 5xx, a timeout, a failed connection) |
+//! | `model_field` | `"model"` with a fallback, else none | record field that says which model answered |
+//!
+//! With a `fallback`, a record the primary cannot serve goes to the fallback with the same
+//! request (its own model and key); a fatal answer (400, 404, a bad key) does not, since the
+//! fallback would be asked the same wrong question. If the fallback fails too, its failure is
+//! the record's, for the operator's `on_failure` to decide. The fallback's host must be in the
+//! operator's `allowed_hosts` and its secret granted, like the primary's.
 //!
 //! The condition lets a chain run a cheap model on everything and an expensive one only on the
 //! records the first flagged. A record without the field does not match. Numbers compare by
@@ -47,7 +55,11 @@ const KNOWN_FIELDS: &[&str] = &[
     "timeout_ms",
     "when_field",
     "when_equals",
+    "fallback",
+    "model_field",
 ];
+
+const FALLBACK_FIELDS: &[&str] = &["base_url", "model", "api_key_secret"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -126,12 +138,103 @@ enum Step {
     },
 }
 
-#[derive(Debug)]
-struct Settings {
-    mode: Mode,
+/// Where requests go: the endpoint, the model asked for and the key.
+#[derive(Debug, Clone, PartialEq)]
+struct Provider {
     url: String,
     model: String,
     authorization: Option<String>,
+}
+
+impl Provider {
+    /// Reads `base_url`, `model` and `api_key_secret` from `config`; `prefix` names the
+    /// table they stand in for errors (`""` or `"fallback."`).
+    fn from_config(
+        config: &Config,
+        prefix: &str,
+        path: &str,
+        default_model: Option<&str>,
+    ) -> Result<Provider, ConfigError> {
+        let field = |name: &str| format!("{prefix}{name}");
+        let renamed = |e: ConfigError| match e {
+            ConfigError::Invalid { field: f, reason } if !prefix.is_empty() => {
+                ConfigError::invalid(format!("{prefix}{f}"), reason)
+            }
+            ConfigError::Missing { field: f } if !prefix.is_empty() => ConfigError::Missing {
+                field: format!("{prefix}{f}"),
+            },
+            other => other,
+        };
+        let base_url = config
+            .str("base_url")
+            .map_err(renamed)?
+            .trim_end_matches('/');
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                field("base_url"),
+                format!("expected an http:// or https:// URL, got `{base_url}`"),
+            ));
+        }
+        let model = match (config.opt_str("model").map_err(renamed)?, default_model) {
+            (Some(model), _) => model.to_string(),
+            (None, Some(model)) => model.to_string(),
+            (None, None) => config.str("model").map_err(renamed)?.to_string(),
+        };
+        let authorization = match config.opt_str("api_key_secret").map_err(renamed)? {
+            None => None,
+            Some(name) if is_secret_name(name) => Some(format!("Bearer ${{secret:{name}}}")),
+            Some(name) => {
+                return Err(ConfigError::invalid(
+                    field("api_key_secret"),
+                    format!("`{name}` is not a secret name (letters, digits, `_`, `-`, `.`)"),
+                ))
+            }
+        };
+        Ok(Provider {
+            url: format!("{base_url}/{path}"),
+            model,
+            authorization,
+        })
+    }
+}
+
+/// The `fallback` table, checked like the top level.
+fn fallback(
+    config: &Config,
+    path: &str,
+    primary: &Provider,
+) -> Result<Option<Provider>, ConfigError> {
+    let table = match config.value("fallback") {
+        None => return Ok(None),
+        Some(Value::Object(table)) => table.clone(),
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                "fallback",
+                "expected a table { base_url, model, api_key_secret }",
+            ))
+        }
+    };
+    let table = Config::from_map(table);
+    if let Some(unknown) = table
+        .fields()
+        .keys()
+        .find(|k| !FALLBACK_FIELDS.contains(&k.as_str()))
+    {
+        return Err(ConfigError::Unknown {
+            field: format!("fallback.{unknown}"),
+            known: FALLBACK_FIELDS.join(", "),
+        });
+    }
+    Provider::from_config(&table, "fallback.", path, Some(&primary.model)).map(Some)
+}
+
+#[derive(Debug)]
+struct Settings {
+    mode: Mode,
+    primary: Provider,
+    fallback: Option<Provider>,
+    /// Where outputs say which model answered.
+    model_field: Option<String>,
     input_field: String,
     output_field: String,
     system_prompt: Option<String>,
@@ -145,13 +248,6 @@ struct Settings {
 impl Settings {
     fn from_config(config: &Config) -> Result<Settings, ConfigError> {
         config.deny_unknown(KNOWN_FIELDS)?;
-        let base_url = config.str("base_url")?.trim_end_matches('/');
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(ConfigError::invalid(
-                "base_url",
-                format!("expected an http:// or https:// URL, got `{base_url}`"),
-            ));
-        }
         let mode = match config.opt_str("mode")?.unwrap_or("chat") {
             "chat" => Mode::Chat,
             "embeddings" => Mode::Embeddings,
@@ -170,16 +266,6 @@ impl Settings {
                 }
             }
         }
-        let authorization = match config.opt_str("api_key_secret")? {
-            None => None,
-            Some(name) if is_secret_name(name) => Some(format!("Bearer ${{secret:{name}}}")),
-            Some(name) => {
-                return Err(ConfigError::invalid(
-                    "api_key_secret",
-                    format!("`{name}` is not a secret name (letters, digits, `_`, `-`, `.`)"),
-                ))
-            }
-        };
         let template = match config.opt_str("prompt_template")? {
             None => None,
             Some(src) => Some(
@@ -195,11 +281,18 @@ impl Settings {
             Mode::Chat => ("chat/completions", "label"),
             Mode::Embeddings => ("embeddings", "embedding"),
         };
+        let primary = Provider::from_config(config, "", path, None)?;
+        let fallback = fallback(config, path, &primary)?;
+        let model_field = match config.opt_str("model_field")? {
+            Some(field) => Some(field.to_string()),
+            None if fallback.is_some() => Some("model".to_string()),
+            None => None,
+        };
         Ok(Settings {
             mode,
-            url: format!("{base_url}/{path}"),
-            model: config.str("model")?.to_string(),
-            authorization,
+            primary,
+            fallback,
+            model_field,
             input_field: config.get_or("input_field", "text".to_string())?,
             output_field: config.get_or("output_field", default_output.to_string())?,
             system_prompt: config.opt("system_prompt")?,
@@ -218,7 +311,7 @@ impl Settings {
                 return Ok(Step::PassThrough);
             }
         }
-        let request = self.request(&record)?;
+        let request = self.request(&self.primary, &record)?;
         Ok(Step::Call { record, request })
     }
 
@@ -240,9 +333,9 @@ impl Settings {
         }
     }
 
-    fn request(&self, record: &Map<String, Value>) -> Result<Request, Failure> {
+    fn request(&self, to: &Provider, record: &Map<String, Value>) -> Result<Request, Failure> {
         let text = self.text(record)?;
-        let request = Request::post(&self.url).header("accept", "application/json");
+        let request = Request::post(&to.url).header("accept", "application/json");
         let mut request = match self.mode {
             Mode::Chat => {
                 let user = ChatMessage {
@@ -262,17 +355,17 @@ impl Settings {
                 request.json(&ChatRequest {
                     max_tokens: self.max_tokens,
                     messages,
-                    model: &self.model,
+                    model: &to.model,
                     temperature: self.temperature,
                 })?
             }
             Mode::Embeddings => request.json(&EmbeddingsRequest {
                 input: &text,
-                model: &self.model,
+                model: &to.model,
             })?,
         }
         .timeout_ms(self.timeout_ms);
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = &to.authorization {
             request = request.header("authorization", authorization);
         }
         Ok(request)
@@ -282,12 +375,16 @@ impl Settings {
     /// that carries one, even if the rest of it is unusable: the tokens were spent.
     fn finish(
         &self,
+        from: &Provider,
         input: &Event,
         mut record: Map<String, Value>,
         answer: Result<Response, HttpError>,
         report: impl FnOnce(Usage),
     ) -> Result<Vec<Event>, Failure> {
-        let context = || format!("POST {}", self.url);
+        let context = || format!("POST {}", from.url);
+        if let Some(field) = &self.model_field {
+            record.insert(field.clone(), Value::String(from.model.clone()));
+        }
         let response = answer
             .map_err(Failure::from)
             .and_then(Response::error_for_status)
@@ -468,12 +565,56 @@ impl Enricher for OpenAi {
         };
         let settings = Rc::clone(&self.settings);
         http::send(request, move |answer| {
-            let result = settings.finish(&input, record, answer, |usage| {
-                report_usage(&settings.model, usage.input, usage.output)
-            });
-            output.complete_with(result);
+            match (&settings.fallback, passing_fault(&answer)) {
+                (Some(fallback), true) => {
+                    ask_fallback(settings.clone(), fallback, input, record, output)
+                }
+                _ => finish_from(&settings, &settings.primary, input, record, answer, output),
+            }
         });
     }
+}
+
+/// Whether the answer is a fault that another provider may not have: the breaker is open, the
+/// host's retries ran out on a retriable status, a timeout or a broken connection.
+fn passing_fault(answer: &Result<Response, HttpError>) -> bool {
+    match answer {
+        Ok(response) => http::is_retriable_status(response.status),
+        Err(error) => error.is_retriable(),
+    }
+}
+
+/// Sends the record's request to the fallback provider and completes from its answer.
+fn ask_fallback(
+    settings: Rc<Settings>,
+    fallback: &Provider,
+    input: Event,
+    record: Map<String, Value>,
+    output: ResultFuture,
+) {
+    let request = match settings.request(fallback, &record) {
+        Ok(request) => request,
+        Err(failure) => return output.fail(failure),
+    };
+    http::send(request, move |answer| {
+        if let Some(fallback) = &settings.fallback {
+            finish_from(&settings, fallback, input, record, answer, output);
+        }
+    });
+}
+
+fn finish_from(
+    settings: &Settings,
+    from: &Provider,
+    input: Event,
+    record: Map<String, Value>,
+    answer: Result<Response, HttpError>,
+    output: ResultFuture,
+) {
+    let result = settings.finish(from, &input, record, answer, |usage| {
+        report_usage(&from.model, usage.input, usage.output)
+    });
+    output.complete_with(result);
 }
 
 export_enricher!(OpenAi);
@@ -539,7 +680,9 @@ mod tests {
             "temperature": 0.0,
             "timeout_ms": 2500,
         }));
-        let r = s.request(&object(json!({"text": "I love it"}))).unwrap();
+        let r = s
+            .request(&s.primary, &object(json!({"text": "I love it"})))
+            .unwrap();
         assert_eq!(r.method, "POST");
         assert_eq!(r.url, "http://127.0.0.1:18080/v1/chat/completions");
         assert_eq!(r.timeout_ms, Some(2500));
@@ -572,7 +715,7 @@ mod tests {
             "prompt_template": "Ticket {id}: {subject}",
         }));
         let r = s
-            .request(&object(json!({"id": 12, "subject": "refund"})))
+            .request(&s.primary, &object(json!({"id": 12, "subject": "refund"})))
             .unwrap();
         let body = serde_json_from(&r.body);
         assert_eq!(
@@ -581,7 +724,9 @@ mod tests {
         );
         assert!(r.headers.iter().all(|(n, _)| n != "authorization"));
 
-        let f = s.request(&object(json!({"id": 12}))).unwrap_err();
+        let f = s
+            .request(&s.primary, &object(json!({"id": 12})))
+            .unwrap_err();
         assert_eq!(f.kind, FailureKind::Fatal);
         assert_eq!(f.message, "prompt_template: record has no field `subject`");
     }
@@ -589,7 +734,9 @@ mod tests {
     #[test]
     fn missing_input_field_is_fatal_and_named() {
         let s = settings(json!({"base_url": "http://x", "model": "m", "input_field": "body"}));
-        let f = s.request(&object(json!({"text": "x"}))).unwrap_err();
+        let f = s
+            .request(&s.primary, &object(json!({"text": "x"})))
+            .unwrap_err();
         assert_eq!(f.kind, FailureKind::Fatal);
         assert!(f.message.contains("`body`"), "{}", f.message);
     }
@@ -598,7 +745,9 @@ mod tests {
     fn embeddings_request() {
         let s = settings(json!({"base_url": "http://x/v1", "model": "e", "mode": "embeddings"}));
         assert_eq!(s.output_field, "embedding");
-        let r = s.request(&object(json!({"text": "hello"}))).unwrap();
+        let r = s
+            .request(&s.primary, &object(json!({"text": "hello"})))
+            .unwrap();
         assert_eq!(r.url, "http://x/v1/embeddings");
         assert_eq!(
             serde_json_from(&r.body),
@@ -645,6 +794,7 @@ mod tests {
         let mut reported = None;
         let out = s
             .finish(
+                &s.primary,
                 &input(),
                 input().json_object().unwrap(),
                 ok(
@@ -688,6 +838,7 @@ mod tests {
         let by_value = |body: &Value| {
             let mut used = None;
             let out = s.finish(
+                &s.primary,
                 &input(),
                 object(json!({"id": 3})),
                 ok(200, body.clone()),
@@ -743,6 +894,7 @@ mod tests {
         let mut reported = None;
         let out = s
             .finish(
+                &s.primary,
                 &input(),
                 input().json_object().unwrap(),
                 ok(
@@ -895,7 +1047,8 @@ mod tests {
     }
 
     fn failure(s: &Settings, answer: Result<Response, HttpError>) -> Failure {
-        s.finish(&input(), Map::new(), answer, |_| {}).unwrap_err()
+        s.finish(&s.primary, &input(), Map::new(), answer, |_| {})
+            .unwrap_err()
     }
 
     #[test]
@@ -945,5 +1098,84 @@ mod tests {
         let f = failure(&s, ok(200, json!({"choices": []})));
         assert_eq!(f.kind, FailureKind::Fatal);
         assert!(f.message.contains("choices[0].message.content"));
+    }
+
+    #[test]
+    fn fallback_takes_its_own_url_model_and_key_and_outputs_name_the_model() {
+        let s = settings(json!({
+            "base_url": "http://primary/v1", "model": "big", "api_key_secret": "main",
+            "fallback": {"base_url": "http://backup/v1/", "api_key_secret": "spare"},
+        }));
+        let fallback = s.fallback.clone().unwrap();
+        assert_eq!(fallback.url, "http://backup/v1/chat/completions");
+        // The model defaults to the primary's.
+        assert_eq!(fallback.model, "big");
+        let r = s
+            .request(&fallback, &object(json!({"text": "hi"})))
+            .unwrap();
+        assert_eq!(r.url, "http://backup/v1/chat/completions");
+        assert!(r
+            .headers
+            .contains(&("authorization".into(), "Bearer ${secret:spare}".into())));
+        let answer = json!({
+            "choices": [{"message": {"content": "ok"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        });
+        for (from, model) in [(&s.primary, "big"), (&fallback, "big")] {
+            let out = s
+                .finish(
+                    from,
+                    &input(),
+                    object(json!({"id": 1})),
+                    ok(200, answer.clone()),
+                    |_| {},
+                )
+                .unwrap();
+            let record: Value = serde_json::from_slice(&out[0].payload).unwrap();
+            assert_eq!(record["model"], model);
+        }
+        // Without a fallback, outputs are as before unless model_field is set.
+        let plain = chat();
+        let out = plain
+            .finish(
+                &plain.primary,
+                &input(),
+                object(json!({"id": 1})),
+                ok(200, answer),
+                |_| {},
+            )
+            .unwrap();
+        let record: Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert!(record.get("model").is_none());
+    }
+
+    #[test]
+    fn fallback_config_errors_name_the_nested_field() {
+        let base = |fallback: Value| {
+            config_error(json!({"base_url": "http://x/v1", "model": "m", "fallback": fallback}))
+        };
+        assert!(base(json!("http://y")).contains("`fallback`"));
+        assert!(base(json!({"model": "m"})).contains("fallback.base_url"));
+        assert!(base(json!({"base_url": "ftp://y"})).contains("fallback.base_url"));
+        assert!(
+            base(json!({"base_url": "http://y", "api_key_secret": "a b"}))
+                .contains("fallback.api_key_secret")
+        );
+        let unknown = base(json!({"base_url": "http://y", "modle": "m"}));
+        assert!(unknown.contains("fallback.modle"), "{unknown}");
+    }
+
+    #[test]
+    fn only_passing_faults_go_to_the_fallback() {
+        let status = |code| ok(code, json!({}));
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(passing_fault(&status(code)), "{code}");
+        }
+        for code in [200, 400, 401, 404, 422] {
+            assert!(!passing_fault(&status(code)), "{code}");
+        }
+        assert!(passing_fault(&Err(HttpError::Timeout)));
+        assert!(passing_fault(&Err(HttpError::Connection("reset".into()))));
+        assert!(!passing_fault(&Err(HttpError::Denied("no".into()))));
     }
 }
