@@ -17,6 +17,9 @@ pub use waio::metrics::RunSummary;
 pub use waio::pipeline::PipelineError;
 pub use waio_mock_provider::{MockConfig, MockServer};
 
+pub mod scripted;
+pub use scripted::ScriptedServer;
+
 /// The repository root: found at run time (`cargo test` runs in the package directory), because a
 /// target directory shared by several checkouts can hold a build made in another one.
 pub fn repo_root() -> PathBuf {

@@ -263,6 +263,15 @@ impl MockServer {
         self.counters.snapshot()
     }
 
+    /// Forgets the most requests seen in progress at once while down, to measure a later phase
+    /// of an outage on its own.
+    pub fn reset_max_in_flight_while_down(&self) {
+        let now = self.counters.in_flight_while_down.load(Ordering::SeqCst);
+        self.counters
+            .max_in_flight_while_down
+            .store(now, Ordering::SeqCst);
+    }
+
     /// Starts (`true`) or ends a provider outage: while down, every request to a model endpoint
     /// is answered 503 (with Retry-After) after the configured latency.
     pub fn set_down(&self, down: bool) {

@@ -21,7 +21,10 @@
 //! - `on_timeout`: `fail` (the SDK default), `fallback` (one output `{"id", "fallback": true}`),
 //!   `fallback_later` (the same, once the echo server answered a request sent from `timeout`)
 //!   or `ignore` (leave the record uncompleted).
-//! - `url`, `method`, `headers`, `body`: the request of mode `http`.
+//! - `url`, `method`, `headers`, `body`: the request of modes `http` and `call`.
+//! - mode `call`: like `http`, but a final answer that is not a success fails the record the
+//!   way an enricher would (`Response::error_for_status`: 408, 429 and 5xx retriable, other
+//!   statuses fatal; an `HttpError` by its own rule).
 
 use std::hint::black_box;
 
@@ -213,7 +216,8 @@ impl Enricher for Behave {
             }),
             "loop" => spin(),
             "alloc" => hog_memory(),
-            "http" => send_request(record, input, output),
+            "http" => send_request(record, input, output, false),
+            "call" => send_request(record, input, output, true),
             "sandbox" => output.complete(record.one(&input, sandbox())),
             "hold" => {
                 let held = black_box(touched(
@@ -296,7 +300,9 @@ fn touched(bytes: usize) -> Vec<u8> {
 }
 
 /// Mode `http`: the answer, or the HTTP error, as an output (never a failure).
-fn send_request(record: Record, input: Event, output: ResultFuture) {
+/// Modes `http` (`strict` false: any answer is an output) and `call` (`strict`: a failed
+/// answer fails the record).
+fn send_request(record: Record, input: Event, output: ResultFuture, strict: bool) {
     let Some(url) = record.str("url") else {
         return output.fail(Failure::fatal("mode http needs a `url` field"));
     };
@@ -316,6 +322,17 @@ fn send_request(record: Record, input: Event, output: ResultFuture) {
         request = request.timeout_ms(u32::try_from(timeout_ms).ok());
     }
     http::send(request, move |answer| {
+        if strict {
+            let checked = answer
+                .map_err(Failure::from)
+                .and_then(Response::error_for_status);
+            return match checked {
+                Ok(response) => {
+                    output.complete(record.one(&input, json!({"status": response.status})))
+                }
+                Err(failure) => output.fail(failure),
+            };
+        }
         output.complete(record.one(&input, http_result(answer)));
     });
 }
