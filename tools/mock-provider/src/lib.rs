@@ -128,8 +128,8 @@ pub enum MockError {
     Signal(std::io::Error),
 }
 
-/// A snapshot of what the mock has received.
-#[derive(Clone, Debug, Default)]
+/// A snapshot of what the mock has received (also served as JSON at `GET /stats`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MockStats {
     /// Every request, whatever its path or outcome.
     pub requests: u64,
@@ -194,7 +194,7 @@ impl Counters {
         }
     }
 
-    fn snapshot(&self) -> MockStats {
+    pub(crate) fn snapshot(&self) -> MockStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MockStats {
             requests: load(&self.requests),

@@ -89,6 +89,8 @@ enum Route {
     Echo,
     Kv,
     Health,
+    /// `GET /stats`: the counters as JSON, for scripts that run the mock as a process.
+    Stats,
     NotFound,
     MethodNotAllowed,
 }
@@ -99,6 +101,7 @@ fn route_of(method: &Method, path: &str) -> Route {
         "/v1/embeddings" => (Route::Embeddings, method == Method::POST),
         "/echo" => (Route::Echo, true),
         "/health" => (Route::Health, true),
+        "/stats" => (Route::Stats, method == Method::GET),
         p if p.starts_with("/kv/") => (Route::Kv, method == Method::GET),
         _ => (Route::NotFound, true),
     };
@@ -153,7 +156,7 @@ impl Shared {
             Route::Echo => Counters::bump(&c.echo),
             Route::Kv => Counters::bump(&c.kv),
             // Health checks and routing errors never get faults or latency.
-            Route::Health | Route::NotFound | Route::MethodNotAllowed => {
+            Route::Health | Route::Stats | Route::NotFound | Route::MethodNotAllowed => {
                 return Plan::Serve { route, delay_ms: 0 }
             }
         }
@@ -375,6 +378,10 @@ async fn serve(shared: &Shared, req: Request<Incoming>, route: Route, delay_ms: 
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             return answer;
+        }
+        Route::Stats => {
+            let stats = serde_json::to_vec(&shared.counters.snapshot()).unwrap_or_default();
+            return json_answer(StatusCode::OK, stats);
         }
         Route::NotFound => return not_found(),
         Route::MethodNotAllowed => {

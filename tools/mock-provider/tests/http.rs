@@ -394,6 +394,11 @@ async fn health_and_unknown_paths() {
     assert_eq!(health.status, 200);
     assert_eq!(health.text(), "ok");
     assert_eq!(c.request("GET", "/nothing", &[], b"").await.status, 404);
+    let stats = c.request("GET", "/stats", &[], b"").await;
+    assert_eq!(stats.status, 200);
+    // Health checks, unknown paths and the stats themselves count as requests.
+    assert_eq!(stats.json()["requests"], 3);
+    assert_eq!(stats.json()["chat"], 0);
     assert_eq!(
         c.request("GET", "/v1/chat/completions", &[], b"")
             .await
