@@ -20,6 +20,10 @@ use crate::plugin::GuestTrap;
 use crate::record::{Element, Record};
 use crate::telemetry::OperatorTelemetry;
 
+/// FLINK-SEMANTICS 19-26 (`[operator.async_retry]`), on this file's fake and harness.
+#[path = "retry_tests.rs"]
+mod retry_tests;
+
 /// Which call of the function the script is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -242,6 +246,7 @@ fn config() -> OperatorConfig {
         call_time_limit: Duration::from_secs(1),
         max_requests_in_flight: 100,
         timeout_grace: Duration::ZERO,
+        async_retry: Default::default(),
         config_json: "{}".into(),
         build: None,
     }
@@ -315,7 +320,7 @@ impl Harness {
             if !self.core.has_work() {
                 break;
             }
-            self.core.settle()?;
+            self.core.settle(self.now)?;
         }
         self.core.emit(&mut self.out, self.now);
         Ok(())
@@ -361,13 +366,16 @@ impl Harness {
             .position(|c| c.call.request.url == url)
             .unwrap_or_else(|| panic!("no request in flight for {payload}"));
         let call = self.sent.remove(at);
-        self.core.answered(CallDone {
-            slot: call.slot,
-            generation: call.generation,
-            call_id: call.call.id,
-            owner: call.call.owner,
-            answer,
-        })?;
+        self.core.answered(
+            CallDone {
+                slot: call.slot,
+                generation: call.generation,
+                call_id: call.call.id,
+                owner: call.call.owner,
+                answer,
+            },
+            self.now,
+        )?;
         self.turn()
     }
 
@@ -924,13 +932,16 @@ fn a_record_whose_instance_keeps_trapping_under_it_fails_after_max_reinvocations
         // Deliver the trapping answer to the instance; with no owner the victim is not the
         // record served, so it is re-invoked (until it has been too often).
         let call = h.sent.pop().expect("the victim sent a request");
-        let result = h.core.answered(CallDone {
-            slot: call.slot,
-            generation: call.generation,
-            call_id: call.call.id,
-            owner: None,
-            answer: Err(HttpError::Timeout),
-        });
+        let result = h.core.answered(
+            CallDone {
+                slot: call.slot,
+                generation: call.generation,
+                call_id: call.call.id,
+                owner: None,
+                answer: Err(HttpError::Timeout),
+            },
+            h.now,
+        );
         match result.and_then(|()| h.turn()) {
             Ok(()) => {}
             Err(e) => {
