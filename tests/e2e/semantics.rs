@@ -1,4 +1,4 @@
-//! FLINK-SEMANTICS items 1-18 and 31, end to end: a real pipeline, the `behave` test plugin,
+//! FLINK-SEMANTICS items 1-26 and 31, end to end: a real pipeline, the `behave` test plugin,
 //! real HTTP answers from the mock provider arriving out of order.
 
 use serde_json::json;
