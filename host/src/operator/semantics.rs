@@ -438,6 +438,14 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let Some(at) = retry::next_attempt_at(&self.config.async_retry, &ended) else {
             return false;
         };
+        tracing::debug!(
+            operator = %self.config.name,
+            line = entry.input.line,
+            retry = entry.retries + 1,
+            "attempt ended with {:?}: invoked again in {:?}",
+            ended.result,
+            at.saturating_duration_since(self.now)
+        );
         entry.retry_at = Some(at);
         self.timers.push(at, seq, TimerKind::Retry);
         true
