@@ -466,3 +466,38 @@ fn a_dead_letter_without_an_answer_has_no_http_status() {
     assert_eq!(letters[0]["attempts"], 1);
     assert!(letters[0].get("http_status").is_none(), "{}", letters[0]);
 }
+
+#[test]
+fn a_completion_of_an_earlier_attempt_is_stale() {
+    // Attempt 0 sends a request and fails; attempt 1 sends one too. The answer to attempt 0's
+    // request arrives during attempt 1: its completion is ignored, attempt 1's counts.
+    let (mut invocations, mut responses) = (0, 0);
+    let mut h = Harness::new(
+        fixed(50, 3, false),
+        FakeFunction::new(1, move |kind, _| match kind {
+            Kind::Invoke => {
+                invocations += 1;
+                match invocations {
+                    1 => vec![Act::Send, Act::Fail(FailureKind::Retriable, "first")],
+                    _ => vec![Act::Send],
+                }
+            }
+            Kind::Response => {
+                responses += 1;
+                let attempt = responses - 1;
+                vec![Act::CompleteAttempt(
+                    attempt,
+                    vec![format!("attempt-{attempt}")],
+                )]
+            }
+            Kind::Timeout => vec![],
+        }),
+    );
+    h.record("a").unwrap();
+    h.advance(50).unwrap();
+    assert_eq!(attempts_of(&h, "a"), [0, 1]);
+    h.answer("a").unwrap();
+    assert!(h.output().is_empty(), "attempt 0's late result is stale");
+    h.answer("a").unwrap();
+    assert_eq!(h.output(), ["attempt-1"]);
+}

@@ -44,6 +44,9 @@ enum Act {
     Usage(u64, u64),
     /// The instance traps (after the acts before it took effect).
     Trap(&'static str),
+    /// Completes the given attempt of the record served, as a callback holding an older
+    /// attempt's result future would.
+    CompleteAttempt(u32, Vec<String>),
 }
 
 /// One call the operator made, as the fake logs it.
@@ -138,7 +141,20 @@ impl FakeFunction {
                         message: message.to_string(),
                     }),
                 }),
-                (Act::Complete(_) | Act::Fail(..), None) => {}
+                (Act::CompleteAttempt(attempt, outputs), Some(seq)) => {
+                    effects.completions.push(Completion {
+                        seq,
+                        attempt,
+                        result: Ok(outputs
+                            .into_iter()
+                            .map(|p| Output {
+                                key: None,
+                                payload: p.into_bytes(),
+                            })
+                            .collect()),
+                    })
+                }
+                (Act::Complete(_) | Act::Fail(..) | Act::CompleteAttempt(..), None) => {}
             }
         }
         Ok(())
