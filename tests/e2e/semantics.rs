@@ -1,4 +1,4 @@
-//! FLINK-SEMANTICS items 1-18 and 31, end to end: a real pipeline, the `behave` test plugin,
+//! FLINK-SEMANTICS items 1-26 and 31, end to end: a real pipeline, the `behave` test plugin,
 //! real HTTP answers from the mock provider arriving out of order.
 
 use serde_json::json;
@@ -391,4 +391,270 @@ path = "out.jsonl"
         "the filtered record never reaches the second operator"
     );
     assert_eq!(summary.records_out, 3);
+}
+
+// ---- Retries (`[operator.async_retry]`, Flink's AsyncRetryStrategy): items 19-26 ----
+
+/// Operator lines: `before` (keys of the operator table), then `[operator.async_retry]` with
+/// `retry`, and dead letters for failures and timeouts.
+fn retrying(before: &str, retry: &str) -> String {
+    format!(
+        "on_failure = \"dead-letter\"\non_timeout = \"dead-letter\"\n{before}\n[operator.async_retry]\n{retry}\n"
+    )
+}
+
+/// `lines` behind a record that holds the head of the ordered queue for `hold_ms`, and before a
+/// record that can only enter once it has left (capacity: `lines` and the holder): the input
+/// ends no earlier than `hold_ms`, so retries run their course (at the end of input they would
+/// fire at once, FLINK-SEMANTICS 26). The output starts with "hold" and ends with "end".
+fn held(lines: &[serde_json::Value], hold_ms: u64) -> (Vec<serde_json::Value>, String) {
+    let mut all = vec![later("hold", hold_ms)];
+    all.extend_from_slice(lines);
+    all.push(json!({"id": "end"}));
+    (
+        all,
+        format!("ordered = true\ncapacity = {}", lines.len() + 1),
+    )
+}
+
+fn flaky(id: &str, fail_times: u64) -> serde_json::Value {
+    json!({"id": id, "mode": "flaky", "fail_times": fail_times})
+}
+
+/// Milliseconds between a dead letter's first and last attempt.
+fn attempt_span_ms(dead: &serde_json::Value) -> i64 {
+    let at = |field: &str| -> jiff::Timestamp {
+        let text = dead[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {dead}"));
+        text.parse()
+            .unwrap_or_else(|e| panic!("{field} {text:?}: {e}"))
+    };
+    (at("last_attempt_at") - at("first_attempt_at")).get_milliseconds()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item19_retry_is_active_only_with_a_strategy_and_a_matching_predicate() {
+    // No strategy: a retriable failure is final at once.
+    let out = behave(&[flaky("a", 1)], &retrying("", "strategy = \"none\""), "").await;
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0]["attempts"], 1);
+    // A strategy with the default predicate: retriable failures only, empty results are final.
+    let (lines, capacity) = held(
+        &[
+            flaky("a", 1),
+            json!({"id": "b", "mode": "flaky", "kind": "fatal"}),
+            json!({"id": "c", "mode": "empty_first", "empty_times": 1}),
+        ],
+        300,
+    );
+    let retry = "strategy = \"fixed_delay\"\ndelay = \"10ms\"";
+    let out = behave(&lines, &retrying(&capacity, retry), "").await;
+    assert_eq!(out.ids(), ["hold", "a", "end"]);
+    assert_eq!(out.output[1]["invocation"], 2);
+    assert_eq!(out.dead.len(), 1);
+    let dead = &out.dead[0];
+    assert_eq!(
+        (&dead["payload"]["id"], &dead["attempts"]),
+        (&json!("b"), &json!(1))
+    );
+    assert_eq!(dead["error_kind"], "fatal");
+    assert_eq!(
+        out.summary().operators[0].filtered,
+        1,
+        "c's empty result was final"
+    );
+    // A strategy with no predicate at all is refused, naming the field.
+    let p = Pipeline::new();
+    let path = p.manifest(&one_operator(
+        &plugin("behave"),
+        &retrying("", "strategy = \"exponential\"\non_failure = \"none\""),
+        "",
+        "",
+    ));
+    let error = Manifest::load(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("operator[0].async_retry.on_failure"),
+        "{error}"
+    );
+    assert!(error.contains("nothing is ever retried"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item20_a_failed_attempt_is_retried_while_attempts_remain() {
+    let (lines, capacity) = held(&[flaky("a", 2), flaky("b", 3), json!({"id": "c"})], 400);
+    let retry = "strategy = \"fixed_delay\"\ndelay = \"20ms\"\nmax_attempts = 2";
+    let out = behave(&lines, &retrying(&capacity, retry), "").await;
+    // max_attempts = 2 retries: three invocations at most.
+    assert_eq!(out.ids(), ["hold", "a", "c", "end"]);
+    assert_eq!(out.output[1]["invocation"], 3);
+    assert_eq!(out.dead.len(), 1);
+    let dead = &out.dead[0];
+    assert_eq!(dead["payload"]["id"], "b");
+    assert_eq!(dead["attempts"], 3);
+    assert_eq!(dead["error"], "failed on purpose (invocation 3)");
+    assert!(attempt_span_ms(dead) >= 40, "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item21_fixed_and_exponential_backoff_space_the_attempts() {
+    // Fixed: 3 waits of 150 ms. Exponential: 100, 200, then 300 (capped from 400) ms.
+    let strategies = [
+        ("strategy = \"fixed_delay\"\ndelay = \"150ms\"", 450),
+        (
+            "strategy = \"exponential\"\ndelay = \"100ms\"\nmultiplier = 2.0\nmax_delay = \"300ms\"",
+            600,
+        ),
+    ];
+    for (retry, at_least) in strategies {
+        let (lines, capacity) = held(&[flaky("a", 9)], at_least as u64 + 500);
+        let retry = format!("{retry}\nmax_attempts = 3");
+        let out = behave(&lines, &retrying(&capacity, &retry), "").await;
+        let dead = &out.dead[0];
+        assert_eq!(dead["attempts"], 4, "{retry}");
+        let span = attempt_span_ms(dead);
+        assert!(
+            (at_least..at_least + 2000).contains(&span),
+            "{retry}: {span} ms"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item22_all_empty_yields_nothing_and_the_last_error_is_final() {
+    let (lines, capacity) = held(
+        &[
+            json!({"id": "a", "mode": "empty_first", "empty_times": 99}),
+            json!({"id": "b", "mode": "empty_first", "empty_times": 2}),
+            flaky("c", 99),
+        ],
+        300,
+    );
+    let retry =
+        "strategy = \"fixed_delay\"\ndelay = \"10ms\"\nmax_attempts = 2\non_empty_result = true";
+    let out = behave(&lines, &retrying(&capacity, retry), "").await;
+    assert_eq!(
+        out.ids(),
+        ["hold", "b", "end"],
+        "a found nothing: no output"
+    );
+    assert_eq!(out.output[1]["invocation"], 3);
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0]["payload"]["id"], "c");
+    assert_eq!(out.dead[0]["error"], "failed on purpose (invocation 3)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item23_a_retried_record_keeps_its_position_and_timestamp() {
+    let (lines, capacity) = held(
+        &[
+            json!({"id": "a", "ts": 100, "mode": "flaky", "fail_times": 2}),
+            json!({"id": "b", "ts": 200}),
+            json!({"id": "c", "ts": 300, "mode": "later", "delay_ms": 5}),
+        ],
+        400,
+    );
+    let retry = "strategy = \"fixed_delay\"\ndelay = \"50ms\"";
+    let out = behave(&lines, &retrying(&capacity, retry), "format = \"envelope\"").await;
+    assert_eq!(out.ids(), ["hold", "a", "b", "c", "end"]);
+    let stamps: Vec<i64> = out.output[1..4]
+        .iter()
+        .map(|l| l["timestamp"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stamps, [100, 200, 300]);
+    assert_eq!(out.output[1]["payload"]["invocation"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item24_the_timeout_cancels_a_pending_retry_and_timeout_decides() {
+    // Retries would come 400 ms apart; the timeout fires at 300 ms. The holder outlasts it too
+    // (its `timeout` sends a request and completes from its answer), so the input ends later.
+    let (mut lines, capacity) = held(
+        &[
+            json!({"id": "a", "mode": "flaky", "fail_times": 99, "on_timeout": "fallback"}),
+            json!({"id": "b", "mode": "flaky", "fail_times": 99}),
+        ],
+        600,
+    );
+    lines[0]["on_timeout"] = json!("fallback_later");
+    let before = format!("{capacity}\ntimeout = \"300ms\"");
+    let retry = "strategy = \"fixed_delay\"\ndelay = \"400ms\"";
+    let out = behave(&lines, &retrying(&before, retry), "").await;
+    assert_eq!(out.ids(), ["hold", "a", "end"]);
+    assert_eq!(out.output[1]["fallback"], true);
+    assert_eq!(out.dead.len(), 1);
+    let dead = &out.dead[0];
+    assert_eq!(
+        (&dead["payload"]["id"], &dead["reason"]),
+        (&json!("b"), &json!("timeout"))
+    );
+    assert_eq!(dead["attempts"], 1, "the retry was cancelled: {dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item25_one_retry_per_attempt_and_watermarks_are_never_retried() {
+    // Each failing invocation of a also completes with nothing right after: one retry only.
+    let (lines, capacity) = held(
+        &[
+            json!({"id": "a", "mode": "flaky", "fail_times": 1, "then_empty": true}),
+            wm(10),
+            json!({"id": "b"}),
+        ],
+        300,
+    );
+    let retry =
+        "strategy = \"fixed_delay\"\ndelay = \"20ms\"\nmax_attempts = 5\non_empty_result = true";
+    let out = behave(&lines, &retrying(&capacity, retry), "watermarks = true").await;
+    assert_eq!(out.ids(), ["hold", "a", "W10", "b", "end"]);
+    assert_eq!(out.output[1]["invocation"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item26_at_end_of_input_pending_retries_fire_at_once() {
+    // The retry would wait 5 s; the input ends at once, so it fires then and its result is final.
+    let started = std::time::Instant::now();
+    let retry = "strategy = \"fixed_delay\"\ndelay = \"5s\"\nmax_attempts = 3";
+    let out = behave(&[flaky("a", 99)], &retrying("timeout = \"60s\"", retry), "").await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < std::time::Duration::from_secs(4), "{elapsed:?}");
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0]["attempts"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_after_retries_says_attempts_times_kind_and_http_status() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    let record = json!({
+        "id": "a", "key": "ka", "ts": 7, "mode": "http_fail",
+        "url": format!("{}/echo", mock.url()),
+        "headers": {"x-mock-fault": "503"},
+    });
+    let (lines, capacity) = held(&[record, json!({"id": "b"})], 500);
+    p.input(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    let extra = retrying(
+        &format!("allowed_hosts = [\"127.0.0.1\"]\n{capacity}"),
+        "strategy = \"fixed_delay\"\ndelay = \"50ms\"\nmax_attempts = 2",
+    );
+    let config = format!("echo_url = \"{}/echo\"", mock.url());
+    let out = p
+        .run(&one_operator(&plugin("behave"), &extra, &config, ""))
+        .await;
+    assert_eq!(out.ids(), ["hold", "b", "end"]);
+    assert_eq!(out.dead.len(), 1);
+    let dead = &out.dead[0];
+    assert_eq!(dead["stage"], "op");
+    assert_eq!(dead["reason"], "failure");
+    assert_eq!(dead["error"], "HTTP 503 (invocation 3)");
+    assert_eq!(dead["error_kind"], "retriable");
+    assert_eq!(dead["retriable"], true);
+    assert_eq!(dead["attempts"], 3);
+    assert_eq!(dead["http_status"], 503);
+    assert_eq!(
+        (&dead["line"], &dead["key"], &dead["timestamp"]),
+        (&json!(2), &json!("ka"), &json!(7))
+    );
+    assert!(attempt_span_ms(dead) >= 100, "{dead}");
+    // The holder's request, and one per invocation of a.
+    assert_eq!(mock.stats().echo, 4);
 }

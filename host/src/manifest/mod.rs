@@ -14,6 +14,7 @@
 //! in `parse_with_env`. A sub-table of an operator (`[operator.NAME]`) is the same, with the
 //! fields in `RawOperator` and `OperatorConfig`.
 
+mod async_retry;
 mod checkpoint;
 mod context;
 mod dead_letter;
@@ -28,6 +29,8 @@ mod syntax;
 mod values;
 
 #[cfg(test)]
+mod async_retry_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use async_retry::{AsyncRetryConfig, RetryOnFailure, RetryStrategy};
 pub use checkpoint::CheckpointConfig;
 pub use dead_letter::DeadLetterConfig;
 pub use error::{Location, ManifestError};

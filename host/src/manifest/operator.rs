@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::async_retry::{self, AsyncRetryConfig, RawAsyncRetry};
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
 use super::secrets::Secret;
@@ -52,6 +53,8 @@ pub struct OperatorConfig {
     pub max_requests_in_flight: usize,
     /// How long a `timeout` handler that sent a request may take to complete the record.
     pub timeout_grace: Duration,
+    /// `[operator.async_retry]`: when a record is invoked again (FLINK-SEMANTICS 19-26).
+    pub async_retry: AsyncRetryConfig,
     /// The `[operator.config]` table as a JSON object (`{}` when absent).
     pub config_json: String,
     /// A plugin project directory (with `waio-plugin.toml`) that `waio run --build` builds first.
@@ -113,6 +116,7 @@ pub(super) struct RawOperator {
     call_time_limit: Option<Spanned<DurationValue>>,
     max_requests_in_flight: Option<Spanned<Count>>,
     timeout_grace: Option<Spanned<DurationValue>>,
+    async_retry: Option<RawAsyncRetry>,
     build: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
 }
@@ -188,6 +192,7 @@ pub(super) fn resolve(
         DEFAULT_TIMEOUT_GRACE,
         DurationValue::duration,
     )?;
+    let async_retry = async_retry::resolve(ctx, &field, raw.async_retry, (timeout, &raw.timeout))?;
     let memory_limit = ctx.setting(
         &raw.memory_limit,
         &field("memory_limit"),
@@ -225,6 +230,7 @@ pub(super) fn resolve(
         call_time_limit,
         max_requests_in_flight,
         timeout_grace,
+        async_retry,
         config_json,
         build,
     })

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::connectors::dead_letter::Attempts;
 use crate::record::Record;
 
 /// A record inside the operator.
@@ -28,6 +29,13 @@ pub struct Entry {
     pub reinvoke_queued: bool,
     /// The plugin's `timeout` sent a request for it: it may still complete until this instant.
     pub grace_until: Option<Instant>,
+    /// Retries made by the retry strategy (`[operator.async_retry]`).
+    pub retries: u32,
+    /// A retry is scheduled for then; completions of the current attempt are ignored meanwhile
+    /// (FLINK-SEMANTICS 25).
+    pub retry_at: Option<Instant>,
+    /// Its invocations and the last HTTP status, for its dead letter.
+    pub attempts: Attempts,
 }
 
 impl Entry {
@@ -44,6 +52,9 @@ impl Entry {
             reinvocations: 0,
             reinvoke_queued: false,
             grace_until: None,
+            retries: 0,
+            retry_at: None,
+            attempts: Attempts::default(),
         }
     }
 }
@@ -90,12 +101,26 @@ impl InFlight {
         records
     }
 
+    /// The records waiting for a retry, in sequence order, with when it is due.
+    pub fn awaiting_retry(&self) -> Vec<(u64, Instant)> {
+        let mut waiting: Vec<(u64, Instant)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.done)
+            .filter_map(|(seq, e)| e.retry_at.map(|at| (*seq, at)))
+            .collect();
+        waiting.sort_unstable();
+        waiting
+    }
+
     /// Marks every pending record served by `slot` and not already waiting for re-invocation
     /// (one waiting never ran in the instance that went) as queued for it; returns them in order.
+    /// A record waiting for a retry holds nothing in the instance: its retry invokes it anew.
     pub fn orphans_of(&mut self, slot: usize, after_trap: bool) -> Vec<u64> {
         let mut orphans: Vec<u64> = Vec::new();
         for (seq, entry) in self.entries.iter_mut() {
-            if entry.done || entry.slot != slot || entry.reinvoke_queued {
+            if entry.done || entry.slot != slot || entry.reinvoke_queued || entry.retry_at.is_some()
+            {
                 continue;
             }
             if after_trap {

@@ -107,8 +107,12 @@ impl AsyncWaitOperator {
                     }
                 }
             }
+            if state.input_done && state.pending_input.is_empty() {
+                // Every input is in: pending retries fire now (FLINK-SEMANTICS 26).
+                self.core.input_ended(Instant::now())?;
+            }
             self.send_calls();
-            self.core.settle()?;
+            self.core.settle(Instant::now())?;
             self.send_calls();
             self.core.emit(&mut state.out, Instant::now());
             let can_admit =
@@ -153,11 +157,11 @@ impl AsyncWaitOperator {
             None => self.core.fire_timers(Instant::now())?,
             Some(op) if op.index() == answers_index => {
                 if let Ok(done) = op.recv(answers) {
-                    self.core.answered(done)?;
+                    self.core.answered(done, Instant::now())?;
                 }
                 // Take every answer that is already there before emitting.
                 while let Ok(done) = answers.try_recv() {
-                    self.core.answered(done)?;
+                    self.core.answered(done, Instant::now())?;
                 }
             }
             Some(op) if Some(op.index()) == commands_index => {

@@ -11,11 +11,13 @@
 //! failure policy, timers, re-invocation after traps, the requests-in-flight bound) and sees the
 //! plugin only through [`crate::plugin::function::AsyncFunction`]; [`mailbox`] is the thread's
 //! loop that feeds it input, answers, commands and the time; [`queue`], [`timers`] and
-//! [`in_flight`] are the core's tables.
+//! [`in_flight`] are the core's tables; [`retry`] decides when a record is invoked again
+//! (`[operator.async_retry]`).
 
 mod in_flight;
 mod mailbox;
 pub mod queue;
+mod retry;
 mod semantics;
 #[cfg(test)]
 mod tests;

@@ -8,16 +8,19 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::in_flight::{Entry, InFlight};
 use super::queue::{ElementQueue, Emitted};
+use super::retry::{self, AttemptEnded, AttemptResult};
 use super::timers::{TimerKind, Timers};
 use super::{OperatorError, MAX_REINVOCATIONS};
 use crate::checkpoint::OperatorSnapshot;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::manifest::{OperatorConfig, Policy};
-use crate::plugin::function::{Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, Output};
+use crate::plugin::function::{
+    Answer, AsyncFunction, Effects, Failure, FailureKind, OutgoingCall, Output,
+};
 use crate::plugin::GuestTrap;
 use crate::record::{Batch, Element, Record};
 use crate::telemetry::OperatorTelemetry;
@@ -96,6 +99,12 @@ pub struct OperatorCore<F> {
     passthrough: Vec<Vec<u8>>,
     /// Line of the last record admitted, for the stop message.
     last_admitted_line: u64,
+    /// The time of the event being handled (every public entry point takes it): retries set
+    /// while handling it are due from then.
+    now: Instant,
+    /// Every input has been admitted: pending retries have fired and results are final
+    /// (FLINK-SEMANTICS 26).
+    input_ended: bool,
     telemetry: Arc<OperatorTelemetry>,
 }
 
@@ -130,6 +139,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
             last_watermark: None,
             passthrough: Vec::new(),
             last_admitted_line: 0,
+            now: Instant::now(),
+            input_ended: false,
             telemetry,
         }
     }
@@ -168,6 +179,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     /// An element enters the operator; a record is invoked at once. The caller checks room.
     pub fn admit(&mut self, element: Element, now: Instant) -> Result<(), OperatorError> {
+        self.now = now;
         let input = match element {
             Element::DeadLetter(letter) => {
                 self.pass_through(letter);
@@ -204,7 +216,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
     }
 
     /// Re-invokes records whose instance was replaced, then delivers refused requests' answers.
-    pub fn settle(&mut self) -> Result<(), OperatorError> {
+    pub fn settle(&mut self, now: Instant) -> Result<(), OperatorError> {
+        self.now = now;
         while let Some(seq) = self.reinvoke.pop_front() {
             self.reinvoke_one(seq)?;
         }
@@ -227,7 +240,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
     }
 
     /// An answer came back from the network: room for a waiting request, then the answer.
-    pub fn answered(&mut self, done: CallDone) -> Result<(), OperatorError> {
+    pub fn answered(&mut self, done: CallDone, now: Instant) -> Result<(), OperatorError> {
+        self.now = now;
         self.call_finished();
         self.deliver(done)
     }
@@ -259,10 +273,10 @@ impl<F: AsyncFunction> OperatorCore<F> {
             return Ok(());
         }
         let serving = done.owner.and_then(|seq| {
-            self.records
-                .get(seq)
-                .filter(|e| !e.done)
-                .map(|e| (seq, Cause::of(e)))
+            let entry = self.records.pending(seq)?;
+            // Its dead letter names the last HTTP status its requests got.
+            entry.attempts.http_status = done.answer.as_ref().ok().map(|r| r.status);
+            Some((seq, Cause::of(entry)))
         });
         let result = self
             .function
@@ -276,6 +290,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             return Ok(());
         };
         let (slot, attempt) = (entry.slot, entry.attempt);
+        entry.attempts.invoked(SystemTime::now());
         let result = self.function.invoke(slot, seq, attempt, &mut entry.input);
         self.after_call(slot, result, Some((seq, Cause::Failure)))
     }
@@ -386,15 +401,81 @@ impl<F: AsyncFunction> OperatorCore<F> {
             let Some(entry) = self.records.get(completion.seq) else {
                 continue; // already emitted
             };
-            // First completion wins (FLINK-SEMANTICS 7); a completion from an earlier attempt is stale.
-            if entry.done || entry.attempt != completion.attempt {
+            // First completion wins (FLINK-SEMANTICS 7); a completion from an earlier attempt is
+            // stale, and one of an attempt whose retry is scheduled came second (25).
+            if entry.done || entry.attempt != completion.attempt || entry.retry_at.is_some() {
                 continue;
             }
             let cause = Cause::of(entry);
+            if cause == Cause::Failure && self.retry_later(completion.seq, &completion.result) {
+                continue;
+            }
             match completion.result {
                 Ok(outputs) => self.complete(completion.seq, outputs),
                 Err(failure) => self.fail(completion.seq, cause, failure.kind, failure.message)?,
             }
+        }
+        Ok(())
+    }
+
+    /// Schedules the next attempt of a record whose attempt ended with `result`, if the retry
+    /// strategy wants one (FLINK-SEMANTICS 20); false when this attempt is final.
+    fn retry_later(&mut self, seq: u64, result: &Result<Vec<Output>, Failure>) -> bool {
+        let Some(entry) = self.records.pending(seq) else {
+            return false;
+        };
+        let ended = AttemptEnded {
+            result: match result {
+                Ok(outputs) if outputs.is_empty() => AttemptResult::Empty,
+                Ok(_) => AttemptResult::Values,
+                Err(failure) => AttemptResult::Failed(failure.kind),
+            },
+            retries_made: entry.retries,
+            now: self.now,
+            deadline: self.config.timeout.map(|t| entry.entered + t),
+            input_ended: self.input_ended,
+        };
+        let Some(at) = retry::next_attempt_at(&self.config.async_retry, &ended) else {
+            return false;
+        };
+        tracing::debug!(
+            operator = %self.config.name,
+            line = entry.input.line,
+            retry = entry.retries + 1,
+            "attempt ended with {:?}: invoked again in {:?}",
+            ended.result,
+            at.saturating_duration_since(self.now)
+        );
+        entry.retry_at = Some(at);
+        self.timers.push(at, seq, TimerKind::Retry);
+        true
+    }
+
+    /// Invokes a record again for its next attempt, if the retry due `at` is still the one it
+    /// waits for (a timeout cancels it). It keeps its place and timestamp (FLINK-SEMANTICS 23).
+    fn retry_now(&mut self, seq: u64, at: Instant) -> Result<(), OperatorError> {
+        let Some(entry) = self.records.pending(seq) else {
+            return Ok(());
+        };
+        if entry.retry_at != Some(at) {
+            return Ok(());
+        }
+        entry.retry_at = None;
+        entry.retries += 1;
+        entry.attempt += 1;
+        self.invoke(seq)
+    }
+
+    /// Every input has been admitted (FLINK-SEMANTICS 26): pending retries fire at once, in
+    /// input order, and every result from now on is final. Called again, does nothing.
+    pub fn input_ended(&mut self, now: Instant) -> Result<(), OperatorError> {
+        if self.input_ended {
+            return Ok(());
+        }
+        self.input_ended = true;
+        self.now = now;
+        for (seq, at) in self.records.awaiting_retry() {
+            self.retry_now(seq, at)?;
         }
         Ok(())
     }
@@ -468,7 +549,10 @@ impl<F: AsyncFunction> OperatorCore<F> {
             (Policy::Fail, Cause::Failure) => Err(OperatorError::RecordFailed {
                 operator,
                 record,
-                message: format!("{message} ({kind})"),
+                message: match entry.attempts.count {
+                    0 | 1 => format!("{message} ({kind})"),
+                    n => format!("{message} ({kind}, after {n} attempts)"),
+                },
             }),
             (Policy::Fail, Cause::Timeout) => Err(OperatorError::TimedOut {
                 operator,
@@ -488,7 +572,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                     retriable: Some(kind == FailureKind::Retriable),
                     record: &entry.input,
                 }
-                .encode();
+                .encode_after(&entry.attempts);
                 self.telemetry.dead_lettered.inc();
                 // The record leaves the operator at its position, as its dead letter.
                 if let Some(entry) = self.records.get_mut(seq) {
@@ -515,11 +599,13 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     /// Fires every timer due at `now`.
     pub fn fire_timers(&mut self, now: Instant) -> Result<(), OperatorError> {
+        self.now = now;
         while let Some(timer) = self.timers.pop_due(now) {
             let Some(entry) = self.records.pending(timer.seq) else {
                 continue;
             };
             match (timer.kind, entry.grace_until) {
+                (TimerKind::Retry, _) => self.retry_now(timer.seq, timer.at)?,
                 // Its deadline came and went: the handler's request is what it waits for now.
                 (TimerKind::Deadline, Some(_)) => {}
                 (TimerKind::Grace, Some(until)) => {
@@ -549,6 +635,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
             return Ok(());
         };
         entry.timed_out = true;
+        // A pending retry is cancelled: the plugin's `timeout` decides (FLINK-SEMANTICS 24).
+        entry.retry_at = None;
         let (slot, attempt) = (entry.slot, entry.attempt);
         let calls_before = self.calls_started;
         let result = self.function.timeout(slot, seq, attempt, &mut entry.input);

@@ -20,6 +20,10 @@ use crate::plugin::GuestTrap;
 use crate::record::{Element, Record};
 use crate::telemetry::OperatorTelemetry;
 
+/// FLINK-SEMANTICS 19-26 (`[operator.async_retry]`), on this file's fake and harness.
+#[path = "retry_tests.rs"]
+mod retry_tests;
+
 /// Which call of the function the script is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -40,6 +44,9 @@ enum Act {
     Usage(u64, u64),
     /// The instance traps (after the acts before it took effect).
     Trap(&'static str),
+    /// Completes the given attempt of the record served, as a callback holding an older
+    /// attempt's result future would.
+    CompleteAttempt(u32, Vec<String>),
 }
 
 /// One call the operator made, as the fake logs it.
@@ -134,7 +141,20 @@ impl FakeFunction {
                         message: message.to_string(),
                     }),
                 }),
-                (Act::Complete(_) | Act::Fail(..), None) => {}
+                (Act::CompleteAttempt(attempt, outputs), Some(seq)) => {
+                    effects.completions.push(Completion {
+                        seq,
+                        attempt,
+                        result: Ok(outputs
+                            .into_iter()
+                            .map(|p| Output {
+                                key: None,
+                                payload: p.into_bytes(),
+                            })
+                            .collect()),
+                    })
+                }
+                (Act::Complete(_) | Act::Fail(..) | Act::CompleteAttempt(..), None) => {}
             }
         }
         Ok(())
@@ -242,6 +262,7 @@ fn config() -> OperatorConfig {
         call_time_limit: Duration::from_secs(1),
         max_requests_in_flight: 100,
         timeout_grace: Duration::ZERO,
+        async_retry: Default::default(),
         config_json: "{}".into(),
         build: None,
     }
@@ -315,7 +336,7 @@ impl Harness {
             if !self.core.has_work() {
                 break;
             }
-            self.core.settle()?;
+            self.core.settle(self.now)?;
         }
         self.core.emit(&mut self.out, self.now);
         Ok(())
@@ -361,13 +382,16 @@ impl Harness {
             .position(|c| c.call.request.url == url)
             .unwrap_or_else(|| panic!("no request in flight for {payload}"));
         let call = self.sent.remove(at);
-        self.core.answered(CallDone {
-            slot: call.slot,
-            generation: call.generation,
-            call_id: call.call.id,
-            owner: call.call.owner,
-            answer,
-        })?;
+        self.core.answered(
+            CallDone {
+                slot: call.slot,
+                generation: call.generation,
+                call_id: call.call.id,
+                owner: call.call.owner,
+                answer,
+            },
+            self.now,
+        )?;
         self.turn()
     }
 
@@ -924,13 +948,16 @@ fn a_record_whose_instance_keeps_trapping_under_it_fails_after_max_reinvocations
         // Deliver the trapping answer to the instance; with no owner the victim is not the
         // record served, so it is re-invoked (until it has been too often).
         let call = h.sent.pop().expect("the victim sent a request");
-        let result = h.core.answered(CallDone {
-            slot: call.slot,
-            generation: call.generation,
-            call_id: call.call.id,
-            owner: None,
-            answer: Err(HttpError::Timeout),
-        });
+        let result = h.core.answered(
+            CallDone {
+                slot: call.slot,
+                generation: call.generation,
+                call_id: call.call.id,
+                owner: None,
+                answer: Err(HttpError::Timeout),
+            },
+            h.now,
+        );
         match result.and_then(|()| h.turn()) {
             Ok(()) => {}
             Err(e) => {

@@ -14,6 +14,9 @@ pub enum TimerKind {
     Deadline,
     /// The end of `timeout_grace` for a record whose `timeout` handler sent a request.
     Grace,
+    /// The next attempt of a record (`[operator.async_retry]`). Last, so that a deadline due at
+    /// the same instant fires first and cancels it (FLINK-SEMANTICS 24).
+    Retry,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,7 +11,15 @@
 //!   requests to the echo server at once, completes when all are answered), `late_panic`
 //!   (panics when invoked at or after the wall-clock time `after_ms`, ms since the epoch, else
 //!   like `later`: a record that traps when it is invoked again into a fresh instance), `text`
-//!   (one output: the record's `text` field as the raw payload, not JSON).
+//!   (one output: the record's `text` field as the raw payload, not JSON), `flaky` (fails
+//!   retriably, or as `kind` says, the first `fail_times` invocations of its `id`, then
+//!   completes; with `then_empty: true` each failing invocation also completes with nothing
+//!   right after failing, a second completion the host must ignore), `empty_first` (completes
+//!   with nothing the first `empty_times` invocations of its `id`, then completes), `http_fail`
+//!   (sends a GET to `url` with `headers`; completes on a 2xx answer, else fails retriably
+//!   with the status or the HTTP error). These three count invocations per `id` inside the
+//!   instance, complete with one output `{"id", "invocation": N}` (1 = the first call) and say
+//!   `(invocation N)` in their failures.
 //! - `results`: number of outputs (default 1; 0 completes with none), each `{"id", "n"}`.
 //! - `delay_ms`: delay asked from the echo server by the `*_later` modes (default 0).
 //! - `kind` / `message`: the failure of `fail` and `fail_later` (default fatal,
@@ -59,6 +67,8 @@ impl OnTimeout {
 struct Behave {
     echo_url: Option<String>,
     on_timeout: OnTimeout,
+    /// Invocations so far per record `id` (modes `flaky`, `empty_first`, `http_fail`).
+    invocations: std::cell::RefCell<std::collections::HashMap<String, u64>>,
 }
 
 /// The parsed record, shared by invoke and the callbacks.
@@ -98,6 +108,15 @@ impl Record {
     fn one(&self, input: &Event, mut value: Value) -> Vec<Event> {
         value["id"] = self.id.clone();
         vec![input.with_payload(value.to_string())]
+    }
+
+    /// The failure of mode `flaky`: retriable unless `kind` says `fatal`.
+    fn failure_or_retriable(&self) -> Failure {
+        let message = self.str("message").unwrap_or("failed on purpose");
+        match self.str("kind") {
+            Some("fatal") => Failure::fatal(message),
+            _ => Failure::retriable(message),
+        }
     }
 
     fn failure(&self) -> Failure {
@@ -168,6 +187,58 @@ impl Behave {
     }
 }
 
+impl Behave {
+    /// Counts an invocation of the record's `id`; returns its number (1 = the first).
+    fn count_invocation(&self, record: &Record) -> u64 {
+        let mut invocations = self.invocations.borrow_mut();
+        let n = invocations.entry(record.id.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+/// Modes `flaky`, `empty_first` and `http_fail`, at their `invocation`-th call for the record.
+fn counted(record: Record, input: Event, output: ResultFuture, invocation: u64) {
+    let with_invocation = move |record: &Record, input: &Event| {
+        vec![input.with_payload(json!({"id": record.id, "invocation": invocation}).to_string())]
+    };
+    match record.mode() {
+        "flaky" if invocation <= record.u64("fail_times").unwrap_or(1) => {
+            let mut failure = record.failure_or_retriable();
+            failure.message = format!("{} (invocation {invocation})", failure.message);
+            output.fail(failure);
+            if record.fields.get("then_empty") == Some(&Value::Bool(true)) {
+                output.complete(Vec::new());
+            }
+        }
+        "empty_first" if invocation <= record.u64("empty_times").unwrap_or(1) => {
+            output.complete(Vec::new())
+        }
+        "http_fail" => {
+            let Some(url) = record.str("url") else {
+                return output.fail(Failure::fatal("mode http_fail needs a `url` field"));
+            };
+            let mut request = Request::get(url);
+            if let Some(Value::Object(headers)) = record.fields.get("headers") {
+                for (name, value) in headers {
+                    request = request.header(name, value.as_str().unwrap_or_default());
+                }
+            }
+            http::send(request, move |answer| match answer {
+                Ok(response) if (200..300).contains(&response.status) => {
+                    output.complete(with_invocation(&record, &input))
+                }
+                Ok(response) => output.fail(Failure::retriable(format!(
+                    "HTTP {} (invocation {invocation})",
+                    response.status
+                ))),
+                Err(e) => output.fail(Failure::retriable(format!("{e} (invocation {invocation})"))),
+            });
+        }
+        _ => output.complete(with_invocation(&record, &input)),
+    }
+}
+
 impl Enricher for Behave {
     fn open(config: Config) -> Result<Self, String> {
         config.deny_unknown(&["echo_url", "on_timeout"])?;
@@ -178,6 +249,7 @@ impl Enricher for Behave {
         Ok(Behave {
             echo_url: config.opt_str("echo_url")?.map(str::to_string),
             on_timeout,
+            invocations: Default::default(),
         })
     }
 
@@ -241,6 +313,10 @@ impl Enricher for Behave {
                 })
             }
             "text" => output.complete_one(input.with_payload(record.str("text").unwrap_or(""))),
+            "flaky" | "empty_first" | "http_fail" => {
+                let invocation = self.count_invocation(&record);
+                counted(record, input, output, invocation)
+            }
             other => output.fail(Failure::fatal(format!("unknown mode \"{other}\""))),
         }
     }
