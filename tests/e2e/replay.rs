@@ -74,6 +74,14 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A dead letter's record: its id, or the text of a payload that is not JSON.
+fn what(letter: &Value) -> String {
+    match letter["payload"]["id"].as_u64() {
+        Some(id) => id.to_string(),
+        None => letter["payload"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
 /// `(id, n)` of every output line.
 fn id_n(lines: &[Value]) -> Vec<(u64, u64)> {
     lines
@@ -163,21 +171,15 @@ async fn dead_letters_replayed_after_recovery_land_once_from_their_operator() {
     let mut failed_again: Vec<(String, String, u64)> = again
         .iter()
         .map(|l| {
-            let what = match l["payload"]["id"].as_u64() {
-                Some(id) => id.to_string(),
-                None => l["payload"].as_str().unwrap_or_default().to_string(),
-            };
             let stage = l["stage"].as_str().unwrap_or_default().to_string();
-            (what, stage, l["line"].as_u64().expect("line"))
+            (what(l), stage, l["line"].as_u64().expect("line"))
         })
         .collect();
     failed_again.sort();
     let line_of = |what: &str| {
         1 + dead
             .iter()
-            .position(|l| {
-                l["payload"]["id"].to_string() == what || l["payload"].as_str() == Some(what)
-            })
+            .position(|l| self::what(l) == what)
             .expect("in the dead letters") as u64
     };
     let want = |what: &str, stage: &str| (what.to_string(), stage.to_string(), line_of(what));
