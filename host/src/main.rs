@@ -67,22 +67,24 @@ enum Command {
 #[derive(Subcommand)]
 enum DeadLettersCommand {
     /// Run the records of DEAD_LETTERS through PIPELINE again, each from the operator where it
-    /// failed. Writes new files only (by default beside DEAD_LETTERS): NAME.replayed.jsonl for
-    /// the output, NAME.again.jsonl for the records that fail again.
+    /// failed.
+    ///
+    /// Writes new files only (by default beside DEAD_LETTERS): NAME.replayed.jsonl for the
+    /// output, NAME.again.jsonl for the records that fail again (whatever on_failure says).
     Replay {
         /// The dead-letter file (JSON lines) a run of PIPELINE wrote.
         dead_letters: PathBuf,
         /// The pipeline manifest (TOML).
         pipeline: PathBuf,
         /// Where the replay's output goes (default: NAME.replayed.jsonl beside DEAD_LETTERS).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
         /// Where records that fail again go (default: NAME.again.jsonl beside DEAD_LETTERS).
-        #[arg(long = "dead-letters")]
+        #[arg(long = "dead-letters", value_name = "PATH")]
         again: Option<PathBuf>,
         /// Checkpoint the replay here, so an interrupted replay resumes (default, when the
         /// manifest has [checkpoint]: NAME.replay-checkpoints beside DEAD_LETTERS).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         checkpoint_dir: Option<PathBuf>,
         /// Ignore the replay's existing checkpoints: start over with empty outputs.
         #[arg(long)]
