@@ -150,7 +150,7 @@ pub fn plan(manifest: &Manifest, options: &ReplayOptions) -> Result<Replay, Repl
 /// Reads every line as the replay will: the number of dead letters, or the first line that
 /// cannot be replayed. Blank lines are skipped, as the source skips them.
 fn check_letters(path: &Path, operators: &[String]) -> Result<u64, SourceError> {
-    let file = open_dead_letters(path)?;
+    let (file, _) = open_dead_letters(path)?;
     let label = path.display().to_string();
     let mut letters = 0;
     for (index, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
@@ -160,6 +160,11 @@ fn check_letters(path: &Path, operators: &[String]) -> Result<u64, SourceError> 
             line: number,
             cause,
         })?;
+        // As the source reads: a byte order mark at the start is skipped.
+        let line = match number {
+            1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line),
+            _ => &line,
+        };
         let text = line.trim_ascii();
         if text.is_empty() {
             continue;

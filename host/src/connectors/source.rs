@@ -109,17 +109,19 @@ pub fn check_input(config: &SourceConfig) -> Result<(), SourceError> {
     }
 }
 
-/// Opens a dead-letter file to replay (an empty one is fine: nothing to replay).
-pub fn open_dead_letters(path: &Path) -> Result<File, SourceError> {
+/// Opens a dead-letter file to replay and returns it with its length (an empty one is fine:
+/// nothing to replay).
+pub fn open_dead_letters(path: &Path) -> Result<(File, u64), SourceError> {
     let open_error = |cause| SourceError::OpenDeadLetters {
         path: path.display().to_string(),
         cause,
     };
     let file = File::open(path).map_err(open_error)?;
-    if file.metadata().map_err(open_error)?.is_dir() {
+    let metadata = file.metadata().map_err(open_error)?;
+    if metadata.is_dir() {
         return Err(open_error(std::io::ErrorKind::IsADirectory.into()));
     }
-    Ok(file)
+    Ok((file, metadata.len()))
 }
 
 /// How a line becomes an element.
@@ -190,14 +192,7 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), Sourc
             fields,
             event_time,
         } => {
-            let file = open_dead_letters(path)?;
-            let len = file
-                .metadata()
-                .map_err(|cause| SourceError::OpenDeadLetters {
-                    path: path.display().to_string(),
-                    cause,
-                })?
-                .len();
+            let (file, len) = open_dead_letters(path)?;
             let format = LineFormat::DeadLetters {
                 operators,
                 fields,
@@ -812,6 +807,70 @@ mod tests {
             fields: FieldMapping::default(),
         };
         assert!(check_input(&stdin).is_ok());
+    }
+
+    /// A dead-letter file read back: each record with the operator it starts at; a line the
+    /// source could not parse is parsed again (here it now parses); `line` is the line of the
+    /// dead-letter file.
+    #[test]
+    fn a_dead_letter_source_reads_records_back_where_they_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let letters = [
+            r#"{"stage":"answer","reason":"timeout","key":"k","timestamp":5,"payload":{"id":1}}"#,
+            "",
+            r#"{"stage":"source","reason":"parse","error":"x","payload":{"id":2,"ts":7}}"#,
+            r#"{"stage":"source","reason":"parse","error":"x","payload":"{oops"}"#,
+        ];
+        std::fs::write(&path, letters.join("\n")).unwrap();
+        let config = SourceConfig::DeadLetters {
+            path: path.clone(),
+            operators: vec!["triage".into(), "answer".into()],
+            fields: FieldMapping {
+                key_field: Some("id".into()),
+                timestamp_field: Some("ts".into()),
+            },
+            event_time: None,
+        };
+        let (tx, rx) = stage_channel();
+        let (_control_tx, control) = crossbeam_channel::unbounded();
+        let ctx = SourceContext {
+            tx,
+            control,
+            start: SourcePosition::default(),
+            event_time: None,
+            telemetry: Default::default(),
+        };
+        run_source(&config, ctx).unwrap();
+        let mut elements = Vec::new();
+        while let Ok(Message::Read(batch, _)) = rx.try_recv() {
+            elements.extend(batch);
+        }
+        let record = |key: &str, timestamp, payload: &str, line, enters_at| {
+            Element::Record(Record {
+                key: Some(key.into()),
+                timestamp: Some(timestamp),
+                payload: payload.as_bytes().to_vec(),
+                line,
+                enters_at,
+            })
+        };
+        assert_eq!(elements[0], record("k", 5, r#"{"id":1}"#, 1, 1));
+        assert_eq!(elements[1], record("2", 7, r#"{"id":2,"ts":7}"#, 3, 0));
+        let Element::DeadLetter(letter) = &elements[2] else {
+            panic!("{elements:?}");
+        };
+        let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+        assert_eq!(
+            (&letter["stage"], &letter["line"]),
+            (&"source".into(), &4.into())
+        );
+        assert_eq!(letter["payload"], "{oops");
+        assert!(letter["error"]
+            .as_str()
+            .unwrap()
+            .contains("dead.jsonl:4: invalid JSON"));
+        assert_eq!(elements.len(), 3);
     }
 
     #[test]
