@@ -197,7 +197,8 @@ async fn dead_letters_replayed_after_recovery_land_once_from_their_operator() {
 }
 
 /// Lines that cannot be replayed are errors naming the file and the line, before anything runs
-/// (no output appears); so is an output path that would overwrite the dead letters.
+/// (no output appears); so is an output path that would overwrite the dead letters. A file
+/// without dead letters runs nothing.
 #[test]
 fn lines_that_cannot_be_replayed_are_named_before_anything_runs() {
     let p = Pipeline::new();
@@ -250,6 +251,19 @@ fn lines_that_cannot_be_replayed_are_named_before_anything_runs() {
         "{stderr}"
     );
     assert_eq!(read(&p.path("dead.jsonl")), letter("op"));
+
+    // A clean run's dead-letter file (empty, or only blank lines): nothing runs.
+    std::fs::write(p.path("dead.jsonl"), "\n").expect("write");
+    let (code, _, stderr) = run_waio(
+        p.dir.path(),
+        &["dead-letters", "replay", "dead.jsonl", "pipeline.toml"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("holds no dead letters: nothing to replay"),
+        "{stderr}"
+    );
+    assert!(!p.path("dead.replayed.jsonl").exists());
 }
 
 const RECORDS: u64 = 200;
