@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod project;
 pub mod record;
+pub mod replay;
 pub mod telemetry;
 pub mod text_position;
 

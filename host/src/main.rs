@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use waio::manifest::{Manifest, OutputFormat, SinkConfig};
 use waio::pipeline;
 use waio::project::{self, Language, PluginProject};
+use waio::replay;
 
 // Many threads allocate and free small buffers per record (payloads, HTTP bodies): glibc's
 // malloc showed up at ~10% of CPU in the I/O benchmark.
@@ -58,6 +59,43 @@ enum Command {
     /// Look into a checkpoint directory.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Act on a dead-letter file.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Run the records of DEAD_LETTERS through PIPELINE again, each from the operator where it
+    /// failed.
+    ///
+    /// Writes new files only (by default beside DEAD_LETTERS): NAME.replayed.jsonl for the
+    /// output, NAME.again.jsonl for the records that fail again (whatever on_failure says).
+    Replay {
+        /// The dead-letter file (JSON lines) a run of PIPELINE wrote.
+        dead_letters: PathBuf,
+        /// The pipeline manifest (TOML).
+        pipeline: PathBuf,
+        /// Where the replay's output goes (default: NAME.replayed.jsonl beside DEAD_LETTERS).
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Where records that fail again go (default: NAME.again.jsonl beside DEAD_LETTERS).
+        #[arg(long = "dead-letters", value_name = "PATH")]
+        again: Option<PathBuf>,
+        /// Checkpoint the replay here, so an interrupted replay resumes (default, when the
+        /// manifest has [checkpoint]: NAME.replay-checkpoints beside DEAD_LETTERS).
+        #[arg(long, value_name = "DIR")]
+        checkpoint_dir: Option<PathBuf>,
+        /// Ignore the replay's existing checkpoints: start over with empty outputs.
+        #[arg(long)]
+        fresh: bool,
+        /// Also write the run summary as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+        /// Do not print the summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,7 +229,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", waio::checkpoint::report::inspect_text(&dir, id)?);
             Ok(())
         }
+        Command::DeadLetters(DeadLettersCommand::Replay {
+            dead_letters,
+            pipeline: path,
+            output,
+            again,
+            checkpoint_dir,
+            fresh,
+            summary_json,
+            quiet,
+        }) => {
+            let options = replay::ReplayOptions {
+                dead_letters,
+                output,
+                again,
+                checkpoint_dir,
+            };
+            replay_dead_letters(&path, &options, fresh, summary_json.as_deref(), quiet)
+        }
     }
+}
+
+/// `waio dead-letters replay`: the pipeline over the dead letters, writing new files.
+fn replay_dead_letters(
+    path: &Path,
+    options: &replay::ReplayOptions,
+    fresh: bool,
+    summary_json: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let manifest = Manifest::load(path)?;
+    let plan = replay::plan(&manifest, options)?;
+    let input = options.dead_letters.display();
+    if plan.letters == 0 {
+        eprintln!("{input} holds no dead letters: nothing to replay");
+        return Ok(());
+    }
+    eprintln!(
+        "replaying {} dead letters from {input}: output to {}, records that fail again to {}",
+        plan.letters,
+        plan.output.display(),
+        plan.again.display()
+    );
+    run_manifest(&plan.manifest, fresh, summary_json, quiet)
 }
 
 /// `waio run`: the pipeline on a runtime of its own, then its summary.
@@ -211,6 +291,16 @@ fn run_pipeline(
             }
         }
     }
+    run_manifest(&manifest, fresh, summary_json, quiet)
+}
+
+/// Runs a loaded pipeline on a runtime of its own, then prints its summary.
+fn run_manifest(
+    manifest: &Manifest,
+    fresh: bool,
+    summary_json: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let options = pipeline::RunOptions { fresh };
     let workers = match std::env::var("TOKIO_WORKER_THREADS") {
         // tokio would panic on a bad value; say which variable is wrong instead.
@@ -232,7 +322,7 @@ fn run_pipeline(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let summary = match runtime.block_on(pipeline::run(&manifest, &options)) {
+    let summary = match runtime.block_on(pipeline::run(manifest, &options)) {
         Ok(summary) => summary,
         // A second SIGINT/SIGTERM: nothing is lost, the next run resumes.
         Err(pipeline::PipelineError::StoppedAtCheckpoint(id)) => {

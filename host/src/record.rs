@@ -10,6 +10,10 @@ pub struct Record {
     pub payload: Vec<u8>,
     /// 1-based position of the input record this one derives from.
     pub line: u64,
+    /// The chain index of the operator this record starts at: the operators before it pass it
+    /// on unchanged, in its place. 0 except for a replayed dead letter, which resumes at the
+    /// operator where it failed (`waio dead-letters replay`).
+    pub enters_at: usize,
 }
 
 /// What flows through the pipeline: records and watermarks, in order.

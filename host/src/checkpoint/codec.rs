@@ -13,7 +13,9 @@
 //! Option<PendingCommit>, where PendingCommit is target path, base_len u64, pending path,
 //! pending_len u64. Operator elements are stored separately (`encode_elements`): version,
 //! count, then per element a tag (0 record: key Option<text>, timestamp Option<i64>, payload
-//! bytes, line u64; 1 watermark: i64; 2 dead letter: bytes).
+//! bytes, line u64; 1 watermark: i64; 2 dead letter: bytes; 3 replayed record: a record as
+//! tag 0, then enters_at u64). Tag 3 is only written for a record with a non-zero `enters_at`,
+//! so checkpoints without replayed records keep the format of earlier builds.
 //!
 //! Decoding treats its input as untrusted: any truncation, unknown version or tag, invalid
 //! UTF-8 or trailing byte is a [`CodecError`], never a panic.
@@ -31,6 +33,7 @@ pub const FORMAT_VERSION: u8 = 1;
 const TAG_RECORD: u8 = 0;
 const TAG_WATERMARK: u8 = 1;
 const TAG_DEAD_LETTER: u8 = 2;
+const TAG_REPLAYED_RECORD: u8 = 3;
 
 /// Why a buffer could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,7 +130,12 @@ pub fn encode_elements(elements: &[Element]) -> Vec<u8> {
     for element in elements {
         match element {
             Element::Record(record) => {
-                w.u8(TAG_RECORD);
+                let replayed = record.enters_at != 0;
+                w.u8(if replayed {
+                    TAG_REPLAYED_RECORD
+                } else {
+                    TAG_RECORD
+                });
                 match &record.key {
                     None => w.u8(0),
                     Some(key) => {
@@ -138,6 +146,9 @@ pub fn encode_elements(elements: &[Element]) -> Vec<u8> {
                 w.opt_i64(record.timestamp);
                 w.bytes(&record.payload);
                 w.u64(record.line);
+                if replayed {
+                    w.u64(record.enters_at as u64);
+                }
             }
             Element::Watermark(t) => {
                 w.u8(TAG_WATERMARK);
@@ -160,7 +171,7 @@ pub fn decode_elements(buf: &[u8]) -> Result<Vec<Element>, CodecError> {
     let mut elements = Vec::with_capacity(count);
     for _ in 0..count {
         let element = match r.u8("element tag")? {
-            TAG_RECORD => {
+            tag @ (TAG_RECORD | TAG_REPLAYED_RECORD) => {
                 let key = match r.u8("record key option")? {
                     0 => None,
                     1 => Some(r.text("record key")?),
@@ -171,12 +182,19 @@ pub fn decode_elements(buf: &[u8]) -> Result<Vec<Element>, CodecError> {
                         })
                     }
                 };
-                Element::Record(Record {
+                let mut record = Record {
                     key,
                     timestamp: r.opt_i64("record timestamp")?,
                     payload: r.bytes("record payload")?.to_vec(),
                     line: r.u64("record line")?,
-                })
+                    enters_at: 0,
+                };
+                if tag == TAG_REPLAYED_RECORD {
+                    // An index beyond usize cannot name an operator: it passes every one.
+                    let enters_at = r.u64("record enters_at")?;
+                    record.enters_at = usize::try_from(enters_at).unwrap_or(usize::MAX);
+                }
+                Element::Record(record)
             }
             TAG_WATERMARK => Element::Watermark(r.i64("watermark")?),
             TAG_DEAD_LETTER => Element::DeadLetter(r.bytes("dead letter")?.to_vec()),
@@ -448,6 +466,7 @@ pub(crate) mod tests {
                             timestamp: Some(i64::MIN),
                             payload: vec![0xff, 0xfe, 0x00, 0x80],
                             line: 118,
+                            enters_at: 0,
                         }),
                         Element::Watermark(1_001),
                         Element::Record(Record {
@@ -455,6 +474,8 @@ pub(crate) mod tests {
                             timestamp: None,
                             payload: Vec::new(),
                             line: 119,
+                            // A replayed dead letter that starts at the third operator.
+                            enters_at: 2,
                         }),
                         Element::DeadLetter(b"{\"line\":7}".to_vec()),
                     ],
@@ -516,6 +537,19 @@ pub(crate) mod tests {
         };
         cp.operators.clear();
         assert_eq!(decode_meta(&encode_meta(&cp)).unwrap(), cp);
+    }
+
+    /// A record's tag says whether it carries `enters_at`: a checkpoint without replayed records
+    /// is byte for byte what earlier builds wrote and read.
+    #[test]
+    fn only_replayed_records_carry_where_they_enter() {
+        let elements = &sample().operators[0].elements;
+        let (plain, replayed) = (&elements[0..1], &elements[2..3]);
+        // Version byte and element count come first.
+        assert_eq!(encode_elements(plain)[9], TAG_RECORD);
+        assert_eq!(encode_elements(replayed)[9], TAG_REPLAYED_RECORD);
+        let back = decode_elements(&encode_elements(replayed)).unwrap();
+        assert!(matches!(&back[0], Element::Record(r) if r.enters_at == 2));
     }
 
     #[cfg(unix)]

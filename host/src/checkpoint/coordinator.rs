@@ -482,6 +482,7 @@ mod tests {
                 timestamp: None,
                 payload: b"{}".to_vec(),
                 line: 6,
+                enters_at: 0,
             }),
         ];
         reports_tx

@@ -322,6 +322,7 @@ mod tests {
                     timestamp: None,
                     payload: b"{}".to_vec(),
                     line,
+                    enters_at: 0,
                 })
             })
             .collect();

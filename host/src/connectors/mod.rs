@@ -1,5 +1,6 @@
 //! Where records come from and where they go.
 
 pub mod dead_letter;
+pub mod replay;
 pub mod sink;
 pub mod source;

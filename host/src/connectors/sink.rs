@@ -276,6 +276,7 @@ mod tests {
             timestamp: Some(5),
             payload: payload.as_bytes().to_vec(),
             line,
+            enters_at: 0,
         }
     }
 

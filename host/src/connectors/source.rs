@@ -10,6 +10,7 @@
 //! watermark, not a record. A line that is not JSON goes to the dead-letter output with the parse
 //! error and its line number; blank lines are skipped.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::Path;
@@ -21,6 +22,7 @@ use crossbeam_channel::Receiver;
 use crate::checkpoint::coordinator::Control;
 use crate::checkpoint::SourcePosition;
 use crate::connectors::dead_letter::DeadLetter;
+use crate::connectors::replay::{self, Start};
 use crate::event_time::{extract_timestamp, WatermarkGenerator};
 use crate::manifest::{EventTimeConfig, FieldMapping, Location, SourceConfig};
 use crate::record::{Batch, Element, Message, Record, StageSender, BATCH_SIZE};
@@ -45,6 +47,15 @@ pub enum SourceError {
     Empty { at: Location, path: String },
     #[error("cannot resume input {path} at byte {offset}: the file has {len} bytes (it was replaced or truncated since the checkpoint; run with --fresh to start over)")]
     Shrunk { path: String, offset: u64, len: u64 },
+    #[error("cannot open dead letters {path}: {cause}")]
+    OpenDeadLetters { path: String, cause: std::io::Error },
+    /// A line of a dead-letter file being replayed that cannot be replayed.
+    #[error("{path}:{line}: {cause}")]
+    DeadLetter {
+        path: String,
+        line: u64,
+        cause: replay::DecodeError,
+    },
 }
 
 /// A label for messages: the file name, "stdin" or "generator".
@@ -56,6 +67,10 @@ pub fn source_label(config: &SourceConfig) -> String {
             .unwrap_or_else(|| path.display().to_string()),
         SourceConfig::Stdin { .. } => "stdin".into(),
         SourceConfig::Generator { .. } => "generator".into(),
+        SourceConfig::DeadLetters { path, .. } => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string()),
     }
 }
 
@@ -89,8 +104,38 @@ pub fn open_input(path: &Path, at: &Location) -> Result<(File, u64), SourceError
 pub fn check_input(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::File { path, path_at, .. } => open_input(path, path_at).map(|_| ()),
+        SourceConfig::DeadLetters { path, .. } => open_dead_letters(path).map(|_| ()),
         SourceConfig::Stdin { .. } | SourceConfig::Generator { .. } => Ok(()),
     }
+}
+
+/// Opens a dead-letter file to replay and returns it with its length (an empty one is fine:
+/// nothing to replay).
+pub fn open_dead_letters(path: &Path) -> Result<(File, u64), SourceError> {
+    let open_error = |cause| SourceError::OpenDeadLetters {
+        path: path.display().to_string(),
+        cause,
+    };
+    let file = File::open(path).map_err(open_error)?;
+    let metadata = file.metadata().map_err(open_error)?;
+    if metadata.is_dir() {
+        return Err(open_error(std::io::ErrorKind::IsADirectory.into()));
+    }
+    Ok((file, metadata.len()))
+}
+
+/// How a line becomes an element.
+#[derive(Clone, Copy)]
+enum LineFormat<'a> {
+    /// A JSON-lines input.
+    Input(&'a FieldMapping),
+    /// A dead-letter file being replayed (see `connectors::replay`). Dead letters of the source
+    /// are parsed again as the pipeline's source parses its input.
+    DeadLetters {
+        operators: &'a [String],
+        fields: &'a FieldMapping,
+        event_time: Option<&'a EventTimeConfig>,
+    },
 }
 
 /// What the source needs besides its config.
@@ -131,24 +176,29 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), Sourc
             path_at,
             fields,
         } => {
-            let label = path.display().to_string();
-            let (mut file, len) = open_input(path, path_at)?;
-            let offset = out.position.offset;
-            if offset > len {
-                return Err(SourceError::Shrunk {
-                    path: label,
-                    offset,
-                    len,
-                });
-            }
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|cause| SourceError::Read {
-                    path: label.clone(),
-                    line: out.position.lines + 1,
-                    cause,
-                })?;
-            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            read_lines(reader, &label, fields, &control, &mut out)?;
+            let (file, len) = open_input(path, path_at)?;
+            read_file(
+                file,
+                len,
+                path,
+                LineFormat::Input(fields),
+                &control,
+                &mut out,
+            )?;
+        }
+        SourceConfig::DeadLetters {
+            path,
+            operators,
+            fields,
+            event_time,
+        } => {
+            let (file, len) = open_dead_letters(path)?;
+            let format = LineFormat::DeadLetters {
+                operators,
+                fields,
+                event_time: event_time.as_ref(),
+            };
+            read_file(file, len, path, format, &control, &mut out)?;
         }
         SourceConfig::Stdin { fields } => {
             let lines = spawn_stdin_reader();
@@ -174,7 +224,8 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), Sourc
                 .as_ref()
                 .map(|et| et.watermark_interval.max(Duration::from_millis(10)));
             let reader = ChannelLines { lines, idle_tick };
-            read_lines(reader, "stdin", fields, &control, &mut out)?;
+            let format = LineFormat::Input(fields);
+            read_lines(reader, "stdin", format, &control, &mut out)?;
         }
         SourceConfig::Generator {
             count,
@@ -182,6 +233,34 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), Sourc
         } => generate(*count, *payload_bytes, &control, &mut out)?,
     }
     Ok(())
+}
+
+/// Reads a file of `len` bytes from the position `out` starts at.
+fn read_file(
+    mut file: File,
+    len: u64,
+    path: &Path,
+    format: LineFormat<'_>,
+    control: &Receiver<Control>,
+    out: &mut Emitter,
+) -> Result<(), SourceError> {
+    let label = path.display().to_string();
+    let offset = out.position.offset;
+    if offset > len {
+        return Err(SourceError::Shrunk {
+            path: label,
+            offset,
+            len,
+        });
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|cause| SourceError::Read {
+            path: label.clone(),
+            line: out.position.lines + 1,
+            cause,
+        })?;
+    let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+    read_lines(reader, &label, format, control, out)
 }
 
 /// Builds batches and tracks the position: what every kind of source shares.
@@ -214,15 +293,56 @@ impl Emitter {
         self.batch.push(element);
     }
 
-    /// One input line (already trimmed) read from `line`, `consumed` bytes with its newline.
-    fn line(&mut self, text: &[u8], consumed: u64, label: &str, fields: &FieldMapping) {
+    /// One input line (already trimmed), `consumed` bytes with its newline. Only a dead letter
+    /// that cannot be replayed is an error; an input line that does not parse is a dead letter.
+    fn line(
+        &mut self,
+        text: &[u8],
+        consumed: u64,
+        label: &str,
+        format: LineFormat<'_>,
+    ) -> Result<(), SourceError> {
         self.position.lines += 1;
         self.position.offset += consumed;
         if text.is_empty() {
-            return;
+            return Ok(());
         }
         let line = self.position.lines;
-        match parse_line(text, line, fields, self.event_time.as_ref()) {
+        let (parsed, unparsed) = match format {
+            LineFormat::Input(fields) => (
+                parse_line(text, line, fields, self.event_time.as_ref()),
+                Cow::Borrowed(text),
+            ),
+            LineFormat::DeadLetters {
+                operators,
+                fields,
+                event_time,
+            } => {
+                let letter =
+                    replay::decode(text, operators).map_err(|cause| SourceError::DeadLetter {
+                        path: label.to_string(),
+                        line,
+                        cause,
+                    })?;
+                match letter.start {
+                    Start::Source => (
+                        parse_line(&letter.payload, line, fields, event_time),
+                        Cow::Owned(letter.payload),
+                    ),
+                    Start::Operator(index) => {
+                        let record = Record {
+                            key: letter.key,
+                            timestamp: letter.timestamp,
+                            payload: letter.payload,
+                            line,
+                            enters_at: index,
+                        };
+                        (Ok(Element::Record(record)), Cow::Borrowed(&[][..]))
+                    }
+                }
+            }
+        };
+        match parsed {
             Ok(Element::Watermark(ts)) => match self.watermarks.as_mut() {
                 // With event time on, input watermarks merge with generated ones, never going back.
                 Some(generator) => {
@@ -243,25 +363,30 @@ impl Emitter {
                 }
             }
             Ok(other) => self.push(other),
-            Err(error) => {
-                let record = Record {
-                    key: None,
-                    timestamp: None,
-                    payload: text.to_vec(),
-                    line,
-                };
-                let message = format!("{label}:{line}: {error}");
-                tracing::warn!("{message} (sent to the dead-letter output)");
-                let letter = DeadLetter {
-                    stage: "source",
-                    reason: "parse",
-                    error: &message,
-                    retriable: None,
-                    record: &record,
-                };
-                self.push(Element::DeadLetter(letter.encode()));
-            }
+            Err(error) => self.unparsed(unparsed.into_owned(), line, label, &error),
         }
+        Ok(())
+    }
+
+    /// A line that does not parse becomes the source's dead letter.
+    fn unparsed(&mut self, payload: Vec<u8>, line: u64, label: &str, error: &str) {
+        let record = Record {
+            key: None,
+            timestamp: None,
+            payload,
+            line,
+            enters_at: 0,
+        };
+        let message = format!("{label}:{line}: {error}");
+        tracing::warn!("{message} (sent to the dead-letter output)");
+        let letter = DeadLetter {
+            stage: "source",
+            reason: "parse",
+            error: &message,
+            retriable: None,
+            record: &record,
+        };
+        self.push(Element::DeadLetter(letter.encode()));
     }
 
     fn send_batch(&mut self) -> Result<(), Gone> {
@@ -423,7 +548,7 @@ impl LineInput for ChannelLines {
 fn read_lines(
     mut input: impl LineInput,
     label: &str,
-    fields: &FieldMapping,
+    format: LineFormat<'_>,
     control: &Receiver<Control>,
     out: &mut Emitter,
 ) -> Result<(), SourceError> {
@@ -462,7 +587,7 @@ fn read_lines(
             0 => buf.strip_prefix(UTF8_BOM).unwrap_or(&buf),
             _ => &buf,
         };
-        out.line(trim(text), n as u64, label, fields);
+        out.line(trim(text), n as u64, label, format)?;
         // Hand over a full batch, or whatever we have when no more input is buffered (so an
         // interactive stdin is not held back waiting for a full batch).
         if (out.batch.len() >= BATCH_SIZE || (!out.batch.is_empty() && input.drained()))
@@ -529,6 +654,7 @@ pub fn parse_line(
         timestamp,
         payload: text.to_vec(),
         line,
+        enters_at: 0,
     }))
 }
 
@@ -554,6 +680,7 @@ fn generate(
             timestamp: None,
             payload,
             line: id,
+            enters_at: 0,
         }));
         if out.batch.len() >= BATCH_SIZE && out.send_batch().is_err() {
             return Ok(());
@@ -611,6 +738,7 @@ mod tests {
             timestamp: None,
             payload: payload.as_bytes().to_vec(),
             line,
+            enters_at: 0,
         })
     }
 
@@ -679,6 +807,70 @@ mod tests {
             fields: FieldMapping::default(),
         };
         assert!(check_input(&stdin).is_ok());
+    }
+
+    /// A dead-letter file read back: each record with the operator it starts at; a line the
+    /// source could not parse is parsed again (here it now parses); `line` is the line of the
+    /// dead-letter file.
+    #[test]
+    fn a_dead_letter_source_reads_records_back_where_they_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let letters = [
+            r#"{"stage":"answer","reason":"timeout","key":"k","timestamp":5,"payload":{"id":1}}"#,
+            "",
+            r#"{"stage":"source","reason":"parse","error":"x","payload":{"id":2,"ts":7}}"#,
+            r#"{"stage":"source","reason":"parse","error":"x","payload":"{oops"}"#,
+        ];
+        std::fs::write(&path, letters.join("\n")).unwrap();
+        let config = SourceConfig::DeadLetters {
+            path: path.clone(),
+            operators: vec!["triage".into(), "answer".into()],
+            fields: FieldMapping {
+                key_field: Some("id".into()),
+                timestamp_field: Some("ts".into()),
+            },
+            event_time: None,
+        };
+        let (tx, rx) = stage_channel();
+        let (_control_tx, control) = crossbeam_channel::unbounded();
+        let ctx = SourceContext {
+            tx,
+            control,
+            start: SourcePosition::default(),
+            event_time: None,
+            telemetry: Default::default(),
+        };
+        run_source(&config, ctx).unwrap();
+        let mut elements = Vec::new();
+        while let Ok(Message::Read(batch, _)) = rx.try_recv() {
+            elements.extend(batch);
+        }
+        let record = |key: &str, timestamp, payload: &str, line, enters_at| {
+            Element::Record(Record {
+                key: Some(key.into()),
+                timestamp: Some(timestamp),
+                payload: payload.as_bytes().to_vec(),
+                line,
+                enters_at,
+            })
+        };
+        assert_eq!(elements[0], record("k", 5, r#"{"id":1}"#, 1, 1));
+        assert_eq!(elements[1], record("2", 7, r#"{"id":2,"ts":7}"#, 3, 0));
+        let Element::DeadLetter(letter) = &elements[2] else {
+            panic!("{elements:?}");
+        };
+        let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+        assert_eq!(
+            (&letter["stage"], &letter["line"]),
+            (&"source".into(), &4.into())
+        );
+        assert_eq!(letter["payload"], "{oops");
+        assert!(letter["error"]
+            .as_str()
+            .unwrap()
+            .contains("dead.jsonl:4: invalid JSON"));
+        assert_eq!(elements.len(), 3);
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct CheckpointConfig {
     pub retained: usize,
 }
 
+impl CheckpointConfig {
+    /// Checkpoints in `dir` with the default interval and retention.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        CheckpointConfig {
+            dir,
+            interval: DEFAULT_CHECKPOINT_INTERVAL,
+            retained: DEFAULT_CHECKPOINTS_RETAINED,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCheckpoint {

@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
+use super::event_time::EventTimeConfig;
 use super::values::Count;
 
 const DEFAULT_PAYLOAD_BYTES: usize = 64;
@@ -27,6 +28,17 @@ pub enum SourceConfig {
     Generator {
         count: u64,
         payload_bytes: usize,
+    },
+    /// A dead-letter file fed back by `waio dead-letters replay` (never written in a manifest):
+    /// each line's record re-enters the chain where it failed.
+    DeadLetters {
+        path: PathBuf,
+        /// The operators' names in chain order: a dead letter's `stage` names one.
+        operators: Vec<String>,
+        /// How the pipeline's source reads a line: dead letters of the source (lines that did
+        /// not parse) are parsed again.
+        fields: FieldMapping,
+        event_time: Option<EventTimeConfig>,
     },
 }
 

@@ -227,6 +227,7 @@ mod tests {
             timestamp: None,
             payload: n.to_string().into_bytes(),
             line: n,
+            enters_at: 0,
         }
     }
 

@@ -194,10 +194,20 @@ impl<F: AsyncFunction> OperatorCore<F> {
             Element::Record(input) => input,
         };
         let seq = self.take_seq();
-        self.telemetry.records_in.inc();
-        self.last_admitted_line = input.line;
         let segment = self.queue.segment_of_next();
         self.queue.push_record(seq);
+        self.last_admitted_line = input.line;
+        // A replayed dead letter that starts at a later operator leaves unchanged, in its place
+        // (ordering, capacity and watermarks as for any record); its entry keeps it in
+        // checkpoints until it has left.
+        if input.enters_at > self.config.index {
+            let mut entry = Entry::new(input.clone(), 0, segment, now);
+            entry.done = true;
+            self.records.insert(seq, entry);
+            self.queue.complete(seq, segment, vec![input]);
+            return Ok(());
+        }
+        self.telemetry.records_in.inc();
         let slot = self.next_slot;
         self.next_slot = (self.next_slot + 1) % self.slots.len();
         // The timeout starts when the record enters (FLINK-SEMANTICS 12).
@@ -515,6 +525,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 timestamp,
                 payload: output.payload,
                 line,
+                enters_at: 0,
             })
             .collect();
         if outputs.is_empty() {

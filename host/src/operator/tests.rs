@@ -350,6 +350,7 @@ impl Harness {
             timestamp: Some(1000 + self.line as i64),
             payload: payload.as_bytes().to_vec(),
             line: self.line,
+            enters_at: 0,
         };
         self.admit(Element::Record(record))
     }
@@ -1111,4 +1112,46 @@ fn token_usage_is_counted() {
     h.record("b").unwrap();
     assert_eq!(h.telemetry.input_tokens.get(), 20);
     assert_eq!(h.telemetry.output_tokens.get(), 6);
+}
+
+/// A replayed dead letter that starts at a later operator (`enters_at`) passes this one
+/// unchanged and in its place, without a call to the plugin; until it has left, a checkpoint
+/// holds it like any record in the queue. At the operator it names, it is invoked.
+#[test]
+fn a_record_replayed_at_a_later_operator_passes_unchanged_in_its_place() {
+    let mut h = Harness::with(config());
+    h.record("send-1").unwrap();
+    h.line += 1;
+    let replayed = Record {
+        key: Some("k".into()),
+        timestamp: Some(7),
+        payload: b"now-replayed".to_vec(),
+        line: h.line,
+        enters_at: 1,
+    };
+    h.admit(Element::Record(replayed.clone())).unwrap();
+    h.record("now-3").unwrap();
+    assert!(h.out.is_empty(), "{:?}", h.out);
+    let snapshot = h.core.snapshot(std::iter::empty());
+    assert_eq!(snapshot.elements.len(), 3);
+    assert_eq!(snapshot.elements[1], Element::Record(replayed.clone()));
+    h.answer("send-1").unwrap();
+    assert_eq!(h.out[1], Element::Record(replayed.clone()));
+    assert_eq!(h.output(), ["send-1", "now-replayed", "now-3"]);
+    let invoked: Vec<&str> = h
+        .function()
+        .log
+        .iter()
+        .map(|l| l.payload.as_str())
+        .collect();
+    assert_eq!(invoked, ["send-1", "now-3", "send-1"]);
+    assert_eq!(h.telemetry.records_in.get(), 2);
+
+    let mut second = Harness::with(OperatorConfig {
+        index: 1,
+        ..config()
+    });
+    second.admit(Element::Record(replayed)).unwrap();
+    assert_eq!(second.output(), ["now-replayed"]);
+    assert_eq!(second.function().log.len(), 1);
 }
