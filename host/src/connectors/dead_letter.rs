@@ -131,6 +131,7 @@ mod tests {
             timestamp: Some(7),
             payload: br#"{"id":1}"#.to_vec(),
             line: 3,
+            enters_at: 0,
         }
     }
 
