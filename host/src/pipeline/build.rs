@@ -19,7 +19,9 @@ use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
 use crate::manifest::{HostRule, HttpVersion, Manifest, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
-use crate::outbound::{HostPattern, Outbound, Policy, Protocol, SecretGrant, Transport};
+use crate::outbound::{
+    HostPattern, Outbound, Policy, Protocol, Resilience, SecretGrant, Transport,
+};
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
@@ -283,7 +285,11 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
             .collect();
         let allowed = config.allowed_hosts.iter().map(pattern).collect();
         let policy = Policy::new(allowed, grants, config.http_timeout);
-        stacks.push(Arc::new(Outbound::new(policy, Transport::new(client))));
+        stacks.push(Arc::new(Outbound::new(
+            policy,
+            Resilience::default(),
+            Transport::new(client),
+        )));
     }
     Ok(stacks)
 }
