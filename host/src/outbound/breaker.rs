@@ -454,4 +454,317 @@ where
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::sync::Semaphore;
+    use tower::util::BoxCloneSyncService;
+    use tower::{Layer, ServiceExt};
+
+    use super::super::{fake, HostPattern, Policy, Request};
+    use super::*;
+
+    const A: &str = "http://127.0.0.1:9/a";
+
+    type Transport = BoxCloneSyncService<PreparedRequest, Response, OutboundError>;
+
+    fn options() -> BreakerOptions {
+        BreakerOptions {
+            failure_threshold: 0.5,
+            window: Duration::from_secs(60),
+            minimum_calls: 4,
+            open_duration: Duration::from_secs(30),
+            half_open_calls: 2,
+            slow_call: None,
+        }
+    }
+
+    fn request(url: &str) -> PreparedRequest {
+        let policy = Policy::new(
+            vec![HostPattern::new("127.0.0.1", None)],
+            vec![],
+            Duration::from_secs(5),
+        );
+        let request = Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: vec![],
+            body: vec![],
+            timeout: None,
+            deadline: None,
+        };
+        policy.prepare(request).unwrap()
+    }
+
+    fn status(status: u16) -> Result<Response, OutboundError> {
+        Ok(fake::ok(status, &[], ""))
+    }
+
+    /// A breaker layer over a fake transport, and what the test looks at.
+    struct Rig {
+        breakers: Arc<Breakers>,
+        stats: Arc<OutboundStats>,
+        seen: fake::Seen,
+        service: BreakerService<Transport>,
+    }
+
+    impl Rig {
+        /// Over a transport that answers with `answers` in turn (the last one again).
+        fn new(options: BreakerOptions, answers: Vec<Result<Response, OutboundError>>) -> Self {
+            let (transport, seen) = fake::script(answers);
+            Rig::over(options, BoxCloneSyncService::new(transport), seen)
+        }
+
+        fn over(options: BreakerOptions, transport: Transport, seen: fake::Seen) -> Self {
+            let stats = Arc::new(OutboundStats::default());
+            let breakers = Arc::new(Breakers::new(options, Arc::clone(&stats)));
+            let service = BreakerLayer::new(Arc::clone(&breakers)).layer(transport);
+            Rig {
+                breakers,
+                stats,
+                seen,
+                service,
+            }
+        }
+
+        async fn send(&self, url: &str) -> Result<Response, OutboundError> {
+            self.service.clone().oneshot(request(url)).await
+        }
+
+        fn state(&self, url: &str) -> BreakerState {
+            self.breakers.state(&Url::parse(url).unwrap())
+        }
+
+        fn sent(&self) -> usize {
+            self.seen.lock().unwrap().len()
+        }
+    }
+
+    fn unavailable(result: Result<Response, OutboundError>) -> String {
+        match result {
+            Err(OutboundError::Unavailable(why)) => why,
+            other => panic!("expected the request to fail fast, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_opens_once_minimum_calls_reach_the_threshold_and_then_fails_fast() {
+        let rig = Rig::new(
+            options(),
+            vec![
+                status(503),
+                status(429),
+                Err(OutboundError::Timeout),
+                status(200),
+            ],
+        );
+        // Three failures are fewer calls than the minimum: no decision yet.
+        for _ in 0..3 {
+            let _ = rig.send(A).await;
+        }
+        assert_eq!(rig.state(A), BreakerState::Closed);
+        // The fourth call succeeds, but 3 of 4 failed: 75% >= 50%.
+        assert_eq!(rig.send(A).await.unwrap().status, 200);
+        assert_eq!(rig.state(A), BreakerState::Open);
+        assert_eq!(rig.stats.breaker_openings(), 1);
+        // Open: requests fail at once and never reach the transport.
+        let why = unavailable(rig.send(A).await);
+        assert!(
+            why.starts_with("the circuit breaker for http://127.0.0.1:9 is open until "),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("(30.0s from now): 75% of the last 4 calls failed within 1m"),
+            "{why}"
+        );
+        assert_eq!(rig.sent(), 4);
+        assert_eq!(rig.stats.failed_fast(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_rate_below_the_threshold_keeps_it_closed() {
+        let rig = Rig::new(
+            options(),
+            vec![
+                status(503),
+                status(200),
+                status(404),
+                status(500),
+                status(200),
+            ],
+        );
+        for _ in 0..20 {
+            let _ = rig.send(A).await;
+        }
+        // One transient failure in 20 calls; 404 and 500 are answers, not the endpoint failing.
+        assert_eq!(rig.state(A), BreakerState::Closed);
+        assert_eq!(rig.sent(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_older_than_the_window_are_forgotten() {
+        let rig = Rig::new(options(), vec![status(503)]);
+        for _ in 0..3 {
+            let _ = rig.send(A).await;
+        }
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let _ = rig.send(A).await;
+        // Four failures, but never four within a minute.
+        assert_eq!(rig.state(A), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_endpoint_has_its_own_breaker() {
+        let rig = Rig::new(options(), vec![status(503)]);
+        for _ in 0..4 {
+            let _ = rig.send(A).await;
+        }
+        assert_eq!(rig.state(A), BreakerState::Open);
+        // Another path on the same endpoint is the same breaker; another port is not.
+        unavailable(rig.send("http://127.0.0.1:9/other").await);
+        assert_eq!(rig.send("http://127.0.0.1:10/a").await.unwrap().status, 503);
+        assert_eq!(rig.state("http://127.0.0.1:10/a"), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_call_counts_as_a_failure() {
+        let (transport, seen) = fake::script(vec![status(200)]);
+        let slow = tower::ServiceBuilder::new()
+            .then(|answer| async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                answer
+            })
+            .service(transport);
+        let slow_call = BreakerOptions {
+            slow_call: Some(Duration::from_secs(1)),
+            ..options()
+        };
+        let rig = Rig::over(slow_call, BoxCloneSyncService::new(slow), seen);
+        for _ in 0..4 {
+            assert_eq!(rig.send(A).await.unwrap().status, 200);
+        }
+        assert_eq!(rig.state(A), BreakerState::Open);
+    }
+
+    /// Opens the breaker of `rig` (whose transport fails) and lets open_duration pass.
+    async fn open_then_wait(rig: &Rig) {
+        for _ in 0..4 {
+            let _ = rig.send(A).await;
+        }
+        assert_eq!(rig.state(A), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        unavailable(rig.send(A).await);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+
+    /// A transport that answers 503 while the flag is set, then `after`; each answer waits for
+    /// a permit of `gate`.
+    fn gated(after: u16, gate: Arc<Semaphore>) -> (Rig, Arc<AtomicBool>) {
+        let failing = Arc::new(AtomicBool::new(true));
+        let fails = Arc::clone(&failing);
+        let (transport, seen) = fake::service(move || {
+            if fails.load(Ordering::Relaxed) {
+                status(503)
+            } else {
+                status(after)
+            }
+        });
+        let held = tower::ServiceBuilder::new()
+            .then(move |answer| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    answer
+                }
+            })
+            .service(transport);
+        let rig = Rig::over(options(), BoxCloneSyncService::new(held), seen);
+        (rig, failing)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_only_half_open_calls_probes_through_and_closes_when_they_pass() {
+        let gate = Arc::new(Semaphore::new(4));
+        let (rig, failing) = gated(200, Arc::clone(&gate));
+        open_then_wait(&rig).await;
+        failing.store(false, Ordering::Relaxed);
+        let rig = Arc::new(rig);
+        // Two probes go out and hang; the third request fails at once.
+        let probes: Vec<_> = (0..2)
+            .map(|_| {
+                let rig = Arc::clone(&rig);
+                tokio::spawn(async move { rig.send(A).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(rig.state(A), BreakerState::HalfOpen);
+        let why = unavailable(rig.send(A).await);
+        assert!(
+            why.contains("is half-open: 2 probe requests are testing"),
+            "{why}"
+        );
+        assert_eq!(rig.sent(), 6, "4 before it opened and the 2 probes");
+        // The probes succeed: closed, and requests flow again.
+        gate.add_permits(2);
+        for probe in probes {
+            assert_eq!(probe.await.unwrap().unwrap().status, 200);
+        }
+        assert_eq!(rig.state(A), BreakerState::Closed);
+        gate.add_permits(1);
+        assert_eq!(rig.send(A).await.unwrap().status, 200);
+        assert_eq!(rig.stats.breaker_openings(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_it_again() {
+        let gate = Arc::new(Semaphore::new(100));
+        let (rig, _) = gated(503, gate);
+        open_then_wait(&rig).await;
+        assert_eq!(rig.send(A).await.unwrap().status, 503);
+        assert_eq!(rig.state(A), BreakerState::Open);
+        assert_eq!(rig.stats.breaker_openings(), 2);
+        let why = unavailable(rig.send(A).await);
+        assert!(why.ends_with("a probe request failed"), "{why}");
+        assert_eq!(rig.sent(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_given_up_frees_its_place() {
+        let gate = Arc::new(Semaphore::new(4));
+        let (rig, failing) = gated(200, Arc::clone(&gate));
+        open_then_wait(&rig).await;
+        failing.store(false, Ordering::Relaxed);
+        // Two probes that hang are given up (their futures dropped): two new ones may go.
+        for _ in 0..2 {
+            let hanging = rig.send(A);
+            let given_up = tokio::time::timeout(Duration::from_secs(1), hanging).await;
+            assert!(given_up.is_err());
+        }
+        gate.add_permits(2);
+        assert_eq!(rig.send(A).await.unwrap().status, 200);
+        assert_eq!(rig.send(A).await.unwrap().status, 200);
+        assert_eq!(rig.state(A), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_counts_only_in_the_state_its_request_was_admitted_in() {
+        let stats = Arc::new(OutboundStats::default());
+        let breakers = Arc::new(Breakers::new(options(), stats));
+        let url = Url::parse(A).unwrap();
+        // Admitted while closed, answered after the breaker opened and went half-open.
+        let late = breakers.admit(&url).unwrap();
+        for _ in 0..4 {
+            breakers.admit(&url).unwrap().settle(&status(503));
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let probe = breakers.admit(&url).unwrap();
+        late.settle(&status(503));
+        assert_eq!(breakers.state(&url), BreakerState::HalfOpen);
+        probe.settle(&status(200));
+        assert_eq!(
+            breakers.state(&url),
+            BreakerState::HalfOpen,
+            "one of two probes passed"
+        );
+    }
+}

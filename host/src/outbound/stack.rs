@@ -152,4 +152,42 @@ mod tests {
         assert_eq!(answer.status, 503);
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_counts_a_request_once_after_its_retries_and_then_stops_them() {
+        let (failing, seen) = fake::service(|| Ok(fake::ok(503, &[], "down")));
+        let resilience = Resilience {
+            retry: RetryOptions {
+                max_retries: 2,
+                ..RetryOptions::default()
+            },
+            breaker: Some(BreakerOptions {
+                minimum_calls: 2,
+                ..BreakerOptions::default()
+            }),
+        };
+        let outbound = Outbound::new(policy(), resilience, failing);
+        let send = || outbound.send(outbound.prepare(request("http://127.0.0.1:1/")).unwrap());
+        // Each request is sent 3 times; the breaker sees one failure per request.
+        assert_eq!(send().await.unwrap().status, 503);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!(send().await.unwrap().status, 503);
+        assert_eq!(seen.lock().unwrap().len(), 6);
+        // Two failed requests of two: open. The next fails at once, untried and unretried.
+        let refused = send().await;
+        assert!(
+            matches!(refused, Err(OutboundError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 6);
+        let stats = outbound.stats();
+        assert_eq!(
+            (
+                stats.retries(),
+                stats.breaker_openings(),
+                stats.failed_fast()
+            ),
+            (4, 1, 1)
+        );
+    }
 }
