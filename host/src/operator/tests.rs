@@ -1085,3 +1085,19 @@ fn token_usage_is_counted() {
     assert_eq!(h.telemetry.input_tokens.get(), 20);
     assert_eq!(h.telemetry.output_tokens.get(), 6);
 }
+
+// Request retries stop at the record's timeout: each request carries it as its deadline.
+#[test]
+fn a_request_carries_the_moment_its_record_times_out() {
+    let mut h = Harness::with(timeout_config(500));
+    let admitted = h.now;
+    h.advance(10).unwrap();
+    h.record("send-1").unwrap();
+    assert_eq!(
+        h.sent[0].deadline,
+        Some(admitted + Duration::from_millis(510))
+    );
+    let mut h = Harness::with(config());
+    h.record("send-1").unwrap();
+    assert_eq!(h.sent[0].deadline, None, "no timeout, no deadline");
+}
