@@ -10,6 +10,9 @@ use toml::Spanned;
 
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
+use super::resilience::{
+    self, CircuitBreakerConfig, RawCircuitBreaker, RawResilience, RawRetry, RetryConfig,
+};
 use super::secrets::Secret;
 use super::values::{host_rules, Count, DurationValue, HostRule, SizeValue};
 
@@ -50,6 +53,10 @@ pub struct OperatorConfig {
     pub call_time_limit: Duration,
     /// Requests the plugin may have on the network at once; more wait in the host.
     pub max_requests_in_flight: usize,
+    /// Request retries (`max_retries`, `[operator.retry]`); none by default.
+    pub retry: RetryConfig,
+    /// `[operator.circuit_breaker]`; `None` (no breaker) unless the table is there.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// How long a `timeout` handler that sent a request may take to complete the record.
     pub timeout_grace: Duration,
     /// The `[operator.config]` table as a JSON object (`{}` when absent).
@@ -112,6 +119,9 @@ pub(super) struct RawOperator {
     memory_limit: Option<Spanned<SizeValue>>,
     call_time_limit: Option<Spanned<DurationValue>>,
     max_requests_in_flight: Option<Spanned<Count>>,
+    max_retries: Option<Spanned<Count>>,
+    retry: Option<RawRetry>,
+    circuit_breaker: Option<RawCircuitBreaker>,
     timeout_grace: Option<Spanned<DurationValue>>,
     build: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
@@ -182,6 +192,16 @@ pub(super) fn resolve(
         capacity.saturating_mul(4),
         |n| n.at_least_one(""),
     )?;
+    let (retry, circuit_breaker) = resilience::resolve(
+        ctx,
+        &field,
+        RawResilience {
+            operator: span.clone(),
+            max_retries: &raw.max_retries,
+            retry: &raw.retry,
+            circuit_breaker: &raw.circuit_breaker,
+        },
+    )?;
     let timeout_grace = ctx.setting(
         &raw.timeout_grace,
         &field("timeout_grace"),
@@ -224,6 +244,8 @@ pub(super) fn resolve(
         memory_limit,
         call_time_limit,
         max_requests_in_flight,
+        retry,
+        circuit_breaker,
         timeout_grace,
         config_json,
         build,

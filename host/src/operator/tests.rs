@@ -241,6 +241,8 @@ fn config() -> OperatorConfig {
         memory_limit: 64 << 20,
         call_time_limit: Duration::from_secs(1),
         max_requests_in_flight: 100,
+        retry: Default::default(),
+        circuit_breaker: None,
         timeout_grace: Duration::ZERO,
         config_json: "{}".into(),
         build: None,

@@ -17,10 +17,11 @@ use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event,
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
-use crate::manifest::{HostRule, HttpVersion, Manifest, SinkConfig, SourceConfig};
+use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
 use crate::outbound::{
-    HostPattern, Outbound, Policy, Protocol, Resilience, SecretGrant, Transport,
+    BreakerOptions, HostPattern, Outbound, Policy, Protocol, Resilience, RetryOptions, SecretGrant,
+    Transport,
 };
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
@@ -287,9 +288,32 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
         let policy = Policy::new(allowed, grants, config.http_timeout);
         stacks.push(Arc::new(Outbound::new(
             policy,
-            Resilience::default(),
+            resilience(config),
             Transport::new(client),
         )));
     }
     Ok(stacks)
+}
+
+/// The retries and breaker of an operator's requests, from its manifest section.
+fn resilience(config: &OperatorConfig) -> Resilience {
+    let retry = &config.retry;
+    Resilience {
+        retry: RetryOptions {
+            max_retries: retry.max_retries,
+            initial_delay: retry.initial_delay,
+            max_delay: retry.max_delay,
+            exponential_backoff: retry.exponential_backoff,
+            budget_ratio: retry.budget_ratio,
+            ..RetryOptions::default()
+        },
+        breaker: config.circuit_breaker.as_ref().map(|b| BreakerOptions {
+            failure_threshold: b.failure_threshold,
+            window: b.window,
+            minimum_calls: b.minimum_calls,
+            open_duration: b.open_duration,
+            half_open_calls: b.half_open_calls,
+            slow_call: b.slow_call,
+        }),
+    }
 }
