@@ -2,6 +2,7 @@
 //! what it may reach on the network.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,6 +128,18 @@ pub(super) struct RawOperator {
     config: Option<Spanned<toml::Table>>,
 }
 
+impl RawOperator {
+    /// The keys of resilience.rs; `span` is the operator's.
+    fn resilience(&self, span: &Range<usize>) -> RawResilience<'_> {
+        RawResilience {
+            operator: span.clone(),
+            max_retries: &self.max_retries,
+            retry: &self.retry,
+            circuit_breaker: &self.circuit_breaker,
+        }
+    }
+}
+
 /// Resolves `operator[index]`; `secrets` are the pipeline's, which it may name.
 pub(super) fn resolve(
     ctx: &Ctx<'_>,
@@ -192,16 +205,7 @@ pub(super) fn resolve(
         capacity.saturating_mul(4),
         |n| n.at_least_one(""),
     )?;
-    let (retry, circuit_breaker) = resilience::resolve(
-        ctx,
-        &field,
-        RawResilience {
-            operator: span.clone(),
-            max_retries: &raw.max_retries,
-            retry: &raw.retry,
-            circuit_breaker: &raw.circuit_breaker,
-        },
-    )?;
+    let (retry, circuit_breaker) = resilience::resolve(ctx, &field, raw.resilience(&span))?;
     let timeout_grace = ctx.setting(
         &raw.timeout_grace,
         &field("timeout_grace"),

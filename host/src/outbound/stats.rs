@@ -36,19 +36,19 @@ impl OutboundStats {
 
     // Relaxed: each count is read on its own; no other memory depends on it.
 
-    pub(super) fn retry_sent(&self) {
+    pub(crate) fn retry_sent(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn retry_refused(&self) {
+    pub(crate) fn retry_refused(&self) {
         self.retries_refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn request_failed_fast(&self) {
+    pub(crate) fn request_failed_fast(&self) {
         self.failed_fast.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn breaker_opened(&self) {
+    pub(crate) fn breaker_opened(&self) {
         self.breaker_openings.fetch_add(1, Ordering::Relaxed);
     }
 }

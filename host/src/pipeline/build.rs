@@ -229,6 +229,9 @@ fn build_operators(
             elements: Vec::new(),
         });
         let operator_telemetry = Arc::new(OperatorTelemetry::new(&config.name));
+        let _ = operator_telemetry
+            .outbound
+            .set(Arc::clone(outbound.stats()));
         let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
