@@ -129,7 +129,11 @@ macro_rules! summary {
 impl OperatorSummary {
     /// What request retries and breakers did, when they did anything.
     fn resilience(&self) -> String {
-        if self.http_retries + self.http_retries_refused + self.http_failed_fast == 0 {
+        let counted = self.http_retries
+            + self.http_retries_refused
+            + self.http_failed_fast
+            + self.breaker_openings;
+        if counted == 0 {
             return String::new();
         }
         format!(
