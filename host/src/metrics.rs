@@ -126,6 +126,23 @@ macro_rules! summary {
     };
 }
 
+impl OperatorSummary {
+    /// What request retries and breakers did, when they did anything.
+    fn resilience(&self) -> String {
+        let counted = self.http_retries
+            + self.http_retries_refused
+            + self.http_failed_fast
+            + self.breaker_openings;
+        if counted == 0 {
+            return String::new();
+        }
+        format!(
+            " ({} retries, {} refused by the retry budget, {} failed fast by an open breaker, {} breaker openings)",
+            self.http_retries, self.http_retries_refused, self.http_failed_fast, self.breaker_openings
+        )
+    }
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -148,6 +165,7 @@ summary! {
         {
             let latency = &t.latency_us;
             let cpu = t.thread_cpu().as_secs_f64();
+            let outbound = t.outbound.get().cloned().unwrap_or_default();
         }
         /// The operator's name.
         name: String [Label] = t.name.clone(),
@@ -167,6 +185,14 @@ summary! {
         recycled: u64 [Counter] = t.recycled.get(),
         /// HTTP requests the plugin sent.
         http_calls: u64 [Counter] = t.http_calls.get(),
+        /// Requests the host sent again after a transient failure (`max_retries`).
+        http_retries: u64 [Counter] = outbound.retries(),
+        /// Retries not sent because the retry budget was spent.
+        http_retries_refused: u64 [Counter] = outbound.retries_refused(),
+        /// Requests failed at once by an open circuit breaker, without leaving the machine.
+        http_failed_fast: u64 [Counter] = outbound.failed_fast(),
+        /// Times a circuit breaker opened.
+        breaker_openings: u64 [Counter] = outbound.breaker_openings(),
         /// Model input tokens the plugin reported.
         input_tokens: u64 [Counter] = t.input_tokens.get(),
         /// Model output tokens the plugin reported.
@@ -293,7 +319,7 @@ impl RunSummary {
         }
         for op in &self.operators {
             text.push_str(&format!(
-                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} recycled, {} HTTP calls, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, thread cpu {:.2} µs/record\n",
+                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} recycled, {} HTTP calls{}, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, thread cpu {:.2} µs/record\n",
                 op.name,
                 op.records_in,
                 op.records_out,
@@ -303,6 +329,7 @@ impl RunSummary {
                 op.traps,
                 op.recycled,
                 op.http_calls,
+                op.resilience(),
                 op.input_tokens,
                 op.output_tokens,
                 op.latency_p50_ms,
@@ -386,6 +413,10 @@ mod tests {
             "traps",
             "recycled",
             "http_calls",
+            "http_retries",
+            "http_retries_refused",
+            "http_failed_fast",
+            "breaker_openings",
             "input_tokens",
             "output_tokens",
             "latency_p50_ms",
@@ -423,6 +454,37 @@ mod tests {
 
     /// What a metrics endpoint will export: every value of its own with a name, a help and a
     /// kind; the operators are their own summaries, not a value.
+    #[test]
+    fn the_text_shows_retries_and_breakers_when_they_did_something() {
+        let registry = registry();
+        let stats = Arc::new(crate::outbound::OutboundStats::default());
+        registry.operators[0]
+            .outbound
+            .set(Arc::clone(&stats))
+            .unwrap();
+        stats.retry_sent();
+        stats.retry_sent();
+        stats.retry_refused();
+        stats.request_failed_fast();
+        stats.breaker_opened();
+        let summary = RunSummary::read(&registry);
+        let op = &summary.operators[0];
+        assert_eq!(
+            (
+                op.http_retries,
+                op.http_retries_refused,
+                op.http_failed_fast,
+                op.breaker_openings
+            ),
+            (2, 1, 1, 1)
+        );
+        let text = summary.render();
+        assert!(
+            text.contains("4 HTTP calls (2 retries, 1 refused by the retry budget, 1 failed fast by an open breaker, 1 breaker openings), tokens"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn every_value_has_a_name_a_help_and_a_kind() {
         let summary = RunSummary::read(&registry());

@@ -2,6 +2,7 @@
 //! what it may reach on the network.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use toml::Spanned;
 use super::async_retry::{self, AsyncRetryConfig, RawAsyncRetry};
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
+use super::resilience::{
+    self, CircuitBreakerConfig, RawCircuitBreaker, RawResilience, RawRetry, RetryConfig,
+};
 use super::secrets::Secret;
 use super::values::{host_rules, Count, DurationValue, HostRule, SizeValue};
 
@@ -51,6 +55,10 @@ pub struct OperatorConfig {
     pub call_time_limit: Duration,
     /// Requests the plugin may have on the network at once; more wait in the host.
     pub max_requests_in_flight: usize,
+    /// Request retries (`max_retries`, `[operator.retry]`); none by default.
+    pub retry: RetryConfig,
+    /// `[operator.circuit_breaker]`; `None` (no breaker) unless the table is there.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// How long a `timeout` handler that sent a request may take to complete the record.
     pub timeout_grace: Duration,
     /// `[operator.async_retry]`: when a record is invoked again (FLINK-SEMANTICS 19-26).
@@ -115,10 +123,25 @@ pub(super) struct RawOperator {
     memory_limit: Option<Spanned<SizeValue>>,
     call_time_limit: Option<Spanned<DurationValue>>,
     max_requests_in_flight: Option<Spanned<Count>>,
+    max_retries: Option<Spanned<Count>>,
+    retry: Option<RawRetry>,
+    circuit_breaker: Option<RawCircuitBreaker>,
     timeout_grace: Option<Spanned<DurationValue>>,
     async_retry: Option<RawAsyncRetry>,
     build: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
+}
+
+impl RawOperator {
+    /// The keys of resilience.rs; `span` is the operator's.
+    fn resilience(&self, span: &Range<usize>) -> RawResilience<'_> {
+        RawResilience {
+            operator: span.clone(),
+            max_retries: &self.max_retries,
+            retry: &self.retry,
+            circuit_breaker: &self.circuit_breaker,
+        }
+    }
 }
 
 /// Resolves `operator[index]`; `secrets` are the pipeline's, which it may name.
@@ -186,6 +209,7 @@ pub(super) fn resolve(
         capacity.saturating_mul(4),
         |n| n.at_least_one(""),
     )?;
+    let (retry, circuit_breaker) = resilience::resolve(ctx, &field, raw.resilience(&span))?;
     let timeout_grace = ctx.setting(
         &raw.timeout_grace,
         &field("timeout_grace"),
@@ -229,6 +253,8 @@ pub(super) fn resolve(
         memory_limit,
         call_time_limit,
         max_requests_in_flight,
+        retry,
+        circuit_breaker,
         timeout_grace,
         async_retry,
         config_json,

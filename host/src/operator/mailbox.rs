@@ -227,8 +227,13 @@ impl AsyncWaitOperator {
             slot,
             generation,
             call: OutgoingCall { id, owner, request },
+            deadline,
         } = call;
-        match self.outbound.prepare(request.into()) {
+        let request = crate::outbound::Request {
+            deadline,
+            ..request.into()
+        };
+        match self.outbound.prepare(request) {
             Err(refused) => self.core.refused(CallDone {
                 slot,
                 generation,

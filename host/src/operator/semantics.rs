@@ -31,6 +31,8 @@ pub struct CallToSend {
     pub slot: usize,
     pub generation: u64,
     pub call: OutgoingCall,
+    /// When the owner record times out: no request retry starts after it.
+    pub deadline: Option<Instant>,
 }
 
 /// The answer to one request, on its way back to the instance that sent it.
@@ -495,10 +497,13 @@ impl<F: AsyncFunction> OperatorCore<F> {
     fn start_call(&mut self, slot: usize, call: OutgoingCall) {
         self.telemetry.http_calls.inc();
         self.calls_started += 1;
+        let owner = call.owner.and_then(|seq| self.records.get(seq));
+        let deadline = owner.zip(self.config.timeout).map(|(o, t)| o.entered + t);
         let call = CallToSend {
             slot,
             generation: self.slots[slot].generation,
             call,
+            deadline,
         };
         if self.calls_in_flight >= self.config.max_requests_in_flight {
             self.waiting_calls.push_back(call);

@@ -261,6 +261,8 @@ fn config() -> OperatorConfig {
         memory_limit: 64 << 20,
         call_time_limit: Duration::from_secs(1),
         max_requests_in_flight: 100,
+        retry: Default::default(),
+        circuit_breaker: None,
         timeout_grace: Duration::ZERO,
         async_retry: Default::default(),
         config_json: "{}".into(),
@@ -1154,4 +1156,20 @@ fn a_record_replayed_at_a_later_operator_passes_unchanged_in_its_place() {
     second.admit(Element::Record(replayed)).unwrap();
     assert_eq!(second.output(), ["now-replayed"]);
     assert_eq!(second.function().log.len(), 1);
+}
+
+// Request retries stop at the record's timeout: each request carries it as its deadline.
+#[test]
+fn a_request_carries_the_moment_its_record_times_out() {
+    let mut h = Harness::with(timeout_config(500));
+    let admitted = h.now;
+    h.advance(10).unwrap();
+    h.record("send-1").unwrap();
+    assert_eq!(
+        h.sent[0].deadline,
+        Some(admitted + Duration::from_millis(510))
+    );
+    let mut h = Harness::with(config());
+    h.record("send-1").unwrap();
+    assert_eq!(h.sent[0].deadline, None, "no timeout, no deadline");
 }

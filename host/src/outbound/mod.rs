@@ -6,29 +6,37 @@
 //!    can answer it at once without spawning anything.
 //! 2. [`Outbound::send`] hands the [`PreparedRequest`] to the [`stack`] of layers (tower
 //!    [`Service`](tower::Service)s): the answer half of the policy (redaction) on top, then the
-//!    slots for cache, budget, retry, breaker and rate limiting, and the [`transport`] (reqwest,
-//!    the body size limit enforced while the body streams in) at the bottom.
+//!    [`breaker`] (fails fast while an endpoint keeps failing), the [`retry`] (sends again on a
+//!    transient failure), the slots for cache, budget and rate limiting, and the [`transport`]
+//!    (reqwest, the body size limit enforced while the body streams in) at the bottom.
 //!
 //! The types here are the host's own: the plugin bindings convert to and from them
 //! (`plugin::http_convert`); the pipeline builds each operator's stack from its manifest section
 //! (`pipeline::build`), so nothing here knows the manifest.
 
+pub mod breaker;
 pub mod policy;
 mod redact;
+pub mod retry;
 pub mod stack;
+mod stats;
 mod status;
 pub mod transport;
+mod window;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tower::ServiceExt;
 
+pub use breaker::{BreakerOptions, Breakers};
 pub use policy::{HostPattern, Policy, PolicyLayer, PolicyService, PreparedRequest, SecretGrant};
-pub use stack::Stack;
-pub use status::retriable_status;
+pub use retry::RetryOptions;
+pub use stack::{Resilience, Stack};
+pub use stats::OutboundStats;
+pub use status::{retriable_status, transient_status};
 pub use transport::{Protocol, Transport, MAX_BODY_BYTES};
 
 /// A request as a plugin asks for it: nothing checked yet.
@@ -40,6 +48,9 @@ pub struct Request {
     pub body: Vec<u8>,
     /// `None`: the operator's default request timeout.
     pub timeout: Option<Duration>,
+    /// When the answer stops being of use (the record's timeout): no retry starts after it.
+    /// `None`: no limit but the retries' own.
+    pub deadline: Option<Instant>,
 }
 
 /// A whole answer: any status is an answer, 4xx and 5xx included.
@@ -63,29 +74,40 @@ pub enum OutboundError {
     /// The connection failed, or the answer was refused (too large, undecodable).
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The endpoint's circuit breaker is open (or its half-open probes are all out): the
+    /// request failed at once, and nothing left the machine.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl OutboundError {
-    /// Whether sending the same request again may succeed: a timeout or a failed connection
-    /// may, a refused or malformed request never will (the SDKs' rule for these errors).
+    /// Whether sending the same request again may succeed: a timeout, a failed connection or
+    /// an open breaker may (later), a refused or malformed request never will (the SDKs' rule
+    /// for these errors).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, OutboundError::Timeout | OutboundError::Connection(_))
+        matches!(
+            self,
+            OutboundError::Timeout | OutboundError::Connection(_) | OutboundError::Unavailable(_)
+        )
     }
 }
 
 /// The answer to a request handed to the stack, to await wherever it suits the caller.
 pub type Sending = Pin<Box<dyn Future<Output = Result<Response, OutboundError>> + Send>>;
 
-/// One operator's way out: its policy and the stack its requests travel through.
+/// One operator's way out: its policy, the stack its requests travel through and what the
+/// stack counts.
 pub struct Outbound {
     policy: Arc<Policy>,
     stack: Stack,
+    stats: Arc<OutboundStats>,
 }
 
 impl Outbound {
     /// The stack [`stack::build`] composes over `transport` (a [`Transport`], or a fake in
-    /// tests), behind `policy`.
-    pub fn new<T>(policy: Policy, transport: T) -> Self
+    /// tests), behind `policy`, with the retries and breaker of `resilience`
+    /// ([`Resilience::default`]: neither).
+    pub fn new<T>(policy: Policy, resilience: Resilience, transport: T) -> Self
     where
         T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
             + Clone
@@ -95,8 +117,23 @@ impl Outbound {
         T::Future: Send + 'static,
     {
         let policy = Arc::new(policy);
-        let stack = stack::build(Arc::clone(&policy), transport);
-        Outbound { policy, stack }
+        let stats = Arc::new(OutboundStats::default());
+        let stack = stack::build(
+            Arc::clone(&policy),
+            resilience,
+            Arc::clone(&stats),
+            transport,
+        );
+        Outbound {
+            policy,
+            stack,
+            stats,
+        }
+    }
+
+    /// What the stack has counted so far (retries, breaker openings), shared and live.
+    pub fn stats(&self) -> &Arc<OutboundStats> {
+        &self.stats
     }
 
     /// Checks `request` against the policy and fills in its secrets, synchronously: an `Err`
@@ -148,6 +185,31 @@ pub(crate) mod fake {
         (service, seen)
     }
 
+    /// A service that answers the requests it receives with `answers` in turn, the last one
+    /// again once they are used up.
+    pub fn script(
+        answers: Vec<Result<Response, OutboundError>>,
+    ) -> (
+        impl tower::Service<
+                PreparedRequest,
+                Response = Response,
+                Error = OutboundError,
+                Future = Sending,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        Seen,
+    ) {
+        let next = Arc::new(Mutex::new(0usize));
+        service(move || {
+            let mut next = next.lock().unwrap();
+            let answer = answers[(*next).min(answers.len() - 1)].clone();
+            *next += 1;
+            answer
+        })
+    }
+
     pub fn ok(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
         Response {
             status,
@@ -168,6 +230,7 @@ mod tests {
     fn timeouts_and_broken_connections_are_retriable_refusals_are_not() {
         assert!(OutboundError::Timeout.is_retriable());
         assert!(OutboundError::Connection("reset".into()).is_retriable());
+        assert!(OutboundError::Unavailable("breaker open".into()).is_retriable());
         assert!(!OutboundError::Denied("x".into()).is_retriable());
         assert!(!OutboundError::InvalidRequest("x".into()).is_retriable());
     }
@@ -186,6 +249,10 @@ mod tests {
         assert_eq!(
             OutboundError::Connection("reset".into()).to_string(),
             "connection failed: reset"
+        );
+        assert_eq!(
+            OutboundError::Unavailable("breaker open".into()).to_string(),
+            "unavailable: breaker open"
         );
     }
 }

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RANGE};
@@ -96,6 +96,7 @@ pub struct PreparedRequest {
     headers: HeaderMap,
     body: Bytes,
     timeout: Duration,
+    deadline: Option<Instant>,
 }
 
 impl PreparedRequest {
@@ -118,6 +119,11 @@ impl PreparedRequest {
     /// How long the whole exchange may take, answer body included.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// When the answer stops being of use: no retry starts after it.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     pub(super) fn into_parts(self) -> (Method, Url, HeaderMap, Bytes) {
@@ -201,6 +207,7 @@ impl Policy {
             headers,
             body: Bytes::from(request.body),
             timeout: request.timeout.unwrap_or(self.default_timeout),
+            deadline: request.deadline,
         })
     }
 
@@ -422,6 +429,7 @@ mod tests {
             headers,
             body: vec![],
             timeout: None,
+            deadline: None,
         }
     }
 

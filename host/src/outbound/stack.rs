@@ -3,34 +3,62 @@
 //! ```text
 //!   policy (answers screened: encoding, redaction)      PolicyLayer
 //!   [slot] cache          a hit answers without going further
+//!   breaker               fails fast while an endpoint keeps failing   BreakerLayer
 //!   [slot] budget         refuses what would exceed the operator's allowance
-//!   [slot] retry          sends again on a retriable status or error
-//!   [slot] breaker        fails fast while a host keeps failing
+//!   retry                 sends again on a transient failure          RetryLayer
 //!   [slot] rate limit     paces the attempts that go out
 //!   transport             reqwest; the body limit enforced while it streams
 //! ```
 //!
 //! Why this order: answers are screened above everything else, so no layer can hand a plugin
-//! an answer that skipped redaction (a cache hit included). A cache hit costs nothing, so it
-//! comes before the budget; the budget is charged once per request, before the retries it
-//! allows. The breaker and the rate limit sit below the retry so that they see, and pace, every
-//! attempt that goes on the wire. The slots are empty today: each later issue adds its layer
-//! at its place in [`build`], as a tower [`Layer`](tower::Layer) unit-tested on its own with a
-//! fake inner service, and decides whether [`retriable_status`](super::retriable_status) or
-//! its own rule drives it.
+//! an answer that skipped redaction (a cache hit included). A cache hit costs nothing and needs
+//! no endpoint, so it comes first, and answers even while a breaker is open. The breaker sits
+//! above the retry: it counts each request once, with the outcome its retries ended with, and
+//! a request it fails fast costs nothing further down (no budget, no retries). Below it, the
+//! retry would keep sending to an endpoint whose breaker opened while a request waited between
+//! attempts; so the retry is handed the same [`Breakers`] and asks them before each retry, and
+//! sends again only while the endpoint's breaker is closed (a half-open probe is sent once).
+//! The budget is charged once per request, before the retries it allows. The rate limit sits
+//! below the retry so that it paces every attempt that goes on the wire. The remaining slots
+//! are empty today: each later issue adds its layer at its place in [`build`], as a tower
+//! [`Layer`](tower::Layer) unit-tested on its own with a fake inner service.
+//!
+//! Which failures are retried and counted by the breaker is one rule,
+//! [`transient`](super::status::transient); the plugin contract's wider one,
+//! [`retriable_status`](super::retriable_status), is for plugins and record retries.
 
 use std::sync::Arc;
 
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
-use super::{OutboundError, Policy, PolicyLayer, PreparedRequest, Response};
+use super::breaker::BreakerLayer;
+use super::retry::RetryLayer;
+use super::{
+    BreakerOptions, Breakers, OutboundError, OutboundStats, Policy, PolicyLayer, PreparedRequest,
+    Response, RetryOptions,
+};
 
 /// The composed stack, boxed so that its type does not change as layers are added.
 pub type Stack = BoxCloneSyncService<PreparedRequest, Response, OutboundError>;
 
-/// Composes the layers over `transport` (the real one, or a fake in tests).
-pub fn build<T>(policy: Arc<Policy>, transport: T) -> Stack
+/// How an operator's requests survive failures: request retries and a circuit breaker.
+/// The default has neither: each request is sent once, as before either existed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resilience {
+    pub retry: RetryOptions,
+    /// `None`: no breaker.
+    pub breaker: Option<BreakerOptions>,
+}
+
+/// Composes the layers over `transport` (the real one, or a fake in tests); the layers count
+/// what they do in `stats`.
+pub fn build<T>(
+    policy: Arc<Policy>,
+    resilience: Resilience,
+    stats: Arc<OutboundStats>,
+    transport: T,
+) -> Stack
 where
     T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
         + Clone
@@ -39,12 +67,15 @@ where
         + 'static,
     T::Future: Send + 'static,
 {
+    let breakers = resilience
+        .breaker
+        .map(|options| Arc::new(Breakers::new(options, Arc::clone(&stats))));
     let stack = ServiceBuilder::new()
         .layer(PolicyLayer::new(policy))
         // Slot: cache.
+        .option_layer(breakers.clone().map(BreakerLayer::new))
         // Slot: budget.
-        // Slot: retry.
-        // Slot: breaker.
+        .layer(RetryLayer::new(resilience.retry, breakers, stats))
         // Slot: rate limit.
         .service(transport);
     BoxCloneSyncService::new(stack)
@@ -76,6 +107,7 @@ mod tests {
             headers: vec![("authorization".into(), "Bearer ${secret:key}".into())],
             body: vec![],
             timeout: None,
+            deadline: None,
         }
     }
 
@@ -83,7 +115,7 @@ mod tests {
     async fn a_request_goes_down_once_and_its_answer_comes_up_screened() {
         let (transport, seen) =
             fake::service(|| Ok(fake::ok(200, &[], "echo: Bearer sk-very-secret")));
-        let outbound = Outbound::new(policy(), transport);
+        let outbound = Outbound::new(policy(), Resilience::default(), transport);
         let prepared = outbound.prepare(request("http://127.0.0.1:1/a")).unwrap();
         let answer = outbound.send(prepared).await.unwrap();
         assert_eq!(answer.body, b"echo: Bearer [redacted]");
@@ -95,7 +127,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_request_never_reaches_the_transport() {
         let (transport, seen) = fake::service(|| Ok(fake::ok(200, &[], "")));
-        let outbound = Outbound::new(policy(), transport);
+        let outbound = Outbound::new(policy(), Resilience::default(), transport);
         let refused = outbound.prepare(request("http://example.com/"));
         assert!(matches!(refused, Err(OutboundError::Denied(_))));
         assert!(seen.lock().unwrap().is_empty());
@@ -111,13 +143,51 @@ mod tests {
                 answer
             })
             .service(slow);
-        let outbound = Outbound::new(policy(), slow);
+        let outbound = Outbound::new(policy(), Resilience::default(), slow);
         let started = tokio::time::Instant::now();
         let prepared = outbound.prepare(request("http://127.0.0.1:1/")).unwrap();
         let answer = outbound.send(prepared).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(30));
-        // No retry slot is filled yet: a retriable status comes back as it is, after one try.
+        // Without retries (the default) a transient status comes back as it is, after one try.
         assert_eq!(answer.status, 503);
         assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_counts_a_request_once_after_its_retries_and_then_stops_them() {
+        let (failing, seen) = fake::service(|| Ok(fake::ok(503, &[], "down")));
+        let resilience = Resilience {
+            retry: RetryOptions {
+                max_retries: 2,
+                ..RetryOptions::default()
+            },
+            breaker: Some(BreakerOptions {
+                minimum_calls: 2,
+                ..BreakerOptions::default()
+            }),
+        };
+        let outbound = Outbound::new(policy(), resilience, failing);
+        let send = || outbound.send(outbound.prepare(request("http://127.0.0.1:1/")).unwrap());
+        // Each request is sent 3 times; the breaker sees one failure per request.
+        assert_eq!(send().await.unwrap().status, 503);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!(send().await.unwrap().status, 503);
+        assert_eq!(seen.lock().unwrap().len(), 6);
+        // Two failed requests of two: open. The next fails at once, untried and unretried.
+        let refused = send().await;
+        assert!(
+            matches!(refused, Err(OutboundError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 6);
+        let stats = outbound.stats();
+        assert_eq!(
+            (
+                stats.retries(),
+                stats.breaker_openings(),
+                stats.failed_fast()
+            ),
+            (4, 1, 1)
+        );
     }
 }

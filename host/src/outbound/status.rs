@@ -1,6 +1,11 @@
-//! Which HTTP statuses are worth asking again: the host's rule, in one place. It is written
-//! out in `wit/retriable-statuses.txt`, part of the plugin contract: each SDK's "error for
-//! status" helper is tested against that file, and so is this function.
+//! Which HTTP statuses are worth asking again. Two rules, each in one place:
+//! - [`retriable_status`], the plugin contract's: written out in `wit/retriable-statuses.txt`,
+//!   each SDK's "error for status" helper is tested against that file, and so is this
+//!   function. A plugin (or a record retry) decides with it.
+//! - [`transient_status`], the host's own, narrower one: what the host sends again by itself
+//!   (request retries) and what its circuit breaker counts as a failure.
+
+use super::{OutboundError, Response};
 
 /// Whether an answer with `status` may be different if the same request is sent again.
 ///
@@ -14,9 +19,52 @@ pub fn retriable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
 }
 
+/// Whether the host itself sends a request again after an answer with `status`, and counts
+/// the answer as the endpoint failing (circuit breaker).
+///
+/// Only the statuses that say the server is momentarily unable to answer, whatever the
+/// request: 429 Too Many Requests, 502 Bad Gateway, 503 Service Unavailable and 504 Gateway
+/// Timeout. Not 500: it as often means that this very request breaks the server, and the host
+/// cannot tell which; the plugin sees it and may decide (`retriable_status` says it may be
+/// worth a record retry). Not 408 nor any other 4xx: an answer about the request itself.
+pub fn transient_status(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// Whether the outcome of one attempt is a transient failure by the host's rule: a
+/// [`transient_status`], a timeout or a failed connection.
+pub(super) fn transient(outcome: &Result<Response, OutboundError>) -> bool {
+    match outcome {
+        Ok(answer) => transient_status(answer.status),
+        Err(error) => matches!(error, OutboundError::Timeout | OutboundError::Connection(_)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::retriable_status;
+    use super::super::fake;
+    use super::*;
+
+    #[test]
+    fn the_host_retries_only_busy_servers_timeouts_and_broken_connections() {
+        for status in 0..=999 {
+            let expected = matches!(status, 429 | 502 | 503 | 504);
+            assert_eq!(transient_status(status), expected, "status {status}");
+            assert_eq!(transient(&Ok(fake::ok(status, &[], ""))), expected);
+            // The host's rule is within the plugin contract's: it never retries what a plugin
+            // would be told not to.
+            assert!(!expected || retriable_status(status), "status {status}");
+        }
+        assert!(transient(&Err(OutboundError::Timeout)));
+        assert!(transient(&Err(OutboundError::Connection("reset".into()))));
+        for refused in [
+            OutboundError::Denied("no".into()),
+            OutboundError::InvalidRequest("bad".into()),
+            OutboundError::Unavailable("open".into()),
+        ] {
+            assert!(!transient(&Err(refused)));
+        }
+    }
 
     #[test]
     fn busy_or_failing_servers_are_retried_wrong_requests_are_not() {

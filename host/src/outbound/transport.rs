@@ -189,6 +189,7 @@ mod tests {
                 headers: vec![],
                 body: vec![],
                 timeout,
+                deadline: None,
             })
             .unwrap();
         let client = Transport::client(Protocol::Http1).unwrap();

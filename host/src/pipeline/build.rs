@@ -17,9 +17,12 @@ use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event,
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
-use crate::manifest::{HostRule, HttpVersion, Manifest, SinkConfig, SourceConfig};
+use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
-use crate::outbound::{HostPattern, Outbound, Policy, Protocol, SecretGrant, Transport};
+use crate::outbound::{
+    BreakerOptions, HostPattern, Outbound, Policy, Protocol, Resilience, RetryOptions, SecretGrant,
+    Transport,
+};
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
@@ -226,6 +229,9 @@ fn build_operators(
             elements: Vec::new(),
         });
         let operator_telemetry = Arc::new(OperatorTelemetry::new(&config.name));
+        let _ = operator_telemetry
+            .outbound
+            .set(Arc::clone(outbound.stats()));
         let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
@@ -283,7 +289,34 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
             .collect();
         let allowed = config.allowed_hosts.iter().map(pattern).collect();
         let policy = Policy::new(allowed, grants, config.http_timeout);
-        stacks.push(Arc::new(Outbound::new(policy, Transport::new(client))));
+        stacks.push(Arc::new(Outbound::new(
+            policy,
+            resilience(config),
+            Transport::new(client),
+        )));
     }
     Ok(stacks)
+}
+
+/// The retries and breaker of an operator's requests, from its manifest section.
+fn resilience(config: &OperatorConfig) -> Resilience {
+    let retry = &config.retry;
+    Resilience {
+        retry: RetryOptions {
+            max_retries: retry.max_retries,
+            initial_delay: retry.initial_delay,
+            max_delay: retry.max_delay,
+            exponential_backoff: retry.exponential_backoff,
+            budget_ratio: retry.budget_ratio,
+            ..RetryOptions::default()
+        },
+        breaker: config.circuit_breaker.as_ref().map(|b| BreakerOptions {
+            failure_threshold: b.failure_threshold,
+            window: b.window,
+            minimum_calls: b.minimum_calls,
+            open_duration: b.open_duration,
+            half_open_calls: b.half_open_calls,
+            slow_call: b.slow_call,
+        }),
+    }
 }

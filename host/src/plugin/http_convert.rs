@@ -15,6 +15,8 @@ impl From<HttpRequest> for Request {
             headers: r.headers,
             body: r.body,
             timeout: r.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            // The operator sets it from the record's timeout; a plugin does not choose it.
+            deadline: None,
         }
     }
 }
@@ -36,6 +38,8 @@ impl From<OutboundError> for HttpError {
             OutboundError::InvalidRequest(why) => HttpError::InvalidRequest(why),
             OutboundError::Timeout => HttpError::Timeout,
             OutboundError::Connection(why) => HttpError::Connection(why),
+            // TODO(merge): HttpError::Unavailable
+            OutboundError::Unavailable(why) => HttpError::Connection(format!("unavailable: {why}")),
         }
     }
 }
@@ -70,6 +74,7 @@ mod tests {
         assert_eq!(request.headers, vec![("a".to_string(), "b".to_string())]);
         assert_eq!(request.body, b"x");
         assert_eq!(request.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(request.deadline, None);
         let without = HttpRequest {
             method: "GET".into(),
             url: String::new(),
@@ -103,6 +108,13 @@ mod tests {
             );
             assert!(same_kind, "{text}");
         }
+        // Until the interface has its own variant, an open breaker reads as a failed
+        // connection that says why.
+        let unavailable = HttpError::from(OutboundError::Unavailable("breaker open".into()));
+        assert_eq!(
+            unavailable.to_string(),
+            "connection failed: unavailable: breaker open"
+        );
         let answer = HttpResponse::from(Response {
             status: 503,
             headers: vec![("retry-after".into(), "1".into())],

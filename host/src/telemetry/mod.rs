@@ -13,12 +13,14 @@ mod pipeline;
 mod usage;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use histogram::Histogram;
 pub use pipeline::{CheckpointTelemetry, PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 pub use usage::{process_usage, thread_cpu};
+
+use crate::outbound::OutboundStats;
 
 /// A count that only goes up.
 #[derive(Debug, Default)]
@@ -103,6 +105,9 @@ pub struct OperatorTelemetry {
     pub thread_cpu_us: Counter,
     /// When the last input restored from a checkpoint was invoked again.
     pub restored_at: OnceLock<Instant>,
+    /// What the operator's outbound stack counts (request retries, breaker); set when the
+    /// stack is built.
+    pub outbound: OnceLock<Arc<OutboundStats>>,
 }
 
 impl OperatorTelemetry {
@@ -124,6 +129,7 @@ impl OperatorTelemetry {
             latency_us: Histogram::default(),
             thread_cpu_us: Counter::default(),
             restored_at: OnceLock::new(),
+            outbound: OnceLock::new(),
         }
     }
 

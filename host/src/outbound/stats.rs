@@ -1,0 +1,54 @@
+//! What the stack counts as it goes: retries and breaker decisions, for the run summary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One operator's outbound counts. Shared (`Arc`) between its layers and the pipeline, which
+/// reads them at any time.
+#[derive(Debug, Default)]
+pub struct OutboundStats {
+    retries: AtomicU64,
+    retries_refused: AtomicU64,
+    failed_fast: AtomicU64,
+    breaker_openings: AtomicU64,
+}
+
+impl OutboundStats {
+    /// Attempts sent again after a transient failure (each counts once).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Retries not sent because the retry budget was spent: the plugin got the failure.
+    pub fn retries_refused(&self) -> u64 {
+        self.retries_refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered `unavailable` by an open (or saturated half-open) breaker, without
+    /// leaving the machine.
+    pub fn failed_fast(&self) -> u64 {
+        self.failed_fast.load(Ordering::Relaxed)
+    }
+
+    /// Times a breaker opened (from closed, or again from half-open).
+    pub fn breaker_openings(&self) -> u64 {
+        self.breaker_openings.load(Ordering::Relaxed)
+    }
+
+    // Relaxed: each count is read on its own; no other memory depends on it.
+
+    pub(crate) fn retry_sent(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn retry_refused(&self) {
+        self.retries_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_failed_fast(&self) {
+        self.failed_fast.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn breaker_opened(&self) {
+        self.breaker_openings.fetch_add(1, Ordering::Relaxed);
+    }
+}
