@@ -31,7 +31,7 @@ fn check_reports_what_it_found() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("operator op:"), "{stdout}");
     assert!(
-        stdout.contains("implements waio:enricher/enricher-plugin@0.1.0"),
+        stdout.contains("implements waio:enricher/enricher-plugin@0.2.0"),
         "{stdout}"
     );
 }
@@ -129,6 +129,35 @@ fn a_component_of_another_world_is_rejected() {
     assert_clean_failure(code, &stderr);
     assert!(stderr.contains("another world"), "{stderr}");
     assert!(stderr.contains("waio:enricher/enricher-plugin"), "{stderr}");
+}
+
+#[test]
+fn a_plugin_built_against_waio_enricher_0_1_0_is_told_to_rebuild() {
+    let p = Pipeline::new();
+    p.input(&[json!({"id": 1}).to_string()]);
+    let old = plugin("old-contract");
+    behave_manifest(&p, &old.display().to_string());
+    for command in ["check", "run"] {
+        let (code, stdout, stderr) = run_waio(p.dir.path(), &[command, "pipeline.toml"]);
+        assert_clean_failure(code, &stderr);
+        let expect = format!(
+            "{} was built against waio:enricher@0.1.0, but this waio runs waio:enricher@0.2.0 plugins: rebuild it with this waio's SDK: `waio plugin build DIR`",
+            old.display()
+        );
+        assert!(stderr.contains(&expect), "waio {command}: {stderr}");
+        assert!(
+            stderr.contains("pipeline.toml:"),
+            "waio {command}: {stderr}"
+        );
+        // Refused before linking: no linker error about a missing import, no trap.
+        assert!(
+            !stderr.contains("matching implementation was not found"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("another world"), "{stderr}");
+        assert!(!stdout.contains("ok"), "waio {command}: {stdout}");
+    }
+    assert!(!p.path("out.jsonl").exists());
 }
 
 #[test]

@@ -48,6 +48,7 @@ impl fmt::Display for HttpError {
             HttpError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             HttpError::Timeout => write!(f, "request timed out"),
             HttpError::Connection(why) => write!(f, "connection failed: {why}"),
+            HttpError::Unavailable(why) => write!(f, "unavailable: {why}"),
         }
     }
 }
@@ -103,6 +104,11 @@ mod tests {
             );
             assert!(same_kind, "{text}");
         }
+        assert_eq!(
+            HttpError::Unavailable("circuit breaker open for http://127.0.0.1:9".into())
+                .to_string(),
+            "unavailable: circuit breaker open for http://127.0.0.1:9"
+        );
         let answer = HttpResponse::from(Response {
             status: 503,
             headers: vec![("retry-after".into(), "1".into())],

@@ -15,6 +15,7 @@ pub mod host;
 pub mod http_convert;
 pub mod output;
 pub mod wasi;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,11 +51,17 @@ pub enum PluginError {
         at: Location,
         reason: String,
     },
-    #[error("{at}: {} is a component of another world, not waio:enricher/enricher-plugin@0.1.0: {reason}", path.display())]
+    #[error("{at}: {} is a component of another world, not {}: {reason}", path.display(), world::WORLD)]
     WrongWorld {
         path: PathBuf,
         at: Location,
         reason: String,
+    },
+    #[error("{at}: {} was built against waio:enricher@{found}, but this waio runs waio:enricher@{} plugins: {}", path.display(), world::WIT_VERSION, world::REBUILD_HINT)]
+    OtherVersion {
+        path: PathBuf,
+        at: Location,
+        found: String,
     },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
@@ -149,12 +156,23 @@ impl PluginComponent {
         let (component, compiled) = cache
             .load(engine, &bytes)
             .map_err(|e| not_component(format!("{e:#}")))?;
-        let imports = component
-            .component_type()
+        let component_type = component.component_type();
+        let imports: Vec<String> = component_type
             .imports(engine)
             .map(|(name, _)| name.to_string())
             .collect();
 
+        // A plugin built against another version of the contract would fail type-checking with
+        // a linker error about one missing import: say what it is and how to fix it instead.
+        let exports = component_type.exports(engine).map(|(name, _)| name);
+        if let Some(found) = world::other_version(imports.iter().map(String::as_str).chain(exports))
+        {
+            return Err(PluginError::OtherVersion {
+                path: path.to_path_buf(),
+                at: at.clone(),
+                found,
+            });
+        }
         let wrong_world = |reason: String| PluginError::WrongWorld {
             path: path.to_path_buf(),
             at: at.clone(),
