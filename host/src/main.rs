@@ -270,7 +270,7 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
             "  operator {}: {} implements {}; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}], HTTP/{}",
             op.name,
             op.plugin.display(),
-            waio::plugin::world::WORLD,
+            plugin.world(),
             op.capacity,
             op.timeout
                 .map(|t| humantime::format_duration(t).to_string())
@@ -290,6 +290,9 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
             op.http_version.name(),
         );
         println!("    {}", plugin.compiled);
+        if let Some(note) = plugin.compat_note() {
+            println!("    {note}");
+        }
         let wasi: Vec<&str> = plugin
             .imports
             .iter()

@@ -1,6 +1,7 @@
 //! Which version of the plugin contract (`wit/waio.wit`) this host runs, and how to tell a plugin
-//! built against another version before type-checking it (the linker's error would only name a
-//! missing `waio:enricher/...@0.2.0` import, not the reason).
+//! built against another version before type-checking it: 0.1.0 runs through [`super::compat`];
+//! for any other the linker's error would only name a missing `waio:enricher/...@0.2.0` import,
+//! not the reason.
 
 /// The version of the `waio:enricher` package this host runs.
 pub const WIT_VERSION: &str = "0.2.0";
