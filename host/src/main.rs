@@ -357,9 +357,10 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
     );
     for (op, plugin) in manifest.operators.iter().zip(&plugins) {
         println!(
-            "  operator {}: {} implements waio:enricher/enricher-plugin@0.1.0; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}], HTTP/{}",
+            "  operator {}: {} implements {}; capacity {}, timeout {}, {} output, on failure {:?}, on timeout {:?}, allowed hosts [{}], secrets [{}], HTTP/{}",
             op.name,
             op.plugin.display(),
+            plugin.world(),
             op.capacity,
             op.timeout
                 .map(|t| humantime::format_duration(t).to_string())
@@ -379,6 +380,9 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
             op.http_version.name(),
         );
         println!("    {}", plugin.compiled);
+        if let Some(note) = plugin.compat_note() {
+            println!("    {note}");
+        }
         let wasi: Vec<&str> = plugin
             .imports
             .iter()

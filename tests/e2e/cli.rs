@@ -31,7 +31,7 @@ fn check_reports_what_it_found() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("operator op:"), "{stdout}");
     assert!(
-        stdout.contains("implements waio:enricher/enricher-plugin@0.1.0"),
+        stdout.contains("implements waio:enricher/enricher-plugin@0.2.0"),
         "{stdout}"
     );
 }
@@ -129,6 +129,50 @@ fn a_component_of_another_world_is_rejected() {
     assert_clean_failure(code, &stderr);
     assert!(stderr.contains("another world"), "{stderr}");
     assert!(stderr.contains("waio:enricher/enricher-plugin"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_waio_enricher_0_1_0_still_runs_and_is_told_to_rebuild() {
+    let echo = EchoServer::start().await;
+    let p = Pipeline::new();
+    p.input(&[
+        json!({"id": "plain"}).to_string(),
+        json!({"id": "fetched", "url": echo.url("/x")}).to_string(),
+        json!({"id": "refused", "url": "http://10.0.0.1/x"}).to_string(),
+    ]);
+    let old = plugin("old-contract");
+    p.manifest(&one_operator(
+        &old,
+        "allowed_hosts = [\"127.0.0.1\"]",
+        "",
+        "",
+    ));
+    let note = "built against waio:enricher@0.1.0: runs through an adapter (an unavailable endpoint reaches it as a connection failure); rebuild it with this waio's SDK: `waio plugin build DIR`";
+
+    let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("implements waio:enricher/enricher-plugin@0.1.0;"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(note), "{stdout}");
+
+    let (code, _, stderr) = run_waio(p.dir.path(), &["run", "pipeline.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(note), "{stderr}");
+    let out = read_jsonl(&p.path("out.jsonl"));
+    let by_id = |id: &str| {
+        out.iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no output for {id}: {out:?}"))
+    };
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(by_id("plain"), &json!({"id": "plain"}));
+    // A request and its answer pass through the adapter both ways.
+    assert_eq!(by_id("fetched")["status"], 200);
+    assert_eq!(echo.requests().len(), 1);
+    let refused = by_id("refused")["error"].as_str().unwrap();
+    assert!(refused.starts_with("denied: "), "{refused}");
 }
 
 #[test]

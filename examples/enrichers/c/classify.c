@@ -51,7 +51,7 @@ static void on_answer(const waio_http_response_t *resp, const waio_http_error_t 
                       void *user_data) {
     waio_future_t *fut = user_data;
     if (err) {
-        bool passing = err->kind == WAIO_HTTP_TIMEOUT || err->kind == WAIO_HTTP_CONNECTION;
+        bool passing = waio_http_error_is_retriable(err->kind);
         waio_fail(fut, passing ? WAIO_RETRIABLE : WAIO_FATAL, "%s", err->message);
         return;
     }

@@ -38,8 +38,7 @@ impl From<OutboundError> for HttpError {
             OutboundError::InvalidRequest(why) => HttpError::InvalidRequest(why),
             OutboundError::Timeout => HttpError::Timeout,
             OutboundError::Connection(why) => HttpError::Connection(why),
-            // TODO(merge): HttpError::Unavailable
-            OutboundError::Unavailable(why) => HttpError::Connection(format!("unavailable: {why}")),
+            OutboundError::Unavailable(why) => HttpError::Unavailable(why),
         }
     }
 }
@@ -52,6 +51,7 @@ impl fmt::Display for HttpError {
             HttpError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             HttpError::Timeout => write!(f, "request timed out"),
             HttpError::Connection(why) => write!(f, "connection failed: {why}"),
+            HttpError::Unavailable(why) => write!(f, "unavailable: {why}"),
         }
     }
 }
@@ -108,12 +108,12 @@ mod tests {
             );
             assert!(same_kind, "{text}");
         }
-        // Until the interface has its own variant, an open breaker reads as a failed
-        // connection that says why.
         let unavailable = HttpError::from(OutboundError::Unavailable("breaker open".into()));
+        assert!(matches!(&unavailable, HttpError::Unavailable(why) if why == "breaker open"));
         assert_eq!(
-            unavailable.to_string(),
-            "connection failed: unavailable: breaker open"
+            HttpError::Unavailable("circuit breaker open for http://127.0.0.1:9".into())
+                .to_string(),
+            "unavailable: circuit breaker open for http://127.0.0.1:9"
         );
         let answer = HttpResponse::from(Response {
             status: 503,

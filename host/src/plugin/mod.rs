@@ -10,11 +10,13 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod compat;
 pub mod function;
 pub mod host;
 pub mod http_convert;
 pub mod output;
 pub mod wasi;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,11 +52,17 @@ pub enum PluginError {
         at: Location,
         reason: String,
     },
-    #[error("{at}: {} is a component of another world, not waio:enricher/enricher-plugin@0.1.0: {reason}", path.display())]
+    #[error("{at}: {} is a component of another world, not {}: {reason}", path.display(), world::WORLD)]
     WrongWorld {
         path: PathBuf,
         at: Location,
         reason: String,
+    },
+    #[error("{at}: {} was built against waio:enricher@{found}, but this waio runs waio:enricher@{} plugins: {}", path.display(), world::WIT_VERSION, world::REBUILD_HINT)]
+    OtherVersion {
+        path: PathBuf,
+        at: Location,
+        found: String,
     },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
@@ -106,7 +114,7 @@ impl InstanceLimits {
 pub struct PluginComponent {
     name: String,
     engine: Engine,
-    pre: EnricherPluginPre<HostState>,
+    pre: Pre,
     limits: InstanceLimits,
     /// Imports a plugin may use besides the waio world (WASI), listed for `waio check`.
     pub imports: Vec<String>,
@@ -149,12 +157,28 @@ impl PluginComponent {
         let (component, compiled) = cache
             .load(engine, &bytes)
             .map_err(|e| not_component(format!("{e:#}")))?;
-        let imports = component
-            .component_type()
+        let component_type = component.component_type();
+        let imports: Vec<String> = component_type
             .imports(engine)
             .map(|(name, _)| name.to_string())
             .collect();
 
+        // A plugin built against 0.1.0 runs through the adapter; one built against any other
+        // version would fail type-checking with a linker error about one missing import: say
+        // what it is and how to fix it instead.
+        let exports = component_type.exports(engine).map(|(name, _)| name);
+        let version = world::other_version(imports.iter().map(String::as_str).chain(exports));
+        let adapt = match version {
+            None => false,
+            Some(found) if found == compat::WIT_VERSION => true,
+            Some(found) => {
+                return Err(PluginError::OtherVersion {
+                    path: path.to_path_buf(),
+                    at: at.clone(),
+                    found,
+                })
+            }
+        };
         let wrong_world = |reason: String| PluginError::WrongWorld {
             path: path.to_path_buf(),
             at: at.clone(),
@@ -164,14 +188,27 @@ impl PluginComponent {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| wasi::shadow_blocking_io(&mut linker))
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let linked = if adapt {
+            compat::EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+                &mut linker,
+                |state| state,
+            )
+        } else {
+            EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
+                state
+            })
+        };
+        linked.map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| wrong_world(format!("{e:#}")))?;
-        let pre =
-            EnricherPluginPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
-        Ok(PluginComponent {
+        let pre = if adapt {
+            compat::EnricherPluginPre::new(instance_pre).map(Pre::V0_1)
+        } else {
+            EnricherPluginPre::new(instance_pre).map(Pre::Current)
+        }
+        .map_err(|e| wrong_world(format!("{e:#}")))?;
+        let plugin = PluginComponent {
             name: name.to_string(),
             engine: engine.clone(),
             pre,
@@ -179,11 +216,35 @@ impl PluginComponent {
             imports,
             compiled,
             sha256: cache::component_sha256(&bytes),
-        })
+        };
+        if let Some(note) = plugin.compat_note() {
+            tracing::warn!("plugin {name} ({}): {note}", path.display());
+        }
+        Ok(plugin)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The world the plugin was built for: this host's, or 0.1.0's (run through [`compat`]).
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => world::WORLD,
+            Pre::V0_1(_) => compat::WORLD,
+        }
+    }
+
+    /// What a user should know about a plugin of an older contract, if it is one.
+    pub fn compat_note(&self) -> Option<String> {
+        match self.pre {
+            Pre::Current(_) => None,
+            Pre::V0_1(_) => Some(format!(
+                "built against waio:enricher@{}: runs through an adapter (an unavailable endpoint reaches it as a connection failure); {}",
+                compat::WIT_VERSION,
+                world::REBUILD_HINT
+            )),
+        }
     }
 
     /// A fresh instance, not yet opened.
@@ -209,9 +270,12 @@ impl PluginComponent {
             reason,
         };
         // Instantiation may run guest code (start functions): keep it off any async runtime too.
-        let bindings = off_runtime(|| self.pre.instantiate(&mut store))
-            .map_err(|e| instantiate_error(e.to_string()))?
-            .map_err(|e| instantiate_error(format!("{e:#}")))?;
+        let bindings = off_runtime(|| match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
+        })
+        .map_err(|e| instantiate_error(e.to_string()))?
+        .map_err(|e| instantiate_error(format!("{e:#}")))?;
         store.data_mut().deadline = None;
         Ok(PluginInstance {
             store,
@@ -257,10 +321,22 @@ fn check_component_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// A type-checked plugin of this host's contract, or of 0.1.0's.
+enum Pre {
+    Current(EnricherPluginPre<HostState>),
+    V0_1(compat::EnricherPluginPre<HostState>),
+}
+
+/// An instance's exports, of this host's contract or of 0.1.0's.
+enum Bindings {
+    Current(EnricherPlugin),
+    V0_1(compat::EnricherPlugin),
+}
+
 /// One plugin instance: a store and its exports. Never called concurrently.
 pub struct PluginInstance {
     store: Store<HostState>,
-    bindings: EnricherPlugin,
+    bindings: Bindings,
     ticks: u64,
     limits: InstanceLimits,
 }
@@ -271,7 +347,7 @@ impl PluginInstance {
     fn call<R: Send>(
         &mut self,
         current: Option<u64>,
-        f: impl FnOnce(&EnricherPlugin, &mut Store<HostState>) -> wasmtime::Result<R> + Send,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R> + Send,
     ) -> Result<R, GuestTrap> {
         let state = self.store.data_mut();
         state.current = current;
@@ -296,21 +372,30 @@ impl PluginInstance {
     }
 
     pub fn open(&mut self, config_json: &str) -> Result<Result<(), String>, GuestTrap> {
-        self.call(None, |b, s| {
-            b.waio_enricher_enricher().call_open(s, config_json)
+        self.call(None, |b, s| match b {
+            Bindings::Current(b) => b.waio_enricher_enricher().call_open(s, config_json),
+            Bindings::V0_1(b) => b.waio_enricher_enricher().call_open(s, config_json),
         })
     }
 
     pub fn invoke(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
-        self.call_with_future(seq, attempt, input, |b, s, input, future| {
-            b.waio_enricher_enricher()
-                .call_async_invoke(s, input, future)
+        self.call_with_future(seq, attempt, input, |b, s, input, future| match b {
+            Bindings::Current(b) => b
+                .waio_enricher_enricher()
+                .call_async_invoke(s, input, future),
+            Bindings::V0_1(b) => {
+                b.waio_enricher_enricher()
+                    .call_async_invoke(s, &input.into(), future)
+            }
         })
     }
 
     pub fn timeout(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
-        self.call_with_future(seq, attempt, input, |b, s, input, future| {
-            b.waio_enricher_enricher().call_timeout(s, input, future)
+        self.call_with_future(seq, attempt, input, |b, s, input, future| match b {
+            Bindings::Current(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
+            Bindings::V0_1(b) => b
+                .waio_enricher_enricher()
+                .call_timeout(s, &input.into(), future),
         })
     }
 
@@ -321,7 +406,7 @@ impl PluginInstance {
         attempt: u32,
         input: &Event,
         export: impl FnOnce(
-                &EnricherPlugin,
+                &Bindings,
                 &mut Store<HostState>,
                 &Event,
                 Resource<FutureRef>,
@@ -342,9 +427,16 @@ impl PluginInstance {
         call_id: u64,
         response: &Result<HttpResponse, HttpError>,
     ) -> Result<(), GuestTrap> {
-        self.call(owner, |b, s| {
-            b.waio_enricher_enricher()
-                .call_on_response(s, call_id, response.as_ref())
+        self.call(owner, |b, s| match b {
+            Bindings::Current(b) => {
+                b.waio_enricher_enricher()
+                    .call_on_response(s, call_id, response.as_ref())
+            }
+            Bindings::V0_1(b) => {
+                let answer = compat::answer(response.as_ref());
+                b.waio_enricher_enricher()
+                    .call_on_response(s, call_id, answer.as_ref())
+            }
         })
     }
 
@@ -358,7 +450,10 @@ impl PluginInstance {
     }
 
     pub fn close(&mut self) -> Result<(), GuestTrap> {
-        self.call(None, |b, s| b.waio_enricher_enricher().call_close(s))
+        self.call(None, |b, s| match b {
+            Bindings::Current(b) => b.waio_enricher_enricher().call_close(s),
+            Bindings::V0_1(b) => b.waio_enricher_enricher().call_close(s),
+        })
     }
 
     /// Takes what the guest asked for since the last call.

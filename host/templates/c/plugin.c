@@ -19,7 +19,7 @@ const char *waio_plugin_open(const char *config_json, size_t len) {
 static void on_answer(const waio_http_response_t *resp, const waio_http_error_t *err, void *user_data) {
     waio_future_t *fut = user_data;
     if (err) {
-        waio_fail(fut, err->kind == WAIO_HTTP_TIMEOUT || err->kind == WAIO_HTTP_CONNECTION ? WAIO_RETRIABLE : WAIO_FATAL,
+        waio_fail(fut, waio_http_error_is_retriable(err->kind) ? WAIO_RETRIABLE : WAIO_FATAL,
                   "%s", err->message);
         return;
     }

@@ -105,6 +105,7 @@ typedef struct waio_enricher_types_http_error_t {
     enricher_plugin_string_t     denied;
     enricher_plugin_string_t     invalid_request;
     enricher_plugin_string_t     connection;
+    enricher_plugin_string_t     unavailable;
   } val;
 } waio_enricher_types_http_error_t;
 
@@ -119,6 +120,10 @@ typedef struct waio_enricher_types_http_error_t {
 #define WAIO_ENRICHER_TYPES_HTTP_ERROR_TIMEOUT 2
 // Could not connect, or the connection broke before the answer was complete.
 #define WAIO_ENRICHER_TYPES_HTTP_ERROR_CONNECTION 3
+// The host failed the request at once without sending it: the endpoint's circuit
+// breaker is open because the provider keeps failing. Nothing left the machine. Retriable:
+// trying the record later, or calling a fallback provider, may work. (New in 0.2.0.)
+#define WAIO_ENRICHER_TYPES_HTTP_ERROR_UNAVAILABLE 4
 
 // Tokens used by one model call, for accounting and budgets.
 typedef struct waio_enricher_types_token_usage_t {
@@ -189,25 +194,29 @@ typedef struct {
   } val;
 } exports_waio_enricher_enricher_result_http_response_http_error_t;
 
-// Imported Functions from `waio:enricher/completion@0.1.0`
+// Imported Functions from `waio:enricher/completion@0.2.0`
 // Emits `outputs` at the record's position: none filters the record out, several fan out.
 extern void waio_enricher_completion_method_result_future_complete(waio_enricher_completion_borrow_result_future_t self, waio_enricher_completion_list_event_t *outputs);
 // Fails the record. The operator's policy decides: fail the job or dead-letter it.
 extern void waio_enricher_completion_method_result_future_complete_exceptionally(waio_enricher_completion_borrow_result_future_t self, waio_enricher_completion_failure_t *error);
 
-// Imported Functions from `waio:enricher/http@0.1.0`
+// Imported Functions from `waio:enricher/http@0.2.0`
 // Starts a request and returns at once. The answer (or the reason there is none) is delivered
 // to the plugin's `on-response` with the returned id, later, never inside this call.
 extern waio_enricher_http_call_id_t waio_enricher_http_send(waio_enricher_http_http_request_t *request);
 
-// Imported Functions from `waio:enricher/usage@0.1.0`
+// Imported Functions from `waio:enricher/usage@0.2.0`
 // Reports tokens used on behalf of the record being processed.
 extern void waio_enricher_usage_report(waio_enricher_usage_token_usage_t *usage);
 
-// Imported Functions from `waio:enricher/logging@0.1.0`
+// Imported Functions from `waio:enricher/logging@0.2.0`
+// One line in the host's log, prefixed with the operator's name. Control characters (a
+// newline, an ANSI escape) are written escaped. Each instance may log 1000 lines at once and
+// 100 a second after that, counting what it writes to stdout and stderr; the host drops
+// lines beyond and logs how many.
 extern void waio_enricher_logging_log(waio_enricher_logging_log_level_t level, enricher_plugin_string_t *message);
 
-// Exported Functions from `waio:enricher/enricher@0.1.0`
+// Exported Functions from `waio:enricher/enricher@0.2.0`
 bool exports_waio_enricher_enricher_open(enricher_plugin_string_t *config, enricher_plugin_string_t *err);
 void exports_waio_enricher_enricher_async_invoke(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);
 void exports_waio_enricher_enricher_timeout(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);

@@ -129,12 +129,23 @@ typedef enum waio_http_error_kind {
     WAIO_HTTP_INVALID_REQUEST = 1, /* bad URL, method or header */
     WAIO_HTTP_TIMEOUT = 2,         /* no answer within the request's time limit */
     WAIO_HTTP_CONNECTION = 3,      /* could not connect, or the connection broke */
+    WAIO_HTTP_UNAVAILABLE = 4,     /* failed fast, not sent: the endpoint's circuit breaker is
+                                      open because the provider keeps failing */
 } waio_http_error_kind_t;
 
 typedef struct waio_http_error {
     waio_http_error_kind_t kind;
-    const char *message; /* e.g. "request timed out", "connection failed: refused" */
+    const char *message; /* e.g. "request timed out", "connection failed: refused",
+                            "unavailable: circuit breaker open for https://api.example.com" */
 } waio_http_error_t;
+
+/* Whether a retry may succeed after this error: timeouts, connection failures and unavailable
+ * endpoints (the record may succeed later, or through a fallback provider; fail it with
+ * WAIO_RETRIABLE). A denied or invalid request gets the same answer every time. */
+static inline bool waio_http_error_is_retriable(waio_http_error_kind_t kind) {
+    return kind == WAIO_HTTP_TIMEOUT || kind == WAIO_HTTP_CONNECTION ||
+           kind == WAIO_HTTP_UNAVAILABLE;
+}
 
 /* Receives the answer of `waio_http_send`: exactly one of `resp` and `err` is non-NULL. Both
  * are valid during the call only. */

@@ -349,6 +349,11 @@ static void http_error_text(const exports_waio_enricher_enricher_http_error_t *e
         out->kind = WAIO_HTTP_TIMEOUT;
         prefix = "request timed out";
         break;
+    case WAIO_ENRICHER_TYPES_HTTP_ERROR_UNAVAILABLE:
+        out->kind = WAIO_HTTP_UNAVAILABLE;
+        prefix = "unavailable: ";
+        detail = &e->val.unavailable;
+        break;
     default:
         out->kind = WAIO_HTTP_CONNECTION;
         prefix = "connection failed: ";

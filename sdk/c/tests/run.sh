@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs the SDK's native unit tests (the JSON helper), with the machine's clang-19.
+# Runs the SDK's native unit tests (the JSON helper, the status and HTTP error rules), with the
+# machine's clang-19.
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(mktemp -d)"
@@ -10,3 +11,6 @@ trap 'rm -rf "$out"' EXIT
 "${CC:-clang-19}" -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
     -I"$here/../include" -o "$out/status_test" "$here/status_test.c"
 "$out/status_test" "$here/../../../wit/retriable-statuses.txt"
+"${CC:-clang-19}" -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
+    -I"$here/../include" -o "$out/http_error_test" "$here/http_error_test.c"
+"$out/http_error_test"

@@ -5,9 +5,9 @@
 // `enricher` export of the WIT world with `runtime.js`. Nothing here names a call-id or a WIT
 // type.
 
-import { send as hostSend } from "waio:enricher/http@0.1.0";
-import { report } from "waio:enricher/usage@0.1.0";
-import { log as hostLog } from "waio:enricher/logging@0.1.0";
+import { send as hostSend } from "waio:enricher/http@0.2.0";
+import { report } from "waio:enricher/usage@0.2.0";
+import { log as hostLog } from "waio:enricher/logging@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -84,10 +84,14 @@ export class Failure extends Error {
   }
 }
 
-/** Why an HTTP request got no answer: `reason` is "denied", "invalid-request", "timeout" or "connection". */
+/**
+ * Why an HTTP request got no answer: `reason` is "denied", "invalid-request", "timeout",
+ * "connection" or "unavailable" (the host failed it fast: the endpoint's circuit breaker is open).
+ * The last three are retriable.
+ */
 export class HttpError extends Failure {
   constructor(reason, detail) {
-    const retriable = reason === "timeout" || reason === "connection";
+    const retriable = reason === "timeout" || reason === "connection" || reason === "unavailable";
     super(httpErrorText(reason, detail), retriable ? "retriable" : "fatal");
     this.reason = reason;
     this.detail = detail;
@@ -108,6 +112,8 @@ function httpErrorText(reason, detail) {
       return "request timed out";
     case "connection":
       return `connection failed: ${detail}`;
+    case "unavailable":
+      return `unavailable: ${detail}`;
     default:
       return `HTTP error ${reason}: ${detail}`;
   }

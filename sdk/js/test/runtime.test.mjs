@@ -16,9 +16,9 @@ const esbuild = createRequire(path.join(nodeDir, "package.json"))("esbuild");
 // The host side: what the plugin called, and the call-ids it got.
 const host = (globalThis.__host = { sent: [], usage: [], logs: [], nextId: 100n });
 const fakes = {
-  "waio:enricher/http@0.1.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
-  "waio:enricher/usage@0.1.0": "export function report(u) { globalThis.__host.usage.push(u); }",
-  "waio:enricher/logging@0.1.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
+  "waio:enricher/http@0.2.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
+  "waio:enricher/usage@0.2.0": "export function report(u) { globalThis.__host.usage.push(u); }",
+  "waio:enricher/logging@0.2.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
 };
 
 async function load() {
@@ -143,6 +143,34 @@ test("http.send resolves from onResponse, errors reject with HttpError", async (
   assert.deepEqual(json(ok.calls[0][1][0]), { status: 200, body: { v: 2 } });
   assert.deepEqual(json(bad.calls[0][1][0]), { err: "request timed out", kind: "retriable", name: "HttpError" });
   assert.deepEqual(host.usage.at(-1), { model: "m", inputTokens: 3, outputTokens: 4 });
+});
+
+test("every http-error case rejects with its reason, text and kind; unavailable is retriable", async () => {
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      try {
+        await sdk.http.get("http://x/y");
+        return [];
+      } catch (err) {
+        return [r.withJson({ err: err.message, kind: err.kind, reason: err.reason })];
+      }
+    }
+  });
+  const cases = [
+    [{ tag: "denied", val: "host x not allowed" }, "request denied: host x not allowed", "fatal"],
+    [{ tag: "invalid-request", val: "bad url" }, "invalid request: bad url", "fatal"],
+    [{ tag: "timeout" }, "request timed out", "retriable"],
+    [{ tag: "connection", val: "refused" }, "connection failed: refused", "retriable"],
+    [{ tag: "unavailable", val: "circuit breaker open for http://x" }, "unavailable: circuit breaker open for http://x", "retriable"],
+  ];
+  for (const [error, message, kind] of cases) {
+    const out = new Output();
+    e.asyncInvoke(event({}), out);
+    const [id] = host.sent.at(-1);
+    e.onResponse(id, { tag: "err", val: error });
+    await settle();
+    assert.deepEqual(json(out.calls[0][1][0]), { err: message, kind, reason: error.tag });
+  }
 });
 
 test("default timeout fails retriable, open errors name the exception", async () => {

@@ -109,22 +109,30 @@ answer: `raise_for_status()` turns 4xx/5xx into failures. Also `ok`, `text()`, `
 
 class HttpError(Failure):
     """Raised by `await send(...)` when a request got no answer. `kind` is "denied",
-    "invalid-request", "timeout" or "connection"; the last two are retriable. Left uncaught, it
-    fails the record with its message (e.g. `connection failed: ...`)."""
+    "invalid-request", "timeout", "connection" or "unavailable" (the host failed the request fast
+    because the endpoint's circuit breaker is open); the last three are retriable. Left uncaught,
+    it fails the record with its message (e.g. `connection failed: ...`)."""
 
     def __init__(self, kind, message):
-        super().__init__(message, kind == "timeout" or kind == "connection")
+        super().__init__(message, kind in _RETRIABLE_KINDS)
         self.kind = kind
 
 
+_RETRIABLE_KINDS = ("timeout", "connection", "unavailable")
+
+# Each case of the WIT `http-error`: its kind and the start of its message (the host's wording).
+_ERROR_CASES = {
+    _types.HttpError_Denied: ("denied", "request denied: "),
+    _types.HttpError_InvalidRequest: ("invalid-request", "invalid request: "),
+    _types.HttpError_Timeout: ("timeout", "request timed out"),
+    _types.HttpError_Connection: ("connection", "connection failed: "),
+    _types.HttpError_Unavailable: ("unavailable", "unavailable: "),
+}
+
+
 def _http_error(e):
-    if isinstance(e, _types.HttpError_Timeout):
-        return HttpError("timeout", "request timed out")
-    if isinstance(e, _types.HttpError_Connection):
-        return HttpError("connection", f"connection failed: {e.value}")
-    if isinstance(e, _types.HttpError_Denied):
-        return HttpError("denied", f"request denied: {e.value}")
-    return HttpError("invalid-request", f"invalid request: {e.value}")
+    kind, text = _ERROR_CASES[type(e)]
+    return HttpError(kind, text + getattr(e, "value", ""))
 
 
 class Call:

@@ -205,16 +205,26 @@ pub enum HttpError {
     /// Could not connect, or the connection broke before the answer was complete.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The host failed the request at once without sending it: the endpoint's circuit breaker
+    /// is open because the provider keeps failing. Trying the record later, or calling a
+    /// fallback provider, may work.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl HttpError {
-    /// Whether a retry may succeed: true for timeouts and connection failures.
+    /// Whether a retry may succeed: true for timeouts, connection failures and unavailable
+    /// endpoints.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, HttpError::Timeout | HttpError::Connection(_))
+        matches!(
+            self,
+            HttpError::Timeout | HttpError::Connection(_) | HttpError::Unavailable(_)
+        )
     }
 }
 
-/// Timeouts and connection failures are retriable; denied and invalid requests are fatal.
+/// Timeouts, connection failures and unavailable endpoints are retriable; denied and invalid
+/// requests are fatal.
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Failure {
         if e.is_retriable() {
@@ -232,6 +242,7 @@ impl From<wit::HttpError> for HttpError {
             wit::HttpError::InvalidRequest(m) => HttpError::InvalidRequest(m),
             wit::HttpError::Timeout => HttpError::Timeout,
             wit::HttpError::Connection(m) => HttpError::Connection(m),
+            wit::HttpError::Unavailable(m) => HttpError::Unavailable(m),
         }
     }
 }
@@ -333,5 +344,23 @@ mod tests {
         assert!(!denied.is_retriable());
         assert_eq!(denied.message, "request denied: host not allowed");
         assert!(!Failure::from(HttpError::InvalidRequest("bad url".into())).is_retriable());
+    }
+
+    #[test]
+    fn an_unavailable_endpoint_is_retriable_and_says_why() {
+        let error = HttpError::from(wit::HttpError::Unavailable(
+            "circuit breaker open for https://api.example.com".into(),
+        ));
+        assert_eq!(
+            error,
+            HttpError::Unavailable("circuit breaker open for https://api.example.com".into())
+        );
+        assert!(error.is_retriable());
+        let failure = Failure::from(error);
+        assert!(failure.is_retriable());
+        assert_eq!(
+            failure.message,
+            "unavailable: circuit breaker open for https://api.example.com"
+        );
     }
 }
