@@ -342,3 +342,102 @@ async fn without_a_breaker_every_record_hits_the_provider_that_is_down() {
     assert_eq!(primary.stats().while_down, 100);
     assert!(out.output.iter().all(|o| o["model"] == "small"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_outage_the_retry_budget_keeps_retries_from_multiplying_load() {
+    // 300 records against a server that answers 503 to everything: 3 retries each would be
+    // 1200 requests. The budget allows 20% of successes (none) plus 10 retries a second over
+    // its 10 s window: 100 retries, so at most 400 requests.
+    let ids: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
+    let records: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "503")).collect();
+    let extra = format!("capacity = 50\n{RETRIES}\nbudget_ratio = 0.2");
+    let (out, server, took) = matrix(&records, &extra).await;
+    every_record_once(&out, &records);
+    assert_eq!(out.dead.len(), 300);
+    let requests = server.arrivals().len();
+    assert!(
+        took < Duration::from_secs(10),
+        "the run outlived the budget window: {took:?}"
+    );
+    assert!(
+        (300..=400).contains(&requests),
+        "{requests} requests for 300 records"
+    );
+    let op = &out.summary().operators[0];
+    assert!(op.http_retries_refused > 0, "the budget refused nothing");
+    assert_eq!(op.http_retries as usize, requests - 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_an_outage_are_replayed_after_recovery_into_the_output() {
+    // No fallback: during the outage every ticket is a dead letter, most of them failed fast by
+    // the open breaker (the plugin sees `unavailable`). After recovery, the replay brings every
+    // one of them to the output.
+    let provider = mock_with(MockConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        latency_ms: 5,
+        ..MockConfig::default()
+    })
+    .await;
+    provider.set_down(true);
+    let p = Pipeline::new();
+    let records = 60;
+    let lines: Vec<String> = (0..records)
+        .map(|i| json!({"id": i, "text": format!("ticket {i}")}).to_string())
+        .collect();
+    p.input(&lines);
+    let operator = "allowed_hosts = [\"127.0.0.1\"]\ncapacity = 4\non_failure = \"dead-letter\"\nmax_retries = 1\n[operator.retry]\ninitial_delay = \"10ms\"\n[operator.circuit_breaker]\nminimum_calls = 5\nopen_duration = \"30s\"";
+    let config = format!("base_url = \"{}/v1\"\nmodel = \"big\"", provider.url());
+    p.manifest(&one_operator(&plugin("openai"), operator, &config, ""));
+    let dir = p.dir.path().to_path_buf();
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || run_waio(&dir, &["run", "pipeline.toml", "--quiet"]))
+            .await
+            .expect("run");
+    assert_eq!(code, 0, "{stderr}");
+    let dead = read_jsonl(&p.path("dead.jsonl"));
+    assert_eq!(dead.len(), records, "every ticket failed during the outage");
+    assert!(read_jsonl(&p.path("out.jsonl")).is_empty());
+    let failed_fast = dead
+        .iter()
+        .filter(|l| {
+            l["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("unavailable")
+        })
+        .count();
+    assert!(
+        failed_fast >= records - 10,
+        "only {failed_fast} failed fast: {:?}",
+        dead[0]
+    );
+    // The breaker opens once minimum_calls requests (each with its retry) have failed; those
+    // already in flight (capacity - 1 more) finish theirs: (5 + 3) x 2 at most.
+    assert!(provider.stats().while_down <= 16, "{:?}", provider.stats());
+
+    provider.set_down(false);
+    let dir = p.dir.path().to_path_buf();
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || {
+        run_waio(
+            &dir,
+            &["dead-letters", "replay", "dead.jsonl", "pipeline.toml"],
+        )
+    })
+    .await
+    .expect("replay");
+    assert_eq!(code, 0, "{stderr}");
+    let replayed = read_jsonl(&p.path("dead.replayed.jsonl"));
+    let ids: Vec<i64> = replayed.iter().filter_map(|o| o["id"].as_i64()).collect();
+    assert_eq!(
+        ids,
+        (0..records as i64).collect::<Vec<_>>(),
+        "in input order, each once"
+    );
+    assert!(
+        replayed.iter().all(|o| o["label"].is_string()),
+        "{:?}",
+        replayed[0]
+    );
+    assert!(read_jsonl(&p.path("dead.again.jsonl")).is_empty());
+}
