@@ -196,8 +196,8 @@ async fn max_delay_caps_a_long_retry_after() {
 async fn a_retry_never_goes_past_the_record_deadline() {
     // Retry-After asks for 30 s, the record has 2 s: the plugin gets the 429 at once.
     let records = [("late", "429~ra=30")];
-    let extra = format!("timeout = \"2s\"\nmax_retries = 5\n[operator.retry]\ninitial_delay = \"10ms\"\nmax_delay = \"60s\"");
-    let (out, server, took) = matrix(&records, &extra).await;
+    let extra = "timeout = \"2s\"\nmax_retries = 5\n[operator.retry]\ninitial_delay = \"10ms\"\nmax_delay = \"60s\"";
+    let (out, server, took) = matrix(&records, extra).await;
     every_record_once(&out, &records);
     assert_eq!(server.count("late"), 1);
     assert_eq!(dead_ids(&out), ["late"]);
@@ -213,8 +213,8 @@ async fn a_retry_never_goes_past_the_record_deadline() {
 
     // A hanging server with a 400 ms request timeout, a 1.5 s record: at most 4 tries fit.
     let records = [("hung", "hang")];
-    let extra = format!("timeout = \"1500ms\"\nhttp_timeout = \"400ms\"\nmax_retries = 10\n[operator.retry]\ninitial_delay = \"10ms\"");
-    let (out, server, _) = matrix(&records, &extra).await;
+    let extra = "timeout = \"1500ms\"\nhttp_timeout = \"400ms\"\nmax_retries = 10\n[operator.retry]\ninitial_delay = \"10ms\"";
+    let (out, server, _) = matrix(&records, extra).await;
     every_record_once(&out, &records);
     let tries = server.count("hung");
     assert!(
