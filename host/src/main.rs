@@ -380,6 +380,15 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
             op.http_version.name(),
         );
         println!("    {}", plugin.compiled);
+        if op.retry.max_retries > 0 {
+            println!("    request retries: {}", op.retry);
+        }
+        if let Some(breaker) = &op.circuit_breaker {
+            println!("    circuit breaker per endpoint: {breaker}");
+        }
+        if op.async_retry.is_active() {
+            println!("    record retries: {}", op.async_retry);
+        }
         if let Some(note) = plugin.compat_note() {
             println!("    {note}");
         }

@@ -37,6 +37,30 @@ fn check_reports_what_it_found() {
 }
 
 #[test]
+fn check_shows_the_retries_and_the_breaker_an_operator_has() {
+    let p = Pipeline::new();
+    p.input(&[json!({"id": 1}).to_string()]);
+    let extra = "max_retries = 3\nretry.initial_delay = \"100ms\"\ncircuit_breaker.failure_threshold = \"50%\"\ncircuit_breaker.window = \"1m\"\nasync_retry.strategy = \"exponential\"\nasync_retry.on_empty_result = true";
+    p.manifest(&one_operator(&plugin("behave"), extra, "", ""));
+    let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    for line in [
+        "request retries: 3 (100ms, exponential up to 5s, budget 0.2)",
+        "circuit breaker per endpoint: opens at 50% of >= 20 calls in 1m, open 30s, 3 probes",
+        "record retries: exponential 100ms x2 up to 5s, 3 retries, on retriable failures and empty results",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    // Without them, nothing is said.
+    p.manifest(&one_operator(&plugin("behave"), "", "", ""));
+    let (_, stdout, _) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
+    assert!(
+        !stdout.contains("retries") && !stdout.contains("breaker"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn run_prints_a_summary_and_malformed_lines_go_to_dead_letters_with_their_line_number() {
     let p = Pipeline::new();
     std::fs::write(

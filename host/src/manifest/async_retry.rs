@@ -73,6 +73,38 @@ impl AsyncRetryConfig {
     }
 }
 
+/// For `waio check`: e.g. `exponential 100ms x2 up to 5s, 3 retries, on retriable failures`.
+impl std::fmt::Display for AsyncRetryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: &Duration| humantime::format_duration(*d).to_string();
+        match &self.strategy {
+            RetryStrategy::None => return f.write_str("none"),
+            RetryStrategy::FixedDelay { delay } => write!(f, "fixed delay {}", ms(delay))?,
+            RetryStrategy::Exponential {
+                initial_delay,
+                max_delay,
+                multiplier,
+            } => write!(
+                f,
+                "exponential {} x{multiplier} up to {}",
+                ms(initial_delay),
+                ms(max_delay)
+            )?,
+        }
+        write!(f, ", {} retries", self.max_attempts)?;
+        let failures = match self.on_failure {
+            RetryOnFailure::Retriable => Some("retriable failures"),
+            RetryOnFailure::Any => Some("any failure"),
+            RetryOnFailure::None => None,
+        };
+        let on: Vec<&str> = failures
+            .into_iter()
+            .chain(self.on_empty_result.then_some("empty results"))
+            .collect();
+        write!(f, ", on {}", on.join(" and "))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAsyncRetry {

@@ -68,6 +68,45 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
+/// For `waio check`: e.g. `3 (100ms, exponential up to 5s, budget 0.2)`.
+impl fmt::Display for RetryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| humantime::format_duration(d).to_string();
+        let schedule = if self.exponential_backoff {
+            format!("exponential up to {}", ms(self.max_delay))
+        } else {
+            "fixed".to_string()
+        };
+        write!(
+            f,
+            "{} ({}, {schedule}, budget {})",
+            self.max_retries,
+            ms(self.initial_delay),
+            self.budget_ratio
+        )
+    }
+}
+
+/// For `waio check`: e.g. `opens at 50% of >= 20 calls in 1m, open 30s, 3 probes`.
+impl fmt::Display for CircuitBreakerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| humantime::format_duration(d).to_string();
+        write!(
+            f,
+            "opens at {}% of >= {} calls in {}, open {}, {} probes",
+            self.failure_threshold * 100.0,
+            self.minimum_calls,
+            ms(self.window),
+            ms(self.open_duration),
+            self.half_open_calls
+        )?;
+        if let Some(slow) = self.slow_call {
+            write!(f, ", calls slower than {} fail", ms(slow))?;
+        }
+        Ok(())
+    }
+}
+
 /// `[operator.retry]`. Not `Spanned` itself: toml 0.8 cannot read a `Spanned` table written
 /// with dotted keys (`retry.max_delay = "5s"`), the form the examples use.
 #[derive(Deserialize)]
