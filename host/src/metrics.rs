@@ -129,7 +129,8 @@ macro_rules! summary {
 impl OperatorSummary {
     /// What request retries and breakers did, when they did anything.
     fn resilience(&self) -> String {
-        let counted = self.http_retries
+        let counted = self.record_retries
+            + self.http_retries
             + self.http_retries_refused
             + self.http_failed_fast
             + self.breaker_openings;
@@ -137,8 +138,12 @@ impl OperatorSummary {
             return String::new();
         }
         format!(
-            " ({} retries, {} refused by the retry budget, {} failed fast by an open breaker, {} breaker openings)",
-            self.http_retries, self.http_retries_refused, self.http_failed_fast, self.breaker_openings
+            " ({} records retried, {} request retries, {} refused by the retry budget, {} failed fast by an open breaker, {} breaker openings)",
+            self.record_retries,
+            self.http_retries,
+            self.http_retries_refused,
+            self.http_failed_fast,
+            self.breaker_openings
         )
     }
 }
@@ -179,6 +184,8 @@ summary! {
         dead_lettered: u64 [Counter] = t.dead_lettered.get(),
         /// Records whose timeout fired.
         timed_out: u64 [Counter] = t.timed_out.get(),
+        /// Times a record was invoked again by `[operator.async_retry]`.
+        record_retries: u64 [Counter] = t.record_retries.get(),
         /// Plugin traps.
         traps: u64 [Counter] = t.traps.get(),
         /// Instances replaced before they reached their memory limit.
@@ -410,6 +417,7 @@ mod tests {
             "filtered",
             "dead_lettered",
             "timed_out",
+            "record_retries",
             "traps",
             "recycled",
             "http_calls",
@@ -467,6 +475,7 @@ mod tests {
         stats.retry_refused();
         stats.request_failed_fast();
         stats.breaker_opened();
+        registry.operators[0].record_retries.add(3);
         let summary = RunSummary::read(&registry);
         let op = &summary.operators[0];
         assert_eq!(
@@ -480,7 +489,7 @@ mod tests {
         );
         let text = summary.render();
         assert!(
-            text.contains("4 HTTP calls (2 retries, 1 refused by the retry budget, 1 failed fast by an open breaker, 1 breaker openings), tokens"),
+            text.contains("4 HTTP calls (3 records retried, 2 request retries, 1 refused by the retry budget, 1 failed fast by an open breaker, 1 breaker openings), tokens"),
             "{text}"
         );
     }

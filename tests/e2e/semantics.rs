@@ -494,6 +494,8 @@ async fn item20_a_failed_attempt_is_retried_while_attempts_remain() {
     assert_eq!(dead["attempts"], 3);
     assert_eq!(dead["error"], "failed on purpose (invocation 3)");
     assert!(attempt_span_ms(dead) >= 40, "{dead}");
+    // a and b each invoked twice more; the summary counts it.
+    assert_eq!(out.summary().operators[0].record_retries, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -475,6 +475,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         entry.retry_at = None;
         entry.retries += 1;
         entry.attempt += 1;
+        self.telemetry.record_retries.inc();
         self.invoke(seq)
     }
 

@@ -89,6 +89,8 @@ pub struct OperatorTelemetry {
     pub filtered: Counter,
     pub dead_lettered: Counter,
     pub timed_out: Counter,
+    /// Records invoked again by the record retry strategy (`[operator.async_retry]`).
+    pub record_retries: Counter,
     pub traps: Counter,
     /// Instances replaced before they reached their memory limit.
     pub recycled: Counter,
@@ -119,6 +121,7 @@ impl OperatorTelemetry {
             filtered: Counter::default(),
             dead_lettered: Counter::default(),
             timed_out: Counter::default(),
+            record_retries: Counter::default(),
             traps: Counter::default(),
             recycled: Counter::default(),
             http_calls: Counter::default(),
