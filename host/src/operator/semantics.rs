@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::in_flight::{Entry, InFlight};
 use super::queue::{ElementQueue, Emitted};
@@ -499,7 +499,17 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.telemetry.http_calls.inc();
         self.calls_started += 1;
         let owner = call.owner.and_then(|seq| self.records.get(seq));
-        let deadline = owner.zip(self.config.timeout).map(|(o, t)| o.entered + t);
+        // A request the `timeout` handler sends (a fallback call) has the grace as its time.
+        let grace = |o: &Entry| {
+            if o.timed_out {
+                self.config.timeout_grace
+            } else {
+                Duration::ZERO
+            }
+        };
+        let deadline = owner
+            .zip(self.config.timeout)
+            .map(|(o, t)| o.entered + t + grace(o));
         let call = CallToSend {
             slot,
             generation: self.slots[slot].generation,

@@ -1172,4 +1172,23 @@ fn a_request_carries_the_moment_its_record_times_out() {
     let mut h = Harness::with(config());
     h.record("send-1").unwrap();
     assert_eq!(h.sent[0].deadline, None, "no timeout, no deadline");
+
+    // A fallback call sent from `timeout` has the grace as its time.
+    let mut h = Harness::new(
+        OperatorConfig {
+            timeout_grace: Duration::from_secs(5),
+            ..timeout_config(500)
+        },
+        FakeFunction::new(1, |kind, p: &str| match kind {
+            Kind::Timeout => vec![Act::Send],
+            _ => by_payload(kind, p),
+        }),
+    );
+    let admitted = h.now;
+    h.record("open").unwrap();
+    h.advance(500).unwrap();
+    assert_eq!(
+        h.sent[0].deadline,
+        Some(admitted + Duration::from_millis(500) + Duration::from_secs(5))
+    );
 }
