@@ -17,56 +17,12 @@ use super::values::{Count, DurationValue, Fraction};
 /// More retries than this only multiply the load on a server that keeps failing.
 const MAX_RETRIES: i64 = 100;
 
-/// Request retries; with `max_retries = 0` (the default) each request is sent once.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryConfig {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    pub initial_delay: Duration,
-    pub max_delay: Duration,
-    /// Waits double from `initial_delay` up to `max_delay`; else each is `initial_delay`.
-    pub exponential_backoff: bool,
-    /// Retries allowed per successful request over a sliding window.
-    pub budget_ratio: f64,
-}
+/// Request retries; with `max_retries = 0` (the default) each request is sent once. The
+/// outbound stack's own options, so that fields and defaults are written once.
+pub type RetryConfig = crate::outbound::RetryOptions;
 
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max_retries: 0,
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
-            exponential_backoff: true,
-            budget_ratio: 0.2,
-        }
-    }
-}
-
-/// A circuit breaker per endpoint the operator sends to.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CircuitBreakerConfig {
-    /// Failure rate that opens it, more than 0 and at most 1.
-    pub failure_threshold: f64,
-    pub window: Duration,
-    pub minimum_calls: u32,
-    pub open_duration: Duration,
-    pub half_open_calls: u32,
-    /// `None`: slowness alone is no failure.
-    pub slow_call: Option<Duration>,
-}
-
-impl Default for CircuitBreakerConfig {
-    fn default() -> Self {
-        CircuitBreakerConfig {
-            failure_threshold: 0.5,
-            window: Duration::from_secs(60),
-            minimum_calls: 20,
-            open_duration: Duration::from_secs(30),
-            half_open_calls: 3,
-            slow_call: None,
-        }
-    }
-}
+/// A circuit breaker per endpoint the operator sends to (the outbound stack's options).
+pub type CircuitBreakerConfig = crate::outbound::BreakerOptions;
 
 /// For `waio check`: e.g. `3 (100ms, exponential up to 5s, budget 0.2)`.
 impl fmt::Display for RetryConfig {
@@ -235,6 +191,7 @@ fn resolve_retry(
         max_delay,
         exponential_backoff,
         budget_ratio,
+        ..defaults
     })
 }
 
@@ -465,6 +422,7 @@ mod tests {
                 max_delay: Duration::from_secs(2),
                 exponential_backoff: false,
                 budget_ratio: 0.5,
+                ..RetryConfig::default()
             }
         );
         assert_eq!(

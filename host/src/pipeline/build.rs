@@ -20,8 +20,7 @@ use crate::connectors::source::{check_input, source_label, SourceContext};
 use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
 use crate::outbound::{
-    BreakerOptions, HostPattern, Outbound, Policy, Protocol, Resilience, RetryOptions, SecretGrant,
-    Transport,
+    HostPattern, Outbound, Policy, Protocol, Resilience, SecretGrant, Transport,
 };
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
@@ -300,23 +299,8 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
 
 /// The retries and breaker of an operator's requests, from its manifest section.
 fn resilience(config: &OperatorConfig) -> Resilience {
-    let retry = &config.retry;
     Resilience {
-        retry: RetryOptions {
-            max_retries: retry.max_retries,
-            initial_delay: retry.initial_delay,
-            max_delay: retry.max_delay,
-            exponential_backoff: retry.exponential_backoff,
-            budget_ratio: retry.budget_ratio,
-            ..RetryOptions::default()
-        },
-        breaker: config.circuit_breaker.as_ref().map(|b| BreakerOptions {
-            failure_threshold: b.failure_threshold,
-            window: b.window,
-            minimum_calls: b.minimum_calls,
-            open_duration: b.open_duration,
-            half_open_calls: b.half_open_calls,
-            slow_call: b.slow_call,
-        }),
+        retry: config.retry.clone(),
+        breaker: config.circuit_breaker.clone(),
     }
 }
