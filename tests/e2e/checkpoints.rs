@@ -783,9 +783,17 @@ fn a_checkpoint_that_does_not_fit_is_refused_with_a_clear_error() {
             + "[checkpoint]\ndir = \"state\"\ninterval = \"50ms\"\n"
     };
     p.manifest(&manifest("op"));
-    kill_when(&p, &[], "a checkpoint holding record 3", || {
-        latest(p.dir.path()).is_some_and(|c| c.operators[0].records_in_flight() == 1)
-    });
+    // The output of a checkpoint is committed just after the checkpoint is stored: wait for
+    // both, or a kill in between leaves records 1 and 2 for the next run to commit.
+    kill_when(
+        &p,
+        &[],
+        "a checkpoint holding record 3, its output committed",
+        || {
+            latest(p.dir.path()).is_some_and(|c| c.operators[0].records_in_flight() == 1)
+                && output_ids(&p) == [1, 2]
+        },
+    );
     assert_eq!(output_ids(&p), [1, 2]);
 
     p.manifest(&manifest("renamed"));
