@@ -16,6 +16,7 @@
 
 pub mod breaker;
 pub mod policy;
+pub mod rate_limit;
 mod redact;
 pub mod retry;
 pub mod stack;

@@ -67,9 +67,15 @@ pub struct OutgoingCall {
     pub request: HttpRequest,
 }
 
-/// Tokens a plugin reported using (for the run summary).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Tokens a plugin reported using: for the run summary, cost accounting and settling the
+/// tokens a rate limit charged in advance.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenUsage {
+    /// The record whose code reported it, if any (`None`: reported outside a record, e.g. in
+    /// `open`).
+    pub owner: Option<u64>,
+    /// The model (or API) the plugin says it called.
+    pub model: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
 }
@@ -252,7 +258,9 @@ impl AsyncFunction for WasmFunction {
             usage: raw
                 .usage
                 .into_iter()
-                .map(|(_owner, u)| TokenUsage {
+                .map(|(owner, u)| TokenUsage {
+                    owner,
+                    model: u.model,
                     input_tokens: u64::from(u.input_tokens),
                     output_tokens: u64::from(u.output_tokens),
                 })
