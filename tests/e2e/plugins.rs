@@ -48,6 +48,39 @@ async fn openai_chat_classifies_and_reports_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_cuts_a_long_input_to_max_input_chars_and_pays_only_for_what_it_sent() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    let long = "word ".repeat(2000);
+    p.input(&[
+        json!({"id": 1, "text": long}).to_string(),
+        json!({"id": 2, "text": "short one"}).to_string(),
+    ]);
+    let out = p
+        .run(&openai_manifest(
+            &mock,
+            "chat",
+            "max_input_chars = 30\nseed = 42\ntemperature = 0",
+        ))
+        .await;
+    assert_eq!(out.ids(), ["1", "2"]);
+    // The mock answers with a hash of the text it was sent: the cut text, marker included.
+    let sent = format!("{} [truncated]", &long[..18]);
+    assert_eq!(sent.chars().count(), 30);
+    assert_eq!(
+        out.output[0]["label"],
+        waio_mock_provider::chat_answer(&[("user", &sent)])
+    );
+    assert_eq!(
+        out.output[1]["label"],
+        waio_mock_provider::chat_answer(&[("user", "short one")])
+    );
+    // 2000 words were not paid for: the mock counts the words it was sent.
+    let op = &out.summary().operators[0];
+    assert!(op.input_tokens < 50, "{op:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_version_2_sends_every_request_over_http2_with_the_same_results() {
     let mock = mock().await;
     let lines: Vec<String> = (0..200)

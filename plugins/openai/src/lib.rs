@@ -14,7 +14,10 @@
 //! | `output_field` | `"label"` / `"embedding"` | record field the answer goes to |
 //! | `system_prompt` | none | chat only: the system message |
 //! | `prompt_template` | none | user text with `{field}` placeholders; replaces `input_field` |
-//! | `max_tokens`, `temperature` | none | chat only: passed through |
+//! | `max_tokens` | 1024 | chat only: sent with every request, so no answer runs on unbounded |
+//! | `temperature`, `seed` | none | chat only: passed through (`temperature = 0` and a fixed `seed` make answers repeatable, so they cache well) |
+//! | `max_input_chars` | none | the longest input sent, in characters: a longer one is cut and ends with the marker; the records cut are counted, the first logged at once, the count at close |
+//! | `truncation_marker` | `" [truncated]"` | with `max_input_chars`: what a cut input ends with (counted in the limit) |
 //! | `timeout_ms` | host default | time limit per request |
 //! | `when_field`, `when_equals` | none | give both or neither: only records whose top-level field `when_field` equals the JSON value `when_equals` are sent to the model; the others pass through unchanged |
 //! | `fallback` | none | a table `{ base_url, model, api_key_secret }` (model defaults to the primary's): the provider asked when the primary's answer is a passing fault (its circuit breaker is open, its retries ran out: 408, 429, 5xx, a timeout, a failed connection) |
@@ -32,6 +35,8 @@
 
 use std::borrow::Cow;
 use std::rc::Rc;
+
+mod guards;
 
 use serde::{Deserialize, Serialize};
 use waio_sdk::http::{self, HttpError, Request, Response};
@@ -52,6 +57,9 @@ const KNOWN_FIELDS: &[&str] = &[
     "prompt_template",
     "max_tokens",
     "temperature",
+    "seed",
+    "max_input_chars",
+    "truncation_marker",
     "timeout_ms",
     "when_field",
     "when_equals",
@@ -135,6 +143,8 @@ enum Step {
     Call {
         record: Map<String, Value>,
         request: Request,
+        /// Whether the input was cut to `max_input_chars`.
+        cut: bool,
     },
 }
 
@@ -239,8 +249,10 @@ struct Settings {
     output_field: String,
     system_prompt: Option<String>,
     template: Option<Template>,
-    max_tokens: Option<u32>,
+    max_tokens: u32,
     temperature: Option<f64>,
+    seed: Option<i64>,
+    input_limit: Option<guards::InputLimit>,
     timeout_ms: Option<u32>,
     condition: Option<Condition>,
 }
@@ -260,7 +272,7 @@ impl Settings {
         };
         if mode == Mode::Embeddings {
             // Silently ignoring them would hide a misunderstanding of the config.
-            for field in ["system_prompt", "max_tokens", "temperature"] {
+            for field in ["system_prompt", "max_tokens", "temperature", "seed"] {
                 if config.value(field).is_some() {
                     return Err(ConfigError::invalid(field, "only applies to mode \"chat\""));
                 }
@@ -273,6 +285,10 @@ impl Settings {
                     .map_err(|e| ConfigError::invalid("prompt_template", e.to_string()))?,
             ),
         };
+        let max_tokens: u32 = config.get_or("max_tokens", guards::DEFAULT_MAX_TOKENS)?;
+        if max_tokens == 0 {
+            return Err(ConfigError::invalid("max_tokens", "must be above 0"));
+        }
         let timeout_ms: Option<u32> = config.opt("timeout_ms")?;
         if timeout_ms == Some(0) {
             return Err(ConfigError::invalid("timeout_ms", "must be above 0"));
@@ -297,8 +313,10 @@ impl Settings {
             output_field: config.get_or("output_field", default_output.to_string())?,
             system_prompt: config.opt("system_prompt")?,
             template,
-            max_tokens: config.opt("max_tokens")?,
+            max_tokens,
             temperature: config.opt("temperature")?,
+            seed: config.opt("seed")?,
+            input_limit: guards::InputLimit::from_config(config)?,
             timeout_ms,
             condition: Condition::from_config(config)?,
         })
@@ -311,8 +329,12 @@ impl Settings {
                 return Ok(Step::PassThrough);
             }
         }
-        let request = self.request(&self.primary, &record)?;
-        Ok(Step::Call { record, request })
+        let (request, cut) = self.request(&self.primary, &record)?;
+        Ok(Step::Call {
+            record,
+            request,
+            cut,
+        })
     }
 
     /// The text sent for `record`: the rendered template, or the input field.
@@ -333,8 +355,17 @@ impl Settings {
         }
     }
 
-    fn request(&self, to: &Provider, record: &Map<String, Value>) -> Result<Request, Failure> {
+    /// The request for `record` to `to`, and whether its input was cut to `max_input_chars`.
+    fn request(
+        &self,
+        to: &Provider,
+        record: &Map<String, Value>,
+    ) -> Result<(Request, bool), Failure> {
         let text = self.text(record)?;
+        let (text, cut) = match &self.input_limit {
+            Some(limit) => limit.apply(text),
+            None => (text, false),
+        };
         let request = Request::post(&to.url).header("accept", "application/json");
         let mut request = match self.mode {
             Mode::Chat => {
@@ -356,6 +387,7 @@ impl Settings {
                     max_tokens: self.max_tokens,
                     messages,
                     model: &to.model,
+                    seed: self.seed,
                     temperature: self.temperature,
                 })?
             }
@@ -368,7 +400,7 @@ impl Settings {
         if let Some(authorization) = &to.authorization {
             request = request.header("authorization", authorization);
         }
-        Ok(request)
+        Ok((request, cut))
     }
 
     /// Turns the answer into the enriched record. `report` gets the token usage of any answer
@@ -450,10 +482,11 @@ impl Settings {
 /// them, so the bytes sent do not depend on which way a body is built.
 #[derive(Serialize)]
 struct ChatRequest<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
+    max_tokens: u32,
     messages: Vec<ChatMessage<'a>>,
     model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
 }
@@ -554,12 +587,29 @@ impl Enricher for OpenAi {
         })
     }
 
+    fn close(&self) {
+        if let Some(limit) = &self.settings.input_limit {
+            limit.report();
+        }
+    }
+
     fn invoke(&self, input: Event, output: ResultFuture) {
         let step = input
             .json_object()
             .and_then(|record| self.settings.step(record));
         let (record, request) = match step {
-            Ok(Step::Call { record, request }) => (record, request),
+            Ok(Step::Call {
+                record,
+                request,
+                cut,
+            }) => {
+                if let (true, Some(limit)) = (cut, &self.settings.input_limit) {
+                    if limit.count_cut() == 1 {
+                        limit.log_first_cut();
+                    }
+                }
+                (record, request)
+            }
             Ok(Step::PassThrough) => return output.complete_one(input),
             Err(failure) => return output.fail(failure),
         };
@@ -593,7 +643,7 @@ fn ask_fallback(
     output: ResultFuture,
 ) {
     let request = match settings.request(fallback, &record) {
-        Ok(request) => request,
+        Ok((request, _cut)) => request,
         Err(failure) => return output.fail(failure),
     };
     http::send(request, move |answer| {
@@ -682,7 +732,8 @@ mod tests {
         }));
         let r = s
             .request(&s.primary, &object(json!({"text": "I love it"})))
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(r.method, "POST");
         assert_eq!(r.url, "http://127.0.0.1:18080/v1/chat/completions");
         assert_eq!(r.timeout_ms, Some(2500));
@@ -704,6 +755,51 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_chat_request_carries_max_tokens_and_a_given_seed() {
+        let s =
+            settings(json!({"base_url": "http://x/v1", "model": "m", "seed": 7, "temperature": 0}));
+        let (r, _) = s
+            .request(&s.primary, &object(json!({"text": "hi"})))
+            .unwrap();
+        let body = serde_json_from(&r.body);
+        assert_eq!(body["max_tokens"], json!(guards::DEFAULT_MAX_TOKENS));
+        assert_eq!(body["seed"], json!(7));
+        assert_eq!(body["temperature"], json!(0.0));
+        assert!(
+            config_error(json!({"base_url": "http://x", "model": "m", "max_tokens": 0}))
+                .contains("`max_tokens`")
+        );
+        assert!(config_error(
+            json!({"base_url": "http://x", "model": "m", "mode": "embeddings", "seed": 1})
+        )
+        .contains("`seed`"));
+    }
+
+    #[test]
+    fn a_long_input_is_sent_cut_to_the_primary_and_the_fallback() {
+        let s = settings(json!({
+            "base_url": "http://x/v1", "model": "m", "max_input_chars": 16,
+            "fallback": {"base_url": "http://y/v1"},
+        }));
+        let long = object(json!({"text": "a rather long complaint about a parcel"}));
+        let Ok(Step::Call { request, cut, .. }) = s.step(long.clone()) else {
+            panic!("expected a call");
+        };
+        assert!(cut);
+        let body = serde_json_from(&request.body);
+        assert_eq!(body["messages"][0]["content"], json!("a ra [truncated]"));
+        // The fallback is sent the same cut text.
+        let fallback = s.fallback.clone().unwrap();
+        let (request, _) = s.request(&fallback, &long).unwrap();
+        assert_eq!(
+            serde_json_from(&request.body)["messages"][0]["content"],
+            json!("a ra [truncated]")
+        );
+        let short = object(json!({"text": "fine"}));
+        assert!(matches!(s.step(short), Ok(Step::Call { cut: false, .. })));
+    }
+
     fn serde_json_from(bytes: &[u8]) -> Value {
         waio_sdk::serde_json::from_slice(bytes).unwrap()
     }
@@ -716,7 +812,8 @@ mod tests {
         }));
         let r = s
             .request(&s.primary, &object(json!({"id": 12, "subject": "refund"})))
-            .unwrap();
+            .unwrap()
+            .0;
         let body = serde_json_from(&r.body);
         assert_eq!(
             body["messages"],
@@ -747,7 +844,8 @@ mod tests {
         assert_eq!(s.output_field, "embedding");
         let r = s
             .request(&s.primary, &object(json!({"text": "hello"})))
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(r.url, "http://x/v1/embeddings");
         assert_eq!(
             serde_json_from(&r.body),
@@ -934,7 +1032,9 @@ mod tests {
             .step(object(json!({"text": "site down", "label": "urgent"})))
             .unwrap()
         {
-            Step::Call { record, request } => {
+            Step::Call {
+                record, request, ..
+            } => {
                 assert_eq!(record["text"], json!("site down"));
                 assert_eq!(
                     serde_json_from(&request.body)["messages"],
@@ -1112,7 +1212,8 @@ mod tests {
         assert_eq!(fallback.model, "big");
         let r = s
             .request(&fallback, &object(json!({"text": "hi"})))
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(r.url, "http://backup/v1/chat/completions");
         assert!(r
             .headers
