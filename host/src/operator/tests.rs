@@ -104,12 +104,14 @@ impl FakeFunction {
             let effects = &mut self.effects[slot];
             match (act, seq) {
                 (Act::Trap(message), _) => return Err(GuestTrap(message.to_string())),
-                (Act::Usage(input_tokens, output_tokens), owner) => effects.usage.push(TokenUsage {
-                    owner,
-                    model: "test-model".into(),
-                    input_tokens,
-                    output_tokens,
-                }),
+                (Act::Usage(input_tokens, output_tokens), owner) => {
+                    effects.usage.push(TokenUsage {
+                        owner,
+                        model: "test-model".into(),
+                        input_tokens,
+                        output_tokens,
+                    })
+                }
                 (Act::Send, owner) => {
                     effects.calls.push(OutgoingCall {
                         id: self.next_call_id,
@@ -265,6 +267,7 @@ fn config() -> OperatorConfig {
         max_requests_in_flight: 100,
         retry: Default::default(),
         circuit_breaker: None,
+        rate_limit: None,
         timeout_grace: Duration::ZERO,
         async_retry: Default::default(),
         config_json: "{}".into(),
@@ -394,6 +397,7 @@ impl Harness {
                 call_id: call.call.id,
                 owner: call.call.owner,
                 answer,
+                tokens_charged: 0,
             },
             self.now,
         )?;
@@ -960,6 +964,7 @@ fn a_record_whose_instance_keeps_trapping_under_it_fails_after_max_reinvocations
                 call_id: call.call.id,
                 owner: None,
                 answer: Err(HttpError::Timeout),
+                tokens_charged: 0,
             },
             h.now,
         );
@@ -1019,6 +1024,7 @@ fn a_refused_request_holds_no_room_and_its_error_reaches_the_plugin() {
         call_id: call.call.id,
         owner: call.call.owner,
         answer: Err(HttpError::Denied("not allowed".into())),
+        tokens_charged: 0,
     });
     assert!(h.core.has_work());
     h.turn().unwrap();
