@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use waio::manifest::{Manifest, OutputFormat, SinkConfig};
+use waio::manifest::{Manifest, OutputFormat, RateLimitConfig, SinkConfig};
 use waio::pipeline;
 use waio::project::{self, Language, PluginProject};
 use waio::replay;
@@ -344,6 +345,23 @@ fn run_manifest(
     Ok(())
 }
 
+/// Records queued for a limit longer than their timeout time out waiting: say so before a run.
+fn rate_limit_warning(
+    op: &waio::manifest::OperatorConfig,
+    limit: &RateLimitConfig,
+) -> Option<String> {
+    let queue = limit.queue_time(op.capacity)?;
+    let timeout = op.timeout?;
+    (queue > timeout).then(|| {
+        format!(
+            "a full queue of {} records takes {} to get through the rate limit, longer than the timeout ({}): records queued for the limit would time out; lower capacity or raise the timeout",
+            op.capacity,
+            humantime::format_duration(Duration::from_millis(queue.as_millis() as u64)),
+            humantime::format_duration(timeout)
+        )
+    })
+}
+
 /// `waio check`: the manifest, its plugins and its input, described.
 fn check_pipeline(path: &Path) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
@@ -388,6 +406,12 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
         }
         if op.async_retry.is_active() {
             println!("    record retries: {}", op.async_retry);
+        }
+        if let Some(limit) = &op.rate_limit {
+            println!("    rate limit: {limit}");
+            if let Some(warning) = rate_limit_warning(op, limit) {
+                println!("    warning: {warning}");
+            }
         }
         if let Some(note) = plugin.compat_note() {
             println!("    {note}");

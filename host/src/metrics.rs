@@ -127,6 +127,17 @@ macro_rules! summary {
 }
 
 impl OperatorSummary {
+    /// What the rate limit did, when it made requests wait.
+    fn rate_limited(&self) -> String {
+        if self.rate_limited_requests == 0 {
+            return String::new();
+        }
+        format!(
+            ", {} waited for the rate limit ({:.1} s in all)",
+            self.rate_limited_requests, self.rate_limit_wait_seconds
+        )
+    }
+
     /// What request retries and breakers did, when they did anything.
     fn resilience(&self) -> String {
         let counted = self.record_retries
@@ -204,6 +215,10 @@ summary! {
         input_tokens: u64 [Counter] = t.input_tokens.get(),
         /// Model output tokens the plugin reported.
         output_tokens: u64 [Counter] = t.output_tokens.get(),
+        /// Requests (attempts) that waited for the operator's rate limit.
+        rate_limited_requests: u64 [Counter] = outbound.rate_limited_requests(),
+        /// Time requests spent waiting for the rate limit, summed, seconds.
+        rate_limit_wait_seconds: f64 [Counter] = outbound.rate_limit_wait().as_secs_f64(),
         /// Median time from entering the operator to leaving it, milliseconds.
         latency_p50_ms: f64 [Gauge] = ms(latency.value_at_quantile(0.5)),
         /// 99th percentile of the time from entering the operator to leaving it, milliseconds.
@@ -326,7 +341,7 @@ impl RunSummary {
         }
         for op in &self.operators {
             text.push_str(&format!(
-                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} recycled, {} HTTP calls{}, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, thread cpu {:.2} µs/record\n",
+                "  operator {}: {} in, {} out, {} filtered, {} dead-lettered, {} timed out, {} traps, {} recycled, {} HTTP calls{}{}, tokens {} in / {} out, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, thread cpu {:.2} µs/record\n",
                 op.name,
                 op.records_in,
                 op.records_out,
@@ -337,6 +352,7 @@ impl RunSummary {
                 op.recycled,
                 op.http_calls,
                 op.resilience(),
+                op.rate_limited(),
                 op.input_tokens,
                 op.output_tokens,
                 op.latency_p50_ms,
@@ -427,6 +443,8 @@ mod tests {
             "breaker_openings",
             "input_tokens",
             "output_tokens",
+            "rate_limited_requests",
+            "rate_limit_wait_seconds",
             "latency_p50_ms",
             "latency_p99_ms",
             "latency_max_ms",

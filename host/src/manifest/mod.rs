@@ -22,6 +22,7 @@ mod error;
 mod event_time;
 mod mock_provider;
 mod operator;
+mod rate_limit;
 mod resilience;
 mod secrets;
 mod sink;
@@ -31,6 +32,8 @@ mod values;
 
 #[cfg(test)]
 mod async_retry_tests;
+#[cfg(test)]
+mod rate_limit_tests;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +51,7 @@ pub use error::{Location, ManifestError};
 pub use event_time::{EventTimeConfig, TimestampFormat};
 pub use mock_provider::MockProviderConfig;
 pub use operator::{HttpVersion, OperatorConfig, Policy};
+pub use rate_limit::{algorithm_name, RateLimitBackend, RateLimitConfig};
 pub use resilience::{CircuitBreakerConfig, RetryConfig};
 pub use secrets::{Secret, MIN_SECRET_BYTES};
 pub use sink::{OutputFormat, SinkConfig};
@@ -71,6 +75,8 @@ pub struct Manifest {
     pub mock_provider: Option<MockProviderConfig>,
     pub checkpoint: Option<CheckpointConfig>,
     pub event_time: Option<EventTimeConfig>,
+    /// The shared limits, `[rate_limits.NAME]`, by name (operators that use one carry it too).
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
 }
 
 impl Manifest {
@@ -104,6 +110,8 @@ struct RawManifest {
     mock_provider: Option<Spanned<mock_provider::RawMockProvider>>,
     checkpoint: Option<Spanned<checkpoint::RawCheckpoint>>,
     event_time: Option<Spanned<event_time::RawEventTime>>,
+    #[serde(default)]
+    rate_limits: BTreeMap<Spanned<String>, rate_limit::RawRateLimit>,
 }
 
 /// The environment is passed in so that tests need not mutate the process environment.
@@ -128,7 +136,8 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
     // Taken before resolution consumes the raw source, for the [event_time] conflict below.
     let timestamp_field_span = source.get_ref().timestamp_field.as_ref().map(Spanned::span);
     let source = source::resolve(&ctx, source)?;
-    let operators = operators(&ctx, raw.operators, &secrets)?;
+    let named_limits = rate_limit::resolve_named(&ctx, raw.rate_limits)?;
+    let operators = operators(&ctx, raw.operators, &secrets, &named_limits)?;
     let sink = sink::resolve(&ctx, sink)?;
     let dead_letter = dead_letter::resolve(&ctx, raw.dead_letter)?;
     let mock_provider = raw
@@ -157,6 +166,7 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         mock_provider,
         checkpoint,
         event_time,
+        rate_limits: rate_limit::configs(&named_limits),
     })
 }
 
@@ -182,13 +192,14 @@ fn operators(
     ctx: &Ctx<'_>,
     raw: Vec<Spanned<operator::RawOperator>>,
     secrets: &HashMap<String, Secret>,
+    named_limits: &BTreeMap<String, rate_limit::NamedLimit>,
 ) -> Result<Vec<OperatorConfig>, ManifestError> {
     let mut operators = Vec::with_capacity(raw.len());
     let mut names: HashMap<String, usize> = HashMap::new();
     for (index, op) in raw.into_iter().enumerate() {
         let span = op.span();
         let name_span = op.get_ref().name.as_ref().map(Spanned::span);
-        let op = operator::resolve(ctx, index, op, secrets)?;
+        let op = operator::resolve(ctx, index, op, secrets, named_limits)?;
         if let Some(first) = names.insert(op.name.clone(), index) {
             return Err(ctx.invalid(
                 name_span.unwrap_or(span),

@@ -1,7 +1,7 @@
 //! `[[operator]]`: one async operator of the chain, its Flink settings, its plugin's limits and
 //! what it may reach on the network.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::async_retry::{self, AsyncRetryConfig, RawAsyncRetry};
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
+use super::rate_limit::{self, NamedLimit, RateLimitConfig, RawRateLimit};
 use super::resilience::{
     self, CircuitBreakerConfig, RawCircuitBreaker, RawResilience, RawRetry, RetryConfig,
 };
@@ -59,6 +60,8 @@ pub struct OperatorConfig {
     pub retry: RetryConfig,
     /// `[operator.circuit_breaker]`; `None` (no breaker) unless the table is there.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// `rate_limit.*`: its own limit or a shared one (`rate_limit.use`); `None`: no keys.
+    pub rate_limit: Option<RateLimitConfig>,
     /// How long a `timeout` handler that sent a request may take to complete the record.
     pub timeout_grace: Duration,
     /// `[operator.async_retry]`: when a record is invoked again (FLINK-SEMANTICS 19-26).
@@ -126,6 +129,7 @@ pub(super) struct RawOperator {
     max_retries: Option<Spanned<Count>>,
     retry: Option<RawRetry>,
     circuit_breaker: Option<RawCircuitBreaker>,
+    rate_limit: Option<RawRateLimit>,
     timeout_grace: Option<Spanned<DurationValue>>,
     async_retry: Option<RawAsyncRetry>,
     build: Option<Spanned<String>>,
@@ -150,6 +154,7 @@ pub(super) fn resolve(
     index: usize,
     op: Spanned<RawOperator>,
     secrets: &HashMap<String, Secret>,
+    named_limits: &BTreeMap<String, NamedLimit>,
 ) -> Result<OperatorConfig, ManifestError> {
     let span = op.span();
     let raw = op.into_inner();
@@ -210,6 +215,8 @@ pub(super) fn resolve(
         |n| n.at_least_one(""),
     )?;
     let (retry, circuit_breaker) = resilience::resolve(ctx, &field, raw.resilience(&span))?;
+    let rate_limit =
+        rate_limit::resolve_operator(ctx, &field, &raw.rate_limit, span.clone(), named_limits)?;
     let timeout_grace = ctx.setting(
         &raw.timeout_grace,
         &field("timeout_grace"),
@@ -255,6 +262,7 @@ pub(super) fn resolve(
         max_requests_in_flight,
         retry,
         circuit_breaker,
+        rate_limit,
         timeout_grace,
         async_retry,
         config_json,

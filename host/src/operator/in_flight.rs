@@ -36,6 +36,8 @@ pub struct Entry {
     pub retry_at: Option<Instant>,
     /// Its invocations and the last HTTP status, for its dead letter.
     pub attempts: Attempts,
+    /// Tokens a rate limit charged for its requests and not yet settled with reported usage.
+    pub tokens_charged: u64,
 }
 
 impl Entry {
@@ -55,6 +57,7 @@ impl Entry {
             retries: 0,
             retry_at: None,
             attempts: Attempts::default(),
+            tokens_charged: 0,
         }
     }
 }

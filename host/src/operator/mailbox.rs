@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::semantics::{CallDone, CallToSend};
 use super::{AsyncWaitOperator, OperatorError};
 use crate::checkpoint::coordinator::Report;
+use crate::outbound::rate_limit::used_its_tokens;
 use crate::plugin::function::OutgoingCall;
 use crate::record::{
     Batch, CommandReceiver, Element, Message, StageCommand, StageReceiver, StageSender, BATCH_SIZE,
@@ -213,10 +214,14 @@ impl AsyncWaitOperator {
         Ok(())
     }
 
-    /// Sends every request the core has ready.
+    /// Sends every request the core has ready, and settles the tokens of the usage reported
+    /// since the last time.
     fn send_calls(&mut self) {
         while let Some(call) = self.core.next_call() {
             self.send_call(call);
+        }
+        while let Some(s) = self.core.next_settlement() {
+            self.outbound.settle_tokens(s.charged, s.input, s.output);
         }
     }
 
@@ -240,12 +245,21 @@ impl AsyncWaitOperator {
                 call_id: id,
                 owner,
                 answer: Err(refused.into()),
+                tokens_charged: 0,
             }),
             Ok(prepared) => {
+                let estimate = prepared.token_estimate();
                 let sending = self.outbound.send(prepared);
                 let answers = self.answers_tx.clone();
                 self.runtime.spawn(async move {
-                    let answer = sending.await.map(Into::into).map_err(Into::into);
+                    let answer = sending.await;
+                    // An answer that used no tokens had its charge given back by the limit.
+                    let tokens_charged = if used_its_tokens(&answer) {
+                        estimate
+                    } else {
+                        0
+                    };
+                    let answer = answer.map(Into::into).map_err(Into::into);
                     // The operator may be gone (job failed); then the answer is not needed.
                     let _ = answers.send(CallDone {
                         slot,
@@ -253,6 +267,7 @@ impl AsyncWaitOperator {
                         call_id: id,
                         owner,
                         answer,
+                        tokens_charged,
                     });
                 });
             }

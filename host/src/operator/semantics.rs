@@ -19,7 +19,7 @@ use crate::checkpoint::OperatorSnapshot;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::function::{
-    Answer, AsyncFunction, Effects, Failure, FailureKind, OutgoingCall, Output,
+    Answer, AsyncFunction, Effects, Failure, FailureKind, OutgoingCall, Output, TokenUsage,
 };
 use crate::plugin::GuestTrap;
 use crate::record::{Batch, Element, Record};
@@ -43,6 +43,18 @@ pub struct CallDone {
     pub call_id: u64,
     pub owner: Option<u64>,
     pub answer: Answer,
+    /// Tokens a rate limit charged for the request and its answer used (0 without a limit
+    /// on tokens): settled when the plugin reports the record's usage.
+    pub tokens_charged: u64,
+}
+
+/// Tokens charged for a record's requests and the usage its plugin reported, to settle with
+/// the rate limit (the run loop hands it to the outbound stack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSettlement {
+    pub charged: u64,
+    pub input: u64,
+    pub output: u64,
 }
 
 /// What the core knows of an instance slot.
@@ -93,6 +105,8 @@ pub struct OperatorCore<F> {
     outbox: VecDeque<CallToSend>,
     /// Answers made by the host itself (refused requests), delivered on the next turn.
     local_answers: VecDeque<CallDone>,
+    /// Token usage to settle with the rate limit, for the run loop to take.
+    settlements: VecDeque<TokenSettlement>,
     emitted: Vec<Emitted>,
     /// Watermarks in the queue with their sequence numbers; they leave in this order.
     queued_watermarks: VecDeque<(u64, i64)>,
@@ -136,6 +150,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             waiting_calls: VecDeque::new(),
             outbox: VecDeque::new(),
             local_answers: VecDeque::new(),
+            settlements: VecDeque::new(),
             emitted: Vec::new(),
             queued_watermarks: VecDeque::new(),
             last_watermark: None,
@@ -244,6 +259,25 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.outbox.pop_front()
     }
 
+    /// The next token usage to settle with the rate limit, if any.
+    pub fn next_settlement(&mut self) -> Option<TokenSettlement> {
+        self.settlements.pop_front()
+    }
+
+    /// Pairs reported usage with what its record was charged (nothing, for usage reported
+    /// outside a record: all of it is then a debt).
+    fn settle_tokens(&mut self, usage: &TokenUsage) {
+        let charged = usage
+            .owner
+            .and_then(|seq| self.records.get_mut(seq))
+            .map_or(0, |entry| std::mem::take(&mut entry.tokens_charged));
+        self.settlements.push_back(TokenSettlement {
+            charged,
+            input: usage.input_tokens,
+            output: usage.output_tokens,
+        });
+    }
+
     /// The run loop could not send a request (the host refused it): its error is delivered to
     /// the plugin on the next turn, and it holds no room among the requests in flight.
     pub fn refused(&mut self, done: CallDone) {
@@ -288,6 +322,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             let entry = self.records.pending(seq)?;
             // Its dead letter names the last HTTP status its requests got.
             entry.attempts.http_status = done.answer.as_ref().ok().map(|r| r.status);
+            entry.tokens_charged += done.tokens_charged;
             Some((seq, Cause::of(entry)))
         });
         let result = self
@@ -403,6 +438,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
         for usage in effects.usage {
+            self.settle_tokens(&usage);
             self.telemetry.input_tokens.add(usage.input_tokens);
             self.telemetry.output_tokens.add(usage.output_tokens);
         }

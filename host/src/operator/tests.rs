@@ -267,6 +267,7 @@ fn config() -> OperatorConfig {
         max_requests_in_flight: 100,
         retry: Default::default(),
         circuit_breaker: None,
+        rate_limit: None,
         timeout_grace: Duration::ZERO,
         async_retry: Default::default(),
         config_json: "{}".into(),
@@ -396,6 +397,7 @@ impl Harness {
                 call_id: call.call.id,
                 owner: call.call.owner,
                 answer,
+                tokens_charged: 0,
             },
             self.now,
         )?;
@@ -962,6 +964,7 @@ fn a_record_whose_instance_keeps_trapping_under_it_fails_after_max_reinvocations
                 call_id: call.call.id,
                 owner: None,
                 answer: Err(HttpError::Timeout),
+                tokens_charged: 0,
             },
             h.now,
         );
@@ -1021,6 +1024,7 @@ fn a_refused_request_holds_no_room_and_its_error_reaches_the_plugin() {
         call_id: call.call.id,
         owner: call.call.owner,
         answer: Err(HttpError::Denied("not allowed".into())),
+        tokens_charged: 0,
     });
     assert!(h.core.has_work());
     h.turn().unwrap();

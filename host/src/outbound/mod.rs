@@ -7,7 +7,8 @@
 //! 2. [`Outbound::send`] hands the [`PreparedRequest`] to the [`stack`] of layers (tower
 //!    [`Service`](tower::Service)s): the answer half of the policy (redaction) on top, then the
 //!    [`breaker`] (fails fast while an endpoint keeps failing), the [`retry`] (sends again on a
-//!    transient failure), the slots for cache, budget and rate limiting, and the [`transport`]
+//!    transient failure), the [`rate_limit`] (paces every attempt), the slots for cache and
+//!    budget, and the [`transport`]
 //!    (reqwest, the body size limit enforced while the body streams in) at the bottom.
 //!
 //! The types here are the host's own: the plugin bindings convert to and from them
@@ -34,6 +35,7 @@ use tower::ServiceExt;
 
 pub use breaker::{BreakerOptions, Breakers};
 pub use policy::{HostPattern, Policy, PolicyLayer, PolicyService, PreparedRequest, SecretGrant};
+pub use rate_limit::{RateLimit, TokenEstimator};
 pub use retry::RetryOptions;
 pub use stack::{Resilience, Stack};
 pub use stats::OutboundStats;
@@ -102,6 +104,9 @@ pub struct Outbound {
     policy: Arc<Policy>,
     stack: Stack,
     stats: Arc<OutboundStats>,
+    /// The rate limit whose tokens this operator settles, and its guesser of a request's
+    /// tokens; `None` without a limit on tokens.
+    tokens: Option<(Arc<RateLimit>, TokenEstimator)>,
 }
 
 impl Outbound {
@@ -119,6 +124,11 @@ impl Outbound {
     {
         let policy = Arc::new(policy);
         let stats = Arc::new(OutboundStats::default());
+        let tokens = resilience
+            .rate_limit
+            .clone()
+            .filter(|limit| limit.counts_tokens())
+            .map(|limit| (limit, TokenEstimator::default()));
         let stack = stack::build(
             Arc::clone(&policy),
             resilience,
@@ -129,6 +139,7 @@ impl Outbound {
             policy,
             stack,
             stats,
+            tokens,
         }
     }
 
@@ -139,8 +150,27 @@ impl Outbound {
 
     /// Checks `request` against the policy and fills in its secrets, synchronously: an `Err`
     /// is the answer, and nothing was sent.
+    /// Under a tokens-per-minute limit, the request carries the tokens it is charged in
+    /// advance ([`PreparedRequest::token_estimate`]).
     pub fn prepare(&self, request: Request) -> Result<PreparedRequest, OutboundError> {
-        self.policy.prepare(request)
+        let prepared = self.policy.prepare(request)?;
+        Ok(match &self.tokens {
+            Some((_, estimator)) => {
+                let estimate = estimator.estimate(prepared.body());
+                prepared.with_token_estimate(estimate)
+            }
+            None => prepared,
+        })
+    }
+
+    /// A record's requests were charged `charged` tokens (the estimates of those whose answer
+    /// used them: see [`rate_limit::used_its_tokens`]); its plugin reported using
+    /// `input + output`. Settles the difference with the rate limit, if it limits tokens.
+    pub fn settle_tokens(&self, charged: u64, input: u64, output: u64) {
+        if let Some((limit, estimator)) = &self.tokens {
+            estimator.observe_output(output);
+            limit.settle(charged, input.saturating_add(output));
+        }
     }
 
     /// Sends a prepared request through the stack. The future owns what it needs: spawn it.

@@ -97,9 +97,24 @@ pub struct PreparedRequest {
     body: Bytes,
     timeout: Duration,
     deadline: Option<Instant>,
+    /// Tokens a tokens-per-minute limit charges for it in advance (0 without one).
+    token_estimate: u64,
 }
 
 impl PreparedRequest {
+    /// Tokens a tokens-per-minute limit charges for it in advance (0 without one).
+    pub fn token_estimate(&self) -> u64 {
+        self.token_estimate
+    }
+
+    /// The same request, charged `tokens` in advance by a rate limit.
+    pub fn with_token_estimate(self, tokens: u64) -> Self {
+        PreparedRequest {
+            token_estimate: tokens,
+            ..self
+        }
+    }
+
     pub fn method(&self) -> &Method {
         &self.method
     }
@@ -208,6 +223,7 @@ impl Policy {
             body: Bytes::from(request.body),
             timeout: request.timeout.unwrap_or(self.default_timeout),
             deadline: request.deadline,
+            token_estimate: 0,
         })
     }
 

@@ -6,7 +6,7 @@
 //!   breaker               fails fast while an endpoint keeps failing   BreakerLayer
 //!   [slot] budget         refuses what would exceed the operator's allowance
 //!   retry                 sends again on a transient failure          RetryLayer
-//!   [slot] rate limit     paces the attempts that go out
+//!   rate limit            paces the attempts that go out              RateLimitLayer
 //!   transport             reqwest; the body limit enforced while it streams
 //! ```
 //!
@@ -33,6 +33,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use super::breaker::BreakerLayer;
+use super::rate_limit::{RateLimit, RateLimitLayer};
 use super::retry::RetryLayer;
 use super::{
     BreakerOptions, Breakers, OutboundError, OutboundStats, Policy, PolicyLayer, PreparedRequest,
@@ -42,13 +43,16 @@ use super::{
 /// The composed stack, boxed so that its type does not change as layers are added.
 pub type Stack = BoxCloneSyncService<PreparedRequest, Response, OutboundError>;
 
-/// How an operator's requests survive failures: request retries and a circuit breaker.
-/// The default has neither: each request is sent once, as before either existed.
+/// How an operator's requests survive failures: request retries and a circuit breaker; and
+/// how they are paced: a rate limit. The default has none: each request is sent once, at
+/// once, as before any existed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resilience {
     pub retry: RetryOptions,
     /// `None`: no breaker.
     pub breaker: Option<BreakerOptions>,
+    /// `None`: no rate limit. Shared by the operators that share the limit.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// Composes the layers over `transport` (the real one, or a fake in tests); the layers count
@@ -75,8 +79,16 @@ where
         // Slot: cache.
         .option_layer(breakers.clone().map(BreakerLayer::new))
         // Slot: budget.
-        .layer(RetryLayer::new(resilience.retry, breakers, stats))
-        // Slot: rate limit.
+        .layer(RetryLayer::new(
+            resilience.retry,
+            breakers,
+            Arc::clone(&stats),
+        ))
+        .option_layer(
+            resilience
+                .rate_limit
+                .map(|limit| RateLimitLayer::new(limit, stats)),
+        )
         .service(transport);
     BoxCloneSyncService::new(stack)
 }
@@ -165,6 +177,7 @@ mod tests {
                 minimum_calls: 2,
                 ..BreakerOptions::default()
             }),
+            rate_limit: None,
         };
         let outbound = Outbound::new(policy(), resilience, failing);
         let send = || outbound.send(outbound.prepare(request("http://127.0.0.1:1/")).unwrap());

@@ -1,6 +1,8 @@
-//! What the stack counts as it goes: retries and breaker decisions, for the run summary.
+//! What the stack counts as it goes: retries, breaker decisions and rate-limit waits, for the
+//! run summary.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// One operator's outbound counts. Shared (`Arc`) between its layers and the pipeline, which
 /// reads them at any time.
@@ -10,6 +12,9 @@ pub struct OutboundStats {
     retries_refused: AtomicU64,
     failed_fast: AtomicU64,
     breaker_openings: AtomicU64,
+    // rate limit
+    rate_limit_waits: AtomicU64,
+    rate_limit_wait_micros: AtomicU64,
 }
 
 impl OutboundStats {
@@ -50,5 +55,24 @@ impl OutboundStats {
 
     pub(crate) fn breaker_opened(&self) {
         self.breaker_openings.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // rate limit
+
+    /// Requests (attempts) that waited for the rate limit before they went.
+    pub fn rate_limited_requests(&self) -> u64 {
+        self.rate_limit_waits.load(Ordering::Relaxed)
+    }
+
+    /// The time requests spent waiting for the rate limit, summed.
+    pub fn rate_limit_wait(&self) -> Duration {
+        Duration::from_micros(self.rate_limit_wait_micros.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn rate_limit_waited(&self, waited: Duration) {
+        self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.rate_limit_wait_micros
+            .fetch_add(micros, Ordering::Relaxed);
     }
 }

@@ -18,9 +18,11 @@ use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
 use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
+use crate::manifest::{RateLimitBackend, RateLimitConfig};
 use crate::operator::AsyncWaitOperator;
+use crate::outbound::rate_limit::{Allowance, LocalAllowance};
 use crate::outbound::{
-    HostPattern, Outbound, Policy, Protocol, Resilience, SecretGrant, Transport,
+    HostPattern, Outbound, Policy, Protocol, RateLimit, Resilience, SecretGrant, Transport,
 };
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
@@ -262,6 +264,7 @@ fn build_operators(
 /// by the operators that use it.
 fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineError> {
     let mut clients: HashMap<HttpVersion, reqwest::Client> = HashMap::new();
+    let mut limits = RateLimits::default();
     let mut stacks = Vec::new();
     for config in &manifest.operators {
         let client = match clients.entry(config.http_version) {
@@ -290,17 +293,50 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
         let policy = Policy::new(allowed, grants, config.http_timeout);
         stacks.push(Arc::new(Outbound::new(
             policy,
-            resilience(config),
+            resilience(config, &mut limits),
             Transport::new(client),
         )));
     }
     Ok(stacks)
 }
 
-/// The retries and breaker of an operator's requests, from its manifest section.
-fn resilience(config: &OperatorConfig) -> Resilience {
+/// The retries, breaker and rate limit of an operator's requests, from its manifest section.
+fn resilience(config: &OperatorConfig, limits: &mut RateLimits) -> Resilience {
     Resilience {
         retry: config.retry.clone(),
         breaker: config.circuit_breaker.clone(),
+        rate_limit: limits.for_operator(config),
     }
+}
+
+/// The rate limits made so far: one per named limit, shared by every operator that uses it.
+#[derive(Default)]
+struct RateLimits {
+    shared: HashMap<String, Arc<RateLimit>>,
+}
+
+impl RateLimits {
+    /// The operator's limit: its own (made now), or the shared one it uses; `None` if it
+    /// limits nothing.
+    fn for_operator(&mut self, config: &OperatorConfig) -> Option<Arc<RateLimit>> {
+        let limit = config.rate_limit.as_ref().filter(|l| l.limits())?;
+        match &limit.name {
+            None => Some(make_limit(limit, config.name.clone())),
+            Some(name) => Some(Arc::clone(
+                self.shared
+                    .entry(name.clone())
+                    .or_insert_with(|| make_limit(limit, name.clone())),
+            )),
+        }
+    }
+}
+
+fn make_limit(config: &RateLimitConfig, name: String) -> Arc<RateLimit> {
+    let allowance: Arc<dyn Allowance> = match &config.backend {
+        RateLimitBackend::Local => Arc::new(LocalAllowance::new(&config.options)),
+        // Redis: wired by the lead (the Redis allowance, with this local one as its fallback).
+        RateLimitBackend::Redis { .. } => Arc::new(LocalAllowance::new(&config.options)),
+    };
+    let tokens = config.options.tokens_per_minute.is_some();
+    Arc::new(RateLimit::new(allowance, name).counting_tokens(tokens))
 }

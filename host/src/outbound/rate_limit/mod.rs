@@ -14,8 +14,21 @@
 //!
 //! Nothing here knows the manifest: `pipeline::build` makes the limits from it.
 
+pub mod estimate;
+mod layer;
+pub mod local;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use estimate::TokenEstimator;
+pub use layer::{RateLimitLayer, RateLimitService};
+pub use local::LocalAllowance;
 
 /// How a limit spreads what it allows over time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,9 +84,192 @@ pub trait Allowance: Send + Sync + 'static {
     fn acquire(&self, requests: u32, tokens: u64) -> Acquiring<'_>;
 }
 
+/// How long a credit (tokens charged but not used) may be drawn on: long enough for the
+/// next request to use it, short enough that tokens reserved long ago are not spent now on top
+/// of what the limit allows in the current window.
+const CREDIT_LIFETIME: Duration = Duration::from_secs(1);
+
+/// A limit as the outbound stack uses it: an [`Allowance`] plus a ledger that settles the
+/// tokens charged in advance. Shared (`Arc`) by every operator that uses the limit.
+pub struct RateLimit {
+    allowance: Arc<dyn Allowance>,
+    name: String,
+    /// Whether it limits tokens: then requests are charged an estimate of theirs.
+    tokens: bool,
+    ledger: Mutex<Ledger>,
+}
+
+/// Tokens charged but not used (a credit, drawn on by later requests before the allowance,
+/// as governor has no refund), and tokens used but not charged (a debt, added to the next).
+#[derive(Default)]
+struct Ledger {
+    /// Credits with when they were settled, oldest first.
+    credit: VecDeque<(Instant, u64)>,
+    debt: u64,
+}
+
+impl RateLimit {
+    /// `name` names the limit in logs: the operator's name, or the shared limit's.
+    pub fn new(allowance: Arc<dyn Allowance>, name: String) -> RateLimit {
+        RateLimit {
+            allowance,
+            name,
+            tokens: true,
+            ledger: Mutex::new(Ledger::default()),
+        }
+    }
+
+    /// Says whether the limit counts tokens (by default it does); one that does not spares
+    /// the operator estimating each request's tokens.
+    pub fn counting_tokens(self, tokens: bool) -> RateLimit {
+        RateLimit { tokens, ..self }
+    }
+
+    pub fn counts_tokens(&self) -> bool {
+        self.tokens
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until one request and `tokens_estimate` tokens (less any credit, plus any debt)
+    /// fit, and takes them; returns how long it waited.
+    pub async fn acquire(&self, tokens_estimate: u64) -> Duration {
+        let tokens = self.ledger().draw(tokens_estimate, Instant::now());
+        let started = Instant::now();
+        self.allowance.acquire(1, tokens).await;
+        started.elapsed()
+    }
+
+    /// A request charged `charged` tokens used `used`: the difference is credited to later
+    /// requests, or added to the next as a debt.
+    pub fn settle(&self, charged: u64, used: u64) {
+        let mut ledger = self.ledger();
+        if used > charged {
+            ledger.debt = ledger.debt.saturating_add(used - charged);
+        } else if charged > used {
+            ledger.credit.push_back((Instant::now(), charged - used));
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // The ledger is consistent after every statement: a panic elsewhere leaves it usable.
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ledger {
+    /// The tokens to take from the allowance for a request estimated at `estimate`: the debt
+    /// is added, then live credits are drawn on, oldest first.
+    fn draw(&mut self, estimate: u64, now: Instant) -> u64 {
+        let mut need = estimate.saturating_add(std::mem::take(&mut self.debt));
+        while let Some((at, _)) = self.credit.front() {
+            if now.duration_since(*at) < CREDIT_LIFETIME {
+                break;
+            }
+            self.credit.pop_front();
+        }
+        while need > 0 {
+            let Some((_, credit)) = self.credit.front_mut() else {
+                break;
+            };
+            let drawn = need.min(*credit);
+            need -= drawn;
+            *credit -= drawn;
+            if *credit == 0 {
+                self.credit.pop_front();
+            }
+        }
+        need
+    }
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Two limits are the same limit when they are one object (shared by `Arc`).
+impl PartialEq for RateLimit {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+/// Whether a request's answer used the tokens charged for it. Providers charge for what they
+/// answered; a refusal (429, 5xx, any non-2xx) or no answer used none, and its charge is
+/// credited back at once by the layer.
+pub fn used_its_tokens<E>(answer: &Result<super::Response, E>) -> bool {
+    matches!(answer, Ok(response) if (200..300).contains(&response.status))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An allowance that records what it is asked for and never waits.
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<(u32, u64)>>);
+
+    impl Allowance for Counting {
+        fn acquire(&self, requests: u32, tokens: u64) -> Acquiring<'_> {
+            self.0.lock().unwrap().push((requests, tokens));
+            Box::pin(async {})
+        }
+    }
+
+    fn limit() -> (RateLimit, Arc<Counting>) {
+        let counting = Arc::new(Counting::default());
+        let limit = RateLimit::new(Arc::clone(&counting) as Arc<dyn Allowance>, "l".into());
+        (limit, counting)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_estimates_are_credited_to_the_next_requests_and_under_estimates_charged() {
+        let (limit, asked) = limit();
+        limit.acquire(100).await;
+        limit.settle(100, 30);
+        // 70 credited: the next request of 100 takes 30 from the allowance.
+        limit.acquire(100).await;
+        limit.settle(100, 160);
+        // 60 owed: added to the next.
+        limit.acquire(10).await;
+        // Usage with nothing charged (no record) is all debt.
+        limit.settle(0, 5);
+        limit.acquire(0).await;
+        assert_eq!(
+            *asked.0.lock().unwrap(),
+            [(1, 100), (1, 30), (1, 70), (1, 5)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_credit_expires() {
+        let (limit, asked) = limit();
+        limit.settle(100, 0);
+        tokio::time::sleep(CREDIT_LIFETIME).await;
+        limit.acquire(50).await;
+        assert_eq!(*asked.0.lock().unwrap(), [(1, 50)]);
+    }
+
+    #[test]
+    fn only_an_answer_in_2xx_used_its_tokens() {
+        let answer = |status| -> Result<super::super::Response, ()> {
+            Ok(super::super::Response {
+                status,
+                headers: vec![],
+                body: vec![],
+            })
+        };
+        assert!(used_its_tokens(&answer(200)));
+        assert!(!used_its_tokens(&answer(429)));
+        assert!(!used_its_tokens(&answer(503)));
+        assert!(!used_its_tokens(&Err::<super::super::Response, ()>(())));
+    }
 
     #[test]
     fn a_share_scales_every_figure_and_never_reaches_zero() {
