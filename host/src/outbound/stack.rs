@@ -7,6 +7,7 @@
 //!   [slot] budget         refuses what would exceed the operator's allowance
 //!   retry                 sends again on a transient failure          RetryLayer
 //!   [slot] rate limit     paces the attempts that go out
+//!   adaptive              paces them by what the provider says remains  AdaptiveLayer
 //!   transport             reqwest; the body limit enforced while it streams
 //! ```
 //!
@@ -19,7 +20,10 @@
 //! attempts; so the retry is handed the same [`Breakers`] and asks them before each retry, and
 //! sends again only while the endpoint's breaker is closed (a half-open probe is sent once).
 //! The budget is charged once per request, before the retries it allows. The rate limit sits
-//! below the retry so that it paces every attempt that goes on the wire. The remaining slots
+//! below the retry so that it paces every attempt that goes on the wire. The adaptive layer
+//! is last before the transport: it reads every answer (the provider's rate-limit headers,
+//! its 429s) and paces what the configured limit lets through by what the provider still
+//! allows. The remaining slots
 //! are empty today: each later issue adds its layer at its place in [`build`], as a tower
 //! [`Layer`](tower::Layer) unit-tested on its own with a fake inner service.
 //!
@@ -32,6 +36,7 @@ use std::sync::Arc;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
+use super::adaptive::AdaptiveLayer;
 use super::breaker::BreakerLayer;
 use super::retry::RetryLayer;
 use super::{
@@ -42,13 +47,16 @@ use super::{
 /// The composed stack, boxed so that its type does not change as layers are added.
 pub type Stack = BoxCloneSyncService<PreparedRequest, Response, OutboundError>;
 
-/// How an operator's requests survive failures: request retries and a circuit breaker.
-/// The default has neither: each request is sent once, as before either existed.
+/// How an operator's requests survive failures: request retries, a circuit breaker and
+/// pacing by the provider's rate limits. The default has none: each request is sent once, at
+/// once, as before any existed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resilience {
     pub retry: RetryOptions,
     /// `None`: no breaker.
     pub breaker: Option<BreakerOptions>,
+    /// Pace requests by the provider's rate-limit headers and 429s ([`AdaptiveLayer`]).
+    pub adaptive: bool,
 }
 
 /// Composes the layers over `transport` (the real one, or a fake in tests); the layers count
@@ -70,6 +78,10 @@ where
     let breakers = resilience
         .breaker
         .map(|options| Arc::new(Breakers::new(options, Arc::clone(&stats))));
+    // No wait for the provider is longer than the retries' own longest.
+    let adaptive = resilience
+        .adaptive
+        .then(|| AdaptiveLayer::new(resilience.retry.max_delay, Arc::clone(&stats)));
     let stack = ServiceBuilder::new()
         .layer(PolicyLayer::new(policy))
         // Slot: cache.
@@ -77,6 +89,7 @@ where
         // Slot: budget.
         .layer(RetryLayer::new(resilience.retry, breakers, stats))
         // Slot: rate limit.
+        .option_layer(adaptive)
         .service(transport);
     BoxCloneSyncService::new(stack)
 }
@@ -165,6 +178,7 @@ mod tests {
                 minimum_calls: 2,
                 ..BreakerOptions::default()
             }),
+            adaptive: false,
         };
         let outbound = Outbound::new(policy(), resilience, failing);
         let send = || outbound.send(outbound.prepare(request("http://127.0.0.1:1/")).unwrap());

@@ -1,6 +1,7 @@
 //! What the stack counts as it goes: retries and breaker decisions, for the run summary.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// One operator's outbound counts. Shared (`Arc`) between its layers and the pipeline, which
 /// reads them at any time.
@@ -10,6 +11,10 @@ pub struct OutboundStats {
     retries_refused: AtomicU64,
     failed_fast: AtomicU64,
     breaker_openings: AtomicU64,
+    // adaptive
+    held: AtomicU64,
+    held_us: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl OutboundStats {
@@ -50,5 +55,32 @@ impl OutboundStats {
 
     pub(crate) fn breaker_opened(&self) {
         self.breaker_openings.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // adaptive
+
+    /// Requests held back by the provider's rate limit (its headers or 429s).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The time those requests were held, all added up.
+    pub fn held_time(&self) -> Duration {
+        Duration::from_micros(self.held_us.load(Ordering::Relaxed))
+    }
+
+    /// 429 answers received (each attempt counts).
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn request_held(&self, held: Duration) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        self.held_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rate_limited_answer(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 }

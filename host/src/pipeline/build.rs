@@ -297,10 +297,13 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
     Ok(stacks)
 }
 
-/// The retries and breaker of an operator's requests, from its manifest section.
+/// The retries, breaker and adaptive pacing of an operator's requests, from its manifest
+/// section.
 fn resilience(config: &OperatorConfig) -> Resilience {
     Resilience {
         retry: config.retry.clone(),
         breaker: config.circuit_breaker.clone(),
+        // rate_limit.adaptive (default true): wired by the lead
+        adaptive: true,
     }
 }
