@@ -138,24 +138,35 @@ impl OperatorSummary {
         )
     }
 
-    /// What request retries and breakers did, when they did anything.
+    /// What request retries, breakers and the provider's rate limit did, when they did
+    /// anything.
     fn resilience(&self) -> String {
         let counted = self.record_retries
             + self.http_retries
             + self.http_retries_refused
             + self.http_failed_fast
             + self.breaker_openings;
-        if counted == 0 {
+        let mut parts = Vec::new();
+        if counted > 0 {
+            parts.push(format!(
+                "{} records retried, {} request retries, {} refused by the retry budget, {} failed fast by an open breaker, {} breaker openings",
+                self.record_retries,
+                self.http_retries,
+                self.http_retries_refused,
+                self.http_failed_fast,
+                self.breaker_openings
+            ));
+        }
+        if self.http_held > 0 {
+            parts.push(format!(
+                "{} held {:.1} s in all for the provider's rate limit",
+                self.http_held, self.http_held_s
+            ));
+        }
+        if parts.is_empty() {
             return String::new();
         }
-        format!(
-            " ({} records retried, {} request retries, {} refused by the retry budget, {} failed fast by an open breaker, {} breaker openings)",
-            self.record_retries,
-            self.http_retries,
-            self.http_retries_refused,
-            self.http_failed_fast,
-            self.breaker_openings
-        )
+        format!(" ({})", parts.join(", "))
     }
 }
 
@@ -211,6 +222,10 @@ summary! {
         http_failed_fast: u64 [Counter] = outbound.failed_fast(),
         /// Times a circuit breaker opened.
         breaker_openings: u64 [Counter] = outbound.breaker_openings(),
+        /// Requests held back by the provider's rate limit (its headers or 429s).
+        http_held: u64 [Counter] = outbound.held(),
+        /// The time those requests were held, added up, seconds.
+        http_held_s: f64 [Counter] = outbound.held_time().as_secs_f64(),
         /// Model input tokens the plugin reported.
         input_tokens: u64 [Counter] = t.input_tokens.get(),
         /// Model output tokens the plugin reported.
@@ -441,6 +456,8 @@ mod tests {
             "http_retries_refused",
             "http_failed_fast",
             "breaker_openings",
+            "http_held",
+            "http_held_s",
             "input_tokens",
             "output_tokens",
             "rate_limited_requests",
@@ -508,6 +525,28 @@ mod tests {
         let text = summary.render();
         assert!(
             text.contains("4 HTTP calls (3 records retried, 2 request retries, 1 refused by the retry budget, 1 failed fast by an open breaker, 1 breaker openings), tokens"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_text_shows_requests_held_for_the_providers_rate_limit() {
+        let registry = registry();
+        let stats = Arc::new(crate::outbound::OutboundStats::default());
+        registry.operators[0]
+            .outbound
+            .set(Arc::clone(&stats))
+            .unwrap();
+        stats.request_held(std::time::Duration::from_millis(1500));
+        stats.request_held(std::time::Duration::from_millis(1000));
+        let summary = RunSummary::read(&registry);
+        let op = &summary.operators[0];
+        assert_eq!((op.http_held, op.http_held_s), (2, 2.5));
+        let text = summary.render();
+        assert!(
+            text.contains(
+                "4 HTTP calls (2 held 2.5 s in all for the provider's rate limit), tokens"
+            ),
             "{text}"
         );
     }

@@ -387,7 +387,7 @@ impl fmt::Display for Percent {
 }
 
 /// The endpoint a URL goes to: `scheme://host:port`, the port always written.
-fn endpoint(url: &Url) -> String {
+pub(super) fn endpoint(url: &Url) -> String {
     format!(
         "{}://{}:{}",
         url.scheme(),

@@ -15,6 +15,7 @@
 //! (`plugin::http_convert`); the pipeline builds each operator's stack from its manifest section
 //! (`pipeline::build`), so nothing here knows the manifest.
 
+pub mod adaptive;
 pub mod breaker;
 pub mod policy;
 pub mod rate_limit;

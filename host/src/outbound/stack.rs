@@ -7,6 +7,7 @@
 //!   [slot] budget         refuses what would exceed the operator's allowance
 //!   retry                 sends again on a transient failure          RetryLayer
 //!   rate limit            paces the attempts that go out              RateLimitLayer
+//!   adaptive              paces them by what the provider says remains  AdaptiveLayer
 //!   transport             reqwest; the body limit enforced while it streams
 //! ```
 //!
@@ -19,8 +20,11 @@
 //! attempts; so the retry is handed the same [`Breakers`] and asks them before each retry, and
 //! sends again only while the endpoint's breaker is closed (a half-open probe is sent once).
 //! The budget is charged once per request, before the retries it allows. The rate limit sits
-//! below the retry so that it paces every attempt that goes on the wire. The remaining slots
-//! are empty today: each later issue adds its layer at its place in [`build`], as a tower
+//! below the retry so that it paces every attempt that goes on the wire. The adaptive layer
+//! is last before the transport: it reads every answer (the provider's rate-limit headers,
+//! its 429s) and paces what the configured limit lets through by what the provider still
+//! allows. The remaining slots
+//! (cache, budget) are empty today: each later issue adds its layer at its place in [`build`], as a tower
 //! [`Layer`](tower::Layer) unit-tested on its own with a fake inner service.
 //!
 //! Which failures are retried and counted by the breaker is one rule,
@@ -32,6 +36,7 @@ use std::sync::Arc;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
+use super::adaptive::AdaptiveLayer;
 use super::breaker::BreakerLayer;
 use super::rate_limit::{RateLimit, RateLimitLayer};
 use super::retry::RetryLayer;
@@ -44,8 +49,8 @@ use super::{
 pub type Stack = BoxCloneSyncService<PreparedRequest, Response, OutboundError>;
 
 /// How an operator's requests survive failures: request retries and a circuit breaker; and
-/// how they are paced: a rate limit. The default has none: each request is sent once, at
-/// once, as before any existed.
+/// how they are paced: a rate limit, and the provider's own rate-limit answers. The default
+/// has none: each request is sent once, at once, as before any existed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resilience {
     pub retry: RetryOptions,
@@ -53,6 +58,8 @@ pub struct Resilience {
     pub breaker: Option<BreakerOptions>,
     /// `None`: no rate limit. Shared by the operators that share the limit.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// Pace requests by the provider's rate-limit headers and 429s ([`AdaptiveLayer`]).
+    pub adaptive: bool,
 }
 
 /// Composes the layers over `transport` (the real one, or a fake in tests); the layers count
@@ -74,6 +81,10 @@ where
     let breakers = resilience
         .breaker
         .map(|options| Arc::new(Breakers::new(options, Arc::clone(&stats))));
+    // No wait for the provider is longer than the retries' own longest.
+    let adaptive = resilience
+        .adaptive
+        .then(|| AdaptiveLayer::new(resilience.retry.max_delay, Arc::clone(&stats)));
     let stack = ServiceBuilder::new()
         .layer(PolicyLayer::new(policy))
         // Slot: cache.
@@ -87,8 +98,9 @@ where
         .option_layer(
             resilience
                 .rate_limit
-                .map(|limit| RateLimitLayer::new(limit, stats)),
+                .map(|limit| RateLimitLayer::new(limit, Arc::clone(&stats))),
         )
+        .option_layer(adaptive)
         .service(transport);
     BoxCloneSyncService::new(stack)
 }
@@ -178,6 +190,7 @@ mod tests {
                 ..BreakerOptions::default()
             }),
             rate_limit: None,
+            adaptive: false,
         };
         let outbound = Outbound::new(policy(), resilience, failing);
         let send = || outbound.send(outbound.prepare(request("http://127.0.0.1:1/")).unwrap());

@@ -15,6 +15,10 @@ pub struct OutboundStats {
     // rate limit
     rate_limit_waits: AtomicU64,
     rate_limit_wait_micros: AtomicU64,
+    // adaptive
+    held: AtomicU64,
+    held_us: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl OutboundStats {
@@ -74,5 +78,32 @@ impl OutboundStats {
         let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
         self.rate_limit_wait_micros
             .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    // adaptive
+
+    /// Requests held back by the provider's rate limit (its headers or 429s).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The time those requests were held, all added up.
+    pub fn held_time(&self) -> Duration {
+        Duration::from_micros(self.held_us.load(Ordering::Relaxed))
+    }
+
+    /// 429 answers received (each attempt counts).
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn request_held(&self, held: Duration) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        self.held_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rate_limited_answer(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 }

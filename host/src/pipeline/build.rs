@@ -300,12 +300,15 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
     Ok(stacks)
 }
 
-/// The retries, breaker and rate limit of an operator's requests, from its manifest section.
+/// The retries, breaker, rate limit and adaptive pacing of an operator's requests, from its
+/// manifest section.
 fn resilience(config: &OperatorConfig, limits: &mut RateLimits) -> Resilience {
     Resilience {
         retry: config.retry.clone(),
         breaker: config.circuit_breaker.clone(),
         rate_limit: limits.for_operator(config),
+        // `rate_limit.adaptive`, on unless turned off.
+        adaptive: config.rate_limit.as_ref().is_none_or(|limit| limit.adaptive),
     }
 }
 

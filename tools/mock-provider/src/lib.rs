@@ -5,18 +5,21 @@
 //! or on demand through request headers. See README.md beside this crate.
 
 mod answers;
+mod limits;
 mod service;
 mod timer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use answers::{chat_answer, embedding, fnv1a64};
+pub use limits::{go_duration, LimitHeaders};
 
 /// Behaviour of the mock; also the CLI flags of `waio mock-provider`.
 #[derive(Clone, Debug, clap::Args)]
@@ -62,6 +65,19 @@ pub struct MockConfig {
     /// How long the outage of `outage-after-ms` lasts.
     #[arg(long, default_value_t = 10_000)]
     pub outage_for_ms: u64,
+    /// A provider's rate limit: requests per second admitted (a fixed 1-s window); beyond,
+    /// 429 until the window resets.
+    #[arg(long)]
+    pub rate_limit: Option<u64>,
+    /// A provider's token limit: tokens (usage) per minute (a fixed 60-s window); once spent,
+    /// 429 until the window resets.
+    #[arg(long)]
+    pub tokens_per_minute: Option<u64>,
+    /// Which headers tell clients about the limits: `all` (OpenAI's `x-ratelimit-*` on every
+    /// answer, `Retry-After` and `retry-after-ms` on a 429), `retry-after` (only `Retry-After`
+    /// on a 429) or `none` (bare 429s).
+    #[arg(long, value_enum, default_value_t = LimitHeaders::All)]
+    pub rate_limit_headers: LimitHeaders,
 }
 
 impl Default for MockConfig {
@@ -80,6 +96,9 @@ impl Default for MockConfig {
             error_status: None,
             outage_after_ms: None,
             outage_for_ms: 10_000,
+            rate_limit: None,
+            tokens_per_minute: None,
+            rate_limit_headers: LimitHeaders::All,
         }
     }
 }
@@ -98,6 +117,11 @@ impl MockConfig {
                     "{name} must be between 0 and 1, got {rate}"
                 )));
             }
+        }
+        if self.rate_limit == Some(0) || self.tokens_per_minute == Some(0) {
+            return Err(MockError::Config(
+                "rate-limit and tokens-per-minute must be at least 1".into(),
+            ));
         }
         if let Some(status) = self.error_status {
             if ![500, 502, 503, 504].contains(&status) {
@@ -151,6 +175,13 @@ pub struct MockStats {
     pub max_in_flight_while_down: u64,
     /// Distinct Authorization header values received, the first 16.
     pub authorization_seen: Vec<String>,
+    /// Requests refused with a 429 by `rate-limit` or `tokens-per-minute`.
+    pub rate_limited: u64,
+    /// Requests to model endpoints (chat, embeddings, echo, kv) per second, from the first to
+    /// the last one; 0 before the second one.
+    pub requests_per_second: f64,
+    /// Most requests `rate-limit` admitted in one of its 1-s windows (0 without it).
+    pub peak_requests_per_second: u64,
 }
 
 const MAX_AUTH_SEEN: usize = 16;
@@ -168,6 +199,11 @@ pub(crate) struct Counters {
     pub while_down: AtomicU64,
     pub in_flight_while_down: AtomicU64,
     pub max_in_flight_while_down: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub peak_requests_per_second: AtomicU64,
+    /// When the first model request came, and the last one (microseconds after the first).
+    first_model_request: OnceLock<Instant>,
+    last_model_request_us: AtomicU64,
     /// Set by [`MockServer::set_down`]: every model request is answered 503.
     pub down: AtomicBool,
     auth_full: AtomicBool,
@@ -177,6 +213,25 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes the time of a request to a model endpoint, for `requests_per_second`.
+    pub(crate) fn saw_model_request(&self) {
+        let first = *self.first_model_request.get_or_init(Instant::now);
+        let us = first.elapsed().as_micros() as u64;
+        self.last_model_request_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    fn requests_per_second(&self) -> f64 {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let requests =
+            load(&self.chat) + load(&self.embeddings) + load(&self.echo) + load(&self.kv);
+        let span = load(&self.last_model_request_us) as f64 / 1e6;
+        if requests < 2 || span <= 0.0 {
+            return 0.0;
+        }
+        // n requests spread over a span make n - 1 gaps.
+        (requests - 1) as f64 / span
     }
 
     pub(crate) fn saw_authorization(&self, value: &[u8]) {
@@ -211,6 +266,9 @@ impl Counters {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            rate_limited: load(&self.rate_limited),
+            requests_per_second: self.requests_per_second(),
+            peak_requests_per_second: load(&self.peak_requests_per_second),
         }
     }
 }

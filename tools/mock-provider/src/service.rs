@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::answers::{chat_answer, embedding, embedding_base64, word_count};
+use crate::limits::Limits;
 use crate::timer::PreciseTimer;
 use crate::{Counters, MockConfig};
 
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     timer: PreciseTimer,
     /// The scheduled outage (`outage-after-ms`), as a span of time since the start.
     outage: Option<(Instant, Instant)>,
+    /// The rate-limited mode (`rate-limit`, `tokens-per-minute`).
+    limits: Option<Limits>,
 }
 
 impl Shared {
@@ -66,7 +69,13 @@ impl Shared {
             let from = Instant::now() + Duration::from_millis(after);
             (from, from + Duration::from_millis(config.outage_for_ms))
         });
+        let limits = Limits::new(
+            config.rate_limit,
+            config.tokens_per_minute,
+            config.rate_limit_headers,
+        );
         Shared {
+            limits,
             any_fault: error_below > 0.0,
             drop_below,
             hang_below,
@@ -127,6 +136,11 @@ enum Plan {
         status: StatusCode,
         delay_ms: u64,
     },
+    /// Refused by the rate limit, whose window resets `reset` after the plan.
+    Limited {
+        reset: Duration,
+        delay_ms: u64,
+    },
     /// Answered 503 because the provider is down; counted in flight until answered.
     Down {
         delay_ms: u64,
@@ -160,6 +174,7 @@ impl Shared {
                 return Plan::Serve { route, delay_ms: 0 }
             }
         }
+        c.saw_model_request();
 
         let fault = match headers.get("x-mock-fault") {
             Some(v) => match v.as_bytes() {
@@ -207,6 +222,18 @@ impl Shared {
             c.max_in_flight_while_down.fetch_max(now, Ordering::SeqCst);
             return Plan::Down { delay_ms };
         }
+        if let Some(limits) = &self.limits {
+            match limits.admit() {
+                Ok(admitted) => {
+                    c.peak_requests_per_second
+                        .fetch_max(admitted, Ordering::Relaxed);
+                }
+                Err(reset) => {
+                    Counters::bump(&c.rate_limited);
+                    return Plan::Limited { reset, delay_ms };
+                }
+            }
+        }
         match fault {
             None => Plan::Serve { route, delay_ms },
             Some(fault) => {
@@ -243,6 +270,20 @@ impl Shared {
         } else {
             None
         }
+    }
+
+    /// A 429 of the rate limit, whose window resets after `reset`.
+    fn limited_answer(&self, reset: Duration) -> Answer {
+        let body = error_body(
+            "Rate limit reached (mock rate-limit). Please try again after the delay in Retry-After.",
+            "requests",
+            Some("rate_limit_exceeded"),
+        );
+        let mut answer = json_answer(StatusCode::TOO_MANY_REQUESTS, body);
+        if let Some(limits) = &self.limits {
+            limits.write_refusal(reset, answer.headers_mut());
+        }
+        answer
     }
 
     fn fault_answer(&self, status: StatusCode) -> Answer {
@@ -342,6 +383,12 @@ impl Shared {
         })
     }
 
+    fn charge_tokens(&self, tokens: u64) {
+        if let Some(limits) = &self.limits {
+            limits.charge_tokens(tokens);
+        }
+    }
+
     async fn sleep_ms(&self, ms: u64) {
         self.timer.sleep(Duration::from_millis(ms)).await;
     }
@@ -360,13 +407,28 @@ async fn handle(
             shared.sleep_ms(delay_ms).await;
             Ok(shared.fault_answer(status))
         }
+        Plan::Limited { reset, delay_ms } => {
+            shared.sleep_ms(delay_ms).await;
+            let left = reset.saturating_sub(Duration::from_millis(delay_ms));
+            Ok(shared.limited_answer(left))
+        }
         Plan::Down { delay_ms } => {
             // Counted out even if the client gives up first (the future is dropped).
             let _answered = DownGuard(&shared.counters);
             shared.sleep_ms(delay_ms).await;
             Ok(shared.fault_answer(StatusCode::SERVICE_UNAVAILABLE))
         }
-        Plan::Serve { route, delay_ms } => Ok(serve(&shared, req, route, delay_ms).await),
+        Plan::Serve { route, delay_ms } => {
+            let mut answer = serve(&shared, req, route, delay_ms).await;
+            let model_route = !matches!(
+                route,
+                Route::Health | Route::Stats | Route::NotFound | Route::MethodNotAllowed
+            );
+            if let (Some(limits), true) = (&shared.limits, model_route) {
+                limits.write_headers(answer.headers_mut());
+            }
+            Ok(answer)
+        }
     }
 }
 
@@ -568,6 +630,7 @@ fn chat(shared: &Shared, body: &[u8]) -> Answer {
     let answer = chat_answer(&pairs);
     let prompt_tokens: u64 = texts.iter().map(|t| word_count(t)).sum();
     let completion_tokens = word_count(&answer);
+    shared.charge_tokens(prompt_tokens + completion_tokens);
     let id = format!(
         "chatcmpl-mock-{:x}",
         shared.next_id.fetch_add(1, Ordering::Relaxed)
@@ -682,6 +745,7 @@ fn embeddings(shared: &Shared, body: &[u8]) -> Answer {
         })
         .collect();
     let prompt_tokens = inputs.iter().map(|t| word_count(t)).sum();
+    shared.charge_tokens(prompt_tokens);
     let response = EmbeddingsResponse {
         object: "list",
         data,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use waio_mock_provider::{MockConfig, MockError, MockServer};
+use waio_mock_provider::{LimitHeaders, MockConfig, MockError, MockServer};
 
 fn config() -> MockConfig {
     MockConfig {
@@ -688,4 +688,130 @@ async fn a_scheduled_outage_starts_and_ends_on_time() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(c.request("GET", "/echo", &[], b"").await.status, 200);
     assert_eq!(server.stats().while_down, 1);
+}
+
+// ---- the rate-limited mode ----
+
+fn limited(rate_limit: Option<u64>, tokens: Option<u64>, headers: LimitHeaders) -> MockConfig {
+    MockConfig {
+        rate_limit,
+        tokens_per_minute: tokens,
+        rate_limit_headers: headers,
+        ..config()
+    }
+}
+
+fn millis(answer: &Answer, name: &str) -> u64 {
+    answer.header(name).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn beyond_its_rate_limit_the_mock_answers_429_with_openai_headers_until_the_window_resets() {
+    let server = start(limited(Some(5), None, LimitHeaders::All)).await;
+    let mut c = Client::connect(server.addr()).await;
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(c.request("GET", "/kv/a", &[], b"").await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    for (i, answer) in answers[..5].iter().enumerate() {
+        assert_eq!(answer.header("x-ratelimit-limit-requests"), Some("5"));
+        let remaining = (4 - i).to_string();
+        assert_eq!(
+            answer.header("x-ratelimit-remaining-requests"),
+            Some(remaining.as_str())
+        );
+        let reset = answer.header("x-ratelimit-reset-requests").unwrap();
+        assert!(reset.ends_with("ms") || reset == "1s", "{reset}");
+        // No token limit, no token headers.
+        assert_eq!(answer.header("x-ratelimit-limit-tokens"), None);
+    }
+    let refused = &answers[5];
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let wait = millis(refused, "retry-after-ms");
+    assert!((1..=1000).contains(&wait), "{wait}");
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(refused.json()["error"]["type"], "requests");
+    // Health and stats are never limited.
+    assert_eq!(c.request("GET", "/health", &[], b"").await.status, 200);
+
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let again = c.request("GET", "/kv/a", &[], b"").await;
+    assert_eq!(again.status, 200);
+    let stats = c.request("GET", "/stats", &[], b"").await.json();
+    assert_eq!(stats["rate_limited"], 3);
+    assert_eq!(stats["peak_requests_per_second"], 5);
+    assert_eq!(stats["kv"], 9);
+    let rate = stats["requests_per_second"].as_f64().unwrap();
+    // 9 requests, the last after the window reset: at most 8 gaps over a bit less than 1 s.
+    assert!(rate > 4.0 && rate < 200.0, "{rate}");
+    assert_eq!(server.stats().rate_limited, 3);
+}
+
+#[tokio::test]
+async fn a_spent_token_limit_refuses_until_its_minute_resets() {
+    let server = start(limited(None, Some(10), LimitHeaders::All)).await;
+    let mut c = Client::connect(server.addr()).await;
+    let ask = json!({"messages": [{"role": "user", "content": "one two three four five six"}]});
+    let first = c.post_json("/v1/chat/completions", &ask).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let used = first.json()["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(used < 10, "{used}");
+    assert_eq!(first.header("x-ratelimit-limit-tokens"), Some("10"));
+    let remaining = (10 - used).to_string();
+    assert_eq!(
+        first.header("x-ratelimit-remaining-tokens"),
+        Some(remaining.as_str())
+    );
+    assert_eq!(first.header("x-ratelimit-limit-requests"), None);
+    // The second request is admitted (tokens remain) and spends the rest.
+    assert_eq!(c.post_json("/v1/chat/completions", &ask).await.status, 200);
+    let refused = c.post_json("/v1/chat/completions", &ask).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("x-ratelimit-remaining-tokens"), Some("0"));
+    let reset = refused.header("x-ratelimit-reset-tokens").unwrap();
+    assert!(reset.ends_with('s') && reset.len() > 2, "{reset}");
+    let wait = millis(&refused, "retry-after-ms");
+    assert!((58_000..=60_000).contains(&wait), "{wait}");
+    assert_eq!(refused.header("retry-after"), Some("60"));
+}
+
+#[tokio::test]
+async fn the_headers_can_be_left_out_down_to_bare_429s() {
+    for (headers, retry_after) in [
+        (LimitHeaders::RetryAfter, true),
+        (LimitHeaders::None, false),
+    ] {
+        let server = start(limited(Some(1), None, headers)).await;
+        let mut c = Client::connect(server.addr()).await;
+        let ok = c.request("GET", "/kv/a", &[], b"").await;
+        assert_eq!(ok.status, 200);
+        let refused = c.request("GET", "/kv/a", &[], b"").await;
+        assert_eq!(refused.status, 429);
+        for answer in [&ok, &refused] {
+            assert!(
+                !answer
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.starts_with("x-ratelimit")),
+                "{headers:?}: {:?}",
+                answer.headers
+            );
+            assert_eq!(answer.header("retry-after-ms"), None);
+        }
+        assert_eq!(
+            refused.header("retry-after").is_some(),
+            retry_after,
+            "{headers:?}"
+        );
+        assert_eq!(server.stats().rate_limited, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_zero_rate_limit_is_refused() {
+    let bad = MockServer::start(limited(Some(0), None, LimitHeaders::All)).await;
+    assert!(matches!(bad, Err(MockError::Config(_))));
 }
