@@ -17,6 +17,7 @@
 mod async_retry;
 mod checkpoint;
 mod context;
+mod cost;
 mod dead_letter;
 mod error;
 mod event_time;
@@ -43,6 +44,7 @@ use toml::Spanned;
 
 pub use async_retry::{AsyncRetryConfig, RetryOnFailure, RetryStrategy};
 pub use checkpoint::CheckpointConfig;
+pub use cost::{BudgetConfig, PricingConfig};
 pub use dead_letter::DeadLetterConfig;
 pub use error::{Location, ManifestError};
 pub use event_time::{EventTimeConfig, TimestampFormat};
@@ -71,6 +73,10 @@ pub struct Manifest {
     pub mock_provider: Option<MockProviderConfig>,
     pub checkpoint: Option<CheckpointConfig>,
     pub event_time: Option<EventTimeConfig>,
+    /// `[pricing]`: what each model's tokens cost (empty: no prices).
+    pub pricing: PricingConfig,
+    /// `[budget]`: how much the run may spend.
+    pub budget: Option<BudgetConfig>,
 }
 
 impl Manifest {
@@ -104,6 +110,9 @@ struct RawManifest {
     mock_provider: Option<Spanned<mock_provider::RawMockProvider>>,
     checkpoint: Option<Spanned<checkpoint::RawCheckpoint>>,
     event_time: Option<Spanned<event_time::RawEventTime>>,
+    #[serde(default)]
+    pricing: BTreeMap<Spanned<String>, Spanned<cost::RawPrice>>,
+    budget: Option<Spanned<cost::RawBudget>>,
 }
 
 /// The environment is passed in so that tests need not mutate the process environment.
@@ -146,6 +155,11 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
             Some(event_time::resolve(&ctx, e)?)
         }
     };
+    let pricing = cost::resolve_pricing(&ctx, raw.pricing)?;
+    let budget = raw
+        .budget
+        .map(|b| cost::resolve_budget(&ctx, b, &pricing))
+        .transpose()?;
 
     Ok(Manifest {
         path: path.to_path_buf(),
@@ -157,6 +171,8 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         mock_provider,
         checkpoint,
         event_time,
+        pricing,
+        budget,
     })
 }
 

@@ -104,12 +104,14 @@ impl FakeFunction {
             let effects = &mut self.effects[slot];
             match (act, seq) {
                 (Act::Trap(message), _) => return Err(GuestTrap(message.to_string())),
-                (Act::Usage(input_tokens, output_tokens), owner) => effects.usage.push(TokenUsage {
-                    owner,
-                    model: "test-model".into(),
-                    input_tokens,
-                    output_tokens,
-                }),
+                (Act::Usage(input_tokens, output_tokens), owner) => {
+                    effects.usage.push(TokenUsage {
+                        owner,
+                        model: "test-model".into(),
+                        input_tokens,
+                        output_tokens,
+                    })
+                }
                 (Act::Send, owner) => {
                     effects.calls.push(OutgoingCall {
                         id: self.next_call_id,

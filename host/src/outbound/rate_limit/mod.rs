@@ -51,7 +51,9 @@ impl RateLimitOptions {
                 .tokens_per_minute
                 .map(|t| ((t as f64 * share).ceil() as u64).max(1)),
             algorithm: self.algorithm,
-            burst: self.burst.map(|b| ((f64::from(b) * share).ceil() as u32).max(1)),
+            burst: self
+                .burst
+                .map(|b| ((f64::from(b) * share).ceil() as u32).max(1)),
         }
     }
 }
