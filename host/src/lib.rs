@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod connectors;
+pub mod cost;
 pub mod event_time;
 pub mod manifest;
 pub mod metrics;

@@ -1,7 +1,6 @@
 //! The `waio` command: run or check a pipeline, or start the mock provider.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -125,7 +124,7 @@ enum PluginCommand {
     },
 }
 
-fn main() -> ExitCode {
+fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -136,15 +135,30 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let code = match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => 0,
+        Err(error) => match error.downcast_ref::<BudgetStopped>() {
+            Some(stopped) => {
+                eprintln!("{stopped}");
+                BUDGET_STOPPED
+            }
+            None => {
+                eprintln!("error: {error:#}");
+                1
+            }
+        },
     };
     // Exit here rather than waiting for a source blocked on stdin.
-    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+    std::process::exit(code);
 }
+
+/// The exit code of a run its `[budget]` stopped before the end of its input.
+const BUDGET_STOPPED: i32 = 3;
+
+/// A run stopped by its budget: cleanly (the summary is printed, the output committed), but
+/// not to the end of its input.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BudgetStopped(String);
 
 fn describe_sink(sink: &SinkConfig) -> String {
     let format = |f: &OutputFormat, w: &bool| {
@@ -342,7 +356,18 @@ fn run_manifest(
         let json = serde_json::to_string_pretty(&summary)?;
         std::fs::write(out, json).with_context(|| format!("cannot write {}", out.display()))?;
     }
-    Ok(())
+    // A budget reached on the last records stopped nothing: the run is complete.
+    match summary.budget_stop {
+        Some(stop) if summary.stopped => {
+            let next = if summary.checkpointing {
+                "the next run resumes from the final checkpoint and goes on counting from this spend"
+            } else {
+                "without [checkpoint] the rest of the input was not processed and the next run starts from the beginning"
+            };
+            Err(BudgetStopped(format!("{stop}; {next}")).into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Records queued for a limit longer than their timeout time out waiting: say so before a run.

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::cost::usage::{total_cost, unpriced_tokens};
+use crate::cost::ModelUsage;
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
 
 // Kept here for callers written before usage moved to the telemetry module.
@@ -193,6 +195,7 @@ summary! {
             let latency = &t.latency_us;
             let cpu = t.thread_cpu().as_secs_f64();
             let outbound = t.outbound.get().cloned().unwrap_or_default();
+            let models = t.models.read();
         }
         /// The operator's name.
         name: String [Label] = t.name.clone(),
@@ -234,6 +237,11 @@ summary! {
         rate_limited_requests: u64 [Counter] = outbound.rate_limited_requests(),
         /// Time requests spent waiting for the rate limit, summed, seconds.
         rate_limit_wait_seconds: f64 [Counter] = outbound.rate_limit_wait().as_secs_f64(),
+        /// What the reported tokens cost, US dollars (`[pricing]`); null (unknown) when a
+        /// model without a price was used.
+        cost_usd: Option<f64> [Gauge] = total_cost(&models),
+        /// Tokens of models without a price in `[pricing]` (not costed).
+        unpriced_tokens: u64 [Counter] = unpriced_tokens(&models),
         /// Median time from entering the operator to leaving it, milliseconds.
         latency_p50_ms: f64 [Gauge] = ms(latency.value_at_quantile(0.5)),
         /// 99th percentile of the time from entering the operator to leaving it, milliseconds.
@@ -247,6 +255,9 @@ summary! {
         /// `thread_cpu_s` per input record, in microseconds.
         thread_cpu_us_per_record: f64 [Gauge] = per(cpu * 1e6, t.records_in.get()),
     }
+    nested {
+        models: Vec<ModelUsage> = models,
+    }
 }
 
 summary! {
@@ -257,6 +268,7 @@ summary! {
             let (cpu, peak_rss) = process_usage();
             let cpu = cpu.as_secs_f64();
             let records_in = t.source.records.get();
+            let models = t.operators.iter().flat_map(|o| o.models.read()).collect::<Vec<_>>();
         }
         /// The pipeline's name.
         pipeline: String [Label] = t.name.clone(),
@@ -298,8 +310,20 @@ summary! {
         checkpoints: u64 [Counter] = t.checkpoints.completed.get(),
         /// The longest checkpoint, from trigger to stored and committed, milliseconds.
         checkpoint_max_ms: f64 [Gauge] = t.checkpoints.longest().as_secs_f64() * 1000.0,
+        /// What this run's reported tokens cost, US dollars; null (unknown) when a model
+        /// without a price in `[pricing]` was used.
+        cost_usd: Option<f64> [Gauge] = total_cost(&models),
+        /// Tokens of models without a price (not costed).
+        unpriced_tokens: u64 [Counter] = unpriced_tokens(&models),
+        /// What the budget counts as spent, US dollars: the priced cost of this run and of the
+        /// runs before it that it resumed from a checkpoint.
+        budget_spent_usd: f64 [Gauge] = t.cost.spent(),
+        /// Times the budget paused admissions (`max_cost_per_hour` with `action = "pause"`).
+        budget_pauses: u64 [Counter] = t.cost.pauses.get(),
     }
     nested {
+        // Why the budget stopped the run, if it did (`waio run` exits with code 3).
+        budget_stop: Option<String> = t.cost.stopped().map(ToString::to_string),
         operators: Vec<OperatorSummary> =
             t.operators.iter().map(|o| OperatorSummary::read(o)).collect(),
     }
@@ -375,9 +399,54 @@ impl RunSummary {
                 op.latency_max_ms,
                 op.thread_cpu_us_per_record,
             ));
+            for m in &op.models {
+                text.push_str(&format!(
+                    "    model {}: tokens {} in / {} out, cost {}\n",
+                    m.model,
+                    m.input_tokens,
+                    m.output_tokens,
+                    dollars(m.cost_usd)
+                ));
+            }
         }
+        text.push_str(&self.render_cost());
         text
     }
+
+    /// The run's cost and budget, when there was any usage or a budget.
+    fn render_cost(&self) -> String {
+        let used = self.operators.iter().any(|o| !o.models.is_empty());
+        if !used && self.budget_spent_usd == 0.0 && self.budget_stop.is_none() {
+            return String::new();
+        }
+        let mut text = format!("  cost this run: {}", dollars(self.cost_usd));
+        if self.unpriced_tokens > 0 {
+            text.push_str(&format!(
+                " ({} tokens of models without a price in [pricing])",
+                self.unpriced_tokens
+            ));
+        }
+        text.push_str(&format!(
+            "; spent in all (resumed runs included): ${:.6}",
+            self.budget_spent_usd
+        ));
+        if self.budget_pauses > 0 {
+            text.push_str(&format!("; budget pauses: {}", self.budget_pauses));
+        }
+        if self.budget_stop.is_some() {
+            text.push_str("; the budget stopped the run");
+        }
+        text.push('\n');
+        text
+    }
+}
+
+/// An amount of US dollars, or "unknown" for usage without a price (never $0).
+fn dollars(cost: Option<f64>) -> String {
+    cost.map_or_else(
+        || "unknown (no price in [pricing])".to_string(),
+        |c| format!("${c:.6}"),
+    )
 }
 
 #[cfg(test)]
@@ -435,6 +504,11 @@ mod tests {
             "restore_ms",
             "checkpoints",
             "checkpoint_max_ms",
+            "cost_usd",
+            "unpriced_tokens",
+            "budget_spent_usd",
+            "budget_pauses",
+            "budget_stop",
             "operators",
         ];
         expected.sort_unstable();
@@ -462,6 +536,9 @@ mod tests {
             "output_tokens",
             "rate_limited_requests",
             "rate_limit_wait_seconds",
+            "cost_usd",
+            "unpriced_tokens",
+            "models",
             "latency_p50_ms",
             "latency_p99_ms",
             "latency_max_ms",
@@ -559,7 +636,7 @@ mod tests {
         let names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
         let fields: Vec<&str> = keys(&json)
             .into_iter()
-            .filter(|k| *k != "operators")
+            .filter(|k| !["operators", "budget_stop"].contains(k))
             .collect();
         let mut sorted = names.clone();
         sorted.sort_unstable();

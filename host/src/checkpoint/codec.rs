@@ -17,18 +17,27 @@
 //! tag 0, then enters_at u64). Tag 3 is only written for a record with a non-zero `enters_at`,
 //! so checkpoints without replayed records keep the format of earlier builds.
 //!
+//! The spend (`Checkpoint::spend`) follows the sink in a meta of version [`META_WITH_SPEND`],
+//! written only when something was spent: total f64, last hour f64 (IEEE 754 bits as u64). A
+//! meta of version 1 has no spend (zero), so checkpoints of runs that spent nothing keep the
+//! format of earlier builds, and checkpoints of earlier builds are read as before.
+//!
 //! Decoding treats its input as untrusted: any truncation, unknown version or tag, invalid
 //! UTF-8 or trailing byte is a [`CodecError`], never a panic.
 
 use std::path::PathBuf;
 
 use crate::checkpoint::{
-    Checkpoint, OperatorSnapshot, PendingCommit, SinkTransaction, SourcePosition, WatermarkState,
+    Checkpoint, OperatorSnapshot, PendingCommit, SinkTransaction, SourcePosition, SpendState,
+    WatermarkState,
 };
 use crate::record::{Element, Record};
 
 /// The format version written by this build; decoders accept only this one.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The version of a meta that ends with the run's spend.
+pub const META_WITH_SPEND: u8 = 2;
 
 const TAG_RECORD: u8 = 0;
 const TAG_WATERMARK: u8 = 1;
@@ -44,7 +53,7 @@ pub enum CodecError {
         needed: u64,
         remaining: usize,
     },
-    #[error("unsupported format version {found} (this build reads version {FORMAT_VERSION})")]
+    #[error("unsupported format version {found} (this build reads version {FORMAT_VERSION}, and {META_WITH_SPEND} for a checkpoint's meta)")]
     UnsupportedVersion { found: u8 },
     #[error("unknown {what} tag {tag}")]
     UnknownTag { what: &'static str, tag: u8 },
@@ -76,12 +85,25 @@ pub fn encode_meta(cp: &Checkpoint) -> Vec<u8> {
     }
     w.opt_commit(cp.sink.output.as_ref());
     w.opt_commit(cp.sink.dead_letters.as_ref());
+    if cp.spend != SpendState::default() {
+        w.buf[0] = META_WITH_SPEND;
+        w.f64(cp.spend.total_usd);
+        w.f64(cp.spend.last_hour_usd);
+    }
     w.buf
 }
 
 /// Decodes an `encode_meta` buffer; every operator's `elements` is empty.
 pub fn decode_meta(buf: &[u8]) -> Result<Checkpoint, CodecError> {
-    let mut r = Reader::new(buf)?;
+    let with_spend = buf.first() == Some(&META_WITH_SPEND);
+    let mut r = Reader::new(
+        buf,
+        if with_spend {
+            META_WITH_SPEND
+        } else {
+            FORMAT_VERSION
+        },
+    )?;
     let id = r.u64("checkpoint id")?;
     let created_at_ms = r.i64("creation time")?;
     let finished = r.bool("finished flag")?;
@@ -112,6 +134,14 @@ pub fn decode_meta(buf: &[u8]) -> Result<Checkpoint, CodecError> {
         output: r.opt_commit("output commit")?,
         dead_letters: r.opt_commit("dead-letter commit")?,
     };
+    let spend = if !with_spend {
+        SpendState::default()
+    } else {
+        SpendState {
+            total_usd: r.f64("spend total")?,
+            last_hour_usd: r.f64("spend in the last hour")?,
+        }
+    };
     r.finish()?;
     Ok(Checkpoint {
         id,
@@ -120,6 +150,7 @@ pub fn decode_meta(buf: &[u8]) -> Result<Checkpoint, CodecError> {
         source,
         operators,
         sink,
+        spend,
     })
 }
 
@@ -165,7 +196,7 @@ pub fn encode_elements(elements: &[Element]) -> Vec<u8> {
 
 /// Decodes an `encode_elements` buffer.
 pub fn decode_elements(buf: &[u8]) -> Result<Vec<Element>, CodecError> {
-    let mut r = Reader::new(buf)?;
+    let mut r = Reader::new(buf, FORMAT_VERSION)?;
     // The smallest element is a dead letter with an empty line: tag + length.
     let count = r.count("element count", 1 + 8)?;
     let mut elements = Vec::with_capacity(count);
@@ -238,6 +269,10 @@ impl Writer {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
+    fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
+    }
+
     fn len(&mut self, n: usize) {
         // usize is at most 64 bits on every supported target, so this is lossless.
         self.u64(n as u64);
@@ -282,10 +317,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// Checks the version byte.
-    fn new(buf: &'a [u8]) -> Result<Self, CodecError> {
+    fn new(buf: &'a [u8], version: u8) -> Result<Self, CodecError> {
         let mut r = Reader { rest: buf };
         let found = r.u8("format version")?;
-        if found != FORMAT_VERSION {
+        if found != version {
             return Err(CodecError::UnsupportedVersion { found });
         }
         Ok(r)
@@ -330,6 +365,10 @@ impl<'a> Reader<'a> {
 
     fn i64(&mut self, what: &'static str) -> Result<i64, CodecError> {
         Ok(i64::from_le_bytes(self.array(what)?))
+    }
+
+    fn f64(&mut self, what: &'static str) -> Result<f64, CodecError> {
+        Ok(f64::from_bits(self.u64(what)?))
     }
 
     /// A count of items of at least `min_size` bytes each: a count the remaining bytes cannot
@@ -499,6 +538,30 @@ pub(crate) mod tests {
                 }),
                 dead_letters: None,
             },
+            spend: SpendState::default(),
+        }
+    }
+
+    /// A run that spent nothing writes the meta of earlier builds, which reads as no spend.
+    #[test]
+    fn the_spend_is_kept_only_when_there_is_one() {
+        let mut cp = without_elements(&sample());
+        let without = encode_meta(&cp);
+        assert_eq!(without[0], FORMAT_VERSION);
+        cp.spend = SpendState {
+            total_usd: 1.25,
+            last_hour_usd: 0.5,
+        };
+        let with_spend = encode_meta(&cp);
+        assert_eq!(with_spend[0], META_WITH_SPEND);
+        assert_eq!(with_spend.len(), without.len() + 16);
+        assert_eq!(decode_meta(&without).unwrap().spend, SpendState::default());
+        assert_eq!(decode_meta(&with_spend).unwrap(), cp);
+        for n in 0..with_spend.len() {
+            assert!(
+                decode_meta(&with_spend[..n]).is_err(),
+                "meta truncated to {n}"
+            );
         }
     }
 

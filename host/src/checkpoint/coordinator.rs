@@ -11,6 +11,7 @@ use super::{
     Checkpoint, CheckpointError, CheckpointStore, OperatorSnapshot, SinkTransaction, SourcePosition,
 };
 use crate::checkpoint::commit::{commit, CommitError};
+use crate::cost::CostControl;
 use crate::record::{CommandSender, StageCommand};
 use crate::telemetry::CheckpointTelemetry;
 
@@ -122,6 +123,9 @@ pub struct Coordinator {
     pub events: Sender<Event>,
     /// Checkpoints completed and how long they took, updated as they complete.
     pub telemetry: Arc<CheckpointTelemetry>,
+    /// The run's spend, kept in each checkpoint (read when it is stored: everything spent by
+    /// then was spent, whether or not its records are in the checkpoint).
+    pub cost: Arc<CostControl>,
 }
 
 impl Coordinator {
@@ -291,6 +295,7 @@ impl Coordinator {
             source,
             operators,
             sink: transaction,
+            spend: self.cost.spend_state(Instant::now()),
         };
         self.complete(&checkpoint)?;
         self.telemetry.completed(id, p.triggered.elapsed());
@@ -326,6 +331,7 @@ impl Coordinator {
             source,
             operators,
             sink: transaction,
+            spend: self.cost.spend_state(Instant::now()),
         };
         self.complete(&checkpoint)?;
         self.telemetry.completed(id, started.elapsed());
@@ -429,6 +435,7 @@ mod tests {
             commands,
             events,
             telemetry: Arc::default(),
+            cost: Arc::default(),
         };
         let telemetry = Arc::clone(&coordinator.telemetry);
         let running = std::thread::spawn(move || coordinator.run());

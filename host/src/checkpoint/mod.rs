@@ -23,6 +23,7 @@ pub mod store;
 
 use std::path::PathBuf;
 
+pub use crate::cost::SpendState;
 use crate::record::Element;
 // Stage vocabulary (record.rs) that checkpoints store.
 pub use crate::record::{SourcePosition, WatermarkState};
@@ -42,6 +43,9 @@ pub struct Checkpoint {
     /// One per operator, in chain order.
     pub operators: Vec<OperatorSnapshot>,
     pub sink: SinkTransaction,
+    /// The run's spend when the checkpoint was stored: a resumed run goes on counting from it
+    /// (its `[budget]` included).
+    pub spend: SpendState,
 }
 
 /// One operator's part of a checkpoint.

@@ -17,6 +17,7 @@
 mod async_retry;
 mod checkpoint;
 mod context;
+mod cost;
 mod dead_letter;
 mod error;
 mod event_time;
@@ -46,6 +47,7 @@ use toml::Spanned;
 
 pub use async_retry::{AsyncRetryConfig, RetryOnFailure, RetryStrategy};
 pub use checkpoint::CheckpointConfig;
+pub use cost::{BudgetConfig, PricingConfig};
 pub use dead_letter::DeadLetterConfig;
 pub use error::{Location, ManifestError};
 pub use event_time::{EventTimeConfig, TimestampFormat};
@@ -77,6 +79,10 @@ pub struct Manifest {
     pub event_time: Option<EventTimeConfig>,
     /// The shared limits, `[rate_limits.NAME]`, by name (operators that use one carry it too).
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// `[pricing]`: what each model's tokens cost (empty: no prices).
+    pub pricing: PricingConfig,
+    /// `[budget]`: how much the run may spend.
+    pub budget: Option<BudgetConfig>,
 }
 
 impl Manifest {
@@ -112,6 +118,8 @@ struct RawManifest {
     event_time: Option<Spanned<event_time::RawEventTime>>,
     #[serde(default)]
     rate_limits: BTreeMap<Spanned<String>, rate_limit::RawRateLimit>,
+    pricing: BTreeMap<Spanned<String>, Spanned<cost::RawPrice>>,
+    budget: Option<Spanned<cost::RawBudget>>,
 }
 
 /// The environment is passed in so that tests need not mutate the process environment.
@@ -155,6 +163,11 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
             Some(event_time::resolve(&ctx, e)?)
         }
     };
+    let pricing = cost::resolve_pricing(&ctx, raw.pricing)?;
+    let budget = raw
+        .budget
+        .map(|b| cost::resolve_budget(&ctx, b, &pricing))
+        .transpose()?;
 
     Ok(Manifest {
         path: path.to_path_buf(),
@@ -167,6 +180,8 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         checkpoint,
         event_time,
         rate_limits: rate_limit::configs(&named_limits),
+        pricing,
+        budget,
     })
 }
 

@@ -9,6 +9,7 @@ use super::semantics::{CallDone, CallToSend};
 use super::{AsyncWaitOperator, OperatorError};
 use crate::checkpoint::coordinator::Report;
 use crate::outbound::rate_limit::used_its_tokens;
+use crate::cost::Admission;
 use crate::plugin::function::OutgoingCall;
 use crate::record::{
     Batch, CommandReceiver, Element, Message, StageCommand, StageReceiver, StageSender, BATCH_SIZE,
@@ -96,7 +97,7 @@ impl AsyncWaitOperator {
     /// requests, emit what may leave.
     fn step(&mut self, state: &mut RunState) -> Result<(), OperatorError> {
         loop {
-            while !self.stopping && !self.core.is_full() {
+            while !self.stopping && !self.core.is_full() && self.budget_admits(state) {
                 let Some(element) = state.pending_input.pop_front() else {
                     break;
                 };
@@ -116,8 +117,10 @@ impl AsyncWaitOperator {
             self.core.settle(Instant::now())?;
             self.send_calls();
             self.core.emit(&mut state.out, Instant::now());
-            let can_admit =
-                !self.stopping && !self.core.is_full() && !state.pending_input.is_empty();
+            let can_admit = !self.stopping
+                && !self.core.is_full()
+                && self.paused_until.is_none()
+                && !state.pending_input.is_empty();
             if !can_admit && !self.core.has_work() {
                 return Ok(());
             }
@@ -142,7 +145,11 @@ impl AsyncWaitOperator {
         let want_input = !state.input_closed
             && !self.stopping
             && (state.pending_input.len() < READ_AHEAD || self.barrier_on_its_way());
-        let deadline = self.core.next_timer();
+        // A budget pause ends on time too: admissions are checked again then.
+        let deadline = match (self.core.next_timer(), self.paused_until) {
+            (Some(timer), Some(pause)) => Some(timer.min(pause)),
+            (timer, pause) => timer.or(pause),
+        };
         let mut select = crossbeam_channel::Select::new();
         let answers_index = select.recv(answers);
         let commands_index = match commands {
@@ -182,6 +189,31 @@ impl AsyncWaitOperator {
         }
         self.send_calls();
         Ok(())
+    }
+
+    /// Whether the budget lets new records in now. Only the first operator asks: later ones
+    /// finish what it let into the chain, as after a graceful stop. A stop by the budget is
+    /// a graceful stop, taken here at once rather than when the pipeline's command comes.
+    fn budget_admits(&mut self, state: &RunState) -> bool {
+        if !self.is_first() {
+            return true;
+        }
+        match self.cost.admission(Instant::now()) {
+            Admission::Open => {
+                self.paused_until = None;
+                true
+            }
+            Admission::PausedUntil(until) => {
+                self.paused_until = Some(until);
+                false
+            }
+            Admission::Stopped => {
+                self.paused_until = None;
+                self.stopping = true;
+                self.announce_stop(&state.pending_input);
+                false
+            }
+        }
     }
 
     fn take_input(

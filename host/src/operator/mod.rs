@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::coordinator::ReportSender;
 use crate::checkpoint::SourcePosition;
+use crate::cost::CostControl;
 use crate::manifest::OperatorConfig;
 use crate::outbound::Outbound;
 use crate::plugin::function::{FreshInstanceError, WasmFunction};
@@ -98,6 +99,10 @@ pub struct AsyncWaitOperator {
     upstream_position: SourcePosition,
     /// Asked to stop (first operator): admit nothing more, finish what is in flight, end.
     stopping: bool,
+    /// The run's budget: the first operator admits nothing while it pauses or stops the run.
+    cost: Arc<CostControl>,
+    /// While the budget pauses admissions: until when.
+    paused_until: Option<std::time::Instant>,
     telemetry: Arc<OperatorTelemetry>,
 }
 
@@ -130,6 +135,8 @@ impl AsyncWaitOperator {
             last_barrier: 0,
             upstream_position: SourcePosition::default(),
             stopping: false,
+            cost: Arc::default(),
+            paused_until: None,
             telemetry,
         })
     }
@@ -139,6 +146,13 @@ impl AsyncWaitOperator {
     /// admitted as room frees up, like input (29).
     pub fn restore(&mut self, elements: Vec<Element>) {
         self.restored = elements;
+    }
+
+    /// The run's cost accounts and budget: usage is priced and charged there, and the first
+    /// operator asks it before admitting a record.
+    pub fn account_cost(&mut self, cost: Arc<CostControl>) {
+        self.core.account_cost(Arc::clone(&cost));
+        self.cost = cost;
     }
 
     /// Where the pipeline's commands (checkpoint, stop, abort) arrive, and the source position

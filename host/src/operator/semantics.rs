@@ -17,6 +17,7 @@ use super::timers::{TimerKind, Timers};
 use super::{OperatorError, MAX_REINVOCATIONS};
 use crate::checkpoint::OperatorSnapshot;
 use crate::connectors::dead_letter::DeadLetter;
+use crate::cost::CostControl;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::function::{
     Answer, AsyncFunction, Effects, Failure, FailureKind, OutgoingCall, Output, TokenUsage,
@@ -122,6 +123,8 @@ pub struct OperatorCore<F> {
     /// (FLINK-SEMANTICS 26).
     input_ended: bool,
     telemetry: Arc<OperatorTelemetry>,
+    /// Prices the usage the plugin reports and charges the run's budget.
+    cost: Arc<CostControl>,
 }
 
 impl<F: AsyncFunction> OperatorCore<F> {
@@ -159,7 +162,13 @@ impl<F: AsyncFunction> OperatorCore<F> {
             now: Instant::now(),
             input_ended: false,
             telemetry,
+            cost: Arc::default(),
         }
+    }
+
+    /// Where reported usage is priced and charged (the run's; by default no prices, no budget).
+    pub fn account_cost(&mut self, cost: Arc<CostControl>) {
+        self.cost = cost;
     }
 
     pub fn name(&self) -> &str {
@@ -441,6 +450,14 @@ impl<F: AsyncFunction> OperatorCore<F> {
             self.settle_tokens(&usage);
             self.telemetry.input_tokens.add(usage.input_tokens);
             self.telemetry.output_tokens.add(usage.output_tokens);
+            // Priced and charged where it is reported: a budget trips within one request.
+            self.cost.record(
+                &self.telemetry.models,
+                &usage.model,
+                usage.input_tokens,
+                usage.output_tokens,
+                self.now,
+            );
         }
         for call in effects.calls {
             self.start_call(slot, call);

@@ -6,7 +6,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -17,6 +17,7 @@ use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event,
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
+use crate::cost::CostControl;
 use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
 use crate::manifest::{RateLimitBackend, RateLimitConfig};
 use crate::operator::AsyncWaitOperator;
@@ -96,6 +97,7 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
         log_resume(checkpoint);
     }
     let mut telemetry = PipelineTelemetry::new(&manifest.name, started, checkpoints.is_some());
+    telemetry.cost = Arc::new(cost_control(manifest, resume.as_ref()));
     let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
     let reports = checkpoints.as_ref().map(|_| reports_tx);
     let start = resume
@@ -127,6 +129,7 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
             commands: command_rx,
             events: event_tx,
             telemetry: Arc::clone(&telemetry.checkpoints),
+            cost: Arc::clone(&telemetry.cost),
         }),
         None => None,
     };
@@ -191,6 +194,33 @@ fn log_resume(checkpoint: &Checkpoint) {
     );
 }
 
+/// The run's prices and budget, going on from the spend of the checkpoint it resumes.
+fn cost_control(manifest: &Manifest, resume: Option<&Checkpoint>) -> CostControl {
+    let (spend, age) = resume.map_or_else(Default::default, |c| {
+        let age_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+            .saturating_sub(c.created_at_ms);
+        (c.spend, Duration::from_millis(age_ms.max(0) as u64))
+    });
+    if spend.total_usd > 0.0 {
+        tracing::info!(
+            "the run has spent ${:.6} before this resume: its [budget] goes on from there",
+            spend.total_usd
+        );
+    }
+    if manifest.budget.is_some() && manifest.checkpoint.is_none() {
+        tracing::warn!("[budget] without [checkpoint]: the spend is not kept, so max_cost_total counts this run only, and a stop by the budget leaves the rest of the input unprocessed");
+    }
+    CostControl::new(
+        manifest.pricing.clone(),
+        manifest.budget.clone(),
+        spend,
+        age,
+        Instant::now(),
+    )
+}
+
 /// The operators, in chain order, with what the pipeline and the coordinator keep of them.
 struct Chain {
     operators: Vec<AsyncWaitOperator>,
@@ -242,6 +272,7 @@ fn build_operators(
             reports.clone(),
             Arc::clone(&operator_telemetry),
         )?;
+        operator.account_cost(Arc::clone(&telemetry.cost));
         telemetry.operators.push(operator_telemetry);
         let restored = resume
             .as_deref_mut()

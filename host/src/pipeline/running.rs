@@ -70,6 +70,13 @@ impl Topology {
             mock,
         } = self;
         let (mut running, done_tx) = RunningPipeline::new(telemetry, controls, mock);
+        // A budget that runs out stops the run as a graceful stop does (at once when a resumed
+        // run had already spent it).
+        // (The sender, not the handle: the handle holds the telemetry, which holds the hook.)
+        let requests = running.handle.requests.clone();
+        running.telemetry.cost.on_stop(move || {
+            let _ = requests.send(Request::Stop);
+        });
         let sink_telemetry = Arc::clone(&running.telemetry.sink);
         // After a stage fails to start, the rest are not started: dropping them closes their
         // channels, which ends the ones running.

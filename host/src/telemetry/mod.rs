@@ -20,6 +20,7 @@ pub use histogram::Histogram;
 pub use pipeline::{CheckpointTelemetry, PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 pub use usage::{process_usage, thread_cpu};
 
+use crate::cost::UsageByModel;
 use crate::outbound::OutboundStats;
 
 /// A count that only goes up.
@@ -97,6 +98,8 @@ pub struct OperatorTelemetry {
     pub http_calls: Counter,
     pub input_tokens: Counter,
     pub output_tokens: Counter,
+    /// Tokens and cost per model (`crate::cost::CostControl` adds to it).
+    pub models: UsageByModel,
     /// Records read but never admitted because the run stopped.
     pub left_unprocessed: Counter,
     /// Records admitted and not yet emitted.
@@ -127,6 +130,7 @@ impl OperatorTelemetry {
             http_calls: Counter::default(),
             input_tokens: Counter::default(),
             output_tokens: Counter::default(),
+            models: UsageByModel::default(),
             left_unprocessed: Counter::default(),
             in_flight: Gauge::default(),
             latency_us: Histogram::default(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::{Counter, Flag, Gauge, OperatorTelemetry};
+use crate::cost::CostControl;
 
 /// The pipeline's registry: every stage's values, read by the run summary and the status.
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct PipelineTelemetry {
     pub restored_from: OnceLock<u64>,
     /// Records the restored checkpoint held in flight.
     pub restored_in_flight: Counter,
+    /// The run's spend and budget guard, shared with its operators.
+    pub cost: Arc<CostControl>,
 }
 
 impl PipelineTelemetry {
@@ -40,6 +43,7 @@ impl PipelineTelemetry {
             stop_requested: Flag::default(),
             restored_from: OnceLock::new(),
             restored_in_flight: Counter::default(),
+            cost: Arc::default(),
         }
     }
 
