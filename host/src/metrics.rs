@@ -165,6 +165,9 @@ impl OperatorSummary {
                 self.http_held, self.http_held_s
             ));
         }
+        if self.http_429s > 0 {
+            parts.push(format!("{} answered 429 by the provider", self.http_429s));
+        }
         if parts.is_empty() {
             return String::new();
         }
@@ -229,6 +232,9 @@ summary! {
         http_held: u64 [Counter] = outbound.held(),
         /// The time those requests were held, added up, seconds.
         http_held_s: f64 [Counter] = outbound.held_time().as_secs_f64(),
+        /// Attempts the provider refused with 429 (Too Many Requests); counted by the adaptive
+        /// pacing, so 0 with `rate_limit.adaptive = false`.
+        http_429s: u64 [Counter] = outbound.rate_limited(),
         /// Model input tokens the plugin reported.
         input_tokens: u64 [Counter] = t.input_tokens.get(),
         /// Model output tokens the plugin reported.
@@ -532,6 +538,7 @@ mod tests {
             "breaker_openings",
             "http_held",
             "http_held_s",
+            "http_429s",
             "input_tokens",
             "output_tokens",
             "rate_limited_requests",
@@ -616,13 +623,14 @@ mod tests {
             .unwrap();
         stats.request_held(std::time::Duration::from_millis(1500));
         stats.request_held(std::time::Duration::from_millis(1000));
+        stats.rate_limited_answer();
         let summary = RunSummary::read(&registry);
         let op = &summary.operators[0];
         assert_eq!((op.http_held, op.http_held_s), (2, 2.5));
         let text = summary.render();
         assert!(
             text.contains(
-                "4 HTTP calls (2 held 2.5 s in all for the provider's rate limit), tokens"
+                "4 HTTP calls (2 held 2.5 s in all for the provider's rate limit, 1 answered 429 by the provider), tokens"
             ),
             "{text}"
         );

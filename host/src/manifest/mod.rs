@@ -118,6 +118,7 @@ struct RawManifest {
     event_time: Option<Spanned<event_time::RawEventTime>>,
     #[serde(default)]
     rate_limits: BTreeMap<Spanned<String>, rate_limit::RawRateLimit>,
+    #[serde(default)]
     pricing: BTreeMap<Spanned<String>, Spanned<cost::RawPrice>>,
     budget: Option<Spanned<cost::RawBudget>>,
 }

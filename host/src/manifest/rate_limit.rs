@@ -377,9 +377,11 @@ fn backend(
 }
 
 fn redis_url(text: &str) -> Result<String, String> {
-    let usage = "use e.g. \"redis://127.0.0.1:6379\" (or rediss:// for TLS)";
+    // rediss:// (TLS) is not offered: the client is built without TLS, for a Redis on a
+    // private network or the same host.
+    let usage = "use e.g. \"redis://127.0.0.1:6379\" (TLS, rediss://, is not supported)";
     let url = url::Url::parse(text).map_err(|e| format!("invalid URL {text:?} ({e}); {usage}"))?;
-    if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none_or(str::is_empty) {
+    if url.scheme() != "redis" || url.host_str().is_none_or(str::is_empty) {
         return Err(format!(
             "{text:?} is not a redis:// URL with a host; {usage}"
         ));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::semantics::{CallDone, CallToSend, OperatorCore};
+use super::semantics::{CallDone, CallToSend, OperatorCore, TokenSettlement};
 use super::{OperatorError, MAX_REINVOCATIONS};
 use crate::manifest::{HttpVersion, Location, OperatorConfig, Policy};
 use crate::plugin::bindings::{HttpError, HttpRequest, HttpResponse};
@@ -383,6 +383,16 @@ impl Harness {
     }
 
     fn answer_with(&mut self, payload: &str, answer: Answer) -> Result<(), OperatorError> {
+        self.answer_charged(payload, answer, 0)
+    }
+
+    /// Answers as `answer_with`, the request having been charged `tokens` by a rate limit.
+    fn answer_charged(
+        &mut self,
+        payload: &str,
+        answer: Answer,
+        tokens: u64,
+    ) -> Result<(), OperatorError> {
         let url = format!("http://127.0.0.1/{payload}");
         let at = self
             .sent
@@ -397,7 +407,7 @@ impl Harness {
                 call_id: call.call.id,
                 owner: call.call.owner,
                 answer,
-                tokens_charged: 0,
+                tokens_charged: tokens,
             },
             self.now,
         )?;
@@ -1122,6 +1132,39 @@ fn token_usage_is_counted() {
     h.record("b").unwrap();
     assert_eq!(h.telemetry.input_tokens.get(), 20);
     assert_eq!(h.telemetry.output_tokens.get(), 6);
+}
+
+#[test]
+fn reported_usage_is_settled_against_what_its_record_was_charged() {
+    let mut h = Harness::new(
+        config(),
+        FakeFunction::new(1, |kind, _: &str| match kind {
+            Kind::Invoke => vec![Act::Send],
+            _ => vec![Act::Usage(30, 20), Act::Complete(vec![])],
+        }),
+    );
+    h.record("send-1").unwrap();
+    let ok = || {
+        Ok(HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+    };
+    h.answer_charged("send-1", ok(), 200).unwrap();
+    let settled = |charged| TokenSettlement {
+        charged,
+        input: 30,
+        output: 20,
+    };
+    assert_eq!(h.core.next_settlement(), Some(settled(200)));
+    assert_eq!(h.core.next_settlement(), None);
+    // A record whose request was charged nothing (no token limit, or a refused answer):
+    // its usage is all to be charged.
+    h.record("send-2").unwrap();
+    h.answer_charged("send-2", ok(), 0).unwrap();
+    assert_eq!(h.core.next_settlement(), Some(settled(0)));
+    assert_eq!(h.telemetry.input_tokens.get(), 60);
 }
 
 /// A replayed dead letter that starts at a later operator (`enters_at`) passes this one

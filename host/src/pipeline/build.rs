@@ -21,7 +21,7 @@ use crate::cost::CostControl;
 use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
 use crate::manifest::{RateLimitBackend, RateLimitConfig};
 use crate::operator::AsyncWaitOperator;
-use crate::outbound::rate_limit::{Allowance, LocalAllowance};
+use crate::outbound::rate_limit::{Allowance, LocalAllowance, RedisAllowance};
 use crate::outbound::{
     HostPattern, Outbound, Policy, Protocol, RateLimit, Resilience, SecretGrant, Transport,
 };
@@ -295,7 +295,7 @@ fn build_operators(
 /// by the operators that use it.
 fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineError> {
     let mut clients: HashMap<HttpVersion, reqwest::Client> = HashMap::new();
-    let mut limits = RateLimits::default();
+    let mut limits = RateLimits::new(&manifest.name);
     let mut stacks = Vec::new();
     for config in &manifest.operators {
         let client = match clients.entry(config.http_version) {
@@ -324,7 +324,7 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
         let policy = Policy::new(allowed, grants, config.http_timeout);
         stacks.push(Arc::new(Outbound::new(
             policy,
-            resilience(config, &mut limits),
+            resilience(config, &mut limits)?,
             Transport::new(client),
         )));
     }
@@ -333,44 +333,75 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
 
 /// The retries, breaker, rate limit and adaptive pacing of an operator's requests, from its
 /// manifest section.
-fn resilience(config: &OperatorConfig, limits: &mut RateLimits) -> Resilience {
-    Resilience {
+fn resilience(
+    config: &OperatorConfig,
+    limits: &mut RateLimits,
+) -> Result<Resilience, PipelineError> {
+    Ok(Resilience {
         retry: config.retry.clone(),
         breaker: config.circuit_breaker.clone(),
-        rate_limit: limits.for_operator(config),
+        rate_limit: limits.for_operator(config)?,
         // `rate_limit.adaptive`, on unless turned off.
         adaptive: config.rate_limit.as_ref().is_none_or(|limit| limit.adaptive),
-    }
+    })
 }
 
 /// The rate limits made so far: one per named limit, shared by every operator that uses it.
-#[derive(Default)]
 struct RateLimits {
+    /// The pipeline's name: an operator's own limit is kept (in Redis) as "PIPELINE/OPERATOR",
+    /// so that unrelated pipelines with an operator of the same name do not share it.
+    pipeline: String,
     shared: HashMap<String, Arc<RateLimit>>,
 }
 
 impl RateLimits {
+    fn new(pipeline: &str) -> RateLimits {
+        RateLimits {
+            pipeline: pipeline.to_string(),
+            shared: HashMap::new(),
+        }
+    }
+
     /// The operator's limit: its own (made now), or the shared one it uses; `None` if it
     /// limits nothing.
-    fn for_operator(&mut self, config: &OperatorConfig) -> Option<Arc<RateLimit>> {
-        let limit = config.rate_limit.as_ref().filter(|l| l.limits())?;
-        match &limit.name {
-            None => Some(make_limit(limit, config.name.clone())),
-            Some(name) => Some(Arc::clone(
-                self.shared
-                    .entry(name.clone())
-                    .or_insert_with(|| make_limit(limit, name.clone())),
-            )),
+    fn for_operator(
+        &mut self,
+        config: &OperatorConfig,
+    ) -> Result<Option<Arc<RateLimit>>, PipelineError> {
+        let Some(limit) = config.rate_limit.as_ref().filter(|l| l.limits()) else {
+            return Ok(None);
+        };
+        let Some(name) = &limit.name else {
+            let own = format!("{}/{}", self.pipeline, config.name);
+            return make_limit(limit, &own).map(Some);
+        };
+        if let Some(shared) = self.shared.get(name) {
+            return Ok(Some(Arc::clone(shared)));
         }
+        let made = make_limit(limit, name)?;
+        self.shared.insert(name.clone(), Arc::clone(&made));
+        Ok(Some(made))
     }
 }
 
-fn make_limit(config: &RateLimitConfig, name: String) -> Arc<RateLimit> {
+/// A limit kept in this process, or in Redis under `name` (every process sharing it names it
+/// the same) with this process's share kept locally while Redis is out of reach.
+fn make_limit(config: &RateLimitConfig, name: &str) -> Result<Arc<RateLimit>, PipelineError> {
     let allowance: Arc<dyn Allowance> = match &config.backend {
         RateLimitBackend::Local => Arc::new(LocalAllowance::new(&config.options)),
-        // Redis: wired by the lead (the Redis allowance, with this local one as its fallback).
-        RateLimitBackend::Redis { .. } => Arc::new(LocalAllowance::new(&config.options)),
+        RateLimitBackend::Redis {
+            url,
+            fallback_share,
+        } => {
+            let fallback = Arc::new(LocalAllowance::new(&config.options.share(*fallback_share)));
+            let redis =
+                RedisAllowance::new(url, name, config.options.clone(), *fallback_share, fallback)
+                    .map_err(|e| PipelineError::RateLimit(name.to_string(), e))?;
+            Arc::new(redis)
+        }
     };
     let tokens = config.options.tokens_per_minute.is_some();
-    Arc::new(RateLimit::new(allowance, name).counting_tokens(tokens))
+    Ok(Arc::new(
+        RateLimit::new(allowance, name.to_string()).counting_tokens(tokens),
+    ))
 }

@@ -30,6 +30,7 @@ use crate::connectors::source::SourceError;
 use crate::manifest::Manifest;
 use crate::metrics::RunSummary;
 use crate::operator::OperatorError;
+use crate::outbound::rate_limit::RedisLimitError;
 use crate::plugin::PluginError;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
+    #[error("rate limit '{0}': {1}")]
+    RateLimit(String, RedisLimitError),
     #[error("cannot start the mock provider: {0}")]
     MockProvider(String),
     #[error(transparent)]

@@ -70,7 +70,18 @@ where
         let stats = Arc::clone(&self.stats);
         Box::pin(async move {
             let estimate = request.token_estimate();
-            let waited = limit.acquire(estimate).await;
+            // A request whose deadline passes while it waits is not sent late: it fails as
+            // timed out, and what it was waiting for is left to the others (the tokens drawn
+            // from credits stay spent: the limit errs on the safe side).
+            let waited = match request.deadline() {
+                Some(deadline) => tokio::time::timeout_at(
+                    tokio::time::Instant::from_std(deadline),
+                    limit.acquire(estimate),
+                )
+                .await
+                .map_err(|_| OutboundError::Timeout)?,
+                None => limit.acquire(estimate).await,
+            };
             if waited >= NOT_A_WAIT {
                 stats.rate_limit_waited(waited);
             }
@@ -105,6 +116,10 @@ mod tests {
     }
 
     fn request(estimate: u64) -> PreparedRequest {
+        request_until(estimate, None)
+    }
+
+    fn request_until(estimate: u64, deadline: Option<std::time::Instant>) -> PreparedRequest {
         let policy = crate::outbound::Policy::new(
             vec![crate::outbound::HostPattern::new("127.0.0.1", None)],
             vec![],
@@ -117,7 +132,7 @@ mod tests {
                 headers: vec![],
                 body: vec![],
                 timeout: None,
-                deadline: None,
+                deadline,
             })
             .unwrap()
             .with_token_estimate(estimate)
@@ -168,5 +183,28 @@ mod tests {
         // The 429 used nothing: the second request draws on its 100 tokens.
         service.clone().oneshot(request(100)).await.unwrap();
         assert_eq!(*counting.0.lock().unwrap(), [100, 0, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_deadline_passes_while_it_waits_is_not_sent() {
+        let allowance = LocalAllowance::new(&RateLimitOptions {
+            requests_per_second: Some(1.0),
+            burst: Some(1),
+            algorithm: Algorithm::TokenBucket,
+            ..RateLimitOptions::default()
+        });
+        let limit = Arc::new(RateLimit::new(Arc::new(allowance), "op".into()));
+        let stats = Arc::new(OutboundStats::default());
+        let (transport, seen) = fake::service(|| Ok(fake::ok(200, &[], "")));
+        let service = tower::ServiceBuilder::new()
+            .layer(RateLimitLayer::new(limit, stats))
+            .service(transport);
+        let deadline = Some(std::time::Instant::now() + Duration::from_millis(1500));
+        service.clone().oneshot(request_until(0, deadline)).await.unwrap();
+        service.clone().oneshot(request_until(0, deadline)).await.unwrap();
+        // The third could go at 2 s, after its deadline: it fails at the deadline, unsent.
+        let third = service.clone().oneshot(request_until(0, deadline)).await;
+        assert!(matches!(third, Err(OutboundError::Timeout)));
+        assert_eq!(seen.lock().unwrap().len(), 2);
     }
 }

@@ -17,6 +17,7 @@
 pub mod estimate;
 mod layer;
 pub mod local;
+pub mod redis;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 pub use estimate::TokenEstimator;
 pub use layer::{RateLimitLayer, RateLimitService};
 pub use local::LocalAllowance;
+pub use self::redis::{RedisAllowance, RedisLimitError};
 
 /// How a limit spreads what it allows over time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
