@@ -14,8 +14,9 @@
 //! - A 429 with `Retry-After` (or `retry-after-ms`) holds every request to the endpoint, not
 //!   only the one refused, until it has passed.
 //! - Without any rate-limit header, 429s alone drive an estimate of the rate the provider
-//!   accepts (AIMD, as TCP does): the first 429 sets it to 0.7 of the rate sent over the last
-//!   second, each later 429 (of a request sent after the last decrease) cuts it to 0.7, and
+//!   accepts (AIMD, as TCP does): the first 429 sets it to 0.9 of the requests the provider
+//!   accepted over the last second, each later 429 (of a request sent after the last decrease, at least a second
+//!   after it) cuts it to 0.7, and
 //!   each success raises it by 1/20 of its last ceiling per second; once it is twice that
 //!   ceiling the estimate is dropped and requests go unpaced again.
 //!
@@ -48,8 +49,16 @@ use super::{OutboundError, OutboundStats, PreparedRequest, Response, Sending};
 
 /// The share of the rate a 429 leaves (AIMD's multiplicative decrease).
 const DECREASE: f64 = 0.7;
+/// The share of the requests the provider accepted over the last second that the first 429
+/// sets the estimate to: a little below, as a provider's windows need not line up with ours.
+const FIRST_ESTIMATE: f64 = 0.9;
 /// What each second of successes adds to the rate, as a share of its last ceiling.
 const INCREASE: f64 = 0.05;
+/// The least time between two decreases. Providers count their limits over windows of a
+/// second or more: once a window is spent, every request until it resets is refused, and those
+/// 429s are one piece of evidence, not one each (a decrease per round trip, as TCP makes,
+/// would take the estimate to the floor within one spent window).
+const DECREASE_EVERY: Duration = Duration::from_secs(1);
 /// The slowest pace the estimate goes down to, requests per second.
 const MIN_RATE: f64 = 0.5;
 /// A wait shorter than this is not counted as holding a request (a lock taken in passing).
@@ -268,6 +277,8 @@ struct Rate {
     /// Requests numbered below this were sent before the last decrease: their 429s do not
     /// decrease it again.
     decreased_at: u64,
+    /// When the last decrease was made: no other is made within [`DECREASE_EVERY`].
+    decreased_when: Instant,
 }
 
 /// What one endpoint's answers said, and when the next request may go.
@@ -402,20 +413,40 @@ impl Pace {
                 self.decrease(number, now);
             }
         } else if !self.headers_seen {
+            if (200..300).contains(&answer.status) {
+                self.recent.add(now, [0, 1]);
+            }
             self.increase();
         }
     }
 
     fn decrease(&mut self, number: u64, now: Instant) {
         let from = match self.rate {
-            Some(rate) if number < rate.decreased_at => return,
+            Some(rate)
+                if number < rate.decreased_at || now < rate.decreased_when + DECREASE_EVERY =>
+            {
+                return
+            }
             Some(rate) => rate.per_second,
-            None => self.recent.totals(now)[0] as f64,
+            // The first: what the provider accepted over the last second is the best word
+            // of its limit there is (what was sent includes what it refused).
+            None => {
+                let [sent, accepted] = self.recent.totals(now);
+                let from = if accepted > 0 { accepted } else { sent };
+                self.rate = Some(Rate {
+                    per_second: (from as f64 * FIRST_ESTIMATE).max(MIN_RATE),
+                    ceiling: (from as f64).max(MIN_RATE),
+                    decreased_at: self.sent,
+                    decreased_when: now,
+                });
+                return;
+            }
         };
         self.rate = Some(Rate {
             per_second: (from * DECREASE).max(MIN_RATE),
             ceiling: from.max(MIN_RATE),
             decreased_at: self.sent,
+            decreased_when: now,
         });
     }
 

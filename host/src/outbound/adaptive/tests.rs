@@ -216,8 +216,8 @@ async fn the_first_request_goes_alone_and_the_others_wait_for_its_answer() {
 
 #[tokio::test(start_paused = true)]
 async fn without_headers_429s_slow_the_pace_and_successes_speed_it_up_again() {
-    // Five answered at once, then a bare 429: the rate estimate becomes 0.7 of the 6 requests
-    // sent over the last second.
+    // Five answered at once, then a bare 429: the rate estimate becomes 0.9 of the 5 requests
+    // the provider accepted over the last second.
     let (transport, arrivals) = transport(Duration::ZERO, |n| match n {
         5 => answer(429, vec![]),
         _ => answer(200, vec![]),
@@ -229,7 +229,7 @@ async fn without_headers_429s_slow_the_pace_and_successes_speed_it_up_again() {
     }
     let times = times(&arrivals, times_start(&arrivals));
     let gap = times[7] - times[6];
-    let expected = Duration::from_secs_f64(1.0 / (6.0 * DECREASE));
+    let expected = Duration::from_secs_f64(1.0 / (5.0 * FIRST_ESTIMATE));
     assert!(
         gap >= expected - Duration::from_millis(1) && gap <= expected + Duration::from_millis(1),
         "{gap:?}, expected {expected:?}: {times:?}"
@@ -259,7 +259,7 @@ fn times_start(arrivals: &Arrivals) -> Instant {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_429_of_a_request_sent_before_the_last_decrease_does_not_decrease_again() {
+async fn only_a_429_of_a_request_sent_after_the_last_decrease_and_a_second_later_decreases_again() {
     let mut pace = Pace::new(Instant::now());
     let now = Instant::now();
     for _ in 0..10 {
@@ -268,13 +268,20 @@ async fn a_429_of_a_request_sent_before_the_last_decrease_does_not_decrease_agai
     let refused = answer(429, vec![]);
     pace.observe(3, Some(&refused), now, Duration::from_secs(5));
     let once = pace.rate.unwrap().per_second;
-    assert!((once - 7.0).abs() < 1e-9, "{once}");
+    // Nothing accepted yet: 0.9 of the 10 sent over the last second.
+    assert!((once - 9.0).abs() < 1e-9, "{once}");
     // Sent before the decrease: the same burst, not new evidence.
     pace.observe(4, Some(&refused), now, Duration::from_secs(5));
     assert_eq!(pace.rate.unwrap().per_second, once);
+    // Sent after it, but within a second of it: the same spent window.
     pace.take(now, Duration::from_secs(5));
-    pace.observe(10, Some(&refused), now, Duration::from_secs(5));
-    assert!((pace.rate.unwrap().per_second - 4.9).abs() < 1e-9);
+    pace.observe(10, Some(&refused), now + Duration::from_millis(500), Duration::from_secs(5));
+    assert_eq!(pace.rate.unwrap().per_second, once);
+    // Sent after it, a second later: a new refusal.
+    let later = now + DECREASE_EVERY;
+    pace.take(later, Duration::from_secs(5));
+    pace.observe(11, Some(&refused), later, Duration::from_secs(5));
+    assert!((pace.rate.unwrap().per_second - 9.0 * DECREASE).abs() < 1e-9);
 }
 
 #[tokio::test(start_paused = true)]
