@@ -58,7 +58,8 @@ async fn run(dir: &Path, extra_args: &[&str]) -> (i32, String, Value) {
     .expect("waio ran")
 }
 
-const PRICES: &str = "[pricing.\"mock-small\"]\ninput_per_million = 1000\noutput_per_million = 2000\n";
+const PRICES: &str =
+    "[pricing.\"mock-small\"]\ninput_per_million = 1000\noutput_per_million = 2000\n";
 
 /// What `tokens` cost at `PRICES`, computed by hand: $0.001 an input token, $0.002 an output one.
 fn hand_cost(input_tokens: u64, output_tokens: u64) -> f64 {
@@ -100,9 +101,18 @@ async fn the_summary_prices_tokens_per_model_and_an_unpriced_model_is_unknown() 
     assert!(input >= 20 && output >= 20, "{priced}");
     let model = &priced["models"][0];
     assert_eq!(model["model"], "mock-small");
-    assert_eq!((model["input_tokens"].as_u64(), model["output_tokens"].as_u64()), (Some(input), Some(output)));
+    assert_eq!(
+        (
+            model["input_tokens"].as_u64(),
+            model["output_tokens"].as_u64()
+        ),
+        (Some(input), Some(output))
+    );
     let expected = hand_cost(input, output);
-    assert!(close(f64_of(&model["cost_usd"]), expected), "{model} vs {expected}");
+    assert!(
+        close(f64_of(&model["cost_usd"]), expected),
+        "{model} vs {expected}"
+    );
     assert!(close(f64_of(&priced["cost_usd"]), expected), "{priced}");
     assert_eq!(priced["unpriced_tokens"], 0);
 
@@ -112,19 +122,35 @@ async fn the_summary_prices_tokens_per_model_and_an_unpriced_model_is_unknown() 
     assert!(model["input_tokens"].as_u64().unwrap() > 0, "{model}");
     assert_eq!(model["cost_usd"], Value::Null, "never costed at 0");
     assert_eq!(unpriced["cost_usd"], Value::Null);
-    let unpriced_tokens = model["input_tokens"].as_u64().unwrap() + model["output_tokens"].as_u64().unwrap();
+    let unpriced_tokens =
+        model["input_tokens"].as_u64().unwrap() + model["output_tokens"].as_u64().unwrap();
     assert_eq!(unpriced["unpriced_tokens"].as_u64(), Some(unpriced_tokens));
 
     // The run: its total is unknown, the spend the budget would count is the priced part.
     assert_eq!(summary["cost_usd"], Value::Null);
     assert_eq!(summary["unpriced_tokens"].as_u64(), Some(unpriced_tokens));
-    assert!(close(f64_of(&summary["budget_spent_usd"]), expected), "{summary}");
+    assert!(
+        close(f64_of(&summary["budget_spent_usd"]), expected),
+        "{summary}"
+    );
 
     let warnings = stderr.matches("has no price in [pricing]").count();
     assert_eq!(warnings, 1, "warned once for 20 requests:\n{stderr}");
-    assert!(stderr.contains("model \"mock-unpriced\" has no price in [pricing]"), "{stderr}");
-    assert!(stderr.contains(&format!("    model mock-small: tokens {input} in / {output} out, cost ${expected:.6}")), "{stderr}");
-    assert!(stderr.contains("    model mock-unpriced: tokens") && stderr.contains("cost unknown (no price in [pricing])"), "{stderr}");
+    assert!(
+        stderr.contains("model \"mock-unpriced\" has no price in [pricing]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "    model mock-small: tokens {input} in / {output} out, cost ${expected:.6}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("    model mock-unpriced: tokens")
+            && stderr.contains("cost unknown (no price in [pricing])"),
+        "{stderr}"
+    );
 }
 
 /// The cost of one request of this file's records, from a run without a budget.
@@ -152,20 +178,40 @@ async fn max_cost_total_stops_with_exit_3_and_a_resume_continues_the_same_total(
     let budget = |limit: f64| {
         format!("{PRICES}\n[budget]\nmax_cost_total = {limit}\naction = \"stop\"\n\n[checkpoint]\ndir = \"state\"\n")
     };
-    p.manifest(&manifest(&mock, &[("triage", "mock-small")], &budget(limit)));
+    p.manifest(&manifest(
+        &mock,
+        &[("triage", "mock-small")],
+        &budget(limit),
+    ));
     let calls_before = mock.stats().chat;
     let (code, stderr, summary) = run(p.path("").as_path(), &[]).await;
     assert_eq!(code, 3, "{stderr}");
     let spent = f64_of(&summary["budget_spent_usd"]);
-    assert!(spent >= limit && spent < limit + cost, "spent {spent}, limit {limit}, one request {cost}");
+    assert!(
+        spent >= limit && spent < limit + cost,
+        "spent {spent}, limit {limit}, one request {cost}"
+    );
     assert!(close(spent, 8.0 * cost), "{spent}");
-    assert_eq!(mock.stats().chat - calls_before, 8, "the provider saw 8 requests");
+    assert_eq!(
+        mock.stats().chat - calls_before,
+        8,
+        "the provider saw 8 requests"
+    );
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with(&format!("budget: max_cost_total ${limit} reached at 20")), "{stderr}");
+    assert!(
+        last.starts_with(&format!("budget: max_cost_total ${limit} reached at 20")),
+        "{stderr}"
+    );
     assert!(last.contains(&format!("(${spent:.6} spent)")), "{last}");
-    assert!(last.contains("the next run resumes from the final checkpoint"), "{last}");
+    assert!(
+        last.contains("the next run resumes from the final checkpoint"),
+        "{last}"
+    );
     let output = read_jsonl(&p.path("out.jsonl"));
-    assert_eq!(ids(&output), (1..=8).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&output),
+        (1..=8).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
     assert!(read_jsonl(&p.path("dead.jsonl")).is_empty());
     assert_eq!(summary["stopped"], true);
 
@@ -173,19 +219,35 @@ async fn max_cost_total_stops_with_exit_3_and_a_resume_continues_the_same_total(
     let calls_before = mock.stats().chat;
     let (code, stderr, again) = run(p.path("").as_path(), &[]).await;
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("was already reached when the run started"), "{stderr}");
+    assert!(
+        stderr.contains("was already reached when the run started"),
+        "{stderr}"
+    );
     assert_eq!(mock.stats().chat, calls_before, "no request");
     assert!(close(f64_of(&again["budget_spent_usd"]), spent), "{again}");
     assert_eq!(read_jsonl(&p.path("out.jsonl")).len(), 8);
 
     // Resumed with room for everything: every record once, in order; the total goes on.
-    p.manifest(&manifest(&mock, &[("triage", "mock-small")], &budget(100.0)));
+    p.manifest(&manifest(
+        &mock,
+        &[("triage", "mock-small")],
+        &budget(100.0),
+    ));
     let (code, stderr, last_run) = run(p.path("").as_path(), &[]).await;
     assert_eq!(code, 0, "{stderr}");
     let output = read_jsonl(&p.path("out.jsonl"));
-    assert_eq!(ids(&output), (1..=RECORDS).map(|i| i.to_string()).collect::<Vec<_>>());
-    assert!(close(f64_of(&last_run["cost_usd"]), (RECORDS - 8) as f64 * cost), "{last_run}");
-    assert!(close(f64_of(&last_run["budget_spent_usd"]), RECORDS as f64 * cost), "{last_run}");
+    assert_eq!(
+        ids(&output),
+        (1..=RECORDS).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    assert!(
+        close(f64_of(&last_run["cost_usd"]), (RECORDS - 8) as f64 * cost),
+        "{last_run}"
+    );
+    assert!(
+        close(f64_of(&last_run["budget_spent_usd"]), RECORDS as f64 * cost),
+        "{last_run}"
+    );
 }
 
 /// `max_cost_per_hour` with `action = "pause"`: once the hour's spend reaches it, no new
@@ -200,12 +262,20 @@ async fn max_cost_per_hour_with_pause_holds_new_records_back() {
         format!("{PRICES}\n[budget]\nmax_cost_per_hour = {per_hour}\naction = \"pause\"\n\n[checkpoint]\ndir = \"state\"\ninterval = \"100ms\"\n")
     };
     // Reached by the 4th request.
-    p.manifest(&manifest(&mock, &[("triage", "mock-small")], &budget(cost * 3.5)));
+    p.manifest(&manifest(
+        &mock,
+        &[("triage", "mock-small")],
+        &budget(cost * 3.5),
+    ));
     let dir = p.path("");
-    let mut child = spawn_waio(&dir, &["run", "pipeline.toml", "--summary-json", "summary.json"]);
+    let mut child = spawn_waio(
+        &dir,
+        &["run", "pipeline.toml", "--summary-json", "summary.json"],
+    );
     let dir_for_wait = dir.clone();
     let (child, stderr_text) = tokio::task::spawn_blocking(move || {
-        let stderr = || std::fs::read_to_string(dir_for_wait.join("stderr.log")).unwrap_or_default();
+        let stderr =
+            || std::fs::read_to_string(dir_for_wait.join("stderr.log")).unwrap_or_default();
         wait_until("the budget pause", Duration::from_secs(30), || {
             stderr().contains("no new record is admitted until")
         });
@@ -214,7 +284,10 @@ async fn max_cost_per_hour_with_pause_holds_new_records_back() {
         });
         // Paused: the run is up, and nothing more comes out.
         std::thread::sleep(Duration::from_millis(700));
-        assert!(child.try_wait().expect("wait").is_none(), "the run went on or ended");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run went on or ended"
+        );
         assert_eq!(read_jsonl(&dir_for_wait.join("out.jsonl")).len(), 4);
         signal(&child, "TERM");
         let code = wait_exit(&mut child, Duration::from_secs(30));
@@ -224,17 +297,28 @@ async fn max_cost_per_hour_with_pause_holds_new_records_back() {
     .await
     .expect("the paused run");
     drop(child);
-    assert!(stderr_text.contains(&format!("budget: max_cost_per_hour ${}", cost * 3.5)), "{stderr_text}");
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        stderr_text.contains(&format!("budget: max_cost_per_hour ${}", cost * 3.5)),
+        "{stderr_text}"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["budget_pauses"], 1, "{summary}");
     assert_eq!(mock.stats().chat, 1 + 4, "one request to price, then four");
 
     // Resumed with room: every record once, in order.
-    p.manifest(&manifest(&mock, &[("triage", "mock-small")], &budget(100.0)));
+    p.manifest(&manifest(
+        &mock,
+        &[("triage", "mock-small")],
+        &budget(100.0),
+    ));
     let (code, stderr, _) = run(dir.as_path(), &[]).await;
     assert_eq!(code, 0, "{stderr}");
     let output = read_jsonl(&p.path("out.jsonl"));
-    assert_eq!(ids(&output), (1..=RECORDS).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&output),
+        (1..=RECORDS).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
 }
 
 /// A budget that cannot work is refused before anything runs, naming the file, line and key.
@@ -247,7 +331,10 @@ async fn bad_pricing_and_budget_keys_name_the_place() {
         &[("triage", "mock-small")],
         "[pricing.\"mock-small\"]\ninput_per_million = -1\noutput_per_million = 2\n",
     );
-    let line = toml[..toml.find("input_per_million = -1").unwrap()].lines().count() + 1;
+    let line = toml[..toml.find("input_per_million = -1").unwrap()]
+        .lines()
+        .count()
+        + 1;
     p.manifest(&toml);
     let (code, stderr, _) = run(p.path("").as_path(), &[]).await;
     assert_eq!(code, 1);

@@ -514,7 +514,8 @@ async fn a_second_signal_stops_at_once_and_in_flight_records_are_replayed() {
     );
     assert!(
         read_jsonl(&p.path("out.jsonl")).is_empty(),
-        "the records were still in flight"
+        "the records were still in flight: {:?} {stderr}",
+        read_jsonl(&p.path("out.jsonl"))
     );
     let stored = latest(p.dir.path()).expect("stop checkpoint");
     assert_eq!(stored.operators[0].records_in_flight(), 40);

@@ -173,7 +173,10 @@ async fn two_processes_sharing_a_sliding_window_never_exceed_it_in_any_second() 
     times.sort();
     // Grants are timed here, a little after Redis made them: a slightly shorter window.
     let most = most_in_any(&times, Duration::from_millis(950));
-    assert!(most <= 15, "{most} grants within one second, the limit is 15");
+    assert!(
+        most <= 15,
+        "{most} grants within one second, the limit is 15"
+    );
     assert!(
         times.len() >= 40,
         "only {} grants in 3 s at 15/s: the window was not used",
@@ -229,7 +232,11 @@ async fn without_redis_both_go_on_at_their_fallback_share_and_come_back_when_it_
     })
     .await;
     // Within a call's timeout of the first failing call (no acquisition stalls long).
-    assert!(stopped.elapsed() < Duration::from_secs(2), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
     let before = grants();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(grants() > before + 10, "no grants on the fallback share");
@@ -338,7 +345,9 @@ fn arrivals_beyond(server: &ScriptedServer, burst: f64) -> Vec<String> {
     arrivals
         .iter()
         .enumerate()
-        .filter(|(i, a)| (*i + 1) as f64 > burst + 1.0 + RATE * a.at.duration_since(first).as_secs_f64())
+        .filter(|(i, a)| {
+            (*i + 1) as f64 > burst + 1.0 + RATE * a.at.duration_since(first).as_secs_f64()
+        })
         .map(|(i, a)| format!("#{i} {} at {:?}", a.id, a.at.duration_since(first)))
         .collect()
 }
@@ -353,7 +362,8 @@ async fn two_waio_processes_sharing_a_limit_through_redis_stay_within_it_togethe
     let started = Instant::now();
     let mut a_run = spawn_waio(a.dir.path(), &["run", "pipeline.toml"]);
     let mut b_run = spawn_waio(b.dir.path(), &["run", "pipeline.toml"]);
-    let a_code = tokio::task::spawn_blocking(move || wait_exit(&mut a_run, Duration::from_secs(60)));
+    let a_code =
+        tokio::task::spawn_blocking(move || wait_exit(&mut a_run, Duration::from_secs(60)));
     let b_code = wait_exit_async(&mut b_run).await;
     assert_eq!(a_code.await.expect("wait"), 0, "{}", stderr(&a));
     assert_eq!(b_code, 0, "{}", stderr(&b));
@@ -379,7 +389,8 @@ async fn with_redis_stopped_mid_run_both_processes_go_on_at_their_share_and_say_
     let mut b_run = spawn_waio(b.dir.path(), &["run", "pipeline.toml"]);
     tokio::time::sleep(Duration::from_millis(2000)).await;
     redis.stop();
-    let a_code = tokio::task::spawn_blocking(move || wait_exit(&mut a_run, Duration::from_secs(60)));
+    let a_code =
+        tokio::task::spawn_blocking(move || wait_exit(&mut a_run, Duration::from_secs(60)));
     let b_code = wait_exit_async(&mut b_run).await;
     assert_eq!(a_code.await.expect("wait"), 0, "{}", stderr(&a));
     assert_eq!(b_code, 0, "{}", stderr(&b));

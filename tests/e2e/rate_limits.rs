@@ -39,7 +39,8 @@ fn within(times: &[f64], units: f64, rate: f64, allowance: f64) {
 fn calls(server: &ScriptedServer, n: usize, extra: serde_json::Value) -> Vec<String> {
     (0..n)
         .map(|i| {
-            let mut record = json!({"id": format!("r{i}"), "mode": "call", "url": server.url("ok", i)});
+            let mut record =
+                json!({"id": format!("r{i}"), "mode": "call", "url": server.url("ok", i)});
             if let (Some(record), Some(extra)) = (record.as_object_mut(), extra.as_object()) {
                 record.extend(extra.clone());
             }
@@ -96,9 +97,15 @@ async fn a_sliding_window_allows_no_more_than_the_rate_in_any_second() {
     // At most 5 arrivals in any 1 s window (a little less, for the server's own timing).
     for (i, t) in times.iter().enumerate() {
         let in_window = times[i..].iter().filter(|u| **u < t + 0.95).count();
-        assert!(in_window <= 5, "{in_window} within a second of {t}: {times:?}");
+        assert!(
+            in_window <= 5,
+            "{in_window} within a second of {t}: {times:?}"
+        );
     }
-    assert!(times.last().copied().unwrap_or_default() >= 1.9, "{times:?}");
+    assert!(
+        times.last().copied().unwrap_or_default() >= 1.9,
+        "{times:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,12 +133,21 @@ async fn two_operators_sharing_a_limit_stay_within_it_together() {
     );
     let out = p.run(&toml).await;
     every_record_in_the_output(&out, n);
-    assert!(out.output.iter().all(|o| o["first"]["status"] == 200 && o["second"]["status"] == 200), "{:?}", out.output);
+    assert!(
+        out.output
+            .iter()
+            .all(|o| o["first"]["status"] == 200 && o["second"]["status"] == 200),
+        "{:?}",
+        out.output
+    );
     let times = arrival_times(&server);
     assert_eq!(times.len(), 2 * n);
     // Together: 4/s after a burst of 1, not 4/s each.
     within(&times, 1.0, 4.0, 1.0);
-    assert!(times.last().copied().unwrap_or_default() >= 4.0, "{times:?}");
+    assert!(
+        times.last().copied().unwrap_or_default() >= 4.0,
+        "{times:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +164,8 @@ async fn tokens_per_minute_hold_with_the_usage_reported() {
         json!({"tokens": 50, "method": "POST", "body": body}),
     ));
     // 24000 tokens a minute: 400 a second, a bucket of one second's worth.
-    let operator = "allowed_hosts = [\"127.0.0.1\"]\ncapacity = 12\nrate_limit.tokens_per_minute = 24000";
+    let operator =
+        "allowed_hosts = [\"127.0.0.1\"]\ncapacity = 12\nrate_limit.tokens_per_minute = 24000";
     let out = p
         .run(&one_operator(&plugin("behave"), operator, "", ""))
         .await;
@@ -159,7 +176,10 @@ async fn tokens_per_minute_hold_with_the_usage_reported() {
     assert_eq!(times.len(), n);
     // Within the rate, the bucket and one request's worth.
     within(&times, 100.0, 400.0, 400.0 + 100.0);
-    assert!(times.last().copied().unwrap_or_default() >= 1.5, "{times:?}");
+    assert!(
+        times.last().copied().unwrap_or_default() >= 1.5,
+        "{times:?}"
+    );
     assert!(op.rate_limited_requests > 0, "{op:?}");
 }
 
@@ -172,7 +192,9 @@ fn check_shows_the_limit_and_warns_when_queued_records_would_time_out() {
     let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("rate limit: 2 requests/s, 6000 tokens/min, token_bucket, in this process, adaptive"),
+        stdout.contains(
+            "rate limit: 2 requests/s, 6000 tokens/min, token_bucket, in this process, adaptive"
+        ),
         "{stdout}"
     );
     assert!(
@@ -194,17 +216,39 @@ fn bad_options_are_refused_with_file_line_and_key() {
     p.input(&[json!({"id": 1}).to_string()]);
     // The operator's extra lines start on line 12 of `one_operator`'s manifest.
     let cases = [
-        ("rate_limit.requests_per_second = -50", 12, "operator[0].rate_limit.requests_per_second", "must be more than 0"),
-        ("rate_limit.requests_per_second = \"50 per sec\"", 12, "operator[0].rate_limit.requests_per_second", "such as 50 (no unit, no quotes)"),
-        ("rate_limit.requests_per_second = 5\nrate_limit.algorithm = \"leaky_bucket\"", 13, "operator[0].rate_limit.algorithm", "expected one of \"token_bucket\", \"sliding_window\""),
-        ("rate_limit.use = \"openai\"", 12, "operator[0].rate_limit.use", "unknown rate limit \"openai\""),
+        (
+            "rate_limit.requests_per_second = -50",
+            12,
+            "operator[0].rate_limit.requests_per_second",
+            "must be more than 0",
+        ),
+        (
+            "rate_limit.requests_per_second = \"50 per sec\"",
+            12,
+            "operator[0].rate_limit.requests_per_second",
+            "such as 50 (no unit, no quotes)",
+        ),
+        (
+            "rate_limit.requests_per_second = 5\nrate_limit.algorithm = \"leaky_bucket\"",
+            13,
+            "operator[0].rate_limit.algorithm",
+            "expected one of \"token_bucket\", \"sliding_window\"",
+        ),
+        (
+            "rate_limit.use = \"openai\"",
+            12,
+            "operator[0].rate_limit.use",
+            "unknown rate limit \"openai\"",
+        ),
     ];
     for (extra, line, key, message) in cases {
         p.manifest(&one_operator(&plugin("behave"), extra, "", ""));
         let (code, _, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
         assert_ne!(code, 0, "{extra}");
         assert!(
-            stderr.contains(&format!("pipeline.toml:{line}:")) && stderr.contains(key) && stderr.contains(message),
+            stderr.contains(&format!("pipeline.toml:{line}:"))
+                && stderr.contains(key)
+                && stderr.contains(message),
             "{extra}: {stderr}"
         );
     }

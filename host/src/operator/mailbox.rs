@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::semantics::{CallDone, CallToSend};
 use super::{AsyncWaitOperator, OperatorError};
 use crate::checkpoint::coordinator::Report;
-use crate::outbound::rate_limit::used_its_tokens;
 use crate::cost::Admission;
+use crate::outbound::rate_limit::used_its_tokens;
 use crate::plugin::function::OutgoingCall;
 use crate::record::{
     Batch, CommandReceiver, Element, Message, StageCommand, StageReceiver, StageSender, BATCH_SIZE,

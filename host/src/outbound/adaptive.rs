@@ -15,14 +15,15 @@
 //!   only the one refused, until it has passed.
 //! - Without any rate-limit header, 429s alone drive an estimate of the rate the provider
 //!   accepts (AIMD, as TCP does): the first 429 sets it to 0.9 of the requests the provider
-//!   accepted over the last second, each later 429 (of a request sent after the last decrease, at least a second
-//!   after it) cuts it to 0.7, and
-//!   each success raises it by 1/20 of its last ceiling per second; once it is twice that
-//!   ceiling the estimate is dropped and requests go unpaced again.
+//!   accepted over the last second, each later 429 (of a request sent after the last
+//!   decrease, at least a second after it) cuts it to 0.7, and each success raises it by 1/20
+//!   of its last ceiling per second; once it is twice that ceiling the estimate is dropped and
+//!   requests go unpaced again.
 //!
-//! The first request to an endpoint goes alone and the others wait for its answer (one round
-//! trip), so that no burst goes out before the provider has said anything. Requests wait
-//! their turn first come first served; only the first in line sleeps (a tokio sleep, never a
+//! Until the provider has said anything, requests go unpaced: the operator's capacity bounds
+//! the first burst. (Holding the others until the first answer would add one call's latency,
+//! seconds for an LLM, to the start of every run, and fail records whose timeout is shorter.)
+//! Requests wait their turn first come first served; only the first in line sleeps (a tokio sleep, never a
 //! loop). No wait is longer than `max_wait` (the retry's `max_delay`), and a request whose
 //! deadline would pass while it waits fails at once as timed out. When the provider says
 //! plenty remains, nothing waits.
@@ -142,8 +143,7 @@ struct Pacer {
 struct Endpoint {
     /// Held by the request whose turn it is (tokio's mutex is fair: first come, first served).
     line: tokio::sync::Mutex<()>,
-    /// Wakes the first in line when an answer comes (the first request's, or one that
-    /// changed what is allowed).
+    /// Wakes the first in line when an answer comes (it may have changed what is allowed).
     answered: Notify,
     pace: Mutex<Pace>,
 }
@@ -184,13 +184,10 @@ impl Pacer {
         };
         loop {
             let now = Instant::now();
-            let earliest = endpoint.pace().earliest(now);
-            let at = match earliest {
-                Some(at) if at <= now => break,
-                Some(at) => at,
-                // The first answer is awaited (at most `max_wait` after the first request).
-                None => now + self.max_wait,
-            };
+            let at = endpoint.pace().earliest(now);
+            if at <= now {
+                break;
+            }
             if deadline.is_some_and(|deadline| at >= deadline) {
                 return Err(OutboundError::Timeout);
             }
@@ -285,8 +282,6 @@ struct Rate {
 struct Pace {
     /// Requests let through so far; each is numbered by its place in this count.
     sent: u64,
-    /// Whether an answer (or a failure) has come back yet.
-    answered: bool,
     /// The earliest the next request may go, by the spacing.
     next: Instant,
     /// A 429's Retry-After: nothing goes before it.
@@ -308,7 +303,6 @@ impl Pace {
     fn new(now: Instant) -> Pace {
         Pace {
             sent: 0,
-            answered: false,
             next: now,
             paused_until: None,
             requests: None,
@@ -321,12 +315,8 @@ impl Pace {
         }
     }
 
-    /// When the next request may go; `None`: not before the first answer. Every hold was
-    /// capped at `max_wait` when it was set.
-    fn earliest(&self, now: Instant) -> Option<Instant> {
-        if self.sent > 0 && !self.answered {
-            return None;
-        }
+    /// When the next request may go. Every hold was capped at `max_wait` when it was set.
+    fn earliest(&self, now: Instant) -> Instant {
         let mut at = self.next.max(now);
         for until in [self.paused_until, self.tokens_until].into_iter().flatten() {
             at = at.max(until);
@@ -336,7 +326,7 @@ impl Pace {
                 at = at.max(quota.until);
             }
         }
-        Some(at)
+        at
     }
 
     /// Lets a request go now; returns its number.
@@ -377,7 +367,6 @@ impl Pace {
         now: Instant,
         max_wait: Duration,
     ) {
-        self.answered = true;
         let Some(answer) = answer else { return };
         let reading = headers::read(&answer.headers, SystemTime::now());
         // The requests sent after this one are not in what the answer says remains.

@@ -342,7 +342,10 @@ fn resilience(
         breaker: config.circuit_breaker.clone(),
         rate_limit: limits.for_operator(config)?,
         // `rate_limit.adaptive`, on unless turned off.
-        adaptive: config.rate_limit.as_ref().is_none_or(|limit| limit.adaptive),
+        adaptive: config
+            .rate_limit
+            .as_ref()
+            .is_none_or(|limit| limit.adaptive),
     })
 }
 

@@ -200,8 +200,16 @@ mod tests {
             .layer(RateLimitLayer::new(limit, stats))
             .service(transport);
         let deadline = Some(std::time::Instant::now() + Duration::from_millis(1500));
-        service.clone().oneshot(request_until(0, deadline)).await.unwrap();
-        service.clone().oneshot(request_until(0, deadline)).await.unwrap();
+        service
+            .clone()
+            .oneshot(request_until(0, deadline))
+            .await
+            .unwrap();
+        service
+            .clone()
+            .oneshot(request_until(0, deadline))
+            .await
+            .unwrap();
         // The third could go at 2 s, after its deadline: it fails at the deadline, unsent.
         let third = service.clone().oneshot(request_until(0, deadline)).await;
         assert!(matches!(third, Err(OutboundError::Timeout)));

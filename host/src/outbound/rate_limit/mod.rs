@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use self::redis::{RedisAllowance, RedisLimitError};
 pub use estimate::TokenEstimator;
 pub use layer::{RateLimitLayer, RateLimitService};
 pub use local::LocalAllowance;
-pub use self::redis::{RedisAllowance, RedisLimitError};
 
 /// How a limit spreads what it allows over time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -77,7 +77,9 @@ enum Link {
     Untried,
     Up,
     /// Out of reach since then; a background task tries it again.
-    Down { since: Instant },
+    Down {
+        since: Instant,
+    },
 }
 
 impl RedisAllowance {
@@ -183,7 +185,12 @@ impl Shared {
         let call = self.plan.invocation(requests, tokens);
         let answer = tokio::time::timeout(CALL_TIMEOUT, call.invoke_async::<u64>(&mut connection))
             .await
-            .map_err(|_| format!("no answer within {}", humantime::format_duration(CALL_TIMEOUT)))?
+            .map_err(|_| {
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(CALL_TIMEOUT)
+                )
+            })?
             .map_err(|e| e.to_string())?;
         Ok((answer > 0).then(|| Duration::from_millis(answer)))
     }
@@ -301,7 +308,10 @@ impl Plan {
         let rps = options
             .requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0);
-        let tpm = options.tokens_per_minute.filter(|t| *t > 0).map(|t| t as f64);
+        let tpm = options
+            .tokens_per_minute
+            .filter(|t| *t > 0)
+            .map(|t| t as f64);
         let prefix = format!("waio:rate_limit:{name}");
         match options.algorithm {
             Algorithm::TokenBucket => {
@@ -329,10 +339,16 @@ impl Plan {
             }
             Algorithm::SlidingWindow => Plan {
                 script: redis::Script::new(include_str!("redis_sliding_window.lua")),
-                keys: ["requests:log", "requests:sum", "tokens:log", "tokens:sum", "seq"]
-                    .iter()
-                    .map(|k| format!("{prefix}:sliding_window:{k}"))
-                    .collect(),
+                keys: [
+                    "requests:log",
+                    "requests:sum",
+                    "tokens:log",
+                    "tokens:sum",
+                    "seq",
+                ]
+                .iter()
+                .map(|k| format!("{prefix}:sliding_window:{k}"))
+                .collect(),
                 requests: rps.map(|r| {
                     if r >= 1.0 {
                         Scale {
@@ -483,7 +499,10 @@ mod tests {
 
     #[test]
     fn a_sliding_window_holds_a_second_of_requests_or_one_below_one_per_second() {
-        let plan = Plan::new("x", &options(Some(2.5), Some(600), Algorithm::SlidingWindow));
+        let plan = Plan::new(
+            "x",
+            &options(Some(2.5), Some(600), Algorithm::SlidingWindow),
+        );
         assert_eq!(
             plan.requests,
             Some(Scale {
@@ -536,7 +555,10 @@ mod tests {
         let error = RedisAllowance::new("http://nope", "x", opts.clone(), 1.0, fallback.clone())
             .err()
             .expect("an http URL is refused");
-        assert!(error.to_string().contains("bad redis_url \"http://nope\""), "{error}");
+        assert!(
+            error.to_string().contains("bad redis_url \"http://nope\""),
+            "{error}"
+        );
         assert_eq!(
             shown_url("redis://user:secret@127.0.0.1:6379/0"),
             "redis://user:***@127.0.0.1:6379/0"
