@@ -325,7 +325,7 @@ summary! {
         /// runs before it that it resumed from a checkpoint.
         budget_spent_usd: f64 [Gauge] = t.cost.spent(),
         /// Times the budget paused admissions (`max_cost_per_hour` with `action = "pause"`).
-        budget_pauses: u64 [Counter] = t.cost.pauses.get(),
+        budget_pauses: u64 [Counter] = t.cost.pauses(),
     }
     nested {
         // Why the budget stopped the run, if it did (`waio run` exits with code 3).

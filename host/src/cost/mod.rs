@@ -18,14 +18,13 @@ pub mod pricing;
 pub mod usage;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use budget::{Admission, BudgetAction, BudgetGuard, BudgetOptions, Charged, Limit, Reached};
 pub use pricing::{Price, PriceTable};
 pub use usage::{ModelUsage, UsageByModel};
-
-use crate::telemetry::Counter;
 
 /// What a checkpoint keeps of the spend, so that a resumed run goes on counting from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -79,7 +78,7 @@ pub struct CostControl {
     prices: PriceTable,
     state: Mutex<State>,
     /// Pauses of admissions the guard made (`pause` on the hour's limit).
-    pub pauses: Counter,
+    pauses: AtomicU64,
     /// Set once, when a limit stops the run.
     stop: OnceLock<BudgetStop>,
     /// What stops the run (the pipeline's graceful stop), set once the run has started.
@@ -108,6 +107,11 @@ impl std::fmt::Debug for StopHook {
 }
 
 impl CostControl {
+    /// Pauses of admissions the guard made (`pause` on the hour's limit).
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
+    }
+
     /// Accounts priced by `prices`, guarded by `budget` if given, going on from `restored`
     /// (the spend a checkpoint kept, `age` old at `now`).
     pub fn new(
@@ -194,7 +198,8 @@ impl CostControl {
         match charged {
             Charged::Within => {}
             Charged::Paused(Reached { limit, spent }, until) => {
-                self.pauses.inc();
+                // Relaxed: a count read on its own.
+                self.pauses.fetch_add(1, Ordering::Relaxed);
                 let wait = until.saturating_duration_since(Instant::now());
                 let resume = humantime::format_rfc3339_seconds(SystemTime::now() + wait);
                 tracing::warn!(

@@ -92,6 +92,7 @@ impl InputLimit {
     }
 
     /// Records whose input was cut so far.
+    #[cfg(test)]
     pub fn cut(&self) -> u64 {
         self.cut.get()
     }
