@@ -155,7 +155,8 @@ impl CostControl {
     }
 
     /// Usage a plugin reported at `now`: added to its operator's `counters`, priced, charged
-    /// to the budget. A model without a price is counted and warned about once, never costed.
+    /// to the budget. A model without a price is counted, never costed, and warned about once
+    /// when the manifest prices any model.
     pub fn record(
         &self,
         counters: &UsageByModel,
@@ -171,7 +172,9 @@ impl CostControl {
         counters.add(model, input_tokens, output_tokens, cost);
         let mut state = self.lock();
         let Some(cost) = cost else {
-            if state.warned.insert(model.to_string()) {
+            // Without any [pricing] nobody asked for costs: the summary alone says unknown.
+            let asked = !self.prices.is_empty() || state.guard.is_some();
+            if asked && state.warned.insert(model.to_string()) {
                 let guard = if state.guard.is_some() {
                     "; the [budget] guard cannot count them"
                 } else {
@@ -327,6 +330,21 @@ mod tests {
         assert_eq!(control.spent(), 2.0);
         assert_eq!(control.lock().warned.len(), 1, "warned once per model");
         assert_eq!(control.admission(now), Admission::Open);
+    }
+
+    #[test]
+    fn without_any_prices_usage_is_counted_and_nobody_is_warned() {
+        let control = CostControl::new(
+            PriceTable::default(),
+            None,
+            SpendState::default(),
+            Duration::ZERO,
+            Instant::now(),
+        );
+        let counters = UsageByModel::default();
+        control.record(&counters, "mystery", 10, 10, Instant::now());
+        assert_eq!(counters.read()[0].cost_usd, None);
+        assert!(control.lock().warned.is_empty());
     }
 
     #[test]
