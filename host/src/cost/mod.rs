@@ -76,6 +76,9 @@ impl std::fmt::Display for BudgetStop {
 #[derive(Debug, Default)]
 pub struct CostControl {
     prices: PriceTable,
+    /// Whether a `[budget]` guards the run: without one, admission is asked per record and
+    /// answered without taking the lock.
+    guarded: bool,
     state: Mutex<State>,
     /// Pauses of admissions the guard made (`pause` on the hour's limit).
     pauses: AtomicU64,
@@ -132,6 +135,7 @@ impl CostControl {
         });
         let control = CostControl {
             prices,
+            guarded: guard.is_some(),
             state: Mutex::new(State {
                 total: restored.total_usd,
                 restored: restored.total_usd,
@@ -239,8 +243,16 @@ impl CostControl {
         }
     }
 
+    /// Whether a `[budget]` guards the run (else every admission is open).
+    pub fn guarded(&self) -> bool {
+        self.guarded
+    }
+
     /// Whether new records may enter the pipeline at `now`. Logs the end of a pause.
     pub fn admission(&self, now: Instant) -> Admission {
+        if !self.guarded {
+            return Admission::Open;
+        }
         let mut state = self.lock();
         let Some(guard) = state.guard.as_mut() else {
             return Admission::Open;

@@ -195,7 +195,7 @@ impl AsyncWaitOperator {
     /// finish what it let into the chain, as after a graceful stop. A stop by the budget is
     /// a graceful stop, taken here at once rather than when the pipeline's command comes.
     fn budget_admits(&mut self, state: &RunState) -> bool {
-        if !self.is_first() {
+        if !self.is_first() || !self.cost.guarded() {
             return true;
         }
         match self.cost.admission(Instant::now()) {
