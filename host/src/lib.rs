@@ -5,6 +5,7 @@
 //! `source()` (no field named `source`, no `#[source]` or `#[from]` beside a `{0}`): the binary
 //! prints the whole chain (`{:#}`), which would say the cause twice.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod connectors;
 pub mod cost;

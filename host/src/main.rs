@@ -62,6 +62,23 @@ enum Command {
     /// Act on a dead-letter file.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Look into or empty a RocksDB cache directory (`cache.path`, `request_cache.path`).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// What DIR holds: answers, remembered failures, expired and damaged entries, bytes, ages.
+    /// Works while a run uses the cache.
+    Stats { dir: PathBuf },
+    /// Remove the entries of DIR (not while a run uses it).
+    Clear {
+        dir: PathBuf,
+        /// Only those written longer ago than this (e.g. "7d", "12h").
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,6 +251,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?
                 .block_on(waio_mock_provider::serve_forever(config))?;
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Stats { dir }) => {
+            print!("{}", waio::cache::admin::stats_text(&dir)?);
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Clear { dir, older_than }) => {
+            print!("{}", waio::cache::admin::clear_text(&dir, older_than)?);
             Ok(())
         }
         Command::Checkpoint(CheckpointCommand::List { dir }) => {

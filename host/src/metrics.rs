@@ -175,6 +175,55 @@ impl OperatorSummary {
     }
 }
 
+impl OperatorSummary {
+    /// A line per cache that was used.
+    fn caches(&self) -> String {
+        let lines = [
+            (
+                "result cache",
+                [
+                    self.cache_hits,
+                    self.cache_negative_hits,
+                    self.cache_coalesced,
+                    self.cache_misses,
+                    self.cache_entries,
+                    self.cache_evictions,
+                    self.cache_tokens_saved,
+                ],
+                self.cache_cost_saved_usd,
+            ),
+            (
+                "request cache",
+                [
+                    self.request_cache_hits,
+                    self.request_cache_negative_hits,
+                    self.request_cache_coalesced,
+                    self.request_cache_misses,
+                    self.request_cache_entries,
+                    self.request_cache_evictions,
+                    self.request_cache_tokens_saved,
+                ],
+                self.request_cache_cost_saved_usd,
+            ),
+        ];
+        let mut text = String::new();
+        for (name, [hits, negative, coalesced, misses, entries, evictions, tokens], usd) in lines {
+            if hits + negative + misses == 0 {
+                continue;
+            }
+            let saved = if usd > 0.0 {
+                format!(" (${usd:.6})")
+            } else {
+                String::new()
+            };
+            text.push_str(&format!(
+                "    {name}: {hits} hits, {negative} failures remembered, {coalesced} coalesced, {misses} misses, {entries} entries, {evictions} evictions, {tokens} tokens saved{saved}\n"
+            ));
+        }
+        text
+    }
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -199,6 +248,8 @@ summary! {
             let cpu = t.thread_cpu().as_secs_f64();
             let outbound = t.outbound.get().cloned().unwrap_or_default();
             let models = t.models.read();
+            let cache = &t.result_cache;
+            let requests = t.request_cache.get().cloned().unwrap_or_default();
         }
         /// The operator's name.
         name: String [Label] = t.name.clone(),
@@ -248,6 +299,40 @@ summary! {
         cost_usd: Option<f64> [Gauge] = total_cost(&models),
         /// Tokens of models without a price in `[pricing]` (not costed).
         unpriced_tokens: u64 [Counter] = unpriced_tokens(&models),
+        /// Records completed from the result cache (`cache.*`) without a plugin call.
+        cache_hits: u64 [Counter] = cache.hits.get(),
+        /// Records the result cache had no entry for (those that waited for another record's
+        /// call for the same input included).
+        cache_misses: u64 [Counter] = cache.misses.get(),
+        /// Records failed from a failure the result cache remembered (`negative_ttl`).
+        cache_negative_hits: u64 [Counter] = cache.negative_hits.get(),
+        /// Records that waited for another record's call for the same input instead of
+        /// making their own.
+        cache_coalesced: u64 [Counter] = cache.coalesced.get(),
+        /// Result cache entries given up to keep within its bound.
+        cache_evictions: u64 [Counter] = cache.evictions.get(),
+        /// Result cache entries kept at the end (or now).
+        cache_entries: u64 [Gauge] = cache.entries.get().max(0) as u64,
+        /// Model tokens the result cache's hits did not spend again.
+        cache_tokens_saved: u64 [Counter] = cache.tokens_saved.get(),
+        /// What those tokens cost at `[pricing]`, US dollars.
+        cache_cost_saved_usd: f64 [Counter] = cache.cost_saved(),
+        /// Requests answered from the request cache (`request_cache.*`) without a call.
+        request_cache_hits: u64 [Counter] = requests.hits.get(),
+        /// Requests the request cache had no entry for (coalesced ones included).
+        request_cache_misses: u64 [Counter] = requests.misses.get(),
+        /// Requests answered with a 4xx the request cache kept (`negative_ttl`).
+        request_cache_negative_hits: u64 [Counter] = requests.negative_hits.get(),
+        /// Requests that waited for an identical one in flight and shared its answer.
+        request_cache_coalesced: u64 [Counter] = requests.coalesced.get(),
+        /// Request cache entries given up to keep within its bound.
+        request_cache_evictions: u64 [Counter] = requests.evictions.get(),
+        /// Request cache entries kept at the end (or now).
+        request_cache_entries: u64 [Gauge] = requests.entries.get().max(0) as u64,
+        /// Model tokens the plugin reported from answers of the request cache (not paid).
+        request_cache_tokens_saved: u64 [Counter] = requests.tokens_saved.get(),
+        /// What those tokens cost at `[pricing]`, US dollars.
+        request_cache_cost_saved_usd: f64 [Counter] = requests.cost_saved(),
         /// Median time from entering the operator to leaving it, milliseconds.
         latency_p50_ms: f64 [Gauge] = ms(latency.value_at_quantile(0.5)),
         /// 99th percentile of the time from entering the operator to leaving it, milliseconds.
@@ -405,6 +490,7 @@ impl RunSummary {
                 op.latency_max_ms,
                 op.thread_cpu_us_per_record,
             ));
+            text.push_str(&op.caches());
             for m in &op.models {
                 text.push_str(&format!(
                     "    model {}: tokens {} in / {} out, cost {}\n",

@@ -158,6 +158,14 @@ impl CostControl {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What `input_tokens` and `output_tokens` of `model` cost at the run's prices (`None`:
+    /// the model has no price). Charges nothing: for what a cache saved.
+    pub fn price(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Option<f64> {
+        self.prices
+            .price(model)
+            .map(|p| p.cost(input_tokens, output_tokens))
+    }
+
     /// Usage a plugin reported at `now`: added to its operator's `counters`, priced, charged
     /// to the budget. A model without a price is counted, never costed, and warned about once
     /// when the manifest prices any model.

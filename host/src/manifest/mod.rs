@@ -15,6 +15,7 @@
 //! fields in `RawOperator` and `OperatorConfig`.
 
 mod async_retry;
+mod cache;
 mod checkpoint;
 mod context;
 mod cost;
@@ -46,6 +47,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use async_retry::{AsyncRetryConfig, RetryOnFailure, RetryStrategy};
+pub use cache::{RequestCacheConfig, ResultCacheConfig, ResultKey};
 pub use checkpoint::CheckpointConfig;
 pub use cost::{BudgetConfig, PricingConfig};
 pub use dead_letter::DeadLetterConfig;
@@ -212,10 +214,35 @@ fn operators(
 ) -> Result<Vec<OperatorConfig>, ManifestError> {
     let mut operators = Vec::with_capacity(raw.len());
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut cache_dirs: Vec<(String, PathBuf)> = Vec::new();
     for (index, op) in raw.into_iter().enumerate() {
         let span = op.span();
         let name_span = op.get_ref().name.as_ref().map(Spanned::span);
         let op = operator::resolve(ctx, index, op, secrets, named_limits)?;
+        // Two caches in one RocksDB directory would lock each other out.
+        let caches = [
+            op.cache.as_ref().map(|c| ("cache.path", &c.options)),
+            op.request_cache
+                .as_ref()
+                .map(|c| ("request_cache.path", &c.options)),
+        ];
+        let fields = caches
+            .into_iter()
+            .flatten()
+            .map(|(key, options)| (format!("operator[{index}].{key}"), options));
+        for (field, dir) in cache::rocksdb_paths(fields) {
+            if let Some((other, _)) = cache_dirs.iter().find(|(_, d)| *d == dir) {
+                return Err(ctx.invalid(
+                    span.clone(),
+                    field,
+                    format!(
+                        "{} is also the directory of {other}; give each cache a directory of its own",
+                        dir.display()
+                    ),
+                ));
+            }
+            cache_dirs.push((field, dir));
+        }
         if let Some(first) = names.insert(op.name.clone(), index) {
             return Err(ctx.invalid(
                 name_span.unwrap_or(span),

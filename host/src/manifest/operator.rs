@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::async_retry::{self, AsyncRetryConfig, RawAsyncRetry};
+use super::cache::{self, RawCache, RequestCacheConfig, ResultCacheConfig};
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
 use super::rate_limit::{self, NamedLimit, RateLimitConfig, RawRateLimit};
@@ -66,6 +67,10 @@ pub struct OperatorConfig {
     pub timeout_grace: Duration,
     /// `[operator.async_retry]`: when a record is invoked again (FLINK-SEMANTICS 19-26).
     pub async_retry: AsyncRetryConfig,
+    /// `cache.*`: the result cache in front of the plugin; `None`: off.
+    pub cache: Option<ResultCacheConfig>,
+    /// `request_cache.*`: identical requests answered once; `None`: off.
+    pub request_cache: Option<RequestCacheConfig>,
     /// The `[operator.config]` table as a JSON object (`{}` when absent).
     pub config_json: String,
     /// A plugin project directory (with `waio-plugin.toml`) that `waio run --build` builds first.
@@ -132,6 +137,8 @@ pub(super) struct RawOperator {
     rate_limit: Option<RawRateLimit>,
     timeout_grace: Option<Spanned<DurationValue>>,
     async_retry: Option<RawAsyncRetry>,
+    cache: Option<RawCache>,
+    request_cache: Option<RawCache>,
     build: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
 }
@@ -230,6 +237,8 @@ pub(super) fn resolve(
         DEFAULT_MEMORY_LIMIT,
         memory_limit,
     )?;
+    let result_cache = cache::result_cache(ctx, &field, &name, raw.cache)?;
+    let request_cache = cache::request_cache(ctx, &field, &name, raw.request_cache)?;
     let config_json = match &raw.config {
         None => "{}".to_owned(),
         Some(c) => ctx.check(c, &field("config"), table_to_json)?.to_string(),
@@ -265,6 +274,8 @@ pub(super) fn resolve(
         rate_limit,
         timeout_grace,
         async_retry,
+        cache: result_cache,
+        request_cache,
         config_json,
         build,
     })

@@ -38,6 +38,13 @@ pub struct Entry {
     pub attempts: Attempts,
     /// Tokens a rate limit charged for its requests and not yet settled with reported usage.
     pub tokens_charged: u64,
+    /// With a result cache: the key of its input, while it makes the call for it (or waits
+    /// for another record's call, with `cache_waiting`).
+    pub cache_key: Option<crate::cache::CacheKey>,
+    /// Waits for another record's call for the same input: not invoked itself.
+    pub cache_waiting: bool,
+    /// Usage its plugin reported (kept with its result by the result cache).
+    pub usage: Vec<crate::plugin::function::TokenUsage>,
 }
 
 impl Entry {
@@ -58,6 +65,9 @@ impl Entry {
             retry_at: None,
             attempts: Attempts::default(),
             tokens_charged: 0,
+            cache_key: None,
+            cache_waiting: false,
+            usage: Vec::new(),
         }
     }
 }
@@ -122,7 +132,12 @@ impl InFlight {
     pub fn orphans_of(&mut self, slot: usize, after_trap: bool) -> Vec<u64> {
         let mut orphans: Vec<u64> = Vec::new();
         for (seq, entry) in self.entries.iter_mut() {
-            if entry.done || entry.slot != slot || entry.reinvoke_queued || entry.retry_at.is_some()
+            // A record waiting for another's call for its input never ran in an instance.
+            if entry.done
+                || entry.slot != slot
+                || entry.reinvoke_queued
+                || entry.retry_at.is_some()
+                || entry.cache_waiting
             {
                 continue;
             }

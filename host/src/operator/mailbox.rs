@@ -278,6 +278,7 @@ impl AsyncWaitOperator {
                 owner,
                 answer: Err(refused.into()),
                 tokens_charged: 0,
+                from_cache: false,
             }),
             Ok(prepared) => {
                 let estimate = prepared.token_estimate();
@@ -285,8 +286,10 @@ impl AsyncWaitOperator {
                 let answers = self.answers_tx.clone();
                 self.runtime.spawn(async move {
                     let answer = sending.await;
-                    // An answer that used no tokens had its charge given back by the limit.
-                    let tokens_charged = if used_its_tokens(&answer) {
+                    let from_cache = answer.as_ref().is_ok_and(|a| a.from_cache);
+                    // An answer that used no tokens had its charge given back by the limit
+                    // (one from the request cache never reached it).
+                    let tokens_charged = if used_its_tokens(&answer) && !from_cache {
                         estimate
                     } else {
                         0
@@ -300,6 +303,7 @@ impl AsyncWaitOperator {
                         owner,
                         answer,
                         tokens_charged,
+                        from_cache,
                     });
                 });
             }

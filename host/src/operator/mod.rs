@@ -17,6 +17,7 @@
 mod in_flight;
 mod mailbox;
 pub mod queue;
+mod result_cache;
 mod retry;
 mod semantics;
 #[cfg(test)]
@@ -35,6 +36,7 @@ use crate::plugin::{GuestTrap, PluginComponent, PluginError};
 use crate::record::{CommandReceiver, Element};
 use crate::telemetry::OperatorTelemetry;
 
+use self::result_cache::ResultCache;
 use self::semantics::{CallDone, OperatorCore};
 
 /// How often a record may be invoked again into a fresh instance after its instance trapped
@@ -73,6 +75,11 @@ pub enum OperatorError {
     DownstreamGone { operator: String },
     #[error("operator {operator:?}: stopped at once, records in flight were not finished")]
     Aborted { operator: String },
+    #[error("operator {operator:?}: {cause}")]
+    Cache {
+        operator: String,
+        cause: crate::cache::CacheError,
+    },
 }
 
 pub struct AsyncWaitOperator {
@@ -117,12 +124,31 @@ impl AsyncWaitOperator {
         reports: Option<ReportSender>,
         telemetry: Arc<OperatorTelemetry>,
     ) -> Result<Self, OperatorError> {
+        let result_cache = match &config.cache {
+            None => None,
+            Some(cache) => Some(
+                ResultCache::open(
+                    cache,
+                    &component.sha256,
+                    &config.config_json,
+                    Arc::clone(&telemetry.result_cache),
+                )
+                .map_err(|cause| OperatorError::Cache {
+                    operator: config.name.clone(),
+                    cause,
+                })?,
+            ),
+        };
         let function = WasmFunction::open(component, &config.config_json, config.instances)
             .map_err(|e| fresh_instance_failed(&config.name, e))?;
         let (answers_tx, answers_rx) = crossbeam_channel::unbounded();
         let index = config.index;
+        let mut core = OperatorCore::new(config, function, source_label, Arc::clone(&telemetry));
+        if let Some(cache) = result_cache {
+            core.use_result_cache(cache);
+        }
         Ok(AsyncWaitOperator {
-            core: OperatorCore::new(config, function, source_label, Arc::clone(&telemetry)),
+            core,
             outbound,
             runtime,
             answers_tx,

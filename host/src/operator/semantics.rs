@@ -26,6 +26,11 @@ use crate::plugin::GuestTrap;
 use crate::record::{Batch, Element, Record};
 use crate::telemetry::OperatorTelemetry;
 
+mod caching;
+
+pub use self::caching::Ending;
+use super::result_cache::ResultCache;
+
 /// A request to send for the instance in `slot` (as it was at `generation`).
 #[derive(Debug)]
 pub struct CallToSend {
@@ -47,6 +52,9 @@ pub struct CallDone {
     /// Tokens a rate limit charged for the request and its answer used (0 without a limit
     /// on tokens): settled when the plugin reports the record's usage.
     pub tokens_charged: u64,
+    /// The request cache answered it (a kept answer, or another request's in flight): the
+    /// usage the plugin reports from it was not paid again.
+    pub from_cache: bool,
 }
 
 /// Tokens charged for a record's requests and the usage its plugin reported, to settle with
@@ -125,6 +133,13 @@ pub struct OperatorCore<F> {
     telemetry: Arc<OperatorTelemetry>,
     /// Prices the usage the plugin reports and charges the run's budget.
     cost: Arc<CostControl>,
+    /// `cache.*`: inputs seen before complete without a call.
+    result_cache: Option<ResultCache>,
+    /// Records whose input another record was computing, which ended without a result worth
+    /// keeping: each makes the call itself now (in `settle`).
+    cache_leaders: VecDeque<u64>,
+    /// The answer being delivered came from the request cache (see [`CallDone::from_cache`]).
+    answer_from_cache: bool,
 }
 
 impl<F: AsyncFunction> OperatorCore<F> {
@@ -163,11 +178,17 @@ impl<F: AsyncFunction> OperatorCore<F> {
             input_ended: false,
             telemetry,
             cost: Arc::default(),
+            result_cache: None,
+            cache_leaders: VecDeque::new(),
+            answer_from_cache: false,
         }
     }
 
     /// Where reported usage is priced and charged (the run's; by default no prices, no budget).
     pub fn account_cost(&mut self, cost: Arc<CostControl>) {
+        if let Some(cache) = &mut self.result_cache {
+            cache.price_with(Arc::clone(&cost));
+        }
         self.cost = cost;
     }
 
@@ -195,7 +216,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     /// Re-invocations or refused requests wait for [`Self::settle`].
     pub fn has_work(&self) -> bool {
-        !self.reinvoke.is_empty() || !self.local_answers.is_empty()
+        !self.reinvoke.is_empty()
+            || !self.local_answers.is_empty()
+            || !self.cache_leaders.is_empty()
     }
 
     /// A dead letter from upstream: it takes no room and leaves with the next output.
@@ -242,6 +265,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
         self.records
             .insert(seq, Entry::new(input, slot, segment, now));
+        if self.result_cache.is_some() {
+            return self.admit_cached(seq);
+        }
         self.invoke(seq)
     }
 
@@ -256,6 +282,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.now = now;
         while let Some(seq) = self.reinvoke.pop_front() {
             self.reinvoke_one(seq)?;
+        }
+        while let Some(seq) = self.cache_leaders.pop_front() {
+            self.lead_instead(seq)?;
         }
         while let Some(done) = self.local_answers.pop_front() {
             self.deliver(done)?;
@@ -337,7 +366,10 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let result = self
             .function
             .on_response(done.slot, done.owner, done.call_id, &done.answer);
-        self.after_call(done.slot, result, serving)
+        self.answer_from_cache = done.from_cache;
+        let applied = self.after_call(done.slot, result, serving);
+        self.answer_from_cache = false;
+        applied
     }
 
     /// Calls the plugin's `async-invoke` for a pending record and applies what it did.
@@ -447,6 +479,16 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
         for usage in effects.usage {
+            if let Some(entry) = usage.owner.and_then(|seq| self.records.get_mut(seq)) {
+                if entry.cache_key.is_some() {
+                    entry.usage.push(usage.clone());
+                }
+            }
+            if self.answer_from_cache {
+                // Reported from an answer the request cache gave: not paid again.
+                self.saved_by_request_cache(&usage);
+                continue;
+            }
             self.settle_tokens(&usage);
             self.telemetry.input_tokens.add(usage.input_tokens);
             self.telemetry.output_tokens.add(usage.output_tokens);
@@ -476,8 +518,14 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 continue;
             }
             match completion.result {
-                Ok(outputs) => self.complete(completion.seq, outputs),
-                Err(failure) => self.fail(completion.seq, cause, failure.kind, failure.message)?,
+                Ok(outputs) => self.complete(completion.seq, outputs)?,
+                Err(failure) => {
+                    // A fatal answer is the input's: remembered, and given to those waiting.
+                    if cause == Cause::Failure && failure.kind == FailureKind::Fatal {
+                        self.leader_ended(completion.seq, Ending::Fatal(&failure.message))?;
+                    }
+                    self.fail(completion.seq, cause, failure.kind, failure.message)?
+                }
             }
         }
         Ok(())
@@ -577,9 +625,16 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
     }
 
-    fn complete(&mut self, seq: u64, outputs: Vec<Output>) {
+    fn complete(&mut self, seq: u64, outputs: Vec<Output>) -> Result<(), OperatorError> {
+        // A fallback of the `timeout` handler is not the input's answer: not kept.
+        let timed_out = self.records.get(seq).is_some_and(|e| e.timed_out);
+        if timed_out {
+            self.leader_ended(seq, Ending::Other)?;
+        } else {
+            self.leader_ended(seq, Ending::Outputs(&outputs))?;
+        }
         let Some(entry) = self.records.get_mut(seq) else {
-            return;
+            return Ok(());
         };
         entry.done = true;
         if let Some(slot) = self.slots.get_mut(entry.slot) {
@@ -603,6 +658,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.telemetry.records_out.add(outputs.len() as u64);
         let segment = entry.segment;
         self.queue.complete(seq, segment, outputs);
+        Ok(())
     }
 
     /// A record failed: fail the job or dead-letter it, as the operator's policy says.
@@ -613,6 +669,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
         kind: FailureKind,
         message: String,
     ) -> Result<(), OperatorError> {
+        // Whatever made it fail, the records waiting for its input make the call themselves.
+        self.leader_ended(seq, Ending::Other)?;
         let Some(entry) = self.records.get(seq) else {
             return Ok(());
         };

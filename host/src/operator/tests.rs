@@ -244,6 +244,8 @@ impl AsyncFunction for FakeFunction {
 
 fn config() -> OperatorConfig {
     OperatorConfig {
+        cache: None,
+        request_cache: None,
         index: 0,
         name: "enrich".into(),
         plugin: PathBuf::from("fake.wasm"),
@@ -408,6 +410,7 @@ impl Harness {
                 owner: call.call.owner,
                 answer,
                 tokens_charged: tokens,
+                from_cache: false,
             },
             self.now,
         )?;
@@ -975,6 +978,7 @@ fn a_record_whose_instance_keeps_trapping_under_it_fails_after_max_reinvocations
                 owner: None,
                 answer: Err(HttpError::Timeout),
                 tokens_charged: 0,
+                from_cache: false,
             },
             h.now,
         );
@@ -1035,6 +1039,7 @@ fn a_refused_request_holds_no_room_and_its_error_reaches_the_plugin() {
         owner: call.call.owner,
         answer: Err(HttpError::Denied("not allowed".into())),
         tokens_charged: 0,
+        from_cache: false,
     });
     assert!(h.core.has_work());
     h.turn().unwrap();

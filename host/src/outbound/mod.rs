@@ -20,6 +20,7 @@ pub mod breaker;
 pub mod policy;
 pub mod rate_limit;
 mod redact;
+pub mod request_cache;
 pub mod retry;
 pub mod stack;
 mod stats;
@@ -37,6 +38,7 @@ use tower::ServiceExt;
 pub use breaker::{BreakerOptions, Breakers};
 pub use policy::{HostPattern, Policy, PolicyLayer, PolicyService, PreparedRequest, SecretGrant};
 pub use rate_limit::{RateLimit, TokenEstimator};
+pub use request_cache::RequestCache;
 pub use retry::RetryOptions;
 pub use stack::{Resilience, Stack};
 pub use stats::OutboundStats;
@@ -63,6 +65,9 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The request cache gave it (kept, or shared with an identical request in flight): it
+    /// cost nothing this time.
+    pub from_cache: bool,
 }
 
 /// Why a request got no answer. The texts are the ones plugins have always seen.
@@ -108,6 +113,8 @@ pub struct Outbound {
     /// The rate limit whose tokens this operator settles, and its guesser of a request's
     /// tokens; `None` without a limit on tokens.
     tokens: Option<(Arc<RateLimit>, TokenEstimator)>,
+    /// `request_cache.*`: keys requests before their secrets are filled in.
+    request_cache: Option<Arc<RequestCache>>,
 }
 
 impl Outbound {
@@ -115,6 +122,24 @@ impl Outbound {
     /// tests), behind `policy`, with the retries and breaker of `resilience`
     /// ([`Resilience::default`]: neither).
     pub fn new<T>(policy: Policy, resilience: Resilience, transport: T) -> Self
+    where
+        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Future: Send + 'static,
+    {
+        Self::with_request_cache(policy, resilience, None, transport)
+    }
+
+    /// [`Outbound::new`] with a request cache in the stack's cache slot.
+    pub fn with_request_cache<T>(
+        policy: Policy,
+        resilience: Resilience,
+        request_cache: Option<Arc<RequestCache>>,
+        transport: T,
+    ) -> Self
     where
         T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
             + Clone
@@ -133,6 +158,7 @@ impl Outbound {
         let stack = stack::build(
             Arc::clone(&policy),
             resilience,
+            request_cache.clone(),
             Arc::clone(&stats),
             transport,
         );
@@ -141,7 +167,13 @@ impl Outbound {
             stack,
             stats,
             tokens,
+            request_cache,
         }
+    }
+
+    /// The request cache in the stack's cache slot, if any.
+    pub fn request_cache(&self) -> Option<&Arc<RequestCache>> {
+        self.request_cache.as_ref()
     }
 
     /// What the stack has counted so far (retries, breaker openings), shared and live.
@@ -154,7 +186,9 @@ impl Outbound {
     /// Under a tokens-per-minute limit, the request carries the tokens it is charged in
     /// advance ([`PreparedRequest::token_estimate`]).
     pub fn prepare(&self, request: Request) -> Result<PreparedRequest, OutboundError> {
-        let prepared = self.policy.prepare(request)?;
+        // Keyed as written: secrets are still placeholders.
+        let key = self.request_cache.as_ref().map(|c| c.key_of(&request));
+        let prepared = self.policy.prepare(request)?.with_cache_key(key);
         Ok(match &self.tokens {
             Some((_, estimator)) => {
                 let estimate = estimator.estimate(prepared.body());
@@ -250,6 +284,7 @@ pub(crate) mod fake {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             body: body.as_bytes().to_vec(),
+            from_cache: false,
         }
     }
 }

@@ -23,6 +23,7 @@ use reqwest::{Method, Url};
 
 use super::redact::Redactor;
 use super::{OutboundError, Request, Response, Sending};
+use crate::cache::CacheKey;
 
 const SECRET_OPEN: &str = "${secret:";
 
@@ -99,6 +100,8 @@ pub struct PreparedRequest {
     deadline: Option<Instant>,
     /// Tokens a tokens-per-minute limit charges for it in advance (0 without one).
     token_estimate: u64,
+    /// Its request-cache key, made before secrets were filled in (`None`: no request cache).
+    cache_key: Option<CacheKey>,
 }
 
 impl PreparedRequest {
@@ -111,6 +114,19 @@ impl PreparedRequest {
     pub fn with_token_estimate(self, tokens: u64) -> Self {
         PreparedRequest {
             token_estimate: tokens,
+            ..self
+        }
+    }
+
+    /// Its request-cache key (`None`: not cached).
+    pub fn cache_key(&self) -> Option<CacheKey> {
+        self.cache_key
+    }
+
+    /// The same request under request-cache key `key`.
+    pub fn with_cache_key(self, key: Option<CacheKey>) -> Self {
+        PreparedRequest {
+            cache_key: key,
             ..self
         }
     }
@@ -224,6 +240,7 @@ impl Policy {
             timeout: request.timeout.unwrap_or(self.default_timeout),
             deadline: request.deadline,
             token_estimate: 0,
+            cache_key: None,
         })
     }
 

@@ -178,6 +178,7 @@ mod tests {
             status: 200,
             headers: vec![],
             body: body.as_bytes().to_vec(),
+            from_cache: false,
         };
         r.redact(&mut answer).unwrap();
         String::from_utf8(answer.body).unwrap()
@@ -193,6 +194,7 @@ mod tests {
                 ("x-sk-very-secret".into(), "1".into()),
             ],
             body: b"{\"auth\":\"Bearer sk-very-secret\",\"again\":\"sk-very-secret\"}".to_vec(),
+            from_cache: false,
         };
         r.redact(&mut answer).unwrap();
         let body = String::from_utf8(answer.body).unwrap();

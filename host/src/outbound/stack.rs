@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   policy (answers screened: encoding, redaction)      PolicyLayer
-//!   [slot] cache          a hit answers without going further
+//!   request cache         a kept answer, or one in flight, answers    RequestCacheLayer
 //!   breaker               fails fast while an endpoint keeps failing   BreakerLayer
 //!   [slot] budget         refuses what would exceed the operator's allowance
 //!   retry                 sends again on a transient failure          RetryLayer
@@ -23,8 +23,8 @@
 //! below the retry so that it paces every attempt that goes on the wire. The adaptive layer
 //! is last before the transport: it reads every answer (the provider's rate-limit headers,
 //! its 429s) and paces what the configured limit lets through by what the provider still
-//! allows. The remaining slots
-//! (cache, budget) are empty today: each later issue adds its layer at its place in [`build`], as a tower
+//! allows. The remaining slot
+//! (budget) is empty today: each later issue adds its layer at its place in [`build`], as a tower
 //! [`Layer`](tower::Layer) unit-tested on its own with a fake inner service.
 //!
 //! Which failures are retried and counted by the breaker is one rule,
@@ -39,6 +39,7 @@ use tower::ServiceBuilder;
 use super::adaptive::AdaptiveLayer;
 use super::breaker::BreakerLayer;
 use super::rate_limit::{RateLimit, RateLimitLayer};
+use super::request_cache::{RequestCache, RequestCacheLayer};
 use super::retry::RetryLayer;
 use super::{
     BreakerOptions, Breakers, OutboundError, OutboundStats, Policy, PolicyLayer, PreparedRequest,
@@ -67,6 +68,7 @@ pub struct Resilience {
 pub fn build<T>(
     policy: Arc<Policy>,
     resilience: Resilience,
+    request_cache: Option<Arc<RequestCache>>,
     stats: Arc<OutboundStats>,
     transport: T,
 ) -> Stack
@@ -85,9 +87,10 @@ where
     let adaptive = resilience
         .adaptive
         .then(|| AdaptiveLayer::new(resilience.retry.max_delay, Arc::clone(&stats)));
+    let request_cache = request_cache.map(|c| RequestCacheLayer::new(c, Arc::clone(&policy)));
     let stack = ServiceBuilder::new()
         .layer(PolicyLayer::new(policy))
-        // Slot: cache.
+        .option_layer(request_cache)
         .option_layer(breakers.clone().map(BreakerLayer::new))
         // Slot: budget.
         .layer(RetryLayer::new(

@@ -103,6 +103,7 @@ impl Transport {
             status,
             headers,
             body,
+            from_cache: false,
         })
     }
 }

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::setup::{load_plugins, open_checkpoints, open_outputs, start_mock};
 use super::{PipelineError, RunOptions};
+use crate::cache::{Cache, CacheKind};
 use crate::checkpoint::commit::OutputFile;
 use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event, ReportSender};
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
@@ -23,7 +24,8 @@ use crate::manifest::{RateLimitBackend, RateLimitConfig};
 use crate::operator::AsyncWaitOperator;
 use crate::outbound::rate_limit::{Allowance, LocalAllowance, RedisAllowance};
 use crate::outbound::{
-    HostPattern, Outbound, Policy, Protocol, RateLimit, Resilience, SecretGrant, Transport,
+    HostPattern, Outbound, Policy, Protocol, RateLimit, RequestCache, Resilience, SecretGrant,
+    Transport,
 };
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
@@ -263,6 +265,11 @@ fn build_operators(
         let _ = operator_telemetry
             .outbound
             .set(Arc::clone(outbound.stats()));
+        if let Some(cache) = outbound.request_cache() {
+            let _ = operator_telemetry
+                .request_cache
+                .set(Arc::clone(cache.stats()));
+        }
         let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
@@ -322,9 +329,18 @@ fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineEr
             .collect();
         let allowed = config.allowed_hosts.iter().map(pattern).collect();
         let policy = Policy::new(allowed, grants, config.http_timeout);
-        stacks.push(Arc::new(Outbound::new(
+        let request_cache = match &config.request_cache {
+            None => None,
+            Some(c) => {
+                let cache = Cache::open(c.options.clone(), CacheKind::Request, Arc::default())
+                    .map_err(|cause| PipelineError::Cache(config.name.clone(), cause))?;
+                Some(Arc::new(RequestCache::new(cache, c.ignore_headers.clone())))
+            }
+        };
+        stacks.push(Arc::new(Outbound::with_request_cache(
             policy,
             resilience(config, &mut limits)?,
+            request_cache,
             Transport::new(client),
         )));
     }

@@ -47,6 +47,8 @@ pub enum PipelineError {
     Http(String),
     #[error("rate limit '{0}': {1}")]
     RateLimit(String, RedisLimitError),
+    #[error("operator {0:?}: {1}")]
+    Cache(String, crate::cache::CacheError),
     #[error("cannot start the mock provider: {0}")]
     MockProvider(String),
     #[error(transparent)]

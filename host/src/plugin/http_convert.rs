@@ -119,6 +119,7 @@ mod tests {
             status: 503,
             headers: vec![("retry-after".into(), "1".into())],
             body: b"busy".to_vec(),
+            from_cache: false,
         });
         assert_eq!((answer.status, answer.body.as_slice()), (503, &b"busy"[..]));
         assert_eq!(answer.headers, vec![("retry-after".into(), "1".into())]);

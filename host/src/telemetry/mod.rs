@@ -8,6 +8,7 @@
 //! The registry of a run is a [`PipelineTelemetry`]: its source, sink and checkpoint values
 //! and one [`OperatorTelemetry`] per operator.
 
+mod cache;
 mod histogram;
 mod pipeline;
 mod usage;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use cache::CacheStats;
 pub use histogram::Histogram;
 pub use pipeline::{CheckpointTelemetry, PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 pub use usage::{process_usage, thread_cpu};
@@ -113,6 +115,10 @@ pub struct OperatorTelemetry {
     /// What the operator's outbound stack counts (request retries, breaker); set when the
     /// stack is built.
     pub outbound: OnceLock<Arc<OutboundStats>>,
+    /// What the result cache (`cache.*`) did; the default (all zero) without one.
+    pub result_cache: Arc<CacheStats>,
+    /// What the request cache (`request_cache.*`) did; set when the stack is built with one.
+    pub request_cache: OnceLock<Arc<CacheStats>>,
 }
 
 impl OperatorTelemetry {
@@ -137,6 +143,8 @@ impl OperatorTelemetry {
             thread_cpu_us: Counter::default(),
             restored_at: OnceLock::new(),
             outbound: OnceLock::new(),
+            result_cache: Arc::default(),
+            request_cache: OnceLock::new(),
         }
     }
 

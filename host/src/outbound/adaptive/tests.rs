@@ -83,6 +83,7 @@ fn answer(status: u16, headers: Vec<(String, String)>) -> Response {
         status,
         headers,
         body: vec![],
+        from_cache: false,
     }
 }
 

@@ -265,6 +265,7 @@ mod tests {
                 status,
                 headers: vec![],
                 body: vec![],
+                from_cache: false,
             })
         };
         assert!(used_its_tokens(&answer(200)));
