@@ -17,6 +17,7 @@ pub mod admin;
 mod codec;
 mod heap;
 mod rocks;
+mod stats;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,8 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-pub use crate::telemetry::CacheStats;
 pub use codec::{Damaged, Reader, Writer};
+pub use stats::CacheStats;
 
 /// A cache key: the SHA-256 of what identifies the entry. Never the material itself, so a
 /// key cannot hold a secret or a payload.

@@ -240,7 +240,7 @@ impl RocksStore {
         tally.entries += 1;
         tally.bytes += size;
         tally.puts += 1;
-        let purge = tally.puts % PURGE_EVERY == 0;
+        let purge = tally.puts.is_multiple_of(PURGE_EVERY);
         drop(tally);
         self.make_room(entry.written_ms, purge);
     }
@@ -264,7 +264,7 @@ impl RocksStore {
                 break;
             };
             let evict = over(&tally);
-            if !evict && !(purge && expires <= now_ms) {
+            if !(evict || purge && expires <= now_ms) {
                 break;
             }
             if evict && expires > now_ms {

@@ -239,17 +239,9 @@ pub(super) fn resolve(
     )?;
     let result_cache = cache::result_cache(ctx, &field, &name, raw.cache)?;
     let request_cache = cache::request_cache(ctx, &field, &name, raw.request_cache)?;
-    let config_json = match &raw.config {
-        None => "{}".to_owned(),
-        Some(c) => ctx.check(c, &field("config"), table_to_json)?.to_string(),
-    };
+    let config_json = config_json(ctx, &field("config"), &raw.config)?;
 
-    if !op_secrets.is_empty() && allowed_hosts.is_empty() {
-        tracing::warn!(
-            operator = %name,
-            "operator has secrets but no allowed_hosts, so it cannot send any request that uses them"
-        );
-    }
+    warn_unusable_secrets(&name, &op_secrets, &allowed_hosts);
 
     Ok(OperatorConfig {
         index,
@@ -401,6 +393,27 @@ fn named_secrets(
         }
     }
     Ok(named)
+}
+
+fn warn_unusable_secrets(name: &str, op_secrets: &[Secret], allowed_hosts: &[HostRule]) {
+    if !op_secrets.is_empty() && allowed_hosts.is_empty() {
+        tracing::warn!(
+            operator = %name,
+            "operator has secrets but no allowed_hosts, so it cannot send any request that uses them"
+        );
+    }
+}
+
+/// The `[operator.config]` table as JSON text (`{}` when absent).
+fn config_json(
+    ctx: &Ctx<'_>,
+    field: &str,
+    table: &Option<Spanned<toml::Table>>,
+) -> Result<String, ManifestError> {
+    Ok(match table {
+        None => "{}".to_owned(),
+        Some(c) => ctx.check(c, field, table_to_json)?.to_string(),
+    })
 }
 
 fn memory_limit(size: &SizeValue) -> Result<u64, String> {

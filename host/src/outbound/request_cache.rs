@@ -52,7 +52,7 @@ impl RequestCache {
         }
     }
 
-    pub fn stats(&self) -> &Arc<crate::telemetry::CacheStats> {
+    pub fn stats(&self) -> &Arc<crate::cache::CacheStats> {
         self.cache.stats()
     }
 
@@ -258,5 +258,159 @@ where
             leading.answered(&answer, &policy);
             answer
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{fake, HostPattern, Outbound, Resilience, SecretGrant};
+    use super::*;
+    use crate::cache::{CacheKind, CacheOptions, Eviction, Storage};
+
+    fn outbound<T>(transport: T) -> Outbound
+    where
+        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Future: Send + 'static,
+    {
+        let local = || vec![HostPattern::new("127.0.0.1", None)];
+        let policy = Policy::new(
+            local(),
+            vec![SecretGrant {
+                name: "key".into(),
+                value: "sk-very-secret".into(),
+                hosts: local(),
+            }],
+            Duration::from_secs(5),
+        );
+        let options = CacheOptions {
+            storage: Storage::Heap {
+                eviction: Eviction::Lru,
+            },
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            max_entries: 100,
+            max_bytes: None,
+        };
+        let cache = Cache::open(options, CacheKind::Request, Arc::default()).unwrap();
+        let cache = Arc::new(RequestCache::new(cache, vec!["x-trace".into()]));
+        Outbound::with_request_cache(policy, Resilience::default(), Some(cache), transport)
+    }
+
+    fn request(path: &str, trace: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            url: format!("http://127.0.0.1:1/{path}"),
+            headers: vec![
+                ("authorization".into(), "Bearer ${secret:key}".into()),
+                ("x-trace".into(), trace.into()),
+                ("x-request-id".into(), trace.into()),
+            ],
+            body: b"{\"input\":\"hello\"}".to_vec(),
+            timeout: None,
+            deadline: None,
+        }
+    }
+
+    async fn send(o: &Outbound, r: Request) -> Response {
+        o.send(o.prepare(r).unwrap()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn identical_requests_are_answered_once_and_failures_of_the_request_kept() {
+        let (transport, seen) = fake::service(|| Ok(fake::ok(200, &[], "echo: sk-very-secret")));
+        let o = outbound(transport);
+        let first = send(&o, request("a", "1")).await;
+        assert!(!first.from_cache);
+        // Ignored and per-request headers do not make it another request.
+        let again = send(&o, request("a", "2")).await;
+        assert!(again.from_cache);
+        // Kept as the plugin saw it: redacted.
+        assert_eq!(again.body, b"echo: [redacted]");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        send(&o, request("b", "1")).await;
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        let stats = o.request_cache().unwrap().stats();
+        assert_eq!((stats.hits.get(), stats.misses.get()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_4xx_is_kept_as_a_failure_but_not_a_429_or_a_5xx() {
+        for (status, kept) in [(404, true), (400, true), (429, false), (503, false)] {
+            let (transport, seen) = fake::service(move || Ok(fake::ok(status, &[], "no")));
+            let o = outbound(transport);
+            assert_eq!(send(&o, request("a", "1")).await.status, status);
+            assert_eq!(send(&o, request("a", "1")).await.status, status);
+            let calls = seen.lock().unwrap().len();
+            assert_eq!(calls, if kept { 1 } else { 2 }, "status {status}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_requests_in_flight_are_sent_once_and_answered_together() {
+        let (transport, seen) = fake::service(|| Ok(fake::ok(503, &[], "busy")));
+        let slow = tower::ServiceBuilder::new()
+            .then(|answer| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                answer
+            })
+            .service(transport);
+        let o = outbound(slow);
+        let sends: Vec<_> = (0..5)
+            .map(|i| o.send(o.prepare(request("a", &i.to_string())).unwrap()))
+            .collect();
+        let answers = futures_join(sends).await;
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        // A 503 is shared with the requests that waited, never kept.
+        assert!(answers.iter().all(|a| a.as_ref().unwrap().status == 503));
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|a| a.as_ref().unwrap().from_cache)
+                .count(),
+            4
+        );
+        assert_eq!(o.request_cache().unwrap().stats().coalesced.get(), 4);
+        send(&o, request("a", "9")).await;
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    async fn futures_join(sends: Vec<Sending>) -> Vec<Result<Response, OutboundError>> {
+        let handles: Vec<_> = sends.into_iter().map(tokio::spawn).collect();
+        let mut answers = Vec::new();
+        for h in handles {
+            answers.push(h.await.unwrap());
+        }
+        answers
+    }
+
+    #[test]
+    fn the_key_is_of_the_request_as_written_never_of_a_secret() {
+        let cache = Cache::open(
+            CacheOptions {
+                storage: Storage::Heap {
+                    eviction: Eviction::TinyLfu,
+                },
+                ttl: Duration::from_secs(1),
+                negative_ttl: Duration::ZERO,
+                max_entries: 1,
+                max_bytes: None,
+            },
+            CacheKind::Request,
+            Arc::default(),
+        )
+        .unwrap();
+        let c = RequestCache::new(cache, vec![]);
+        let mut other_body = request("a", "1");
+        other_body.body = b"{}".to_vec();
+        assert_ne!(c.key_of(&request("a", "1")), c.key_of(&other_body));
+        let mut lower = request("a", "1");
+        lower.method = "post".into();
+        assert_eq!(c.key_of(&request("a", "1")), c.key_of(&lower));
     }
 }

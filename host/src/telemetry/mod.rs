@@ -8,7 +8,6 @@
 //! The registry of a run is a [`PipelineTelemetry`]: its source, sink and checkpoint values
 //! and one [`OperatorTelemetry`] per operator.
 
-mod cache;
 mod histogram;
 mod pipeline;
 mod usage;
@@ -17,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use cache::CacheStats;
+pub use crate::cache::CacheStats;
 pub use histogram::Histogram;
 pub use pipeline::{CheckpointTelemetry, PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 pub use usage::{process_usage, thread_cpu};
