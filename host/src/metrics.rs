@@ -607,6 +607,22 @@ mod tests {
         assert_eq!(run, expected);
         let mut operator = keys(&json["operators"][0]);
         operator.sort_unstable();
+        let cache_fields: Vec<String> = ["cache", "request_cache"]
+            .iter()
+            .flat_map(|cache| {
+                [
+                    "hits",
+                    "misses",
+                    "negative_hits",
+                    "coalesced",
+                    "evictions",
+                    "entries",
+                    "tokens_saved",
+                    "cost_saved_usd",
+                ]
+                .map(|field| format!("{cache}_{field}"))
+            })
+            .collect();
         let mut expected = vec![
             "name",
             "records_in",
@@ -638,6 +654,7 @@ mod tests {
             "thread_cpu_s",
             "thread_cpu_us_per_record",
         ];
+        expected.extend(cache_fields.iter().map(String::as_str));
         expected.sort_unstable();
         assert_eq!(operator, expected);
         assert_eq!(json["records_in"], 3);

@@ -1,6 +1,7 @@
 //! Entries on the heap: moka, bounded by a number of entries, each entry expiring after its
 //! own time to live (an answer's `ttl`, a failure's `negative_ttl`).
 
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,10 +9,10 @@ use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::Expiry;
 
-use super::{CacheKey, CacheStats, Entry, Eviction, Lookup};
+use super::{CacheKey, CacheStats, DigestHasher, Entry, Eviction, Lookup};
 
 pub(super) struct HeapStore {
-    entries: moka::sync::Cache<CacheKey, Arc<Entry>>,
+    entries: moka::sync::Cache<CacheKey, Arc<Entry>, BuildHasherDefault<DigestHasher>>,
     stats: Arc<CacheStats>,
 }
 
@@ -48,7 +49,7 @@ impl HeapStore {
                     counted.evictions.inc();
                 }
             })
-            .build();
+            .build_with_hasher(BuildHasherDefault::default());
         HeapStore { entries, stats }
     }
 
@@ -81,7 +82,7 @@ mod tests {
             negative,
             written_ms,
             expires_ms: written_ms + ttl_ms,
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         }
     }
 
@@ -94,14 +95,20 @@ mod tests {
         let store = HeapStore::new(10, Eviction::TinyLfu, Arc::default());
         store.put(&key(1), entry(false, 1_000, 60_000, b"answer"));
         store.put(&key(2), entry(true, 1_000, 5_000, b"failure"));
-        assert_eq!(store.get(&key(1), 2_000), Lookup::Hit(b"answer".to_vec()));
+        assert_eq!(
+            store.get(&key(1), 2_000),
+            Lookup::Hit(b"answer".to_vec().into())
+        );
         assert_eq!(
             store.get(&key(2), 5_999),
-            Lookup::Negative(b"failure".to_vec())
+            Lookup::Negative(b"failure".to_vec().into())
         );
         // The negative entry's shorter life ends first.
         assert_eq!(store.get(&key(2), 6_000), Lookup::Miss);
-        assert_eq!(store.get(&key(1), 60_999), Lookup::Hit(b"answer".to_vec()));
+        assert_eq!(
+            store.get(&key(1), 60_999),
+            Lookup::Hit(b"answer".to_vec().into())
+        );
         assert_eq!(store.get(&key(1), 61_000), Lookup::Miss);
         assert_eq!(store.get(&key(3), 0), Lookup::Miss);
     }

@@ -20,10 +20,12 @@ mod rocks;
 mod stats;
 
 use std::fmt;
+use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub use codec::{Damaged, Reader, Writer};
@@ -53,6 +55,25 @@ impl fmt::Debug for CacheKey {
             write!(f, "{b:02x}")?;
         }
         f.write_str("…")
+    }
+}
+
+/// Hashes a [`CacheKey`] by taking 8 of its bytes: it is a SHA-256 digest already, so
+/// hashing it again (SipHash) would only cost time on every admission.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
     }
 }
 
@@ -107,13 +128,13 @@ impl CacheKind {
     }
 }
 
-/// An entry as found.
+/// An entry as found (its bytes shared with the heap cache, not copied).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// An answer: the bytes the caller stored.
-    Hit(Vec<u8>),
+    Hit(Bytes),
     /// A failure remembered for `negative_ttl`.
-    Negative(Vec<u8>),
+    Negative(Bytes),
     Miss,
 }
 
@@ -254,7 +275,7 @@ pub(crate) struct Entry {
     pub negative: bool,
     pub written_ms: u64,
     pub expires_ms: u64,
-    pub value: Vec<u8>,
+    pub value: Bytes,
 }
 
 impl Entry {
@@ -263,7 +284,7 @@ impl Entry {
             negative,
             written_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl.as_millis() as u64),
-            value,
+            value: Bytes::from(value),
         }
     }
 

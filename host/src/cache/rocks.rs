@@ -98,7 +98,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Entry, Damaged> {
     };
     let written_ms = r.u64()?;
     let expires_ms = r.u64()?;
-    let value = r.bytes()?.to_vec();
+    let value = r.bytes()?.to_vec().into();
     r.end()?;
     Ok(Entry {
         negative,
@@ -330,7 +330,7 @@ mod tests {
             negative: false,
             written_ms: BASE + written_ms,
             expires_ms: BASE + written_ms + ttl_ms,
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         }
     }
 
@@ -359,7 +359,7 @@ mod tests {
         let store = open(dir.path(), 10);
         assert_eq!(
             store.get(&key(1), BASE + 2_000),
-            Lookup::Hit(b"kept".to_vec())
+            Lookup::Hit(b"kept".to_vec().into())
         );
         assert_eq!(store.get(&key(1), BASE + 61_000), Lookup::Miss);
         assert_eq!(store.get(&key(2), BASE + 1_010), Lookup::Miss);
@@ -383,11 +383,11 @@ mod tests {
         assert_eq!(stats.evictions.get(), 2);
         assert_eq!(store.get(&key(1), BASE + 100), Lookup::Miss);
         assert_eq!(store.get(&key(2), BASE + 100), Lookup::Miss);
-        assert_eq!(store.get(&key(4), BASE + 100), Lookup::Hit(vec![4]));
+        assert_eq!(store.get(&key(4), BASE + 100), Lookup::Hit(vec![4].into()));
         // Writing a key again replaces its entry: still two.
         store.put(&key(4), entry(200, 60_000, b"again"));
         assert_eq!(store.entries(), 2);
-        assert_eq!(store.get(&key(3), BASE + 300), Lookup::Hit(vec![3]));
+        assert_eq!(store.get(&key(3), BASE + 300), Lookup::Hit(vec![3].into()));
     }
 
     #[test]

@@ -35,6 +35,8 @@ mod values;
 #[cfg(test)]
 mod async_retry_tests;
 #[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
 mod rate_limit_tests;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@
 mod in_flight;
 mod mailbox;
 pub mod queue;
-mod result_cache;
+pub mod result_cache;
 mod retry;
 mod semantics;
 #[cfg(test)]

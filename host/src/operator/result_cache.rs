@@ -19,9 +19,10 @@
 //! (`semantics.rs`), so that ordering, timeouts and checkpoints stay the core's.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use crate::cache::{Cache, CacheError, CacheKey, CacheKind, Lookup, Reader, Writer};
+use crate::cache::{Cache, CacheError, CacheKey, CacheKind, DigestHasher, Lookup, Reader, Writer};
 use crate::cost::CostControl;
 use crate::manifest::{ResultCacheConfig, ResultKey};
 use crate::plugin::function::{Output, TokenUsage};
@@ -53,7 +54,7 @@ pub struct ResultCache {
     identity: CacheKey,
     key: ResultKey,
     /// Per key with a call in flight: the records waiting for it, in the order they came.
-    waiting: HashMap<CacheKey, Vec<u64>>,
+    waiting: HashMap<CacheKey, Vec<u64>, BuildHasherDefault<DigestHasher>>,
     cost: Arc<CostControl>,
 }
 
@@ -87,7 +88,7 @@ impl ResultCache {
             cache: Cache::open(config.options.clone(), CacheKind::Result, stats)?,
             identity: CacheKey::of(&[version.as_bytes(), config_json.as_bytes(), rule.as_bytes()]),
             key: config.key.clone(),
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             cost: Arc::default(),
         })
     }

@@ -24,6 +24,10 @@ use crate::telemetry::OperatorTelemetry;
 #[path = "retry_tests.rs"]
 mod retry_tests;
 
+/// The result cache (`cache.*`), on this file's fake and harness.
+#[path = "cache_tests.rs"]
+mod cache_tests;
+
 /// Which call of the function the script is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
