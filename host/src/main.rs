@@ -463,6 +463,21 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
                 println!("    warning: {warning}");
             }
         }
+        if let Some(cache) = &op.cache {
+            let key = match &cache.key {
+                waio::manifest::ResultKey::Payload => "the whole payload".to_string(),
+                waio::manifest::ResultKey::Pointers(p) => p.join(", "),
+            };
+            let shared = if cache.share_across_versions {
+                ", shared across plugin versions"
+            } else {
+                ""
+            };
+            println!("    result cache: {}; key: {key}{shared}", cache.options);
+        }
+        if let Some(cache) = &op.request_cache {
+            println!("    request cache: {}", cache.options);
+        }
         if let Some(note) = plugin.compat_note() {
             println!("    {note}");
         }

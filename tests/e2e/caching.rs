@@ -207,6 +207,14 @@ async fn a_rocksdb_cache_outlives_the_run_until_its_ttl_and_a_config_change() {
     assert_eq!(s["cache_hits"], 20);
     assert_all_embedded(&read_jsonl(&p.path("out.jsonl")), 20);
 
+    let (code, checked, _) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
+    assert_eq!(code, 0);
+    assert!(
+        checked.contains("result cache: rocksdb in results")
+            && checked.contains("answers for 4s, failures for 10m; key: /text"),
+        "{checked}"
+    );
+
     let (code, stats, _) = run_waio(p.dir.path(), &["cache", "stats", "results"]);
     assert_eq!(code, 0);
     assert!(

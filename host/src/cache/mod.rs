@@ -111,6 +111,44 @@ pub struct CacheOptions {
     pub max_bytes: Option<u64>,
 }
 
+impl fmt::Display for CacheOptions {
+    /// As `waio check` shows it: "rocksdb in DIR, at most N entries, answers for 1day, failures for 10m".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.storage {
+            Storage::Heap { eviction } => write!(
+                f,
+                "heap ({}), at most {} entries",
+                match eviction {
+                    Eviction::TinyLfu => "tiny_lfu",
+                    Eviction::Lru => "lru",
+                },
+                self.max_entries
+            )?,
+            Storage::RocksDb { path } => {
+                write!(
+                    f,
+                    "rocksdb in {}, at most {} entries",
+                    path.display(),
+                    self.max_entries
+                )?;
+                if let Some(bytes) = self.max_bytes {
+                    write!(f, " and {bytes} bytes")?;
+                }
+            }
+        }
+        write!(f, ", answers for {}", humantime::format_duration(self.ttl))?;
+        if self.negative_ttl.is_zero() {
+            f.write_str(", failures not kept")
+        } else {
+            write!(
+                f,
+                ", failures for {}",
+                humantime::format_duration(self.negative_ttl)
+            )
+        }
+    }
+}
+
 /// What a cache is for; a RocksDB directory remembers it, so that a result cache is never
 /// read as a request cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
