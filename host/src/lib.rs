@@ -9,6 +9,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod connectors;
 pub mod cost;
+pub mod counters;
 pub mod event_time;
 pub mod manifest;
 pub mod metrics;

@@ -1,54 +1,9 @@
 //! What a cache did, live: the run summary reads it through the telemetry registry (later
-//! the metrics endpoint too). Its own small atomics, so that the cache module depends on
-//! nothing of the host's (telemetry reads it, not the reverse).
+//! the metrics endpoint too).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A count that only goes up.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    pub fn set(&self, value: i64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Set once something happened.
-#[derive(Debug, Default)]
-pub struct Flag(AtomicBool);
-
-impl Flag {
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use crate::counters::{Counter, Flag, Gauge};
 
 /// Counts of one cache (an operator's result cache, or its request cache).
 #[derive(Debug, Default)]
