@@ -5,18 +5,21 @@
 //! `source()` (no field named `source`, no `#[source]` or `#[from]` beside a `{0}`): the binary
 //! prints the whole chain (`{:#}`), which would say the cause twice.
 
+pub mod admin;
 pub mod cache;
 pub mod checkpoint;
 pub mod connectors;
 pub mod cost;
 pub mod counters;
 pub mod event_time;
+pub mod histogram;
 pub mod manifest;
 pub mod metrics;
 pub mod operator;
 pub mod outbound;
 pub mod pipeline;
 pub mod plugin;
+pub mod progress;
 pub mod project;
 pub mod record;
 pub mod replay;

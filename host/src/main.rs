@@ -6,8 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use waio::admin::AdminListener;
 use waio::manifest::{Manifest, OutputFormat, RateLimitConfig, SinkConfig};
 use waio::pipeline;
+use waio::progress::{Progress, ProgressMode};
 use waio::project::{self, Language, PluginProject};
 use waio::replay;
 
@@ -45,6 +47,8 @@ enum Command {
         /// Ignore existing checkpoints: start from the beginning with empty outputs.
         #[arg(long)]
         fresh: bool,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Validate a pipeline: parse the manifest, load and type-check every plugin, open the input file.
     Check {
@@ -112,7 +116,21 @@ enum DeadLettersCommand {
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
+}
+
+/// How a run can be watched while it goes.
+#[derive(clap::Args, Clone)]
+struct ObserveArgs {
+    /// Serve Prometheus metrics (/metrics), the status page (/) and /status.json on ADDR
+    /// (e.g. 127.0.0.1:9464); wins over the manifest's [admin] listen.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+    /// When stderr is not a terminal, log the progress this often instead of drawing a line.
+    #[arg(long, value_name = "INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    progress_interval: Duration,
 }
 
 #[derive(Subcommand)]
@@ -143,7 +161,7 @@ enum PluginCommand {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(waio::progress::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WAIO_LOG")
@@ -219,7 +237,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
             build,
             fresh,
-        } => run_pipeline(&path, summary_json.as_deref(), quiet, build, fresh),
+            observe,
+        } => {
+            let output = Output {
+                summary_json,
+                quiet,
+                observe,
+            };
+            run_pipeline(&path, &output, build, fresh)
+        }
         Command::Check { pipeline: path } => check_pipeline(&path),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let language: Language = lang.parse()?;
@@ -278,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             fresh,
             summary_json,
             quiet,
+            observe,
         }) => {
             let options = replay::ReplayOptions {
                 dead_letters,
@@ -285,7 +312,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 again,
                 checkpoint_dir,
             };
-            replay_dead_letters(&path, &options, fresh, summary_json.as_deref(), quiet)
+            let output = Output {
+                summary_json,
+                quiet,
+                observe,
+            };
+            replay_dead_letters(&path, &options, fresh, &output)
         }
     }
 }
@@ -295,8 +327,7 @@ fn replay_dead_letters(
     path: &Path,
     options: &replay::ReplayOptions,
     fresh: bool,
-    summary_json: Option<&Path>,
-    quiet: bool,
+    output: &Output,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
     let plan = replay::plan(&manifest, options)?;
@@ -311,17 +342,11 @@ fn replay_dead_letters(
         plan.output.display(),
         plan.again.display()
     );
-    run_manifest(&plan.manifest, fresh, summary_json, quiet)
+    run_manifest(&plan.manifest, fresh, output)
 }
 
 /// `waio run`: the pipeline on a runtime of its own, then its summary.
-fn run_pipeline(
-    path: &Path,
-    summary_json: Option<&Path>,
-    quiet: bool,
-    build: bool,
-    fresh: bool,
-) -> anyhow::Result<()> {
+fn run_pipeline(path: &Path, output: &Output, build: bool, fresh: bool) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
     if build {
         for op in &manifest.operators {
@@ -331,17 +356,32 @@ fn run_pipeline(
             }
         }
     }
-    run_manifest(&manifest, fresh, summary_json, quiet)
+    run_manifest(&manifest, fresh, output)
+}
+
+/// What a run shows and writes besides its output.
+struct Output {
+    summary_json: Option<PathBuf>,
+    quiet: bool,
+    observe: ObserveArgs,
 }
 
 /// Runs a loaded pipeline on a runtime of its own, then prints its summary.
-fn run_manifest(
-    manifest: &Manifest,
-    fresh: bool,
-    summary_json: Option<&Path>,
-    quiet: bool,
-) -> anyhow::Result<()> {
+fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Result<()> {
+    let Output {
+        summary_json,
+        quiet,
+        observe,
+    } = output;
+    let (summary_json, quiet) = (summary_json.as_deref(), *quiet);
     let options = pipeline::RunOptions { fresh };
+    // Bound before anything slow, so a taken port fails the run at once.
+    let admin = observe
+        .admin
+        .or(manifest.admin.as_ref().map(|a| a.listen))
+        .map(AdminListener::bind)
+        .transpose()?;
+    let mode = ProgressMode::for_stderr(quiet, observe.progress_interval);
     let workers = match std::env::var("TOKIO_WORKER_THREADS") {
         // tokio would panic on a bad value; say which variable is wrong instead.
         Ok(text) => text
@@ -362,7 +402,23 @@ fn run_manifest(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let summary = match runtime.block_on(pipeline::run(manifest, &options)) {
+    let mut progress = None;
+    let run = pipeline::run_observed(manifest, &options, |handle| {
+        if let Some(admin) = admin {
+            if let Err(error) = admin.serve(handle.clone()) {
+                tracing::warn!("{error}");
+            }
+        }
+        progress = Some(Progress::start(
+            std::sync::Arc::clone(handle.telemetry()),
+            mode,
+        ));
+    });
+    let outcome = runtime.block_on(run);
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    let summary = match outcome {
         Ok(summary) => summary,
         // A second SIGINT/SIGTERM: nothing is lost, the next run resumes.
         Err(pipeline::PipelineError::StoppedAtCheckpoint(id)) => {
@@ -510,6 +566,13 @@ fn check_pipeline(path: &Path) -> anyhow::Result<()> {
             c.retained
         ),
         None => println!("  checkpoints: off"),
+    }
+    match &manifest.admin {
+        Some(admin) => println!(
+            "  admin server: http://{}/ (status page), /status.json, /metrics (Prometheus)",
+            admin.listen
+        ),
+        None => println!("  admin server: off (turn it on with [admin] or waio run --admin ADDR)"),
     }
     Ok(())
 }

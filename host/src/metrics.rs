@@ -561,7 +561,7 @@ mod tests {
         t.source.watermarks.inc();
         t.sink.records.add(2);
         t.sink.dead_letters.inc();
-        t.checkpoints.completed(1, Duration::from_millis(40));
+        t.checkpoints.completed(1, Duration::from_millis(40), 100);
         t
     }
 

@@ -297,8 +297,8 @@ impl Coordinator {
             sink: transaction,
             spend: self.cost.spend_state(Instant::now()),
         };
-        self.complete(&checkpoint)?;
-        self.telemetry.completed(id, p.triggered.elapsed());
+        let bytes = self.complete(&checkpoint)?;
+        self.telemetry.completed(id, p.triggered.elapsed(), bytes);
         if state.exit_checkpoint == Some(id) {
             let _ = self.events.send(Event::StopCheckpointDone(Some(id)));
         }
@@ -333,8 +333,8 @@ impl Coordinator {
             sink: transaction,
             spend: self.cost.spend_state(Instant::now()),
         };
-        self.complete(&checkpoint)?;
-        self.telemetry.completed(id, started.elapsed());
+        let bytes = self.complete(&checkpoint)?;
+        self.telemetry.completed(id, started.elapsed(), bytes);
         Ok(())
     }
 
@@ -366,8 +366,9 @@ impl Coordinator {
 
     /// Stores the checkpoint, then commits what it covers: a crash in between is repaired on
     /// restore, which redoes the commit the stored checkpoint names.
-    fn complete(&self, checkpoint: &Checkpoint) -> Result<(), CoordinatorError> {
-        self.store.save(checkpoint, self.retained)?;
+    /// Stores and commits `checkpoint`; returns its size in bytes.
+    fn complete(&self, checkpoint: &Checkpoint) -> Result<u64, CoordinatorError> {
+        let bytes = self.store.save(checkpoint, self.retained)?;
         let id = checkpoint.id;
         for part in [&checkpoint.sink.output, &checkpoint.sink.dead_letters]
             .into_iter()
@@ -385,7 +386,7 @@ impl Coordinator {
                 .sum::<usize>(),
             "checkpoint complete"
         );
-        Ok(())
+        Ok(bytes)
     }
 }
 

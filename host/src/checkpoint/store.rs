@@ -299,9 +299,9 @@ impl CheckpointStore {
     }
 
     /// Stores `cp` atomically and durably, then deletes the checkpoints older than the newest
-    /// `retained` (at least 1) complete ones. An error means `cp` was not stored; a failure to
-    /// delete old checkpoints is only logged.
-    pub fn save(&self, cp: &Checkpoint, retained: usize) -> Result<(), CheckpointError> {
+    /// `retained` (at least 1) complete ones; returns the bytes written (keys and values). An
+    /// error means `cp` was not stored; a failure to delete old checkpoints is only logged.
+    pub fn save(&self, cp: &Checkpoint, retained: usize) -> Result<u64, CheckpointError> {
         let id = cp.id;
         // Refuse to overwrite: stale keys of an earlier checkpoint with the same id would mix in.
         if !self.read_raw(id)?.is_empty() {
@@ -321,6 +321,10 @@ impl CheckpointStore {
         // The hash is over key order, which is RocksDB's (bytewise) iteration order.
         data.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let hash = data_hash(data.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
+        let bytes = data
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum::<u64>();
         let mut batch = WriteBatch::default();
         for (key, value) in &data {
             batch.put(key, value);
@@ -340,7 +344,7 @@ impl CheckpointStore {
         if let Err(e) = self.prune(retained.max(1)) {
             tracing::warn!("{e}");
         }
-        Ok(())
+        Ok(bytes)
     }
 
     /// The newest complete and valid checkpoint, with a warning for every newer one skipped.

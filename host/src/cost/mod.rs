@@ -36,6 +36,17 @@ pub struct SpendState {
 }
 
 /// Why the run was stopped by its budget: the message `waio run` ends with (exit code 3).
+/// Where a budget guard is, as an observer (metrics, the status page) sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetState {
+    /// Records are admitted.
+    Open,
+    /// The per-hour limit holds admissions until the rolling hour allows again.
+    Paused,
+    /// A limit stopped the run.
+    Stopped,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetStop {
     pub reached: Reached,
@@ -301,6 +312,18 @@ impl CostControl {
     /// The limits, if a budget is set.
     pub fn budget(&self) -> Option<BudgetOptions> {
         self.lock().guard.as_ref().map(|g| g.options().clone())
+    }
+
+    /// Where the budget guard is now (open without a budget).
+    pub fn budget_state(&self) -> BudgetState {
+        if self.stop.get().is_some() {
+            return BudgetState::Stopped;
+        }
+        match self.lock().guard.as_ref() {
+            Some(guard) if guard.stopped().is_some() => BudgetState::Stopped,
+            Some(guard) if guard.paused() => BudgetState::Paused,
+            _ => BudgetState::Open,
+        }
     }
 }
 

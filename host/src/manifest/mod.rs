@@ -14,6 +14,7 @@
 //! in `parse_with_env`. A sub-table of an operator (`[operator.NAME]`) is the same, with the
 //! fields in `RawOperator` and `OperatorConfig`.
 
+mod admin;
 mod async_retry;
 mod cache;
 mod checkpoint;
@@ -48,6 +49,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use admin::{AdminConfig, DEFAULT_ADMIN_LISTEN};
 pub use async_retry::{AsyncRetryConfig, RetryOnFailure, RetryStrategy};
 pub use cache::{RequestCacheConfig, ResultCacheConfig, ResultKey};
 pub use checkpoint::CheckpointConfig;
@@ -87,6 +89,8 @@ pub struct Manifest {
     pub pricing: PricingConfig,
     /// `[budget]`: how much the run may spend.
     pub budget: Option<BudgetConfig>,
+    /// `[admin]`: the metrics endpoint and status page (off without it).
+    pub admin: Option<AdminConfig>,
 }
 
 impl Manifest {
@@ -125,6 +129,7 @@ struct RawManifest {
     #[serde(default)]
     pricing: BTreeMap<Spanned<String>, Spanned<cost::RawPrice>>,
     budget: Option<Spanned<cost::RawBudget>>,
+    admin: Option<Spanned<admin::RawAdmin>>,
 }
 
 /// The environment is passed in so that tests need not mutate the process environment.
@@ -173,6 +178,10 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         .budget
         .map(|b| cost::resolve_budget(&ctx, b, &pricing))
         .transpose()?;
+    let admin = match raw.admin {
+        Some(a) => admin::resolve(&ctx, a)?,
+        None => None,
+    };
 
     Ok(Manifest {
         path: path.to_path_buf(),
@@ -187,6 +196,7 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
         rate_limits: rate_limit::configs(&named_limits),
         pricing,
         budget,
+        admin,
     })
 }
 

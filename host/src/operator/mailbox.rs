@@ -64,9 +64,7 @@ impl AsyncWaitOperator {
             self.step(&mut state)?;
             if !state.out.is_empty() {
                 let batch = std::mem::replace(&mut state.out, Vec::with_capacity(BATCH_SIZE));
-                output
-                    .send(Message::Batch(batch))
-                    .map_err(|_| self.downstream_gone())?;
+                self.send_downstream(&output, Message::Batch(batch))?;
             }
             let drained = state.input_done && state.pending_input.is_empty();
             if (drained || self.stopping) && self.core.is_empty() {
@@ -157,10 +155,17 @@ impl AsyncWaitOperator {
             _ => None,
         };
         let input_index = want_input.then(|| select.recv(input));
+        // Waiting while full is the backpressure this operator applies upstream.
+        let full_since = (!state.input_closed && self.core.is_full()).then(Instant::now);
         let ready = match deadline {
             Some(at) => select.select_deadline(at).ok(),
             None => Some(select.select()),
         };
+        if let Some(since) = full_since {
+            self.telemetry
+                .full_us
+                .add(since.elapsed().as_micros() as u64);
+        }
         match ready {
             None => self.core.fire_timers(Instant::now())?,
             Some(op) if op.index() == answers_index => {
@@ -308,6 +313,24 @@ impl AsyncWaitOperator {
                 });
             }
         }
+    }
+
+    /// Sends `message` on, counting the time the next stage made it wait (the backpressure
+    /// this operator receives).
+    fn send_downstream(&self, output: &StageSender, message: Message) -> Result<(), OperatorError> {
+        let message = match output.try_send(message) {
+            Ok(()) => return Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(message)) => message,
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(self.downstream_gone())
+            }
+        };
+        let since = Instant::now();
+        let sent = output.send(message).map_err(|_| self.downstream_gone());
+        self.telemetry
+            .output_blocked_us
+            .add(since.elapsed().as_micros() as u64);
+        sent
     }
 
     fn barrier_on_its_way(&self) -> bool {

@@ -674,8 +674,10 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let Some(entry) = self.records.get(seq) else {
             return Ok(());
         };
-        if cause == Cause::Timeout {
-            self.telemetry.timed_out.inc();
+        match (cause, kind) {
+            (Cause::Timeout, _) => self.telemetry.timed_out.inc(),
+            (Cause::Failure, FailureKind::Retriable) => self.telemetry.failed_retriable.inc(),
+            (Cause::Failure, FailureKind::Fatal) => self.telemetry.failed_fatal.inc(),
         }
         let (policy, reason) = match cause {
             Cause::Failure => (self.config.on_failure, "failure"),

@@ -82,6 +82,7 @@ pub struct Breakers {
 
 impl Breakers {
     pub fn new(options: BreakerOptions, stats: Arc<OutboundStats>) -> Self {
+        stats.breaker_on.set();
         Breakers {
             options,
             endpoints: Mutex::new(HashMap::new()),
@@ -99,7 +100,10 @@ impl Breakers {
         let breaker = endpoints
             .entry(endpoint.clone())
             .or_insert_with(|| Breaker::new(self.options.window, now));
-        match breaker.admit(&endpoint, &self.options, now) {
+        let before = breaker.state.observed();
+        let admitted = breaker.admit(&endpoint, &self.options, now);
+        self.report_move(&endpoint, before, breaker.state.observed());
+        match admitted {
             Ok(probe) => Ok(Permit {
                 breakers: Arc::clone(self),
                 endpoint,
@@ -136,6 +140,7 @@ impl Breakers {
         if breaker.generation != permit.generation {
             return; // admitted in an earlier state: its outcome says nothing about this one
         }
+        let before = breaker.state.observed();
         let opened = match breaker.state {
             State::Closed => breaker.count(&permit.endpoint, &self.options, now, failed),
             State::HalfOpen { .. } if permit.probe => {
@@ -143,6 +148,7 @@ impl Breakers {
             }
             _ => false,
         };
+        self.report_move(&permit.endpoint, before, breaker.state.observed());
         if opened {
             self.stats.breaker_opened();
         }
@@ -158,6 +164,13 @@ impl Breakers {
             if permit.probe && breaker.generation == permit.generation {
                 *in_flight = in_flight.saturating_sub(1);
             }
+        }
+    }
+
+    /// Tells the endpoint's stats (metrics, status page) where its breaker went.
+    fn report_move(&self, endpoint: &str, before: BreakerState, after: BreakerState) {
+        if before != after {
+            self.stats.endpoint(endpoint).breaker_moved(after);
         }
     }
 

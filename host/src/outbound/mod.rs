@@ -41,7 +41,7 @@ pub use rate_limit::{RateLimit, TokenEstimator};
 pub use request_cache::RequestCache;
 pub use retry::RetryOptions;
 pub use stack::{Resilience, Stack};
-pub use stats::OutboundStats;
+pub use stats::{state_index as breaker_state_index, EndpointStats, OutboundStats, Outcome};
 pub use status::{retriable_status, transient_status};
 pub use transport::{Protocol, Transport, MAX_BODY_BYTES};
 
@@ -210,7 +210,19 @@ impl Outbound {
 
     /// Sends a prepared request through the stack. The future owns what it needs: spawn it.
     pub fn send(&self, request: PreparedRequest) -> Sending {
-        Box::pin(self.stack.clone().oneshot(request))
+        // Timed here, around the whole stack: what the plugin waits for.
+        let endpoint = self.stats.endpoint(&breaker::endpoint(request.url()));
+        let started = std::time::Instant::now();
+        let sending = self.stack.clone().oneshot(request);
+        Box::pin(async move {
+            let answer = sending.await;
+            let outcome = match &answer {
+                Ok(response) => stats::Outcome::of_status(response.status),
+                Err(_) => stats::Outcome::Error,
+            };
+            endpoint.answered(started.elapsed(), outcome);
+            answer
+        })
     }
 }
 

@@ -1,8 +1,15 @@
 //! What the stack counts as it goes: retries, breaker decisions and rate-limit waits, for the
-//! run summary.
+//! run summary; and per endpoint, the time requests took, their outcomes and the breaker's
+//! state, for the metrics endpoint and the status page.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::breaker::BreakerState;
+use crate::counters::{Counter, Flag};
+use crate::histogram::Histogram;
 
 /// One operator's outbound counts. Shared (`Arc`) between its layers and the pipeline, which
 /// reads them at any time.
@@ -19,9 +26,126 @@ pub struct OutboundStats {
     held: AtomicU64,
     held_us: AtomicU64,
     rate_limited: AtomicU64,
+    /// Per endpoint (`scheme://host:port`), made on first use.
+    endpoints: Mutex<BTreeMap<String, Arc<EndpointStats>>>,
+    /// The operator has a circuit breaker (its endpoints have a breaker state).
+    pub breaker_on: Flag,
+}
+
+/// How a request ended, as `waio_http_responses_total` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Status2xx,
+    Status3xx,
+    Status4xx,
+    Status5xx,
+    /// No answer: a timeout, a broken connection, or a refusal by the policy or a breaker.
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Status2xx,
+        Outcome::Status3xx,
+        Outcome::Status4xx,
+        Outcome::Status5xx,
+        Outcome::Error,
+    ];
+
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            200..=299 => Outcome::Status2xx,
+            300..=399 => Outcome::Status3xx,
+            400..=499 => Outcome::Status4xx,
+            500..=599 => Outcome::Status5xx,
+            _ => Outcome::Error,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Status2xx => "2xx",
+            Outcome::Status3xx => "3xx",
+            Outcome::Status4xx => "4xx",
+            Outcome::Status5xx => "5xx",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What one endpoint of one operator saw.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// From the plugin's request to its answer (host retries and limit waits included),
+    /// microseconds.
+    pub latency_us: Histogram,
+    outcomes: [Counter; 5],
+    /// [`BreakerState`] as 0 closed, 1 half-open, 2 open.
+    breaker: AtomicU8,
+    /// Transitions into closed, half-open and open.
+    transitions: [Counter; 3],
+}
+
+impl EndpointStats {
+    pub fn answered(&self, took: Duration, outcome: Outcome) {
+        self.latency_us
+            .record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        self.outcomes[outcome as usize].inc();
+    }
+
+    pub fn outcomes(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome as usize].get()
+    }
+
+    pub(crate) fn breaker_moved(&self, to: BreakerState) {
+        self.breaker.store(state_index(to), Ordering::Relaxed);
+        self.transitions[usize::from(state_index(to))].inc();
+    }
+
+    pub fn breaker(&self) -> BreakerState {
+        match self.breaker.load(Ordering::Relaxed) {
+            1 => BreakerState::HalfOpen,
+            2 => BreakerState::Open,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    /// Transitions into `to` so far.
+    pub fn transitions(&self, to: BreakerState) -> u64 {
+        self.transitions[usize::from(state_index(to))].get()
+    }
+}
+
+/// The breaker state as a number (the `waio_breaker_state` gauge's value).
+pub fn state_index(state: BreakerState) -> u8 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
 }
 
 impl OutboundStats {
+    /// The stats of `endpoint`, made on first use.
+    pub fn endpoint(&self, endpoint: &str) -> Arc<EndpointStats> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = endpoints.get(endpoint) {
+            return Arc::clone(known);
+        }
+        let made = Arc::new(EndpointStats::default());
+        endpoints.insert(endpoint.to_string(), Arc::clone(&made));
+        made
+    }
+
+    /// Every endpoint seen so far, by name.
+    pub fn endpoints(&self) -> Vec<(String, Arc<EndpointStats>)> {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints
+            .iter()
+            .map(|(name, stats)| (name.clone(), Arc::clone(stats)))
+            .collect()
+    }
+
     /// Attempts sent again after a transient failure (each counts once).
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)

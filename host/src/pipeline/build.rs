@@ -29,7 +29,7 @@ use crate::outbound::{
 };
 use crate::plugin::PluginComponent;
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
-use crate::telemetry::{OperatorTelemetry, PipelineTelemetry};
+use crate::telemetry::{OperatorTelemetry, PipelineTelemetry, PluginVersion};
 
 /// A pipeline ready to start: each stage with its channels, and what steers them.
 pub struct Topology {
@@ -262,6 +262,14 @@ fn build_operators(
             elements: Vec::new(),
         });
         let operator_telemetry = Arc::new(OperatorTelemetry::new(&config.name));
+        operator_telemetry.set_plugin(PluginVersion {
+            path: config.plugin.display().to_string(),
+            digest: component.sha256.clone(),
+        });
+        operator_telemetry.capacity.set(config.capacity as i64);
+        if config.cache.is_some() {
+            operator_telemetry.result_cache_on.set();
+        }
         let _ = operator_telemetry
             .outbound
             .set(Arc::clone(outbound.stats()));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::RunSummary;
-use crate::telemetry::{Flag, PipelineTelemetry};
+use crate::telemetry::PipelineTelemetry;
 
 /// What the handle asks of the pipeline's supervisor ([`super::RunningPipeline::wait`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,6 @@ pub(super) enum Request {
 pub struct PipelineHandle {
     pub(super) requests: UnboundedSender<Request>,
     pub(super) telemetry: Arc<PipelineTelemetry>,
-    pub(super) ended: Arc<Flag>,
 }
 
 /// Where a run is.
@@ -65,7 +64,7 @@ impl PipelineHandle {
 
     /// What the run has done so far.
     pub fn status(&self) -> PipelineStatus {
-        let state = if self.ended.get() {
+        let state = if self.telemetry.ended.get() {
             RunState::Ended
         } else if self.telemetry.stop_requested.get() {
             RunState::Stopping

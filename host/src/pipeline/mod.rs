@@ -100,7 +100,18 @@ pub struct RunOptions {
 /// first failing record (under the "fail" policy) or stage error stops everything and is
 /// returned once every stage has ended.
 pub async fn run(manifest: &Manifest, options: &RunOptions) -> Result<RunSummary, PipelineError> {
+    run_observed(manifest, options, |_| {}).await
+}
+
+/// [`run`], handing the running pipeline's handle to `observe` as soon as it has started (for
+/// the admin server and the progress line).
+pub async fn run_observed(
+    manifest: &Manifest,
+    options: &RunOptions,
+    observe: impl FnOnce(&PipelineHandle),
+) -> Result<RunSummary, PipelineError> {
     let running = build(manifest, options).await?.start();
+    observe(&running.handle());
     // Signals are watched from here on, as before: during loading they end the process.
     let _signals = match signals::forward(running.handle()) {
         Ok(forwarding) => forwarding,

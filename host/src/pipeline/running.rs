@@ -17,7 +17,7 @@ use crate::connectors::sink::run_sink;
 use crate::connectors::source::run_source;
 use crate::metrics::RunSummary;
 use crate::record::StageCommand;
-use crate::telemetry::{Flag, PipelineTelemetry};
+use crate::telemetry::PipelineTelemetry;
 
 /// How long stages get to end after they were told to stop at once (after an error or a
 /// forced stop). A stage still running then is left behind with a warning: it is stuck in a
@@ -135,7 +135,6 @@ impl RunningPipeline {
         let handle = PipelineHandle {
             requests: requests_tx,
             telemetry: Arc::clone(&telemetry),
-            ended: Arc::new(Flag::default()),
         };
         let running = RunningPipeline {
             stages: Vec::new(),
@@ -197,7 +196,7 @@ impl RunningPipeline {
             self.wind_down().await;
         }
         self.join().await;
-        self.handle.ended.set();
+        self.telemetry.ended.set();
         outcome.map(|()| RunSummary::read(&self.telemetry))
     }
 

@@ -8,21 +8,27 @@
 //! The registry of a run is a [`PipelineTelemetry`]: its source, sink and checkpoint values
 //! and one [`OperatorTelemetry`] per operator.
 
-mod histogram;
 mod pipeline;
 mod usage;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::cache::CacheStats;
 pub use crate::counters::{Counter, Flag, Gauge};
-pub use histogram::Histogram;
+pub use crate::histogram::Histogram;
 pub use pipeline::{CheckpointTelemetry, PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 pub use usage::{process_usage, thread_cpu};
 
 use crate::cost::UsageByModel;
 use crate::outbound::OutboundStats;
+
+/// Which plugin an operator runs: its file and the SHA-256 of its component, hex.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginVersion {
+    pub path: String,
+    pub digest: String,
+}
 
 /// What one async-wait operator has done so far. The operator's thread writes it; the pipeline
 /// and its observers read it.
@@ -35,6 +41,10 @@ pub struct OperatorTelemetry {
     pub filtered: Counter,
     pub dead_lettered: Counter,
     pub timed_out: Counter,
+    /// Records that failed (`complete-exceptionally`), whatever the policy did with them: by
+    /// the plugin's kind. Timeouts are `timed_out`.
+    pub failed_retriable: Counter,
+    pub failed_fatal: Counter,
     /// Records invoked again by the record retry strategy (`[operator.async_retry]`).
     pub record_retries: Counter,
     pub traps: Counter,
@@ -49,6 +59,14 @@ pub struct OperatorTelemetry {
     pub left_unprocessed: Counter,
     /// Records admitted and not yet emitted.
     pub in_flight: Gauge,
+    /// The operator's capacity (records in flight at most).
+    pub capacity: Gauge,
+    /// Time the operator was at capacity and read no input (the backpressure it applies to
+    /// the stages before it), microseconds.
+    pub full_us: Counter,
+    /// Time the operator waited for the next stage to take its output (the backpressure it
+    /// receives), microseconds.
+    pub output_blocked_us: Counter,
     /// Time from entering the operator to leaving it, microseconds.
     pub latency_us: Histogram,
     /// CPU time of the operator's thread, microseconds, updated as the thread goes on.
@@ -60,6 +78,10 @@ pub struct OperatorTelemetry {
     pub outbound: OnceLock<Arc<OutboundStats>>,
     /// What the result cache (`cache.*`) did; the default (all zero) without one.
     pub result_cache: Arc<CacheStats>,
+    /// The operator has a result cache.
+    pub result_cache_on: Flag,
+    /// The plugin in use (hot reload replaces it).
+    pub plugin: Mutex<PluginVersion>,
     /// What the request cache (`request_cache.*`) did; set when the stack is built with one.
     pub request_cache: OnceLock<Arc<CacheStats>>,
 }
@@ -73,6 +95,8 @@ impl OperatorTelemetry {
             filtered: Counter::default(),
             dead_lettered: Counter::default(),
             timed_out: Counter::default(),
+            failed_retriable: Counter::default(),
+            failed_fatal: Counter::default(),
             record_retries: Counter::default(),
             traps: Counter::default(),
             recycled: Counter::default(),
@@ -82,13 +106,30 @@ impl OperatorTelemetry {
             models: UsageByModel::default(),
             left_unprocessed: Counter::default(),
             in_flight: Gauge::default(),
+            capacity: Gauge::default(),
+            full_us: Counter::default(),
+            output_blocked_us: Counter::default(),
             latency_us: Histogram::default(),
             thread_cpu_us: Counter::default(),
             restored_at: OnceLock::new(),
             outbound: OnceLock::new(),
             result_cache: Arc::default(),
+            result_cache_on: Flag::default(),
+            plugin: Mutex::default(),
             request_cache: OnceLock::new(),
         }
+    }
+
+    /// The plugin in use now.
+    pub fn plugin(&self) -> PluginVersion {
+        self.plugin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_plugin(&self, plugin: PluginVersion) {
+        *self.plugin.lock().unwrap_or_else(|e| e.into_inner()) = plugin;
     }
 
     /// Records the CPU time the calling thread has used so far as the operator's.
@@ -148,8 +189,8 @@ mod tests {
     fn checkpoints_keep_the_longest_and_the_last_id() {
         let t = CheckpointTelemetry::default();
         assert_eq!(t.last_id(), None);
-        t.completed(3, Duration::from_millis(40));
-        t.completed(4, Duration::from_millis(10));
+        t.completed(3, Duration::from_millis(40), 100);
+        t.completed(4, Duration::from_millis(10), 100);
         assert_eq!(t.completed.get(), 2);
         assert_eq!(t.longest(), Duration::from_millis(40));
         assert_eq!(t.total_us.get(), 50_000);

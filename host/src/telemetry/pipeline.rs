@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Counter, Flag, Gauge, OperatorTelemetry};
+use super::{Counter, Flag, Gauge, Histogram, OperatorTelemetry};
 use crate::cost::CostControl;
 
 /// The pipeline's registry: every stage's values, read by the run summary and the status.
@@ -13,6 +13,10 @@ use crate::cost::CostControl;
 pub struct PipelineTelemetry {
     pub name: String,
     pub started: Instant,
+    /// `started` on the wall clock.
+    pub started_at: SystemTime,
+    /// Every stage has ended.
+    pub ended: Flag,
     pub source: Arc<SourceTelemetry>,
     pub sink: Arc<SinkTelemetry>,
     pub checkpoints: Arc<CheckpointTelemetry>,
@@ -35,6 +39,8 @@ impl PipelineTelemetry {
         PipelineTelemetry {
             name: name.to_string(),
             started,
+            started_at: SystemTime::now() - started.elapsed(),
+            ended: Flag::default(),
             source: Arc::default(),
             sink: Arc::default(),
             checkpoints: Arc::default(),
@@ -44,6 +50,24 @@ impl PipelineTelemetry {
             restored_from: OnceLock::new(),
             restored_in_flight: Counter::default(),
             cost: Arc::default(),
+        }
+    }
+
+    /// When the run started, Unix time in seconds.
+    pub fn started_unix_s(&self) -> f64 {
+        self.started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    /// 0 running, 1 stopping (a stop was asked for), 2 ended.
+    pub fn state_index(&self) -> u8 {
+        if self.ended.get() {
+            2
+        } else if self.stop_requested.get() {
+            1
+        } else {
+            0
         }
     }
 
@@ -100,17 +124,24 @@ pub struct CheckpointTelemetry {
     /// Time from trigger to stored and committed: the longest and the sum, microseconds.
     pub longest_us: Gauge,
     pub total_us: Counter,
+    /// Every checkpoint's duration, microseconds.
+    pub duration_us: Histogram,
+    /// The size of the last completed checkpoint, bytes.
+    pub last_bytes: Gauge,
     /// The id of the last completed checkpoint; 0 before any (ids start at 1).
     last_id: AtomicU64,
 }
 
 impl CheckpointTelemetry {
-    /// Checkpoint `id` is stored and committed, `took` after it was triggered.
-    pub fn completed(&self, id: u64, took: Duration) {
+    /// Checkpoint `id` (`bytes` long) is stored and committed, `took` after it was triggered.
+    pub fn completed(&self, id: u64, took: Duration, bytes: u64) {
         let us = took.as_micros().min(i64::MAX as u128) as i64;
         self.completed.inc();
         self.longest_us.set_max(us);
         self.total_us.add(us as u64);
+        self.duration_us.record(us as u64);
+        self.last_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         self.last_id.store(id, Ordering::Relaxed);
     }
 

@@ -2,7 +2,8 @@
 //! path records without a lock and any thread reads quantiles while the run goes on.
 //!
 //! Buckets are log-linear: values below 64 have a bucket each; above, every power of two is cut
-//! into 64 buckets, so a quantile is within 1/64 (about 1.6 %) of the true value.
+//! into 64 buckets, so a quantile is within 1/64 (about 1.6 %) of the true value. A leaf module:
+//! the outbound stack and the telemetry registry both keep histograms.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +16,8 @@ pub struct Histogram {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     max: AtomicU64,
+    /// Every value added up (for a Prometheus histogram's `_sum`).
+    sum: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -23,6 +26,7 @@ impl Default for Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
             max: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
         }
     }
 }
@@ -64,6 +68,33 @@ impl Histogram {
         self.buckets[bucket_of(value)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.max.fetch_max(value, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Every value recorded, added up.
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    /// For each bound (ascending), how many values were at most that bound: the cumulative
+    /// counts of a Prometheus histogram. A bucket is counted under a bound when its whole range
+    /// is, so a value up to 1/64 below a bound may be counted under the next one.
+    pub fn cumulative_counts(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut counts = Vec::with_capacity(bounds.len());
+        let mut seen = 0;
+        let mut buckets = self.buckets.iter().enumerate().peekable();
+        for &bound in bounds {
+            while let Some((index, bucket)) = buckets.peek() {
+                let (low, width) = bucket_range(*index);
+                if low.saturating_add(width - 1) > bound {
+                    break;
+                }
+                seen += bucket.load(Ordering::Relaxed);
+                buckets.next();
+            }
+            counts.push(seen);
+        }
+        counts
     }
 
     pub fn count(&self) -> u64 {
@@ -130,6 +161,20 @@ mod tests {
         assert_eq!(h.max(), 10_000);
         assert_eq!(h.count(), 10_000);
         assert_eq!(h.value_at_quantile(1.0), 10_000);
+    }
+
+    #[test]
+    fn cumulative_counts_count_values_at_most_each_bound() {
+        let h = Histogram::default();
+        for v in [1, 5, 5, 63, 64, 1000, 5000, 1_000_000] {
+            h.record(v);
+        }
+        assert_eq!(
+            // 1000 is the start of the bucket [1000, 1008): counted from bound 1007 on.
+            h.cumulative_counts(&[0, 5, 63, 1000, 1007, 10_000, u64::MAX]),
+            vec![0, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(h.sum(), 1 + 5 + 5 + 63 + 64 + 1000 + 5000 + 1_000_000);
     }
 
     #[test]
