@@ -169,10 +169,8 @@ fn whole(v: f64) -> Option<u64> {
 
 /// The run's metrics in OpenMetrics text (ends with `# EOF`).
 pub fn openmetrics(telemetry: &Arc<PipelineTelemetry>) -> String {
-    let labels = [(
-        Cow::Borrowed("pipeline"),
-        Cow::Owned(telemetry.name.clone()),
-    )];
+    let pipeline = super::readings::escape(&telemetry.name);
+    let labels = [(Cow::Borrowed("pipeline"), Cow::Owned(pipeline))];
     let mut registry = Registry::with_labels(labels.into_iter());
     registry.register_collector(Box::new(RunCollector(Arc::clone(telemetry))));
     let mut text = String::new();

@@ -11,12 +11,27 @@ use super::exposition::Families;
 type Labels = Vec<(&'static str, String)>;
 
 fn op(t: &OperatorTelemetry) -> Labels {
-    vec![("operator", t.name.clone())]
+    vec![("operator", escape(&t.name))]
 }
 
 fn with(mut labels: Labels, name: &'static str, value: impl Into<String>) -> Labels {
-    labels.push((name, value.into()));
+    labels.push((name, escape(&value.into())));
     labels
+}
+
+/// A label value as the exposition formats write it: prometheus-client writes values as given,
+/// and some come from outside (a model name a plugin reported, a file name).
+pub(super) fn escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 fn us_to_s(us: u64) -> f64 {

@@ -82,6 +82,23 @@ fn every_series_carries_the_pipeline_and_counters_end_in_total() {
     assert!(text.contains(r#"waio_cache_hits_total{pipeline="p",operator="op",cache="result"} 4"#));
 }
 
+/// A model name is whatever the plugin reported: it cannot add lines or labels.
+#[test]
+fn label_values_are_escaped() {
+    let mut t = PipelineTelemetry::new("p \"q\"", Instant::now(), false);
+    let op = OperatorTelemetry::new("op");
+    op.models.add("m\"} 1\nwaio_forged_total 9\\", 1, 1, None);
+    t.operators.push(Arc::new(op));
+    let text = openmetrics(&Arc::new(t));
+    assert!(!text.contains("\nwaio_forged_total"), "{text}");
+    assert!(
+        text.contains(
+            r#"waio_tokens_total{pipeline="p \"q\"",operator="op",model="m\"} 1\nwaio_forged_total 9\\",direction="input"} 1"#
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn latency_histograms_are_cumulative_in_seconds_and_end_at_the_count() {
     let text = openmetrics(&registry());

@@ -51,3 +51,51 @@ pub(super) fn resolve(
     };
     Ok(Some(AdminConfig { listen }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{parse_with_env, ManifestError};
+    use super::*;
+
+    const BASE: &str = "[source]\nkind = \"stdin\"\n[[operator]]\nname = \"a\"\nplugin = \"p.wasm\"\n[sink]\nkind = \"stdout\"\n";
+
+    fn parse(admin: &str) -> Result<Option<AdminConfig>, ManifestError> {
+        let text = format!("{BASE}{admin}");
+        parse_with_env(&text, Path::new("/p/pipeline.toml"), &|_| {
+            Err(std::env::VarError::NotPresent)
+        })
+        .map(|m| m.admin)
+    }
+
+    #[test]
+    fn off_without_the_table_and_on_loopback_with_an_empty_one() {
+        assert_eq!(parse("").unwrap(), None);
+        let admin = parse("[admin]\n").unwrap().expect("on");
+        assert_eq!(admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert!(admin.listen.ip().is_loopback());
+        assert_eq!(parse("[admin]\nenabled = false\n").unwrap(), None);
+        let admin = parse("[admin]\nlisten = \"0.0.0.0:9100\"\n").unwrap();
+        assert_eq!(
+            admin.map(|a| a.listen.to_string()),
+            Some("0.0.0.0:9100".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_address_or_key_is_refused_with_its_line() {
+        match parse("[admin]\nlisten = \"localhost\"\n") {
+            Err(ManifestError::Invalid { at, field, message }) => {
+                assert_eq!((at.line, field.as_str()), (9, "admin.listen"));
+                assert!(
+                    message.contains("\"localhost\" is not an IP address with port"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let error = parse("[admin]\nport = 9464\n").unwrap_err().to_string();
+        assert!(error.contains("port"), "{error}");
+    }
+}

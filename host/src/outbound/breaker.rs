@@ -726,6 +726,15 @@ mod tests {
         gate.add_permits(1);
         assert_eq!(rig.send(A).await.unwrap().status, 200);
         assert_eq!(rig.stats.breaker_openings(), 1);
+        // The endpoint's stats (metrics, status page) saw each move.
+        let seen = rig.stats.endpoint("http://127.0.0.1:9");
+        assert_eq!(seen.breaker(), BreakerState::Closed);
+        let moves = [
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Closed,
+        ];
+        assert_eq!(moves.map(|to| seen.transitions(to)), [1, 1, 1]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -736,6 +745,14 @@ mod tests {
         assert_eq!(rig.send(A).await.unwrap().status, 503);
         assert_eq!(rig.state(A), BreakerState::Open);
         assert_eq!(rig.stats.breaker_openings(), 2);
+        let seen = rig.stats.endpoint("http://127.0.0.1:9");
+        assert_eq!(seen.breaker(), BreakerState::Open);
+        let moves = [
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Closed,
+        ];
+        assert_eq!(moves.map(|to| seen.transitions(to)), [2, 1, 0]);
         let why = unavailable(rig.send(A).await);
         assert!(why.ends_with("a probe request failed"), "{why}");
         assert_eq!(rig.sent(), 5);
