@@ -196,6 +196,13 @@ fn watched_run(dir: &Path) {
         let lines: String = chunk.iter().map(|id| record(*id) + "\n").collect();
         stdin.write_all(lines.as_bytes()).expect("feed waio");
         std::thread::sleep(Duration::from_millis(200));
+        if chunk[0] == 101 {
+            // While records flow, the status shows them in flight within the capacity.
+            wait_until("records in flight", Duration::from_secs(10), || {
+                let live = &status(&addr)["operators"][0];
+                live["capacity"] == 8 && live["in_flight"].as_i64().is_some_and(|n| n > 0)
+            });
+        }
         if chunk[0] == 201 {
             status_page_draws_its_charts(dir, &addr);
         }

@@ -62,6 +62,9 @@ impl AsyncWaitOperator {
         let answers = self.answers_rx.clone();
         loop {
             self.step(&mut state)?;
+            self.telemetry
+                .in_flight
+                .set(self.core.records_inside() as i64);
             if !state.out.is_empty() {
                 let batch = std::mem::replace(&mut state.out, Vec::with_capacity(BATCH_SIZE));
                 self.send_downstream(&output, Message::Batch(batch))?;
