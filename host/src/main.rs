@@ -129,8 +129,21 @@ struct ObserveArgs {
     #[arg(long, value_name = "ADDR")]
     admin: Option<std::net::SocketAddr>,
     /// When stderr is not a terminal, log the progress this often instead of drawing a line.
-    #[arg(long, value_name = "INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "INTERVAL", default_value = "10s", value_parser = progress_interval)]
     progress_interval: Duration,
+}
+
+/// `--progress-interval`: a duration of at least [`waio::progress::MIN_INTERVAL`].
+fn progress_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    let least = waio::progress::MIN_INTERVAL;
+    if interval < least {
+        return Err(format!(
+            "{text:?} is shorter than {}: a progress line that often is only noise",
+            humantime::format_duration(least)
+        ));
+    }
+    Ok(interval)
 }
 
 #[derive(Subcommand)]

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::cost::usage::total_cost;
 use crate::telemetry::PipelineTelemetry;
 
 /// How often the terminal line is redrawn.
 const REDRAW: Duration = Duration::from_millis(250);
+/// The shortest interval between two progress log lines.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The rate shown is over about this much of the recent past.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
 
@@ -99,7 +102,7 @@ impl Progress {
                 *DRAWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
                 (REDRAW, Some(bar))
             }
-            ProgressMode::Log(interval) => (interval, None),
+            ProgressMode::Log(interval) => (interval.max(MIN_INTERVAL), None),
         };
         let (stop, stopped) = channel::<()>();
         let spawned = std::thread::Builder::new()
@@ -212,7 +215,12 @@ impl Reading {
             records_in: t.source.records.get(),
             records_out: t.sink.records.get(),
             dead_letters: t.sink.dead_letters.get(),
-            cost_usd: Some(0.0),
+            cost_usd: total_cost(
+                &t.operators
+                    .iter()
+                    .flat_map(|o| o.models.read())
+                    .collect::<Vec<_>>(),
+            ),
             ..Reading::default()
         };
         for op in &t.operators {
@@ -222,9 +230,6 @@ impl Reading {
                 let hits = cache.hits.get() + cache.negative_hits.get();
                 reading.cache_hits += hits;
                 reading.cache_lookups += hits + cache.misses.get();
-            }
-            for model in op.models.read() {
-                reading.cost_usd = reading.cost_usd.zip(model.cost_usd).map(|(a, b)| a + b);
             }
         }
         reading

@@ -222,6 +222,16 @@ fn watched_run(dir: &Path) {
                     .unwrap_or(0)
                 == RECORDS as u64
     });
+    // The live part of the status: the breaker of the one endpoint, the budget.
+    let live = status(&addr);
+    let breakers = &live["operators"][0]["breakers"];
+    assert_eq!(breakers.as_array().map(Vec::len), Some(1), "{live}");
+    assert_eq!(breakers[0]["state"], "closed", "{live}");
+    assert!(breakers[0]["endpoint"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("http://127.0.0.1:")));
+    assert_eq!(live["budget"]["max_cost_total"], 100000.0, "{live}");
+    assert_eq!(live["budget"]["state"], "open", "{live}");
     // Prometheus has the final values, in at least two scrapes (rates need two).
     wait_until(
         "Prometheus to scrape the final counts",
@@ -246,6 +256,9 @@ fn watched_run(dir: &Path) {
                 .unwrap_or_default()
         );
     }
+    // The first inputs arrived at once, eight at a time fit: the operator was full a while.
+    let full = prometheus.value("waio_operator_full_seconds_total");
+    assert!(full.is_some_and(|s| s > 0.0), "time at capacity: {full:?}");
     // The scrape used OpenMetrics; a plain client gets the Prometheus text format.
     let plain = http_get(&addr, "/metrics", None).expect("GET /metrics");
     assert!(
@@ -368,30 +381,31 @@ fn chromium_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("chromium"))
 }
 
-/// A pipeline over a file that takes a second or two: 200 records, 20 ms each, 4 at a time.
-fn slow_file_run(mock: &MockServer) -> Pipeline {
-    let p = Pipeline::new();
-    let lines: Vec<String> = (1..=200).map(record).collect();
-    p.input(&lines);
-    p.manifest(
-        &manifest(mock, "[source]\nkind = \"file\"\npath = \"input.jsonl\"")
-            .replace("capacity = 8", "capacity = 4")
-            .replace("cache.key = [\"/text\"]", ""),
-    );
-    p
-}
-
-/// Under a pseudo-terminal (`script`), the progress line is redrawn in place while the run goes
-/// and its last drawing shows the final counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_terminal_the_progress_line_is_redrawn_and_ends_with_the_final_counts() {
+/// A pipeline over a file that takes a second or two: 200 records, 20 ms each, 4 at a time,
+/// against a mock of its own.
+async fn slow_file_run() -> (MockServer, Pipeline) {
     let mock = mock_with(MockConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         latency_ms: 20,
         ..MockConfig::default()
     })
     .await;
-    let p = slow_file_run(&mock);
+    let p = Pipeline::new();
+    let lines: Vec<String> = (1..=200).map(record).collect();
+    p.input(&lines);
+    p.manifest(
+        &manifest(&mock, "[source]\nkind = \"file\"\npath = \"input.jsonl\"")
+            .replace("capacity = 8", "capacity = 4")
+            .replace("cache.key = [\"/text\"]", ""),
+    );
+    (mock, p)
+}
+
+/// Under a pseudo-terminal (`script`), the progress line is redrawn in place while the run goes
+/// and its last drawing shows the final counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_progress_line_is_redrawn_and_ends_with_the_final_counts() {
+    let (mock, p) = slow_file_run().await;
     let dir = p.dir.path().to_path_buf();
     let (code, terminal) = tokio::task::spawn_blocking(move || {
         let command = format!("{} run pipeline.toml", waio_bin().display());
@@ -441,13 +455,7 @@ async fn on_a_terminal_the_progress_line_is_redrawn_and_ends_with_the_final_coun
 /// silences it with the summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_terminal_the_progress_is_logged_every_interval_and_quiet_silences_it() {
-    let mock = mock_with(MockConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        latency_ms: 20,
-        ..MockConfig::default()
-    })
-    .await;
-    let p = slow_file_run(&mock);
+    let (mock, p) = slow_file_run().await;
     let dir = p.dir.path().to_path_buf();
     let (logged, quiet) = tokio::task::spawn_blocking(move || {
         let run = |extra: &[&str]| {
@@ -501,6 +509,16 @@ fn a_taken_admin_port_fails_the_run_at_start_with_the_address() {
     );
     assert!(stderr.contains("the port is taken"), "{stderr}");
     assert!(!p.path("out.jsonl").exists(), "the run went on");
+    // A progress interval of 0 would log without pause: refused before anything runs.
+    let (code, _, stderr) = run_waio(
+        p.dir.path(),
+        &["run", "pipeline.toml", "--progress-interval", "0s"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--progress-interval") && stderr.contains("\"0s\" is shorter than 100ms"),
+        "{stderr}"
+    );
     // `waio check` names where the admin server would listen.
     let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
     assert_eq!(code, 0, "{stderr}");

@@ -5,7 +5,6 @@ use serde::Serialize;
 
 use crate::cost::BudgetState;
 use crate::metrics::RunSummary;
-use crate::outbound::breaker::BreakerState;
 use crate::pipeline::{PipelineHandle, RunState};
 use crate::telemetry::OperatorTelemetry;
 
@@ -91,11 +90,7 @@ fn live(t: &OperatorTelemetry) -> LiveOperator {
             .into_iter()
             .map(|(endpoint, s)| LiveBreaker {
                 endpoint,
-                state: match s.breaker() {
-                    BreakerState::Closed => "closed",
-                    BreakerState::HalfOpen => "half_open",
-                    BreakerState::Open => "open",
-                },
+                state: s.breaker().label(),
             })
             .collect(),
         _ => Vec::new(),

@@ -2,6 +2,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::cost::{BudgetOptions, CostControl, PriceTable, SpendState};
+use crate::outbound::breaker::BreakerState;
 use crate::outbound::{OutboundStats, Outcome};
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry, PluginVersion};
 
@@ -157,34 +159,110 @@ fn the_prometheus_text_format_names_counters_by_their_samples_and_has_no_eof() {
     assert_eq!(samples(&text), samples(&openmetrics(&registry())));
 }
 
-/// Every metric the endpoint can serve is in docs/METRICS.md under the name it is served as.
+/// A registry with every kind of family: a breaker that opened, both caches, a budget, a
+/// checkpoint.
+fn everything() -> Arc<PipelineTelemetry> {
+    let mut t = Arc::try_unwrap(registry()).expect("one owner");
+    let budget = BudgetOptions {
+        max_cost_total: Some(10.0),
+        max_cost_per_hour: Some(2.0),
+        ..BudgetOptions::default()
+    };
+    let prices = PriceTable::new(Default::default());
+    t.cost = Arc::new(CostControl::new(
+        prices,
+        Some(budget),
+        SpendState {
+            total_usd: 4.0,
+            last_hour_usd: 0.0,
+        },
+        Duration::from_secs(7200),
+        Instant::now(),
+    ));
+    t.checkpoints.completed(1, Duration::from_millis(30), 4096);
+    let op = &t.operators[0];
+    let _ = op.request_cache.set(Arc::default());
+    let stats = op.outbound.get().expect("stats");
+    stats.breaker_on.set();
+    stats
+        .endpoint("http://127.0.0.1:80")
+        .breaker_moved(BreakerState::Open);
+    Arc::new(t)
+}
+
+/// The families the endpoint serves, by the name of their samples.
+fn served_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            "info" => format!("{name}_info"),
+            _ => name.to_string(),
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every metric the endpoint serves is in docs/METRICS.md under the name it is served as.
 #[test]
 fn every_metric_is_documented() {
     let docs = include_str!("../../../docs/METRICS.md");
-    let source = include_str!("readings.rs");
-    let mut names = Vec::new();
-    for (call, suffix) in [
-        ("f.counter(", "_total"),
-        ("f.gauge(", ""),
-        ("f.seconds(", ""),
-        ("f.info(", "_info"),
-    ] {
-        for part in source.split(call).skip(1) {
-            let name = part
-                .trim_start()
-                .strip_prefix('"')
-                .and_then(|p| p.split_once('"'));
-            if let Some((name, _)) = name {
-                names.push(format!("{name}{suffix}"));
-            }
-        }
-    }
-    assert!(names.len() > 50, "{names:?}");
+    let names = served_names(&openmetrics(&everything()));
+    assert_eq!(names.len(), 57, "{names:?}");
     let missing: Vec<&String> = names
         .iter()
         .filter(|n| !docs.contains(n.as_str()))
         .collect();
     assert!(missing.is_empty(), "not in docs/METRICS.md: {missing:?}");
+}
+
+#[test]
+fn checkpoints_endpoints_breakers_and_the_budget_are_served() {
+    let text = openmetrics(&everything());
+    for (series, value) in [
+        (r#"waio_checkpoints_total{pipeline="p"}"#, "1"),
+        (r#"waio_checkpoint_size_bytes{pipeline="p"}"#, "4096"),
+        (
+            r#"waio_checkpoint_duration_seconds_bucket{pipeline="p",le="0.05"}"#,
+            "1",
+        ),
+        (
+            r#"waio_http_request_duration_seconds_bucket{pipeline="p",le="0.0025",operator="op",endpoint="http://127.0.0.1:80"}"#,
+            "0",
+        ),
+        (
+            r#"waio_http_request_duration_seconds_bucket{pipeline="p",le="0.005",operator="op",endpoint="http://127.0.0.1:80"}"#,
+            "1",
+        ),
+        (
+            r#"waio_breaker_state{pipeline="p",operator="op",endpoint="http://127.0.0.1:80"}"#,
+            "2",
+        ),
+        (
+            r#"waio_breaker_transitions_total{pipeline="p",operator="op",endpoint="http://127.0.0.1:80",to="open"}"#,
+            "1",
+        ),
+        (r#"waio_budget_spent_usd{pipeline="p"}"#, "4"),
+        (
+            r#"waio_budget_remaining_usd{pipeline="p",period="total"}"#,
+            "6",
+        ),
+        (r#"waio_budget_limit_usd{pipeline="p",period="hour"}"#, "2"),
+        (r#"waio_budget_state{pipeline="p"}"#, "0"),
+        (
+            r#"waio_cache_hits_total{pipeline="p",operator="op",cache="request"}"#,
+            "0",
+        ),
+    ] {
+        assert_eq!(
+            sample(&text, series).as_deref(),
+            Some(value),
+            "{series} in\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -73,6 +73,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// As metrics and `/status.json` name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
+}
+
 /// The breakers of one operator, one per endpoint it sends to, made on first use.
 pub struct Breakers {
     options: BreakerOptions,
@@ -551,6 +562,18 @@ mod tests {
         fn sent(&self) -> usize {
             self.seen.lock().unwrap().len()
         }
+
+        /// What the endpoint's stats (metrics, status page) saw of A's breaker: its state, and
+        /// its moves into open, half-open and closed.
+        fn moves(&self) -> (BreakerState, [u64; 3]) {
+            let seen = self.stats.endpoint("http://127.0.0.1:9");
+            let into = [
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+                BreakerState::Closed,
+            ];
+            (seen.breaker(), into.map(|to| seen.transitions(to)))
+        }
     }
 
     fn unavailable(result: Result<Response, OutboundError>) -> String {
@@ -727,14 +750,7 @@ mod tests {
         assert_eq!(rig.send(A).await.unwrap().status, 200);
         assert_eq!(rig.stats.breaker_openings(), 1);
         // The endpoint's stats (metrics, status page) saw each move.
-        let seen = rig.stats.endpoint("http://127.0.0.1:9");
-        assert_eq!(seen.breaker(), BreakerState::Closed);
-        let moves = [
-            BreakerState::Open,
-            BreakerState::HalfOpen,
-            BreakerState::Closed,
-        ];
-        assert_eq!(moves.map(|to| seen.transitions(to)), [1, 1, 1]);
+        assert_eq!(rig.moves(), (BreakerState::Closed, [1, 1, 1]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -745,14 +761,7 @@ mod tests {
         assert_eq!(rig.send(A).await.unwrap().status, 503);
         assert_eq!(rig.state(A), BreakerState::Open);
         assert_eq!(rig.stats.breaker_openings(), 2);
-        let seen = rig.stats.endpoint("http://127.0.0.1:9");
-        assert_eq!(seen.breaker(), BreakerState::Open);
-        let moves = [
-            BreakerState::Open,
-            BreakerState::HalfOpen,
-            BreakerState::Closed,
-        ];
-        assert_eq!(moves.map(|to| seen.transitions(to)), [2, 1, 0]);
+        assert_eq!(rig.moves(), (BreakerState::Open, [2, 1, 0]));
         let why = unavailable(rig.send(A).await);
         assert!(why.ends_with("a probe request failed"), "{why}");
         assert_eq!(rig.sent(), 5);

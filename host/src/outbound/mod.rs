@@ -211,7 +211,7 @@ impl Outbound {
     /// Sends a prepared request through the stack. The future owns what it needs: spawn it.
     pub fn send(&self, request: PreparedRequest) -> Sending {
         // Timed here, around the whole stack: what the plugin waits for.
-        let endpoint = self.stats.endpoint(&breaker::endpoint(request.url()));
+        let endpoint = self.stats.endpoint_of(request.url());
         let started = std::time::Instant::now();
         let sending = self.stack.clone().oneshot(request);
         Box::pin(async move {

@@ -137,6 +137,28 @@ impl OutboundStats {
         made
     }
 
+    /// The stats of `url`'s endpoint: found without building its name once it is known, as
+    /// it is for every request after the first.
+    pub fn endpoint_of(&self, url: &url::Url) -> Arc<EndpointStats> {
+        let scheme = url.scheme();
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or_default();
+        let names = |name: &str| {
+            name.strip_prefix(scheme)
+                .and_then(|rest| rest.strip_prefix("://"))
+                .and_then(|rest| rest.strip_prefix(host))
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| rest.parse::<u16>() == Ok(port))
+        };
+        {
+            let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, known)) = endpoints.iter().find(|(name, _)| names(name)) {
+                return Arc::clone(known);
+            }
+        }
+        self.endpoint(&super::breaker::endpoint(url))
+    }
+
     /// Every endpoint seen so far, by name.
     pub fn endpoints(&self) -> Vec<(String, Arc<EndpointStats>)> {
         let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,5 +251,43 @@ impl OutboundStats {
 
     pub(crate) fn rate_limited_answer(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_finds_its_endpoint_by_scheme_host_and_port() {
+        let stats = OutboundStats::default();
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let first = stats.endpoint_of(&url("http://127.0.0.1:8080/v1/chat"));
+        assert!(Arc::ptr_eq(
+            &first,
+            &stats.endpoint("http://127.0.0.1:8080")
+        ));
+        assert!(Arc::ptr_eq(
+            &first,
+            &stats.endpoint_of(&url("http://127.0.0.1:8080/other?q=1"))
+        ));
+        // Another port, host or scheme is another endpoint, even when one name starts the other.
+        for other in [
+            "http://127.0.0.1:80/",
+            "http://127.0.0.10:8080/",
+            "https://127.0.0.1:8080/",
+        ] {
+            assert!(
+                !Arc::ptr_eq(&first, &stats.endpoint_of(&url(other))),
+                "{other}"
+            );
+        }
+        let names: Vec<String> = stats
+            .endpoints()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.contains(&"https://127.0.0.1:8080".to_string()));
     }
 }
