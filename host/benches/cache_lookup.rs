@@ -34,6 +34,7 @@ fn record(i: usize) -> Record {
         .into_bytes(),
         line: i as u64 + 1,
         enters_at: 0,
+        produced_by: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub mod record;
 pub mod replay;
 pub mod telemetry;
 pub mod text_position;
+pub mod watch;
 
 #[cfg(test)]
 mod tests {

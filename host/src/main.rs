@@ -47,6 +47,10 @@ enum Command {
         /// Ignore existing checkpoints: start from the beginning with empty outputs.
         #[arg(long)]
         fresh: bool,
+        /// Hot reload: watch the manifest and the plugin files, and swap in what changes while
+        /// the run goes on (with --build, also rebuild plugin projects whose sources change).
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         observe: ObserveArgs,
     },
@@ -250,12 +254,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
             build,
             fresh,
+            watch,
             observe,
         } => {
             let output = Output {
                 summary_json,
                 quiet,
                 observe,
+                watch: watch.then_some(Watch { build }),
             };
             run_pipeline(&path, &output, build, fresh)
         }
@@ -329,6 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary_json,
                 quiet,
                 observe,
+                watch: None,
             };
             replay_dead_letters(&path, &options, fresh, &output)
         }
@@ -377,6 +384,14 @@ struct Output {
     summary_json: Option<PathBuf>,
     quiet: bool,
     observe: ObserveArgs,
+    /// `--watch`: reload what changes.
+    watch: Option<Watch>,
+}
+
+/// `--watch`, and whether plugin projects are rebuilt too (`--build`).
+#[derive(Clone, Copy)]
+struct Watch {
+    build: bool,
 }
 
 /// Runs a loaded pipeline on a runtime of its own, then prints its summary.
@@ -385,6 +400,7 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
         summary_json,
         quiet,
         observe,
+        watch,
     } = output;
     let (summary_json, quiet) = (summary_json.as_deref(), *quiet);
     let options = pipeline::RunOptions { fresh };
@@ -416,7 +432,14 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
         .build()
         .context("cannot start the async runtime")?;
     let mut progress = None;
+    let mut watching = None;
     let run = pipeline::run_observed(manifest, &options, |handle| {
+        if let Some(Watch { build }) = watch {
+            match waio::watch::start(manifest, *build, handle.clone()) {
+                Ok(started) => watching = Some(started),
+                Err(error) => tracing::warn!("{error}; the run goes on without watching"),
+            }
+        }
         if let Some(admin) = admin {
             if let Err(error) = admin.serve(handle.clone()) {
                 tracing::warn!("{error}");
@@ -428,6 +451,7 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
         ));
     });
     let outcome = runtime.block_on(run);
+    drop(watching);
     if let Some(progress) = progress {
         progress.finish();
     }

@@ -411,6 +411,10 @@ summary! {
         budget_spent_usd: f64 [Gauge] = t.cost.spent(),
         /// Times the budget paused admissions (`max_cost_per_hour` with `action = "pause"`).
         budget_pauses: u64 [Counter] = t.cost.pauses(),
+        /// Hot reloads swapped in, over all operators.
+        reloads: u64 [Counter] = t.operators.iter().map(|o| o.reloads.get()).sum(),
+        /// Hot reloads refused (validation failed, or a restart is needed).
+        reloads_refused: u64 [Counter] = t.reloads_refused.get(),
     }
     nested {
         // Why the budget stopped the run, if it did (`waio run` exits with code 3).
@@ -456,6 +460,12 @@ impl RunSummary {
             text.push_str(&format!(
                 "  {} checkpoints (longest {:.1} ms)\n",
                 self.checkpoints, self.checkpoint_max_ms
+            ));
+        }
+        if self.reloads + self.reloads_refused > 0 {
+            text.push_str(&format!(
+                "  {} hot reloads swapped in, {} refused\n",
+                self.reloads, self.reloads_refused
             ));
         }
         if self.stopped {
@@ -600,6 +610,8 @@ mod tests {
             "unpriced_tokens",
             "budget_spent_usd",
             "budget_pauses",
+            "reloads",
+            "reloads_refused",
             "budget_stop",
             "operators",
         ];

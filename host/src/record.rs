@@ -14,6 +14,10 @@ pub struct Record {
     /// on unchanged, in its place. 0 except for a replayed dead letter, which resumes at the
     /// operator where it failed (`waio dead-letters replay`).
     pub enters_at: usize,
+    /// The digest of the plugin version whose operator produced this record (`None` for a
+    /// record no operator produced): the envelope's `plugin_digest`, which tells the versions
+    /// apart across a hot reload. Not kept in checkpoints.
+    pub produced_by: Option<std::sync::Arc<str>>,
 }
 
 /// What flows through the pipeline: records and watermarks, in order.
@@ -74,6 +78,8 @@ pub enum StageCommand {
     Stop,
     /// Forced stop without checkpoints: end at once, without finishing what is in flight.
     Abort,
+    /// A hot reload waits on the operator's reload channel: swap it in between two records.
+    Reload,
 }
 
 pub type CommandSender = crossbeam_channel::Sender<StageCommand>;

@@ -19,6 +19,7 @@ pub use waio_mock_provider::{MockConfig, MockServer};
 
 pub mod observe;
 pub mod redis;
+pub mod reload;
 pub mod scripted;
 pub use scripted::ScriptedServer;
 

@@ -7,6 +7,7 @@
 
 mod exposition;
 mod readings;
+mod reload;
 pub mod status;
 
 use std::convert::Infallible;
@@ -104,8 +105,14 @@ async fn accept(listener: tokio::net::TcpListener, handle: PipelineHandle) {
         let handle = handle.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let answer = answer(&handle, &request);
-                async move { Ok::<_, Infallible>(answer) }
+                let handle = handle.clone();
+                async move {
+                    let answer = match reload_target(&request) {
+                        Some(operator) => reload::answer(&handle, operator).await,
+                        None => answer(&handle, &request),
+                    };
+                    Ok::<_, Infallible>(answer)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -116,13 +123,50 @@ async fn accept(listener: tokio::net::TcpListener, handle: PipelineHandle) {
     }
 }
 
+/// The operator a `POST /admin/operators/NAME/reload` names.
+fn reload_target(request: &Request<Incoming>) -> Option<String> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let name = request
+        .uri()
+        .path()
+        .strip_prefix("/admin/operators/")?
+        .strip_suffix("/reload")?;
+    Some(percent_decode(name))
+}
+
+/// `%XX` escapes in a path segment, decoded (an operator's name may hold any character).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The answer to one request.
 fn answer(handle: &PipelineHandle, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
-            "only GET\n".into(),
+            "only GET, and POST /admin/operators/NAME/reload\n".into(),
         );
     }
     match request.uri().path() {
@@ -169,7 +213,7 @@ fn wants_openmetrics(request: &Request<Incoming>) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+pub(crate) fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {

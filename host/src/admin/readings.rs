@@ -90,6 +90,7 @@ fn pipeline(f: &mut Families, t: &PipelineTelemetry) {
         ("waio_sink_dead_letters", "Dead letters written, by the source and every operator.", sink.dead_letters.get() as f64),
         ("waio_process_cpu_seconds", "CPU time of the whole process.", cpu.as_secs_f64()),
         ("waio_checkpoints", "Checkpoints stored and committed.", checkpoints.completed.get() as f64),
+        ("waio_reloads_refused", "Hot reloads refused: a plugin or manifest that failed validation, or a change that needs a restart.", t.reloads_refused.get() as f64),
     ]);
     gauges(f, &none, [
         ("waio_run_start_time_seconds", "When the run started, Unix time.", t.started_unix_s()),
@@ -133,6 +134,7 @@ fn plugin(f: &mut Families, t: &OperatorTelemetry) {
     counters(f, &op(t), [
         ("waio_plugin_traps", "Plugin traps.", t.traps.get() as f64),
         ("waio_plugin_instance_recycles", "Plugin instances replaced before they reached their memory limit.", t.recycled.get() as f64),
+        ("waio_plugin_reloads", "Hot reloads swapped in: a new plugin version or new settings.", t.reloads.get() as f64),
     ]);
     let version = t.plugin();
     let labels = with(with(op(t), "plugin", version.path), "digest", version.digest);

@@ -219,6 +219,7 @@ pub fn decode_elements(buf: &[u8]) -> Result<Vec<Element>, CodecError> {
                     payload: r.bytes("record payload")?.to_vec(),
                     line: r.u64("record line")?,
                     enters_at: 0,
+                    produced_by: None,
                 };
                 if tag == TAG_REPLAYED_RECORD {
                     // An index beyond usize cannot name an operator: it passes every one.
@@ -506,6 +507,7 @@ pub(crate) mod tests {
                             payload: vec![0xff, 0xfe, 0x00, 0x80],
                             line: 118,
                             enters_at: 0,
+                            produced_by: None,
                         }),
                         Element::Watermark(1_001),
                         Element::Record(Record {
@@ -515,6 +517,7 @@ pub(crate) mod tests {
                             line: 119,
                             // A replayed dead letter that starts at the third operator.
                             enters_at: 2,
+                            produced_by: None,
                         }),
                         Element::DeadLetter(b"{\"line\":7}".to_vec()),
                     ],

@@ -491,6 +491,7 @@ mod tests {
                 payload: b"{}".to_vec(),
                 line: 6,
                 enters_at: 0,
+                produced_by: None,
             }),
         ];
         reports_tx

@@ -323,6 +323,7 @@ mod tests {
                     payload: b"{}".to_vec(),
                     line,
                     enters_at: 0,
+                    produced_by: None,
                 })
             })
             .collect();

@@ -39,6 +39,8 @@ pub struct DeadLetter<'a> {
     pub error: &'a str,
     pub retriable: Option<bool>,
     pub record: &'a Record,
+    /// The digest of the plugin version that failed it (for an operator's dead letter).
+    pub plugin: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +61,8 @@ struct Line<'a> {
     last_attempt_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin_digest: Option<&'a str>,
     line: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
@@ -95,6 +99,7 @@ impl DeadLetter<'_> {
             first_attempt_at: attempts.and_then(|a| a.first_at).map(rfc3339_millis),
             last_attempt_at: attempts.and_then(|a| a.last_at).map(rfc3339_millis),
             http_status: attempts.and_then(|a| a.http_status),
+            plugin_digest: self.plugin,
             line: self.record.line,
             key: self.record.key.as_deref(),
             timestamp: self.record.timestamp,
@@ -132,6 +137,7 @@ mod tests {
             payload: br#"{"id":1}"#.to_vec(),
             line: 3,
             enters_at: 0,
+            produced_by: None,
         }
     }
 
@@ -149,6 +155,7 @@ mod tests {
             error: "503 from the provider",
             retriable: Some(true),
             record: &record,
+            plugin: None,
         }
         .encode_after(&attempts);
         let v: serde_json::Value = serde_json::from_slice(&letter).unwrap();
@@ -181,6 +188,7 @@ mod tests {
             error: "not JSON",
             retriable: None,
             record: &record,
+            plugin: None,
         }
         .encode();
         let v: serde_json::Value = serde_json::from_slice(&letter).unwrap();

@@ -127,6 +127,7 @@ mod tests {
             payload: payload.to_vec(),
             line: 9,
             enters_at: 0,
+            produced_by: None,
         };
         DeadLetter {
             stage,
@@ -134,6 +135,7 @@ mod tests {
             error: "it broke",
             retriable: Some(true),
             record: &record,
+            plugin: None,
         }
         .encode()
     }

@@ -171,6 +171,7 @@ fn not_json(
         error: &message,
         retriable: None,
         record,
+        plugin: record.produced_by.as_deref(),
     };
     line.extend_from_slice(&letter.encode());
     line.push(b'\n');
@@ -240,6 +241,11 @@ fn encode_record(
             }
             out.extend_from_slice(b",\"payload\":");
             push_json(&record.payload, out)?;
+            // Which plugin version produced it: tells versions apart across a hot reload.
+            if let Some(digest) = &record.produced_by {
+                out.extend_from_slice(b",\"plugin_digest\":");
+                push_string(digest, out);
+            }
             out.push(b'}');
         }
     }
@@ -277,6 +283,7 @@ mod tests {
             payload: payload.as_bytes().to_vec(),
             line,
             enters_at: 0,
+            produced_by: None,
         }
     }
 

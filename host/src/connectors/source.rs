@@ -336,6 +336,7 @@ impl Emitter {
                             payload: letter.payload,
                             line,
                             enters_at: index,
+                            produced_by: None,
                         };
                         (Ok(Element::Record(record)), Cow::Borrowed(&[][..]))
                     }
@@ -376,6 +377,7 @@ impl Emitter {
             payload,
             line,
             enters_at: 0,
+            produced_by: None,
         };
         let message = format!("{label}:{line}: {error}");
         tracing::warn!("{message} (sent to the dead-letter output)");
@@ -385,6 +387,7 @@ impl Emitter {
             error: &message,
             retriable: None,
             record: &record,
+            plugin: None,
         };
         self.push(Element::DeadLetter(letter.encode()));
     }
@@ -655,6 +658,7 @@ pub fn parse_line(
         payload: text.to_vec(),
         line,
         enters_at: 0,
+        produced_by: None,
     }))
 }
 
@@ -681,6 +685,7 @@ fn generate(
             payload,
             line: id,
             enters_at: 0,
+            produced_by: None,
         }));
         if out.batch.len() >= BATCH_SIZE && out.send_batch().is_err() {
             return Ok(());
@@ -739,6 +744,7 @@ mod tests {
             payload: payload.as_bytes().to_vec(),
             line,
             enters_at: 0,
+            produced_by: None,
         })
     }
 
@@ -853,6 +859,7 @@ mod tests {
                 payload: payload.as_bytes().to_vec(),
                 line,
                 enters_at,
+                produced_by: None,
             })
         };
         assert_eq!(elements[0], record("k", 5, r#"{"id":1}"#, 1, 1));

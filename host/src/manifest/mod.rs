@@ -17,6 +17,7 @@
 mod admin;
 mod async_retry;
 mod cache;
+pub mod changes;
 mod checkpoint;
 mod context;
 mod cost;

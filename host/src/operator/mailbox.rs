@@ -388,6 +388,10 @@ impl AsyncWaitOperator {
                 Ok(())
             }
             StageCommand::Stop => Ok(()),
+            StageCommand::Reload => {
+                self.take_reloads();
+                Ok(())
+            }
             StageCommand::Abort => Err(OperatorError::Aborted {
                 operator: self.core.name().to_string(),
             }),

@@ -17,6 +17,7 @@
 mod in_flight;
 mod mailbox;
 pub mod queue;
+pub mod reload;
 pub mod result_cache;
 mod retry;
 mod semantics;
@@ -111,6 +112,9 @@ pub struct AsyncWaitOperator {
     /// While the budget pauses admissions: until when.
     paused_until: Option<std::time::Instant>,
     telemetry: Arc<OperatorTelemetry>,
+    /// Next versions from hot reloads ([`reload`]).
+    reloads_tx: reload::ReloadSender,
+    reloads_rx: reload::ReloadReceiver,
 }
 
 impl AsyncWaitOperator {
@@ -142,6 +146,7 @@ impl AsyncWaitOperator {
         let function = WasmFunction::open(component, &config.config_json, config.instances)
             .map_err(|e| fresh_instance_failed(&config.name, e))?;
         let (answers_tx, answers_rx) = crossbeam_channel::unbounded();
+        let (reloads_tx, reloads_rx) = crossbeam_channel::unbounded();
         let index = config.index;
         let mut core = OperatorCore::new(config, function, source_label, Arc::clone(&telemetry));
         if let Some(cache) = result_cache {
@@ -164,6 +169,8 @@ impl AsyncWaitOperator {
             cost: Arc::default(),
             paused_until: None,
             telemetry,
+            reloads_tx,
+            reloads_rx,
         })
     }
 

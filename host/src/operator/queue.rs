@@ -228,6 +228,7 @@ mod tests {
             payload: n.to_string().into_bytes(),
             line: n,
             enters_at: 0,
+            produced_by: None,
         }
     }
 

@@ -58,6 +58,21 @@ pub struct ResultCache {
     cost: Arc<CostControl>,
 }
 
+/// What a key is made of besides the input: the plugin version (unless shared across
+/// versions), its config and the key rule.
+fn identity(config: &ResultCacheConfig, digest: &str, config_json: &str) -> CacheKey {
+    let version = if config.share_across_versions {
+        ""
+    } else {
+        digest
+    };
+    let rule = match &config.key {
+        ResultKey::Payload => String::new(),
+        ResultKey::Pointers(pointers) => pointers.join("\n"),
+    };
+    CacheKey::of(&[version.as_bytes(), config_json.as_bytes(), rule.as_bytes()])
+}
+
 /// How an output's key is kept.
 const NO_KEY: u8 = 0;
 const INPUT_KEY: u8 = 1;
@@ -75,22 +90,21 @@ impl ResultCache {
         config_json: &str,
         stats: Arc<CacheStats>,
     ) -> Result<Self, CacheError> {
-        let version = if config.share_across_versions {
-            ""
-        } else {
-            digest
-        };
-        let rule = match &config.key {
-            ResultKey::Payload => String::new(),
-            ResultKey::Pointers(pointers) => pointers.join("\n"),
-        };
         Ok(ResultCache {
             cache: Cache::open(config.options.clone(), CacheKind::Result, stats)?,
-            identity: CacheKey::of(&[version.as_bytes(), config_json.as_bytes(), rule.as_bytes()]),
+            identity: identity(config, digest, config_json),
             key: config.key.clone(),
             waiting: HashMap::default(),
             cost: Arc::default(),
         })
+    }
+
+    /// After a hot reload: records admitted from now on are keyed by the new version's digest
+    /// and config (`config.key` and `share_across_versions` cannot change in a reload). Records
+    /// admitted before keep the key they were given, so what the old version computes is
+    /// kept under the old identity.
+    pub fn rekey(&mut self, config: &ResultCacheConfig, digest: &str, config_json: &str) {
+        self.identity = identity(config, digest, config_json);
     }
 
     /// Prices the tokens a hit saves.
@@ -350,6 +364,7 @@ mod tests {
             payload: payload.as_bytes().to_vec(),
             line: 1,
             enters_at: 0,
+            produced_by: None,
         }
     }
 

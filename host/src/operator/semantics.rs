@@ -27,8 +27,10 @@ use crate::record::{Batch, Element, Record};
 use crate::telemetry::OperatorTelemetry;
 
 mod caching;
+mod reload;
 
 pub use self::caching::Ending;
+pub use self::reload::Swapped;
 use super::result_cache::ResultCache;
 
 /// A request to send for the instance in `slot` (as it was at `generation`).
@@ -74,6 +76,11 @@ struct SlotState {
     /// Records completed by this instance. An instance that has completed none holds only what
     /// its records in flight need: replacing it would rebuild the same state, forever.
     completed: u64,
+    /// Records given to this slot that have not left the operator yet.
+    holding: usize,
+    /// Of a version a reload replaced: no new record comes here; closed once it holds none.
+    retired: bool,
+    closed: bool,
 }
 
 /// Why a record failed: its policy (`on_failure`, `on_timeout`) depends on it.
@@ -98,6 +105,8 @@ pub struct OperatorCore<F> {
     source_label: Arc<str>,
     pub(super) function: F,
     slots: Vec<SlotState>,
+    /// The current version's slots: new records are spread over them, round robin.
+    live: std::ops::Range<usize>,
     next_slot: usize,
     queue: ElementQueue,
     records: InFlight,
@@ -149,15 +158,15 @@ impl<F: AsyncFunction> OperatorCore<F> {
         source_label: Arc<str>,
         telemetry: Arc<OperatorTelemetry>,
     ) -> Self {
-        let slots = (0..function.slots().max(1))
-            .map(|_| SlotState::default())
-            .collect();
+        let live = 0..function.slots().max(1);
+        let slots = live.clone().map(|_| SlotState::default()).collect();
         OperatorCore {
             queue: ElementQueue::new(config.ordered),
             config,
             source_label,
             function,
             slots,
+            live,
             next_slot: 0,
             records: InFlight::default(),
             next_seq: 0,
@@ -249,16 +258,21 @@ impl<F: AsyncFunction> OperatorCore<F> {
         // A replayed dead letter that starts at a later operator leaves unchanged, in its place
         // (ordering, capacity and watermarks as for any record); its entry keeps it in
         // checkpoints until it has left.
+        let slot = self.next_slot;
+        self.next_slot = if slot + 1 >= self.live.end {
+            self.live.start
+        } else {
+            slot + 1
+        };
+        self.slots[slot].holding += 1;
         if input.enters_at > self.config.index {
-            let mut entry = Entry::new(input.clone(), 0, segment, now);
+            let mut entry = Entry::new(input.clone(), slot, segment, now);
             entry.done = true;
             self.records.insert(seq, entry);
             self.queue.complete(seq, segment, vec![input]);
             return Ok(());
         }
         self.telemetry.records_in.inc();
-        let slot = self.next_slot;
-        self.next_slot = (self.next_slot + 1) % self.slots.len();
         // The timeout starts when the record enters (FLINK-SEMANTICS 12).
         if let Some(timeout) = self.config.timeout {
             self.timers.push(now + timeout, seq, TimerKind::Deadline);
@@ -332,6 +346,11 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     fn call_finished(&mut self) {
         self.calls_in_flight = self.calls_in_flight.saturating_sub(1);
+        self.release_waiting_calls();
+    }
+
+    /// Sends waiting requests while there is room among the requests in flight.
+    fn release_waiting_calls(&mut self) {
         while self.calls_in_flight < self.config.max_requests_in_flight {
             let Some(call) = self.waiting_calls.pop_front() else {
                 break;
@@ -641,6 +660,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             slot.completed += 1;
         }
         let (timestamp, line) = (entry.input.timestamp, entry.input.line);
+        let produced_by = Some(Arc::clone(self.function.version_of(entry.slot)));
         let outputs: Vec<Record> = outputs
             .into_iter()
             .map(|output| Record {
@@ -650,6 +670,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 payload: output.payload,
                 line,
                 enters_at: 0,
+                produced_by: produced_by.clone(),
             })
             .collect();
         if outputs.is_empty() {
@@ -711,6 +732,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                     error: &message,
                     retriable: Some(kind == FailureKind::Retriable),
                     record: &entry.input,
+                    plugin: Some(self.function.version_of(entry.slot)),
                 }
                 .encode_after(&entry.attempts);
                 self.telemetry.dead_lettered.inc();
@@ -806,10 +828,12 @@ impl<F: AsyncFunction> OperatorCore<F> {
     pub fn emit(&mut self, out: &mut Batch, now: Instant) {
         out.extend(self.passthrough.drain(..).map(Element::DeadLetter));
         self.queue.drain_ready(&mut self.emitted);
-        for emitted in self.emitted.drain(..) {
+        let mut emitted = std::mem::take(&mut self.emitted);
+        for emitted in emitted.drain(..) {
             match emitted {
                 Emitted::Record { seq, outputs } => {
                     if let Some(entry) = self.records.remove(seq) {
+                        self.left(entry.slot);
                         let micros = now.saturating_duration_since(entry.entered).as_micros();
                         self.telemetry.latency_us.record((micros as u64).max(1));
                         if let Some(letter) = entry.dead_letter {
@@ -825,6 +849,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 }
             }
         }
+        // The buffer is kept for the next call: no allocation per emit.
+        self.emitted = emitted;
     }
 
     /// The input of every element in the queue, in queue order (FLINK-SEMANTICS 27), then the

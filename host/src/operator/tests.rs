@@ -28,6 +28,10 @@ mod retry_tests;
 #[path = "cache_tests.rs"]
 mod cache_tests;
 
+/// Hot reload: a new version's slots beside the old ones, on this file's fake and harness.
+#[path = "reload_tests.rs"]
+mod reload_tests;
+
 /// Which call of the function the script is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -77,6 +81,10 @@ struct FakeFunction {
     memory_full: Vec<bool>,
     replaced: Vec<usize>,
     closed: bool,
+    /// Each slot's version, the current one, and the slots closed one by one.
+    versions: Vec<Arc<str>>,
+    current: Arc<str>,
+    closed_slots: Vec<usize>,
 }
 
 impl FakeFunction {
@@ -91,6 +99,9 @@ impl FakeFunction {
             memory_full: vec![false; slots],
             replaced: Vec::new(),
             closed: false,
+            versions: vec![Arc::from("fake"); slots],
+            current: Arc::from("fake"),
+            closed_slots: Vec::new(),
         }
     }
 
@@ -178,12 +189,34 @@ impl FakeFunction {
 }
 
 impl AsyncFunction for FakeFunction {
+    /// The next version's digest and how many slots it has.
+    type Update = (&'static str, usize);
+
     fn slots(&self) -> usize {
         self.slots
     }
 
-    fn version(&self) -> &str {
-        "fake"
+    fn version(&self) -> &Arc<str> {
+        &self.current
+    }
+
+    fn version_of(&self, slot: usize) -> &Arc<str> {
+        &self.versions[slot]
+    }
+
+    fn install(&mut self, (digest, slots): Self::Update) -> std::ops::Range<usize> {
+        let start = self.slots;
+        self.current = Arc::from(digest);
+        self.slots += slots;
+        self.versions.resize(self.slots, Arc::clone(&self.current));
+        self.effects.resize_with(self.slots, Effects::default);
+        self.memory_full.resize(self.slots, false);
+        start..self.slots
+    }
+
+    fn close_slot(&mut self, slot: usize) -> Option<GuestTrap> {
+        self.closed_slots.push(slot);
+        None
     }
 
     fn invoke(
@@ -364,6 +397,7 @@ impl Harness {
             payload: payload.as_bytes().to_vec(),
             line: self.line,
             enters_at: 0,
+            produced_by: None,
         };
         self.admit(Element::Record(record))
     }
@@ -1190,6 +1224,7 @@ fn a_record_replayed_at_a_later_operator_passes_unchanged_in_its_place() {
         payload: b"now-replayed".to_vec(),
         line: h.line,
         enters_at: 1,
+        produced_by: None,
     };
     h.admit(Element::Record(replayed.clone())).unwrap();
     h.record("now-3").unwrap();

@@ -148,8 +148,27 @@ impl Outbound {
             + 'static,
         T::Future: Send + 'static,
     {
+        Self::with_stats(policy, resilience, request_cache, transport, Arc::default())
+    }
+
+    /// [`Outbound::with_request_cache`], counting into `stats` (a hot reload's new stack goes
+    /// on with the counters of the one it replaces).
+    pub fn with_stats<T>(
+        policy: Policy,
+        resilience: Resilience,
+        request_cache: Option<Arc<RequestCache>>,
+        transport: T,
+        stats: Arc<OutboundStats>,
+    ) -> Self
+    where
+        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Future: Send + 'static,
+    {
         let policy = Arc::new(policy);
-        let stats = Arc::new(OutboundStats::default());
         let tokens = resilience
             .rate_limit
             .clone()

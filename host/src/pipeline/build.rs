@@ -3,31 +3,24 @@
 //! does not load or open, an output that cannot be created, an incompatible checkpoint) fails
 //! here.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::setup::{load_plugins, open_checkpoints, open_outputs, start_mock};
+use super::reload::{ReloadTarget, Reloader};
+use super::setup::{load_plugins_with, open_checkpoints, open_outputs, start_mock};
+use super::stacks::OutboundFactory;
 use super::{PipelineError, RunOptions};
-use crate::cache::{Cache, CacheKind};
 use crate::checkpoint::commit::OutputFile;
 use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event, ReportSender};
 use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
 use crate::cost::CostControl;
-use crate::manifest::{HostRule, HttpVersion, Manifest, OperatorConfig, SinkConfig, SourceConfig};
-use crate::manifest::{RateLimitBackend, RateLimitConfig};
+use crate::manifest::{Manifest, SinkConfig, SourceConfig};
 use crate::operator::AsyncWaitOperator;
-use crate::outbound::rate_limit::{Allowance, LocalAllowance, RedisAllowance};
-use crate::outbound::{
-    HostPattern, Outbound, Policy, Protocol, RateLimit, RequestCache, Resilience, SecretGrant,
-    Transport,
-};
-use crate::plugin::PluginComponent;
+use crate::plugin::{new_engine, CompileCache, PluginComponent};
 use crate::record::{stage_channel, CommandSender, StageReceiver, StageSender};
 use crate::telemetry::{OperatorTelemetry, PipelineTelemetry, PluginVersion};
 
@@ -41,6 +34,8 @@ pub struct Topology {
     pub(super) controls: Controls,
     /// The mock provider the manifest asks for: serves until the run ends.
     pub(super) mock: Option<waio_mock_provider::MockServer>,
+    /// Applies hot reloads while the run goes on.
+    pub(super) reloader: Reloader,
 }
 
 pub(super) struct SourceStage {
@@ -90,7 +85,9 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
         Some(cfg) => Some(start_mock(cfg).await?),
         None => None,
     };
-    let components = load_plugins(manifest)?;
+    let engine = new_engine()?;
+    let compile_cache = CompileCache::from_env();
+    let components = load_plugins_with(&engine, &compile_cache, manifest)?;
     let mut checkpoints = open_checkpoints(manifest, &components, options)?;
     let (sink_output, dead_letters) = open_outputs(manifest, checkpoints.as_ref())?;
     // The outputs are recovered: what is left of the checkpoint is the state to restore.
@@ -107,9 +104,11 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
         .map(|c| c.source.clone())
         .unwrap_or_default();
     // Open every plugin before reading any input, so a bad config fails fast.
+    let mut stacks = OutboundFactory::new(&manifest.name);
     let chain = build_operators(
         manifest,
         components,
+        &mut stacks,
         resume.as_mut(),
         &start,
         reports.clone(),
@@ -176,6 +175,14 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
             coordinator: coordinator.as_ref().map(|_| (command_tx, event_rx)),
         },
         coordinator,
+        reloader: Reloader {
+            manifest: manifest.clone(),
+            engine,
+            cache: compile_cache,
+            stacks,
+            targets: chain.targets,
+            telemetry: Arc::clone(&telemetry),
+        },
         telemetry,
         mock,
     })
@@ -229,12 +236,15 @@ struct Chain {
     commands: Vec<CommandSender>,
     /// Name, plugin and settings of each: the operator parts of the end-of-input checkpoint.
     identities: Vec<OperatorSnapshot>,
+    /// How hot reloads reach each.
+    targets: Vec<ReloadTarget>,
 }
 
 /// Constructs (and opens) every operator, restoring what the checkpoint held for it.
 fn build_operators(
     manifest: &Manifest,
     components: Vec<Arc<PluginComponent>>,
+    stacks: &mut OutboundFactory,
     mut resume: Option<&mut Checkpoint>,
     start: &SourcePosition,
     reports: Option<ReportSender>,
@@ -244,14 +254,15 @@ fn build_operators(
         let _ = telemetry.restored_from.set(checkpoint.id);
     }
     let label: Arc<str> = Arc::from(source_label(&manifest.source));
-    let stacks = outbound_stacks(manifest)?;
     let mut chain = Chain {
         operators: Vec::new(),
         commands: Vec::new(),
         identities: Vec::new(),
+        targets: Vec::new(),
     };
-    let parts = manifest.operators.iter().zip(components).zip(stacks);
-    for (index, ((config, component), outbound)) in parts.enumerate() {
+    let parts = manifest.operators.iter().zip(components);
+    for (index, (config, component)) in parts.enumerate() {
+        let outbound = stacks.stack(config, None)?;
         chain.identities.push(OperatorSnapshot {
             name: config.name.clone(),
             plugin: config.plugin.display().to_string(),
@@ -278,10 +289,11 @@ fn build_operators(
                 .request_cache
                 .set(Arc::clone(cache.stats()));
         }
+        let digest: Arc<str> = Arc::from(component.sha256.as_str());
         let mut operator = AsyncWaitOperator::new(
             config.clone(),
             component,
-            outbound,
+            Arc::clone(&outbound),
             Arc::clone(&label),
             tokio::runtime::Handle::current(),
             reports.clone(),
@@ -300,135 +312,14 @@ fn build_operators(
         }
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
         operator.follow_commands(commands_rx, start.clone());
+        chain.targets.push(ReloadTarget {
+            reloads: operator.reload_sender(),
+            commands: commands_tx.clone(),
+            digest,
+            outbound,
+        });
         chain.commands.push(commands_tx);
         chain.operators.push(operator);
     }
     Ok(chain)
-}
-
-/// Each operator's outbound request stack, in chain order. One client per HTTP version, shared
-/// by the operators that use it.
-fn outbound_stacks(manifest: &Manifest) -> Result<Vec<Arc<Outbound>>, PipelineError> {
-    let mut clients: HashMap<HttpVersion, reqwest::Client> = HashMap::new();
-    let mut limits = RateLimits::new(&manifest.name);
-    let mut stacks = Vec::new();
-    for config in &manifest.operators {
-        let client = match clients.entry(config.http_version) {
-            Entry::Occupied(known) => known.get().clone(),
-            Entry::Vacant(slot) => slot
-                .insert(
-                    Transport::client(match config.http_version {
-                        HttpVersion::Http1 => Protocol::Http1,
-                        HttpVersion::Http2 => Protocol::Http2PriorKnowledge,
-                    })
-                    .map_err(|e| PipelineError::Http(e.to_string()))?,
-                )
-                .clone(),
-        };
-        let pattern = |rule: &HostRule| HostPattern::new(rule.host.clone(), rule.port);
-        let grants = config
-            .secrets
-            .iter()
-            .map(|s| SecretGrant {
-                name: s.name.clone(),
-                value: s.value.clone(),
-                hosts: s.hosts.iter().map(pattern).collect(),
-            })
-            .collect();
-        let allowed = config.allowed_hosts.iter().map(pattern).collect();
-        let policy = Policy::new(allowed, grants, config.http_timeout);
-        let request_cache = match &config.request_cache {
-            None => None,
-            Some(c) => {
-                let cache = Cache::open(c.options.clone(), CacheKind::Request, Arc::default())
-                    .map_err(|cause| PipelineError::Cache(config.name.clone(), cause))?;
-                Some(Arc::new(RequestCache::new(cache, c.ignore_headers.clone())))
-            }
-        };
-        stacks.push(Arc::new(Outbound::with_request_cache(
-            policy,
-            resilience(config, &mut limits)?,
-            request_cache,
-            Transport::new(client),
-        )));
-    }
-    Ok(stacks)
-}
-
-/// The retries, breaker, rate limit and adaptive pacing of an operator's requests, from its
-/// manifest section.
-fn resilience(
-    config: &OperatorConfig,
-    limits: &mut RateLimits,
-) -> Result<Resilience, PipelineError> {
-    Ok(Resilience {
-        retry: config.retry.clone(),
-        breaker: config.circuit_breaker.clone(),
-        rate_limit: limits.for_operator(config)?,
-        // `rate_limit.adaptive`, on unless turned off.
-        adaptive: config
-            .rate_limit
-            .as_ref()
-            .is_none_or(|limit| limit.adaptive),
-    })
-}
-
-/// The rate limits made so far: one per named limit, shared by every operator that uses it.
-struct RateLimits {
-    /// The pipeline's name: an operator's own limit is kept (in Redis) as "PIPELINE/OPERATOR",
-    /// so that unrelated pipelines with an operator of the same name do not share it.
-    pipeline: String,
-    shared: HashMap<String, Arc<RateLimit>>,
-}
-
-impl RateLimits {
-    fn new(pipeline: &str) -> RateLimits {
-        RateLimits {
-            pipeline: pipeline.to_string(),
-            shared: HashMap::new(),
-        }
-    }
-
-    /// The operator's limit: its own (made now), or the shared one it uses; `None` if it
-    /// limits nothing.
-    fn for_operator(
-        &mut self,
-        config: &OperatorConfig,
-    ) -> Result<Option<Arc<RateLimit>>, PipelineError> {
-        let Some(limit) = config.rate_limit.as_ref().filter(|l| l.limits()) else {
-            return Ok(None);
-        };
-        let Some(name) = &limit.name else {
-            let own = format!("{}/{}", self.pipeline, config.name);
-            return make_limit(limit, &own).map(Some);
-        };
-        if let Some(shared) = self.shared.get(name) {
-            return Ok(Some(Arc::clone(shared)));
-        }
-        let made = make_limit(limit, name)?;
-        self.shared.insert(name.clone(), Arc::clone(&made));
-        Ok(Some(made))
-    }
-}
-
-/// A limit kept in this process, or in Redis under `name` (every process sharing it names it
-/// the same) with this process's share kept locally while Redis is out of reach.
-fn make_limit(config: &RateLimitConfig, name: &str) -> Result<Arc<RateLimit>, PipelineError> {
-    let allowance: Arc<dyn Allowance> = match &config.backend {
-        RateLimitBackend::Local => Arc::new(LocalAllowance::new(&config.options)),
-        RateLimitBackend::Redis {
-            url,
-            fallback_share,
-        } => {
-            let fallback = Arc::new(LocalAllowance::new(&config.options.share(*fallback_share)));
-            let redis =
-                RedisAllowance::new(url, name, config.options.clone(), *fallback_share, fallback)
-                    .map_err(|e| PipelineError::RateLimit(name.to_string(), e))?;
-            Arc::new(redis)
-        }
-    };
-    let tokens = config.options.tokens_per_minute.is_some();
-    Ok(Arc::new(
-        RateLimit::new(allowance, name.to_string()).counting_tokens(tokens),
-    ))
 }

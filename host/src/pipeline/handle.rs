@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
+use super::reload::{OperatorSwapped, ReloadError, ReloadRequest, ReloadScope};
 use crate::metrics::RunSummary;
 use crate::telemetry::PipelineTelemetry;
 
@@ -13,12 +15,6 @@ use crate::telemetry::PipelineTelemetry;
 pub(super) enum Request {
     Stop,
     StopNow,
-    // Hot reload goes here (not built yet): `Reload(Box<Manifest>)`, answered through a
-    // oneshot channel. The supervisor would check the new manifest against the running
-    // topology (same operators by name), then hand each changed operator its new config or
-    // plugin between two records, as a `StageCommand`, the way checkpoints and stops reach
-    // the operators today; `PipelineHandle::reload(manifest)` would send it and await the
-    // answer.
 }
 
 /// Steers and observes one run; cheap to clone, usable from any thread or task. Requests made
@@ -26,6 +22,8 @@ pub(super) enum Request {
 #[derive(Debug, Clone)]
 pub struct PipelineHandle {
     pub(super) requests: UnboundedSender<Request>,
+    /// Hot reloads go to the run's reloader (`None`: a run without one).
+    pub(super) reloads: Option<UnboundedSender<ReloadRequest>>,
     pub(super) telemetry: Arc<PipelineTelemetry>,
 }
 
@@ -60,6 +58,27 @@ impl PipelineHandle {
     /// [`super::PipelineError::StoppedAtCheckpoint`].
     pub fn stop_now(&self) {
         let _ = self.requests.send(Request::StopNow);
+    }
+
+    /// Reads the manifest and the plugin files again and swaps in what changed (for the
+    /// operators of `scope`); answers what was swapped, or why nothing was. Reloads are made
+    /// one at a time, in the order asked.
+    pub async fn reload(&self, scope: ReloadScope) -> Result<Vec<OperatorSwapped>, ReloadError> {
+        let (answer_tx, answer) = oneshot::channel();
+        let sent = self.reloads.as_ref().map(|r| r.send((scope, answer_tx)));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(ReloadError::Ended);
+        }
+        answer.await.unwrap_or(Err(ReloadError::Ended))
+    }
+
+    /// [`Self::reload`] without waiting for the answer (the reloader logs it): for signals
+    /// and the file watcher.
+    pub fn request_reload(&self, scope: ReloadScope) {
+        let (answer_tx, _) = oneshot::channel();
+        if let Some(reloads) = &self.reloads {
+            let _ = reloads.send((scope, answer_tx));
+        }
     }
 
     /// What the run has done so far.

@@ -13,12 +13,15 @@
 
 mod build;
 mod handle;
+mod reload;
 mod running;
 mod setup;
 mod signals;
+mod stacks;
 
 pub use build::{build, Topology};
 pub use handle::{PipelineHandle, PipelineStatus, RunState};
+pub use reload::{OperatorSwapped, ReloadError, ReloadScope};
 pub use running::RunningPipeline;
 pub use setup::load_plugins;
 

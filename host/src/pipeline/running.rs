@@ -11,6 +11,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::build::{Controls, Topology};
 use super::handle::{PipelineHandle, Request};
+use super::reload::Reloader;
 use super::PipelineError;
 use crate::checkpoint::coordinator::{Command, Control, Event};
 use crate::connectors::sink::run_sink;
@@ -54,6 +55,8 @@ pub struct RunningPipeline {
     telemetry: Arc<PipelineTelemetry>,
     /// Set when a stage could not be started (or the caller gave up): the run winds down.
     failure: Option<PipelineError>,
+    /// Dropped when the run ends: the reloader stops with it.
+    reloader_running: Option<tokio::sync::oneshot::Sender<()>>,
     _mock: Option<waio_mock_provider::MockServer>,
 }
 
@@ -68,8 +71,10 @@ impl Topology {
             coordinator,
             controls,
             mock,
+            reloader,
         } = self;
         let (mut running, done_tx) = RunningPipeline::new(telemetry, controls, mock);
+        running.serve_reloads(reloader);
         // A budget that runs out stops the run as a graceful stop does (at once when a resumed
         // run had already spent it).
         // (The sender, not the handle: the handle holds the telemetry, which holds the hook.)
@@ -134,6 +139,7 @@ impl RunningPipeline {
         let (done_tx, done) = unbounded_channel();
         let handle = PipelineHandle {
             requests: requests_tx,
+            reloads: None,
             telemetry: Arc::clone(&telemetry),
         };
         let running = RunningPipeline {
@@ -144,6 +150,7 @@ impl RunningPipeline {
             controls,
             telemetry,
             failure: None,
+            reloader_running: None,
             _mock: mock,
         };
         (running, done_tx)
@@ -180,6 +187,20 @@ impl RunningPipeline {
         }
     }
 
+    /// Runs the reloader on the current tokio runtime until the run ends; the handle's reloads
+    /// go to it.
+    fn serve_reloads(&mut self, reloader: Reloader) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!("no tokio runtime: hot reload is off for this run");
+            return;
+        };
+        let (requests_tx, requests) = unbounded_channel();
+        let (running_tx, running) = tokio::sync::oneshot::channel();
+        self.handle.reloads = Some(requests_tx);
+        self.reloader_running = Some(running_tx);
+        runtime.spawn(reloader.serve(requests, running));
+    }
+
     /// Steers and observes this run.
     pub fn handle(&self) -> PipelineHandle {
         self.handle.clone()
@@ -196,6 +217,7 @@ impl RunningPipeline {
             self.wind_down().await;
         }
         self.join().await;
+        self.reloader_running = None;
         self.telemetry.ended.set();
         outcome.map(|()| RunSummary::read(&self.telemetry))
     }

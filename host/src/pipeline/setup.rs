@@ -12,8 +12,15 @@ use crate::plugin::{new_engine, CompileCache, InstanceLimits, PluginComponent};
 
 /// Loads and type-checks every plugin of the manifest.
 pub fn load_plugins(manifest: &Manifest) -> Result<Vec<Arc<PluginComponent>>, PipelineError> {
-    let engine = new_engine()?;
-    let cache = CompileCache::from_env();
+    load_plugins_with(&new_engine()?, &CompileCache::from_env(), manifest)
+}
+
+/// [`load_plugins`] into `engine` through `cache` (which a hot reload uses again).
+pub(super) fn load_plugins_with(
+    engine: &wasmtime::Engine,
+    cache: &CompileCache,
+    manifest: &Manifest,
+) -> Result<Vec<Arc<PluginComponent>>, PipelineError> {
     manifest
         .operators
         .iter()
@@ -22,7 +29,7 @@ pub fn load_plugins(manifest: &Manifest) -> Result<Vec<Arc<PluginComponent>>, Pi
                 memory_bytes: op.memory_limit,
                 call_time_limit: op.call_time_limit,
             };
-            PluginComponent::load(&engine, &op.name, &op.plugin, &op.plugin_at, limits, &cache)
+            PluginComponent::load(engine, &op.name, &op.plugin, &op.plugin_at, limits, cache)
                 .map(Arc::new)
                 .map_err(PipelineError::from)
         })

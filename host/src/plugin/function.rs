@@ -99,11 +99,23 @@ pub enum FreshInstanceError {
 ///
 /// A call that returns a [`GuestTrap`] has lost its instance: the operator replaces it
 /// ([`AsyncFunction::replace`]) and takes the effects the call made before it trapped.
+///
+/// Hot reload adds the slots of a new version after the current ones ([`AsyncFunction::install`]);
+/// the slots of older versions keep serving the records they hold until the operator closes
+/// them ([`AsyncFunction::close_slot`]). Slot numbers are never reused.
 pub trait AsyncFunction {
-    /// Instance slots (at least one); records are spread over them by the operator.
+    /// What a reload brings: the next version, its instances made and opened.
+    type Update;
+    /// Instance slots of every version so far (at least one).
     fn slots(&self) -> usize;
-    /// The plugin's version, as checkpoints record it (the component's SHA-256).
-    fn version(&self) -> &str;
+    /// The current version's digest (the component's SHA-256), as checkpoints record it.
+    fn version(&self) -> &Arc<str>;
+    /// The digest of the version the slot's instance belongs to.
+    fn version_of(&self, slot: usize) -> &Arc<str>;
+    /// Appends the slots of the next version and makes it current; returns their numbers.
+    fn install(&mut self, update: Self::Update) -> std::ops::Range<usize>;
+    /// Closes the slot's instance for good (a retired version's, with nothing left in it).
+    fn close_slot(&mut self, slot: usize) -> Option<GuestTrap>;
     /// `async-invoke` for attempt `attempt` of record `seq`. The input is lent mutably only so
     /// an implementation can hand its payload to the call without a copy: it is unchanged after.
     fn invoke(
@@ -142,39 +154,27 @@ pub trait AsyncFunction {
     fn close(&mut self) -> Vec<GuestTrap>;
 }
 
-/// The plugin's instances, made from its component.
-pub struct WasmFunction {
+/// One version of a plugin: its component and the config its instances are opened with.
+pub struct FunctionVersion {
     component: Arc<PluginComponent>,
     config_json: String,
-    slots: Vec<WasmSlot>,
+    digest: Arc<str>,
 }
 
-struct WasmSlot {
-    instance: PluginInstance,
-    /// Memory in use right after the instance was opened; growth is measured from here.
-    baseline: usize,
-}
-
-impl WasmFunction {
-    /// Makes and opens `instances` instances (at least one).
-    pub fn open(
-        component: Arc<PluginComponent>,
-        config_json: &str,
-        instances: usize,
-    ) -> Result<Self, FreshInstanceError> {
-        let mut function = WasmFunction {
+impl FunctionVersion {
+    pub fn new(component: Arc<PluginComponent>, config_json: &str) -> Arc<Self> {
+        Arc::new(FunctionVersion {
+            digest: Arc::from(component.sha256.as_str()),
             component,
             config_json: config_json.to_string(),
-            slots: Vec::new(),
-        };
-        for _ in 0..instances.max(1) {
-            let instance = function.fresh_instance()?;
-            let baseline = instance.memory_used();
-            function.slots.push(WasmSlot { instance, baseline });
-        }
-        Ok(function)
+        })
     }
 
+    pub fn digest(&self) -> &Arc<str> {
+        &self.digest
+    }
+
+    /// A fresh instance of this version, opened with its config.
     fn fresh_instance(&self) -> Result<PluginInstance, FreshInstanceError> {
         let mut instance = self
             .component
@@ -191,13 +191,118 @@ impl WasmFunction {
     }
 }
 
+/// A version ready to serve: `instances` instances made and opened. Made away from the
+/// operator's thread (a reload validates a new version this way before swapping it in).
+pub struct PreparedVersion {
+    version: Arc<FunctionVersion>,
+    slots: Vec<WasmSlot>,
+}
+
+impl PreparedVersion {
+    /// Makes and opens `instances` instances (at least one) of `version`.
+    pub fn prepare(
+        version: Arc<FunctionVersion>,
+        instances: usize,
+    ) -> Result<Self, FreshInstanceError> {
+        let slots = (0..instances.max(1))
+            .map(|_| WasmSlot::fresh(&version))
+            .collect::<Result<_, _>>()?;
+        Ok(PreparedVersion { version, slots })
+    }
+
+    pub fn digest(&self) -> &Arc<str> {
+        &self.version.digest
+    }
+}
+
+impl fmt::Debug for PreparedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedVersion")
+            .field("digest", &self.version.digest)
+            .field("instances", &self.slots.len())
+            .finish()
+    }
+}
+
+/// The plugin's instances, of its current version and of older ones still finishing records.
+pub struct WasmFunction {
+    current: Arc<FunctionVersion>,
+    slots: Vec<WasmSlot>,
+}
+
+struct WasmSlot {
+    /// `None` once the slot is closed.
+    instance: Option<PluginInstance>,
+    /// Memory in use right after the instance was opened; growth is measured from here.
+    baseline: usize,
+    /// The version fresh instances of this slot are made from; `None` once the slot is closed,
+    /// so that an old version's compiled code is freed with its last slot.
+    version: Option<Arc<FunctionVersion>>,
+    digest: Arc<str>,
+}
+
+impl WasmSlot {
+    fn fresh(version: &Arc<FunctionVersion>) -> Result<Self, FreshInstanceError> {
+        let instance = version.fresh_instance()?;
+        Ok(WasmSlot {
+            baseline: instance.memory_used(),
+            instance: Some(instance),
+            version: Some(Arc::clone(version)),
+            digest: Arc::clone(&version.digest),
+        })
+    }
+
+    fn instance(&mut self) -> Result<&mut PluginInstance, GuestTrap> {
+        self.instance
+            .as_mut()
+            .ok_or_else(|| GuestTrap("the instance was closed".into()))
+    }
+}
+
+impl WasmFunction {
+    /// Makes and opens `instances` instances (at least one).
+    pub fn open(
+        component: Arc<PluginComponent>,
+        config_json: &str,
+        instances: usize,
+    ) -> Result<Self, FreshInstanceError> {
+        let prepared =
+            PreparedVersion::prepare(FunctionVersion::new(component, config_json), instances)?;
+        Ok(WasmFunction {
+            current: prepared.version,
+            slots: prepared.slots,
+        })
+    }
+}
+
 impl AsyncFunction for WasmFunction {
+    type Update = PreparedVersion;
+
     fn slots(&self) -> usize {
         self.slots.len()
     }
 
-    fn version(&self) -> &str {
-        &self.component.sha256
+    fn version(&self) -> &Arc<str> {
+        &self.current.digest
+    }
+
+    fn version_of(&self, slot: usize) -> &Arc<str> {
+        self.slots
+            .get(slot)
+            .map_or(&self.current.digest, |s| &s.digest)
+    }
+
+    fn install(&mut self, update: PreparedVersion) -> std::ops::Range<usize> {
+        let start = self.slots.len();
+        self.current = update.version;
+        self.slots.extend(update.slots);
+        start..self.slots.len()
+    }
+
+    fn close_slot(&mut self, slot: usize) -> Option<GuestTrap> {
+        let slot = self.slots.get_mut(slot)?;
+        slot.version = None;
+        slot.instance.take()?.close().err()
     }
 
     fn invoke(
@@ -207,7 +312,7 @@ impl AsyncFunction for WasmFunction {
         attempt: u32,
         input: &mut Record,
     ) -> Result<(), GuestTrap> {
-        let instance = &mut self.slots[slot].instance;
+        let instance = self.slots[slot].instance()?;
         with_event(input, |event| instance.invoke(seq, attempt, event))
     }
 
@@ -218,7 +323,7 @@ impl AsyncFunction for WasmFunction {
         attempt: u32,
         input: &mut Record,
     ) -> Result<(), GuestTrap> {
-        let instance = &mut self.slots[slot].instance;
+        let instance = self.slots[slot].instance()?;
         with_event(input, |event| instance.timeout(seq, attempt, event))
     }
 
@@ -230,12 +335,15 @@ impl AsyncFunction for WasmFunction {
         answer: &Answer,
     ) -> Result<(), GuestTrap> {
         self.slots[slot]
-            .instance
+            .instance()?
             .on_response(owner, call_id, answer)
     }
 
     fn take_effects(&mut self, slot: usize) -> Effects {
-        let raw = self.slots[slot].instance.take_effects();
+        let Some(instance) = self.slots[slot].instance.as_mut() else {
+            return Effects::default();
+        };
+        let raw = instance.take_effects();
         Effects {
             completions: raw
                 .completions
@@ -270,26 +378,35 @@ impl AsyncFunction for WasmFunction {
 
     fn memory_nearly_full(&self, slot: usize) -> bool {
         let s = &self.slots[slot];
-        let limit = s.instance.memory_limit() as usize;
+        let Some(instance) = &s.instance else {
+            return false;
+        };
+        let limit = instance.memory_limit() as usize;
         let headroom = limit.saturating_sub(s.baseline);
-        s.instance.memory_used() > s.baseline + headroom / 4 * 3
+        instance.memory_used() > s.baseline + headroom / 4 * 3
     }
 
     fn memory_used(&self, slot: usize) -> usize {
-        self.slots[slot].instance.memory_used()
+        self.slots[slot]
+            .instance
+            .as_ref()
+            .map_or(0, PluginInstance::memory_used)
     }
 
     fn replace(&mut self, slot: usize) -> Result<(), FreshInstanceError> {
-        let instance = self.fresh_instance()?;
-        let baseline = instance.memory_used();
-        self.slots[slot] = WasmSlot { instance, baseline };
+        // A fresh instance of the version the slot belongs to: its records finish on it.
+        let version = self.slots[slot]
+            .version
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&self.current));
+        self.slots[slot] = WasmSlot::fresh(&version)?;
         Ok(())
     }
 
     fn close(&mut self) -> Vec<GuestTrap> {
         self.slots
             .iter_mut()
-            .filter_map(|s| s.instance.close().err())
+            .filter_map(|s| s.instance.take()?.close().err())
             .collect()
     }
 }

@@ -45,6 +45,8 @@ pub struct OperatorTelemetry {
     /// the plugin's kind. Timeouts are `timed_out`.
     pub failed_retriable: Counter,
     pub failed_fatal: Counter,
+    /// Hot reloads swapped in.
+    pub reloads: Counter,
     /// Records invoked again by the record retry strategy (`[operator.async_retry]`).
     pub record_retries: Counter,
     pub traps: Counter,
@@ -97,6 +99,7 @@ impl OperatorTelemetry {
             timed_out: Counter::default(),
             failed_retriable: Counter::default(),
             failed_fatal: Counter::default(),
+            reloads: Counter::default(),
             record_retries: Counter::default(),
             traps: Counter::default(),
             recycled: Counter::default(),

@@ -32,6 +32,9 @@ pub struct PipelineTelemetry {
     pub restored_in_flight: Counter,
     /// The run's spend and budget guard, shared with its operators.
     pub cost: Arc<CostControl>,
+    /// Hot reloads refused (a plugin or manifest that failed validation, a change that needs
+    /// a restart); the ones swapped in are counted per operator.
+    pub reloads_refused: Counter,
 }
 
 impl PipelineTelemetry {
@@ -50,6 +53,7 @@ impl PipelineTelemetry {
             restored_from: OnceLock::new(),
             restored_in_flight: Counter::default(),
             cost: Arc::default(),
+            reloads_refused: Counter::default(),
         }
     }
 
