@@ -170,7 +170,7 @@ async fn reload_under_load_loses_nothing_and_switches_once_per_swap() {
     let (mut swaps, mut refusals) = (0, 0);
     for chunk in 0..CHUNKS {
         let lines: Vec<Value> = (chunk * CHUNK + 1..=(chunk + 1) * CHUNK)
-            .map(|id| json!({"id": id, "mode": "later", "delay_ms": 2}))
+            .map(|id| json!({"id": id, "mode": "later"}))
             .collect();
         feed(&mut stdin, dir, &lines);
         let Some((bytes, good)) = replacements.get(chunk as usize) else {
@@ -413,7 +413,13 @@ async fn sigkill_right_after_a_swap_then_resume_keeps_exactly_once() {
     // 20 in flight, 25 ms each: some 7 s of work, so the run is still going when the new
     // version is ready (compiled and opened) and the kill comes.
     const RECORDS: u64 = 6_000;
-    let mock = mock().await;
+    // The echo server answers after 25 ms (the mock's latency; it takes no delay per record).
+    let mock = mock_with(MockConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        latency_ms: 25,
+        ..MockConfig::default()
+    })
+    .await;
     let p = Pipeline::new();
     let dir = p.dir.path();
     let target = p.path("plugin.wasm");
@@ -425,7 +431,7 @@ async fn sigkill_right_after_a_swap_then_resume_keeps_exactly_once() {
         (digests[1].as_str(), "B"),
     ];
     let input: Vec<String> = (1..=RECORDS)
-        .map(|id| rec(json!({"id": id, "mode": "later", "delay_ms": 25})))
+        .map(|id| rec(json!({"id": id, "mode": "later"})))
         .collect();
     p.input(&input);
     p.manifest(&behave_manifest(
