@@ -143,10 +143,9 @@ impl Targets {
 
     /// The index of the project whose sources hold `path`.
     fn project_of(&self, path: &Path) -> Option<usize> {
-        self.projects.iter().position(|(project, _)| {
-            path.strip_prefix(&project.dir)
-                .is_ok_and(is_source)
-        })
+        self.projects
+            .iter()
+            .position(|(project, _)| path.strip_prefix(&project.dir).is_ok_and(is_source))
     }
 
     /// Whether the project's sources differ from what its last build saw (and remembers them).

@@ -568,6 +568,22 @@ fn the_admin_endpoint_reloads_an_operator_and_says_what_it_swapped_or_why_not() 
     assert_eq!(swapped[0]["old"], digests[0].as_str(), "{body}");
     assert_eq!(swapped[0]["new"], digests[1].as_str(), "{body}");
     assert!(swapped[0]["took_ms"].is_u64(), "{body}");
+    // The metrics say so: one reload, and the info series carries the new digest.
+    let metrics = http_get(&addr, "/metrics", None)
+        .expect("GET /metrics")
+        .body;
+    assert!(
+        metrics.contains("waio_plugin_reloads_total{pipeline=\"reloaded\",operator=\"op\"} 1"),
+        "{metrics}"
+    );
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("waio_plugin_info{"))
+        .unwrap_or_default();
+    assert!(
+        info.contains(&format!("digest=\"{}\"", digests[1])),
+        "{info}"
+    );
 
     replace_file(&target, b"not a component at all\n");
     let (status, body) = post("op");
