@@ -694,3 +694,59 @@ fn build_watch_rebuilds_an_edited_project_and_swaps_it_in() {
     );
     assert_ne!(out[0]["plugin_digest"], out[1]["plugin_digest"]);
 }
+
+/// `--watch` on a plugin that is a symlink: pointing the link at another build (a new link
+/// renamed over it, as `ln -sfn` and deploy tools do) swaps that build in.
+#[test]
+fn a_symlink_swap_is_a_change() {
+    let p = Pipeline::new();
+    let dir = p.dir.path();
+    std::fs::copy(plugin("behave"), p.path("v1.wasm")).expect("copy v1");
+    let b = variant(&plugin("behave"), "B");
+    std::fs::write(p.path("v2.wasm"), &b).expect("write v2");
+    let link = p.path("plugin.wasm");
+    std::os::unix::fs::symlink(p.path("v1.wasm"), &link).expect("symlink");
+    let digests = [file_sha256(&p.path("v1.wasm")), sha256_hex(&b)];
+    let names = [(digests[0].as_str(), "v1"), (digests[1].as_str(), "v2")];
+    p.manifest(&behave_manifest(
+        &link,
+        STDIN,
+        "http://127.0.0.1:9/echo",
+        4,
+        "",
+    ));
+    let mut child = spawn_waio(
+        dir,
+        &["run", "--watch", "pipeline.toml", "--admin", "127.0.0.1:0"],
+    );
+    let addr = admin_addr(dir, LIMIT);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let records = |ids: std::ops::RangeInclusive<u64>| -> Vec<Value> {
+        ids.map(|id| json!({"id": id, "mode": "now"})).collect()
+    };
+    feed(&mut stdin, dir, &records(1..=3));
+    wait_for_log(&mut child, dir, "watching the manifest", 1, LIMIT);
+    // The first three are out before the link moves: they are v1's.
+    wait_while_running(&mut child, dir, "the first records out", LIMIT, || {
+        http_get(&addr, "/status.json", None)
+            .ok()
+            .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+            .is_some_and(|s| s["summary"]["records_out"] == 3)
+    });
+    let staged = p.path("plugin.wasm.new");
+    std::os::unix::fs::symlink(p.path("v2.wasm"), &staged).expect("symlink");
+    std::fs::rename(&staged, &link).expect("rename the link over");
+    wait_for_log(&mut child, dir, SWAPPED, 1, RELOAD_LIMIT);
+    feed(&mut stdin, dir, &records(4..=6));
+    drop(stdin);
+    let code = wait_exit(&mut child, LIMIT);
+    assert_eq!(code, 0, "{}", log(dir));
+    let out = read_jsonl(&p.path("out.jsonl"));
+    assert_once_in_order(&envelope_ids(&out), 6);
+    assert_eq!(
+        runs(&versions(&out, &names)),
+        [("v1".to_string(), 3), ("v2".to_string(), 3)],
+        "{}",
+        log(dir)
+    );
+}
