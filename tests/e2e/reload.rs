@@ -12,7 +12,7 @@ use std::process::ChildStdin;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use waio_tests::observe::{admin_addr, http_get};
+use waio_tests::observe::{admin_addr, http_get, http_post};
 use waio_tests::reload::*;
 use waio_tests::*;
 
@@ -106,6 +106,35 @@ fn versions(lines: &[Value], names: &[(&str, &str)]) -> Vec<String> {
                 .map_or(digest.to_string(), |(_, name)| name.to_string())
         })
         .collect()
+}
+
+/// The behave plugin copied to `plugin.wasm` in the test's directory (the manifest points at
+/// the copy), and version B of it: the same code with another digest.
+struct TwoVersions {
+    target: std::path::PathBuf,
+    b: Vec<u8>,
+    /// The original's digest, then B's.
+    digests: [String; 2],
+}
+
+impl TwoVersions {
+    fn in_dir(p: &Pipeline) -> TwoVersions {
+        let target = p.path("plugin.wasm");
+        std::fs::copy(plugin("behave"), &target).expect("copy the plugin");
+        let b = variant(&plugin("behave"), "B");
+        let digests = [file_sha256(&target), sha256_hex(&b)];
+        TwoVersions { target, b, digests }
+    }
+}
+
+/// Waits until the run's admin server at `addr` says `n` records were written.
+fn wait_for_records_out(child: &mut std::process::Child, dir: &Path, addr: &str, n: u64) {
+    wait_while_running(child, dir, &format!("{n} records out"), LIMIT, || {
+        http_get(addr, "/status.json", None)
+            .ok()
+            .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+            .is_some_and(|s| s["summary"]["records_out"] == n)
+    });
 }
 
 /// A plugin replaced five times while 4,000 records flow through it (ordered, 100 in flight):
@@ -422,10 +451,7 @@ async fn sigkill_right_after_a_swap_then_resume_keeps_exactly_once() {
     .await;
     let p = Pipeline::new();
     let dir = p.dir.path();
-    let target = p.path("plugin.wasm");
-    std::fs::copy(plugin("behave"), &target).expect("copy the plugin");
-    let b = variant(&plugin("behave"), "B");
-    let digests = [file_sha256(&target), sha256_hex(&b)];
+    let TwoVersions { target, b, digests } = TwoVersions::in_dir(&p);
     let names = [
         (digests[0].as_str(), "original"),
         (digests[1].as_str(), "B"),
@@ -495,10 +521,7 @@ async fn sigkill_right_after_a_swap_then_resume_keeps_exactly_once() {
 fn the_admin_endpoint_reloads_an_operator_and_says_what_it_swapped_or_why_not() {
     let p = Pipeline::new();
     let dir = p.dir.path();
-    let target = p.path("plugin.wasm");
-    std::fs::copy(plugin("behave"), &target).expect("copy the plugin");
-    let b = variant(&plugin("behave"), "B");
-    let digests = [file_sha256(&target), sha256_hex(&b)];
+    let TwoVersions { target, b, digests } = TwoVersions::in_dir(&p);
     let names = [
         (digests[0].as_str(), "original"),
         (digests[1].as_str(), "B"),
@@ -528,12 +551,7 @@ fn the_admin_endpoint_reloads_an_operator_and_says_what_it_swapped_or_why_not() 
         ids.map(|id| json!({"id": id, "mode": "now"})).collect()
     };
     feed(&mut stdin, dir, &records(1..=5));
-    wait_while_running(&mut child, dir, "the first records out", LIMIT, || {
-        http_get(&addr, "/status.json", None)
-            .ok()
-            .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
-            .is_some_and(|s| s["summary"]["records_out"] == 5)
-    });
+    wait_for_records_out(&mut child, dir, &addr, 5);
     let post = |operator: &str| -> (u16, Value) {
         let path = format!("/admin/operators/{operator}/reload");
         let answer = http_post(&addr, &path).unwrap_or_else(|e| panic!("POST {path}: {e}"));
@@ -727,12 +745,7 @@ fn a_symlink_swap_is_a_change() {
     feed(&mut stdin, dir, &records(1..=3));
     wait_for_log(&mut child, dir, "watching the manifest", 1, LIMIT);
     // The first three are out before the link moves: they are v1's.
-    wait_while_running(&mut child, dir, "the first records out", LIMIT, || {
-        http_get(&addr, "/status.json", None)
-            .ok()
-            .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
-            .is_some_and(|s| s["summary"]["records_out"] == 3)
-    });
+    wait_for_records_out(&mut child, dir, &addr, 3);
     let staged = p.path("plugin.wasm.new");
     std::os::unix::fs::symlink(p.path("v2.wasm"), &staged).expect("symlink");
     std::fs::rename(&staged, &link).expect("rename the link over");
@@ -749,4 +762,79 @@ fn a_symlink_swap_is_a_change() {
         "{}",
         log(dir)
     );
+}
+
+/// A change of request-level settings only (`allowed_hosts`), on SIGHUP: no new plugin
+/// version, a new outbound stack. Requests the old policy allowed are refused from then on, so
+/// those records go to the dead letters, produced by the same plugin version as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_only_reload_changes_the_request_policy_from_then_on() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    let dir = p.dir.path();
+    let target = p.path("plugin.wasm");
+    std::fs::copy(plugin("behave"), &target).expect("copy the plugin");
+    let manifest = behave_manifest(&target, STDIN, &format!("{}/echo", mock.url()), 4, "").replace(
+        "ordered = true",
+        "ordered = true\non_failure = \"dead-letter\"",
+    );
+    p.manifest(&manifest);
+    let mut child = spawn_waio(
+        dir,
+        &[
+            "run",
+            "pipeline.toml",
+            "--admin",
+            "127.0.0.1:0",
+            "--summary-json",
+            "summary.json",
+        ],
+    );
+    let addr = admin_addr(dir, LIMIT);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let url = format!("{}/echo", mock.url());
+    let records = |ids: std::ops::RangeInclusive<u64>| -> Vec<Value> {
+        ids.map(|id| json!({"id": id, "mode": "call", "url": url}))
+            .collect()
+    };
+    feed(&mut stdin, dir, &records(1..=3));
+    wait_for_records_out(&mut child, dir, &addr, 3);
+    p.manifest(&manifest.replace(
+        "allowed_hosts = [\"127.0.0.1\"]",
+        "allowed_hosts = [\"api.example.com\"]",
+    ));
+    signal(&child, "HUP");
+    wait_for_log(&mut child, dir, "; settings only", 1, RELOAD_LIMIT);
+    feed(&mut stdin, dir, &records(4..=6));
+    drop(stdin);
+    let code = wait_exit(&mut child, LIMIT);
+    assert_eq!(code, 0, "{}", log(dir));
+
+    let out = read_jsonl(&p.path("out.jsonl"));
+    assert_eq!(envelope_ids(&out), [1, 2, 3], "{}", log(dir));
+    let dead = read_jsonl(&p.path("dead.jsonl"));
+    let dead_ids: Vec<u64> = dead
+        .iter()
+        .filter_map(|d| d["payload"]["id"].as_u64())
+        .collect();
+    assert_eq!(dead_ids, [4, 5, 6], "{dead:?}");
+    let digest = file_sha256(&target);
+    for letter in &dead {
+        assert_eq!(letter["plugin_digest"], digest.as_str(), "{letter}");
+        assert!(
+            letter["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("allowed_hosts")),
+            "{letter}"
+        );
+    }
+    let swapped = log_lines(dir, SWAPPED);
+    let same = format!("plugin {} -> {} in ", &digest[..12], &digest[..12]);
+    assert!(
+        swapped.len() == 1 && swapped[0].contains(&same),
+        "{swapped:?}"
+    );
+    assert_eq!(summary_json(dir)["reloads"], 1);
+    // The mock saw the first three requests only.
+    assert_eq!(mock.stats().echo, 3);
 }

@@ -1,4 +1,4 @@
-//! What the observability tests use: a plain HTTP GET, the admin address a run logged, and a
+//! What the observability tests use: a plain HTTP GET (and POST), the admin address a run logged, and a
 //! real Prometheus server (Debian's `prometheus`, installed by scripts/setup-observability).
 
 use std::io::{Read, Write};
@@ -18,15 +18,37 @@ pub struct Answer {
 
 /// `GET path` on `addr` ("127.0.0.1:PORT") over HTTP/1.1 with `Connection: close`.
 pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> Result<Answer, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
+    http_request(
+        addr,
+        &format!("GET {path}"),
+        &accept,
+        Duration::from_secs(10),
+    )
+}
+
+/// `POST path` with an empty body, as `http_get` does a GET. A reload compiles a component
+/// before it answers: the answer may take up to a minute.
+pub fn http_post(addr: &str, path: &str) -> Result<Answer, String> {
+    let length = "Content-Length: 0\r\n";
+    http_request(
+        addr,
+        &format!("POST {path}"),
+        length,
+        Duration::from_secs(60),
+    )
+}
+
+/// Sends `line` (method and path) with `headers` (each ending in CRLF) and reads the answer to
+/// the connection's end.
+fn http_request(addr: &str, line: &str, headers: &str, wait: Duration) -> Result<Answer, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
+    let request = format!("{line} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;

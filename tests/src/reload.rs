@@ -2,8 +2,6 @@
 //! deploy does (written beside, then renamed over), digests, the run's log, and a plain HTTP POST
 //! for the admin server's reload endpoint.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-use crate::observe::Answer;
 
 /// The SHA-256 of `bytes` in lower-case hex: what the host calls a plugin's digest.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -193,47 +189,6 @@ pub fn summary_json(dir: &Path) -> Value {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json is not JSON ({e}): {text}"))
-}
-
-/// `POST path` with an empty body on `addr` ("127.0.0.1:PORT") over HTTP/1.1 with
-/// `Connection: close`. The answer's body is read up to the connection's end (the admin server
-/// answers with a Content-Length, not chunked).
-pub fn http_post(addr: &str, path: &str) -> Result<Answer, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    // A reload compiles a component before it answers: give it time.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {text:?}"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-type")
-                .then(|| value.trim().to_string())
-        })
-        .unwrap_or_default();
-    Ok(Answer {
-        status,
-        content_type,
-        body: body.to_string(),
-    })
 }
 
 #[cfg(test)]

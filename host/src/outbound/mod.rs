@@ -117,57 +117,42 @@ pub struct Outbound {
     request_cache: Option<Arc<RequestCache>>,
 }
 
+/// What the stack sends requests through: the [`Transport`], or a fake in tests.
+pub trait HttpService:
+    tower::Service<PreparedRequest, Response = Response, Error = OutboundError, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> HttpService for T where
+    T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 impl Outbound {
     /// The stack [`stack::build`] composes over `transport` (a [`Transport`], or a fake in
     /// tests), behind `policy`, with the retries and breaker of `resilience`
     /// ([`Resilience::default`]: neither).
-    pub fn new<T>(policy: Policy, resilience: Resilience, transport: T) -> Self
-    where
-        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        T::Future: Send + 'static,
-    {
-        Self::with_request_cache(policy, resilience, None, transport)
+    pub fn new<T: HttpService>(policy: Policy, resilience: Resilience, transport: T) -> Self {
+        Self::compose(policy, resilience, None, transport, Arc::default())
     }
 
-    /// [`Outbound::new`] with a request cache in the stack's cache slot.
-    pub fn with_request_cache<T>(
-        policy: Policy,
-        resilience: Resilience,
-        request_cache: Option<Arc<RequestCache>>,
-        transport: T,
-    ) -> Self
-    where
-        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        T::Future: Send + 'static,
-    {
-        Self::with_stats(policy, resilience, request_cache, transport, Arc::default())
-    }
-
-    /// [`Outbound::with_request_cache`], counting into `stats` (a hot reload's new stack goes
-    /// on with the counters of the one it replaces).
-    pub fn with_stats<T>(
+    /// [`Outbound::new`] with a request cache in the stack's cache slot, counting into `stats`
+    /// (a hot reload's new stack goes on with the counters of the one it replaces).
+    pub fn compose<T: HttpService>(
         policy: Policy,
         resilience: Resilience,
         request_cache: Option<Arc<RequestCache>>,
         transport: T,
         stats: Arc<OutboundStats>,
-    ) -> Self
-    where
-        T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        T::Future: Send + 'static,
-    {
+    ) -> Self {
         let policy = Arc::new(policy);
         let tokens = resilience
             .rate_limit

@@ -299,7 +299,13 @@ mod tests {
         };
         let cache = Cache::open(options, CacheKind::Request, Arc::default()).unwrap();
         let cache = Arc::new(RequestCache::new(cache, vec!["x-trace".into()]));
-        Outbound::with_request_cache(policy, Resilience::default(), Some(cache), transport)
+        Outbound::compose(
+            policy,
+            Resilience::default(),
+            Some(cache),
+            transport,
+            Arc::default(),
+        )
     }
 
     fn request(path: &str, trace: &str) -> Request {

@@ -65,21 +65,13 @@ pub struct Resilience {
 
 /// Composes the layers over `transport` (the real one, or a fake in tests); the layers count
 /// what they do in `stats`.
-pub fn build<T>(
+pub fn build<T: super::HttpService>(
     policy: Arc<Policy>,
     resilience: Resilience,
     request_cache: Option<Arc<RequestCache>>,
     stats: Arc<OutboundStats>,
     transport: T,
-) -> Stack
-where
-    T: tower::Service<PreparedRequest, Response = Response, Error = OutboundError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    T::Future: Send + 'static,
-{
+) -> Stack {
     let breakers = resilience
         .breaker
         .map(|options| Arc::new(Breakers::new(options, Arc::clone(&stats))));

@@ -72,7 +72,7 @@ impl OutboundFactory {
                 .as_ref()
                 .is_none_or(|limit| limit.adaptive),
         };
-        Ok(Arc::new(Outbound::with_stats(
+        Ok(Arc::new(Outbound::compose(
             policy,
             resilience,
             request_cache,
