@@ -269,6 +269,10 @@ summary! {
         traps: u64 [Counter] = t.traps.get(),
         /// Instances replaced before they reached their memory limit.
         recycled: u64 [Counter] = t.recycled.get(),
+        /// `async-invoke-batch` calls (of two records or more).
+        batch_calls: u64 [Counter] = t.batch_calls.get(),
+        /// Records those calls carried.
+        batched_records: u64 [Counter] = t.batched_records.get(),
         /// HTTP requests the plugin sent.
         http_calls: u64 [Counter] = t.http_calls.get(),
         /// Requests the host sent again after a transient failure (`max_retries`).
@@ -512,6 +516,30 @@ impl RunSummary {
             }
         }
         text.push_str(&self.render_cost());
+        text.push_str(&self.render_cost_avoided());
+        text
+    }
+
+    /// What the records an earlier operator filtered out would have cost at a priced later
+    /// one (the cheap-then-expensive pattern): at that operator's mean cost per HTTP call, one
+    /// call per record. Nothing when no priced operator had records kept from it.
+    fn render_cost_avoided(&self) -> String {
+        let mut text = String::new();
+        for op in self.operators.iter().skip(1) {
+            let cost: Option<f64> = op.models.iter().map(|m| m.cost_usd).sum();
+            let kept_away = self.records_in.saturating_sub(op.records_in);
+            let (Some(cost), true) = (cost, op.http_calls > 0 && kept_away > 0) else {
+                continue;
+            };
+            let per_call = cost / op.http_calls as f64;
+            text.push_str(&format!(
+                "  cost avoided at operator {}: ~${:.6} ({} records filtered out before it, at its mean ${:.6} per call)\n",
+                op.name,
+                per_call * kept_away as f64,
+                kept_away,
+                per_call,
+            ));
+        }
         text
     }
 
@@ -645,6 +673,8 @@ mod tests {
             "record_retries",
             "traps",
             "recycled",
+            "batch_calls",
+            "batched_records",
             "http_calls",
             "http_retries",
             "http_retries_refused",

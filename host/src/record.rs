@@ -2,7 +2,7 @@
 
 /// One record. The fields mirror the WIT `event`; `line` remembers where the record came from
 /// (source line, or generator index) so errors and dead letters can name it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
     pub key: Option<String>,
     /// Event time, ms since the Unix epoch.

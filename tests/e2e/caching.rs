@@ -14,9 +14,11 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// One `openai` embeddings operator (capacity `capacity`) keyed on `/text`, with `cache` lines
 /// (each `cache.KEY = VALUE`) and `extra` sections at the end.
+/// One request per record (`batch_requests = false`): these tests count provider calls per
+/// text; tests/e2e/batches.rs has the cache with batched requests.
 fn embeddings(mock: &MockServer, capacity: usize, cache: &str, extra: &str) -> String {
     format!(
-        "name = \"caching\"\n[source]\nkind = \"file\"\npath = \"input.jsonl\"\n\n[sink]\nkind = \"file\"\npath = \"out.jsonl\"\n\n[dead_letter]\npath = \"dead.jsonl\"\n\n[[operator]]\nname = \"embed\"\nplugin = \"{plugin}\"\ncapacity = {capacity}\nallowed_hosts = [\"127.0.0.1\"]\n{cache}\n[operator.config]\nbase_url = \"{url}/v1\"\nmode = \"embeddings\"\nmodel = \"mock-embed\"\n\n{extra}",
+        "name = \"caching\"\n[source]\nkind = \"file\"\npath = \"input.jsonl\"\n\n[sink]\nkind = \"file\"\npath = \"out.jsonl\"\n\n[dead_letter]\npath = \"dead.jsonl\"\n\n[[operator]]\nname = \"embed\"\nplugin = \"{plugin}\"\ncapacity = {capacity}\nallowed_hosts = [\"127.0.0.1\"]\n{cache}\n[operator.config]\nbase_url = \"{url}/v1\"\nmode = \"embeddings\"\nmodel = \"mock-embed\"\nbatch_requests = false\n\n{extra}",
         plugin = plugin("openai").display(),
         url = mock.url(),
     )

@@ -31,7 +31,7 @@ fn check_reports_what_it_found() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("operator op:"), "{stdout}");
     assert!(
-        stdout.contains("implements waio:enricher/enricher-plugin@0.2.0"),
+        stdout.contains("implements waio:enricher/enricher-plugin@0.3.0"),
         "{stdout}"
     );
 }
@@ -171,7 +171,7 @@ async fn a_plugin_built_against_waio_enricher_0_1_0_still_runs_and_is_told_to_re
         "",
         "",
     ));
-    let note = "built against waio:enricher@0.1.0: runs through an adapter (an unavailable endpoint reaches it as a connection failure); rebuild it with this waio's SDK: `waio plugin build DIR`";
+    let note = "built against waio:enricher@0.1.0: runs through an adapter, one record per call (an unavailable endpoint reaches it as a connection failure); rebuild it with this waio's SDK: `waio plugin build DIR`";
 
     let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
     assert_eq!(code, 0, "{stderr}");
@@ -197,6 +197,40 @@ async fn a_plugin_built_against_waio_enricher_0_1_0_still_runs_and_is_told_to_re
     assert_eq!(echo.requests().len(), 1);
     let refused = by_id("refused")["error"].as_str().unwrap();
     assert!(refused.starts_with("denied: "), "{refused}");
+}
+
+/// 0.2.0 has no `async-invoke-batch`: the host calls it one record at a time, whatever
+/// `batch.max_size` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_waio_enricher_0_2_0_runs_one_record_per_call() {
+    let echo = EchoServer::start().await;
+    let p = Pipeline::new();
+    let mut lines: Vec<String> = (0..200)
+        .map(|i| json!({"id": format!("r{i}")}).to_string())
+        .collect();
+    lines.push(json!({"id": "fetched", "url": echo.url("/x")}).to_string());
+    p.input(&lines);
+    let toml = one_operator(
+        &plugin("contract-0-2"),
+        "allowed_hosts = [\"127.0.0.1\"]\nbatch.max_size = 64",
+        "",
+        "",
+    );
+    p.manifest(&toml);
+    let note = "built against waio:enricher@0.2.0: runs through an adapter, one record per call (no async-invoke-batch)";
+    let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("implements waio:enricher/enricher-plugin@0.2.0;"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(note), "{stdout}");
+    let out = p.run(&toml).await;
+    assert!(out.result.is_ok(), "{}", out.error());
+    assert_eq!(out.output.len(), 201);
+    let fetched = out.output.iter().find(|r| r["id"] == "fetched").unwrap();
+    assert_eq!(fetched["status"], 200);
+    assert_eq!(out.summary().operators[0].batch_calls, 0);
 }
 
 #[test]

@@ -24,14 +24,20 @@ async fn an_endless_loop_is_stopped_and_only_its_record_fails() {
     assert_eq!(out.dead[0]["payload"]["id"], "spin");
     let error = out.dead[0]["error"].as_str().unwrap();
     assert!(error.contains("call_time_limit"), "{error}");
-    assert_eq!(out.summary().operators[0].traps, 1);
+    // The three records went to the plugin in one batch: the loop trapped the batch call,
+    // then itself alone when the records not completed were invoked again one by one.
+    assert_eq!(out.summary().operators[0].traps, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_summary_shows_the_cpu_a_spinning_plugin_cost_its_operator_thread() {
     let out = behave(
         &[json!({"id": "spin", "mode": "loop"}), json!({"id": "b"})],
-        &format!("{}\ncall_time_limit = \"300ms\"", dead_letter_policy()),
+        // One record per call: one trap, one 300 ms spin.
+        &format!(
+            "{}\ncall_time_limit = \"300ms\"\nbatch.max_size = 1",
+            dead_letter_policy()
+        ),
     )
     .await;
     let summary = out.summary();

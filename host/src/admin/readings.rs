@@ -135,6 +135,8 @@ fn plugin(f: &mut Families, t: &OperatorTelemetry) {
         ("waio_plugin_traps", "Plugin traps.", t.traps.get() as f64),
         ("waio_plugin_instance_recycles", "Plugin instances replaced before they reached their memory limit.", t.recycled.get() as f64),
         ("waio_plugin_reloads", "Hot reloads swapped in: a new plugin version or new settings.", t.reloads.get() as f64),
+        ("waio_plugin_batch_calls", "Calls of async-invoke-batch (two records or more in one call).", t.batch_calls.get() as f64),
+        ("waio_plugin_batched_records", "Records handed to the plugin in those calls.", t.batched_records.get() as f64),
     ]);
     let version = t.plugin();
     let labels = with(with(op(t), "plugin", version.path), "digest", version.digest);

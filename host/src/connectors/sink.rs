@@ -59,6 +59,7 @@ pub fn run_sink(
         SinkOutput::Discard => Out::Discard,
     };
     let mut line = Vec::with_capacity(1024);
+    let mut chunk: Vec<u8> = Vec::with_capacity(64 * 1024);
     // Parts are numbered by the sink; the checkpoint records their names.
     let mut part = 0u64;
     loop {
@@ -82,12 +83,15 @@ pub fn run_sink(
                 return Err(SinkError::UpstreamFailed);
             }
         };
+        // The batch's output lines go out in one write.
+        chunk.clear();
         for element in &batch {
-            line.clear();
             match element {
                 Element::Record(record) => {
                     if !matches!(out, Out::Discard) {
-                        if let Err(error) = encode_record(record, format, &mut line) {
+                        let start = chunk.len();
+                        if let Err(error) = encode_record(record, format, &mut chunk) {
+                            chunk.truncate(start);
                             line.clear();
                             report.dead_letters.inc();
                             report.outputs_not_json.inc();
@@ -96,32 +100,30 @@ pub fn run_sink(
                             dead_letters.write(&line)?;
                             continue;
                         }
+                        chunk.push(b'\n');
                     }
                     report.records.inc();
                     if report.first_output_at.get().is_none() {
                         let _ = report.first_output_at.set(Instant::now());
                     }
-                    if matches!(out, Out::Discard) {
-                        continue;
-                    }
                 }
                 Element::Watermark(ts) => {
                     report.watermarks.inc();
-                    if !watermarks || matches!(out, Out::Discard) {
-                        continue;
+                    if watermarks && !matches!(out, Out::Discard) {
+                        chunk.extend_from_slice(format!("{{\"watermark\":{ts}}}\n").as_bytes());
                     }
-                    line.extend_from_slice(format!("{{\"watermark\":{ts}}}").as_bytes());
                 }
                 Element::DeadLetter(letter) => {
                     report.dead_letters.inc();
+                    line.clear();
                     line.extend_from_slice(letter);
                     line.push(b'\n');
                     dead_letters.write(&line)?;
-                    continue;
                 }
             }
-            line.push(b'\n');
-            out.write(&line)?;
+        }
+        if !chunk.is_empty() {
+            out.write(&chunk)?;
         }
         // Keep stdout live for people watching; a file is flushed at the end.
         if matches!(out, Out::Stdout(_)) && rx.is_empty() {

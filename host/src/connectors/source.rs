@@ -22,8 +22,9 @@ use crossbeam_channel::Receiver;
 use crate::checkpoint::coordinator::Control;
 use crate::checkpoint::SourcePosition;
 use crate::connectors::dead_letter::DeadLetter;
+use crate::connectors::line::parse_line;
 use crate::connectors::replay::{self, Start};
-use crate::event_time::{extract_timestamp, WatermarkGenerator};
+use crate::event_time::WatermarkGenerator;
 use crate::manifest::{EventTimeConfig, FieldMapping, Location, SourceConfig};
 use crate::record::{Batch, Element, Message, Record, StageSender, BATCH_SIZE};
 use crate::telemetry::SourceTelemetry;
@@ -614,52 +615,6 @@ fn trim(line: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |i| i + 1);
     &line[start..end]
-}
-
-/// Parses one line into a record or a watermark; the error says what is wrong.
-pub fn parse_line(
-    text: &[u8],
-    line: u64,
-    fields: &FieldMapping,
-    event_time: Option<&EventTimeConfig>,
-) -> Result<Element, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    if let Some(object) = value.as_object() {
-        if let Some(mark) = object.get("$watermark") {
-            if object.len() == 1 {
-                return mark.as_i64().map(Element::Watermark).ok_or_else(|| {
-                    format!("\"$watermark\" must be an integer (ms since epoch), got {mark}")
-                });
-            }
-        }
-    }
-    let key = match &fields.key_field {
-        None => None,
-        Some(field) => match value.get(field) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(other) => Some(other.to_string()),
-        },
-    };
-    let timestamp = match (&fields.timestamp_field, event_time) {
-        (_, Some(config)) => Some(extract_timestamp(&value, config)?),
-        (None, None) => None,
-        (Some(field), None) => match value.get(field) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| {
-                format!("field {field:?} must be an integer timestamp (ms since epoch), got {v}")
-            })?),
-        },
-    };
-    Ok(Element::Record(Record {
-        key,
-        timestamp,
-        payload: text.to_vec(),
-        line,
-        enters_at: 0,
-        produced_by: None,
-    }))
 }
 
 /// `count` records `{"id":N,"text":"..."}` of about `payload_bytes` each, as fast as they are

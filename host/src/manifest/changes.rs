@@ -132,6 +132,7 @@ fn operator_change(
         rate_limit,
         timeout_grace,
         async_retry,
+        batch,
         cache,
         request_cache,
         config_json,
@@ -158,6 +159,7 @@ fn operator_change(
             || *on_failure != old.on_failure
             || *on_timeout != old.on_timeout
             || *async_retry != old.async_retry
+            || *batch != old.batch
             || *max_requests_in_flight != old.max_requests_in_flight,
         outbound: *allowed_hosts != old.allowed_hosts
             || *secrets != old.secrets

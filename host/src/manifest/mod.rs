@@ -16,6 +16,7 @@
 
 mod admin;
 mod async_retry;
+mod batch;
 mod cache;
 pub mod changes;
 mod checkpoint;
@@ -52,6 +53,7 @@ use toml::Spanned;
 
 pub use admin::{AdminConfig, DEFAULT_ADMIN_LISTEN};
 pub use async_retry::{AsyncRetryConfig, RetryOnFailure, RetryStrategy};
+pub use batch::BatchConfig;
 pub use cache::{RequestCacheConfig, ResultCacheConfig, ResultKey};
 pub use checkpoint::CheckpointConfig;
 pub use cost::{BudgetConfig, PricingConfig};

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::async_retry::{self, AsyncRetryConfig, RawAsyncRetry};
+use super::batch::{self, BatchConfig, RawBatch};
 use super::cache::{self, RawCache, RequestCacheConfig, ResultCacheConfig};
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
@@ -67,6 +68,8 @@ pub struct OperatorConfig {
     pub timeout_grace: Duration,
     /// `[operator.async_retry]`: when a record is invoked again (FLINK-SEMANTICS 19-26).
     pub async_retry: AsyncRetryConfig,
+    /// `batch.*`: records per plugin call, and how long one may wait to fill a batch.
+    pub batch: BatchConfig,
     /// `cache.*`: the result cache in front of the plugin; `None`: off.
     pub cache: Option<ResultCacheConfig>,
     /// `request_cache.*`: identical requests answered once; `None`: off.
@@ -137,6 +140,7 @@ pub(super) struct RawOperator {
     rate_limit: Option<RawRateLimit>,
     timeout_grace: Option<Spanned<DurationValue>>,
     async_retry: Option<RawAsyncRetry>,
+    batch: Option<RawBatch>,
     cache: Option<RawCache>,
     request_cache: Option<RawCache>,
     build: Option<Spanned<String>>,
@@ -231,6 +235,7 @@ pub(super) fn resolve(
         DurationValue::duration,
     )?;
     let async_retry = async_retry::resolve(ctx, &field, raw.async_retry, (timeout, &raw.timeout))?;
+    let batch = batch::resolve(ctx, &field, raw.batch, timeout)?;
     let memory_limit = ctx.setting(
         &raw.memory_limit,
         &field("memory_limit"),
@@ -266,6 +271,7 @@ pub(super) fn resolve(
         rate_limit,
         timeout_grace,
         async_retry,
+        batch,
         cache: result_cache,
         request_cache,
         config_json,

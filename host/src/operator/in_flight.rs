@@ -1,7 +1,6 @@
 //! The records inside the operator, by sequence number: in flight, or completed and waiting to
 //! be emitted.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::connectors::dead_letter::Attempts;
@@ -74,7 +73,9 @@ impl Entry {
 
 #[derive(Default)]
 pub struct InFlight {
-    entries: HashMap<u64, Entry>,
+    /// By sequence number. Fx: one multiply a lookup, several lookups a record; the keys are
+    /// the host's own counters, so nobody can pick them to collide.
+    entries: rustc_hash::FxHashMap<u64, Entry>,
 }
 
 impl InFlight {

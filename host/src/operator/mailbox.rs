@@ -98,11 +98,14 @@ impl AsyncWaitOperator {
     /// requests, emit what may leave.
     fn step(&mut self, state: &mut RunState) -> Result<(), OperatorError> {
         loop {
+            // What is admitted together is invoked together (`batch.*`).
+            self.core.collect_invocations();
+            let now = Instant::now();
             while !self.stopping && !self.core.is_full() && self.budget_admits(state) {
                 let Some(element) = state.pending_input.pop_front() else {
                     break;
                 };
-                self.core.admit(element, Instant::now())?;
+                self.core.admit(element, now)?;
                 if state.restored_left > 0 {
                     state.restored_left -= 1;
                     if state.restored_left == 0 {
@@ -110,6 +113,7 @@ impl AsyncWaitOperator {
                     }
                 }
             }
+            self.core.invoke_collected(Instant::now())?;
             if state.input_done && state.pending_input.is_empty() {
                 // Every input is in: pending retries fire now (FLINK-SEMANTICS 26).
                 self.core.input_ended(Instant::now())?;

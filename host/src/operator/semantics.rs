@@ -26,6 +26,7 @@ use crate::plugin::GuestTrap;
 use crate::record::{Batch, Element, Record};
 use crate::telemetry::OperatorTelemetry;
 
+mod batching;
 mod caching;
 mod reload;
 
@@ -149,6 +150,8 @@ pub struct OperatorCore<F> {
     cache_leaders: VecDeque<u64>,
     /// The answer being delivered came from the request cache (see [`CallDone::from_cache`]).
     answer_from_cache: bool,
+    /// Records admitted together, on their way to one `async-invoke-batch` call.
+    batching: batching::Batching,
 }
 
 impl<F: AsyncFunction> OperatorCore<F> {
@@ -190,6 +193,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             result_cache: None,
             cache_leaders: VecDeque::new(),
             answer_from_cache: false,
+            batching: batching::Batching::default(),
         }
     }
 
@@ -258,12 +262,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         // A replayed dead letter that starts at a later operator leaves unchanged, in its place
         // (ordering, capacity and watermarks as for any record); its entry keeps it in
         // checkpoints until it has left.
-        let slot = self.next_slot;
-        self.next_slot = if slot + 1 >= self.live.end {
-            self.live.start
-        } else {
-            slot + 1
-        };
+        let slot = self.assign_slot();
         self.slots[slot].holding += 1;
         if input.enters_at > self.config.index {
             let mut entry = Entry::new(input.clone(), slot, segment, now);
@@ -392,7 +391,12 @@ impl<F: AsyncFunction> OperatorCore<F> {
     }
 
     /// Calls the plugin's `async-invoke` for a pending record and applies what it did.
+    /// While the run loop admits a batch of input, the record joins the next
+    /// `async-invoke-batch` call instead (see `batching`).
     fn invoke(&mut self, seq: u64) -> Result<(), OperatorError> {
+        if self.gather(seq) {
+            return Ok(());
+        }
         let Some(entry) = self.records.get_mut(seq) else {
             return Ok(());
         };
@@ -607,6 +611,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
         self.input_ended = true;
         self.now = now;
+        // Nothing more will join a batch held for `batch.max_wait`.
+        self.release_held()?;
         for (seq, at) in self.records.awaiting_retry() {
             self.retry_now(seq, at)?;
         }
@@ -751,7 +757,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
     /// When the next timer of a pending record is due.
     pub fn next_timer(&mut self) -> Option<Instant> {
         while let Some(timer) = self.timers.peek() {
-            if self.records.is_pending(timer.seq) {
+            if self.records.is_pending(timer.seq)
+                || (timer.kind == TimerKind::BatchDue && self.holding_batch())
+            {
                 return Some(timer.at);
             }
             self.timers.pop();
@@ -763,6 +771,10 @@ impl<F: AsyncFunction> OperatorCore<F> {
     pub fn fire_timers(&mut self, now: Instant) -> Result<(), OperatorError> {
         self.now = now;
         while let Some(timer) = self.timers.pop_due(now) {
+            if timer.kind == TimerKind::BatchDue {
+                self.batch_due(now)?;
+                continue;
+            }
             let Some(entry) = self.records.pending(timer.seq) else {
                 continue;
             };
@@ -784,6 +796,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 // A grace timer of a record re-invoked since (its instance was replaced): its
                 // time is still up.
                 (TimerKind::Deadline | TimerKind::Grace, None) => self.time_out(timer.seq, now)?,
+                (TimerKind::BatchDue, _) => {}
             }
         }
         Ok(())

@@ -14,7 +14,7 @@ use crate::manifest::{HttpVersion, Location, OperatorConfig, Policy};
 use crate::plugin::bindings::{HttpError, HttpRequest, HttpResponse};
 use crate::plugin::function::{
     Answer, AsyncFunction, Completion, Effects, Failure, FailureKind, FreshInstanceError,
-    OutgoingCall, Output, TokenUsage,
+    Invocation, OutgoingCall, Output, TokenUsage,
 };
 use crate::plugin::GuestTrap;
 use crate::record::{Element, Record};
@@ -31,6 +31,10 @@ mod cache_tests;
 /// Hot reload: a new version's slots beside the old ones, on this file's fake and harness.
 #[path = "reload_tests.rs"]
 mod reload_tests;
+
+/// Batches across the boundary (`batch.*`), on this file's fake and harness.
+#[path = "batch_tests.rs"]
+mod batch_tests;
 
 /// Which call of the function the script is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +89,10 @@ struct FakeFunction {
     versions: Vec<Arc<str>>,
     current: Arc<str>,
     closed_slots: Vec<usize>,
+    /// The payloads of each `invoke_batch` call, in call order.
+    batches: Vec<Vec<String>>,
+    /// Whether it has `async-invoke-batch` (a plugin of an earlier contract has not).
+    takes_batches: bool,
 }
 
 impl FakeFunction {
@@ -102,6 +110,8 @@ impl FakeFunction {
             versions: vec![Arc::from("fake"); slots],
             current: Arc::from("fake"),
             closed_slots: Vec::new(),
+            batches: Vec::new(),
+            takes_batches: true,
         }
     }
 
@@ -231,6 +241,26 @@ impl AsyncFunction for FakeFunction {
         self.call(Kind::Invoke, slot, Some(seq))
     }
 
+    fn takes_batches(&self, _slot: usize) -> bool {
+        self.takes_batches
+    }
+
+    /// Logs the batch, then serves its records one by one as the SDKs do.
+    fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
+        self.batches.push(
+            batch
+                .iter()
+                .map(|i| String::from_utf8_lossy(&i.payload).into_owned())
+                .collect(),
+        );
+        for item in batch.iter() {
+            let payload = String::from_utf8_lossy(&item.payload).into_owned();
+            self.records.insert(item.seq, (payload, item.attempt));
+            self.call(Kind::Invoke, slot, Some(item.seq))?;
+        }
+        Ok(())
+    }
+
     fn timeout(
         &mut self,
         slot: usize,
@@ -309,6 +339,7 @@ fn config() -> OperatorConfig {
         rate_limit: None,
         timeout_grace: Duration::ZERO,
         async_retry: Default::default(),
+        batch: Default::default(),
         config_json: "{}".into(),
         build: None,
     }
@@ -400,6 +431,24 @@ impl Harness {
             produced_by: None,
         };
         self.admit(Element::Record(record))
+    }
+
+    /// Admits several input lines as the run loop admits what is waiting: together, so that
+    /// they are invoked in batches.
+    fn records(&mut self, payloads: &[&str]) -> Result<(), OperatorError> {
+        self.core.collect_invocations();
+        for payload in payloads {
+            self.line += 1;
+            let record = Record {
+                timestamp: Some(1000 + self.line as i64),
+                payload: payload.as_bytes().to_vec(),
+                line: self.line,
+                ..Record::default()
+            };
+            self.core.admit(Element::Record(record), self.now)?;
+        }
+        self.core.invoke_collected(self.now)?;
+        self.turn()
     }
 
     fn watermark(&mut self, ts: i64) -> Result<(), OperatorError> {

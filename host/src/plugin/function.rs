@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::bindings::{self, Event, HttpError, HttpRequest, HttpResponse};
-use super::{GuestTrap, PluginComponent, PluginError, PluginInstance};
+use super::{BatchEvent, GuestTrap, PluginComponent, PluginError, PluginInstance};
 use crate::record::Record;
 
 /// The answer to a request a plugin sent, as the plugin receives it.
@@ -88,6 +88,17 @@ pub struct Effects {
     pub usage: Vec<TokenUsage>,
 }
 
+/// Attempt `attempt` of record `seq`, for [`AsyncFunction::invoke_batch`]: the record's key
+/// and payload are moved here for the call and moved back after (no copy).
+#[derive(Debug)]
+pub struct Invocation {
+    pub seq: u64,
+    pub attempt: u32,
+    pub key: Option<String>,
+    pub timestamp: Option<i64>,
+    pub payload: Vec<u8>,
+}
+
 /// Why a fresh instance could not be made for a slot.
 #[derive(Debug)]
 pub enum FreshInstanceError {
@@ -125,6 +136,31 @@ pub trait AsyncFunction {
         attempt: u32,
         input: &mut Record,
     ) -> Result<(), GuestTrap>;
+    /// Whether the slot's plugin takes several records in one call (a plugin of an earlier
+    /// contract is called one record at a time).
+    fn takes_batches(&self, slot: usize) -> bool {
+        let _ = slot;
+        true
+    }
+    /// `async-invoke-batch`: several records in one call into the slot, each with its own
+    /// result (all go to one slot, hence one version). A trap loses the instance as for
+    /// `invoke`; the records of the batch not completed by then are the operator's to invoke
+    /// again. By default one `invoke` per record.
+    fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
+        for item in batch.iter_mut() {
+            let mut input = Record {
+                key: item.key.take(),
+                timestamp: item.timestamp,
+                payload: std::mem::take(&mut item.payload),
+                ..Record::default()
+            };
+            let result = self.invoke(slot, item.seq, item.attempt, &mut input);
+            item.key = input.key;
+            item.payload = input.payload;
+            result?;
+        }
+        Ok(())
+    }
     /// `timeout` for a record whose time is up (same contract as `invoke`).
     fn timeout(
         &mut self,
@@ -314,6 +350,35 @@ impl AsyncFunction for WasmFunction {
     ) -> Result<(), GuestTrap> {
         let instance = self.slots[slot].instance()?;
         with_event(input, |event| instance.invoke(seq, attempt, event))
+    }
+
+    fn takes_batches(&self, slot: usize) -> bool {
+        self.slots
+            .get(slot)
+            .and_then(|s| s.instance.as_ref())
+            .is_some_and(PluginInstance::takes_batches)
+    }
+
+    fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
+        let instance = self.slots[slot].instance()?;
+        let mut events: Vec<BatchEvent> = batch
+            .iter_mut()
+            .map(|item| BatchEvent {
+                seq: item.seq,
+                attempt: item.attempt,
+                event: Event {
+                    key: item.key.take(),
+                    timestamp: item.timestamp,
+                    payload: std::mem::take(&mut item.payload),
+                },
+            })
+            .collect();
+        let result = instance.invoke_batch(&mut events);
+        for (item, lent) in batch.iter_mut().zip(events) {
+            item.key = lent.event.key;
+            item.payload = lent.event.payload;
+        }
+        result
     }
 
     fn timeout(

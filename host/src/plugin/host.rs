@@ -192,6 +192,12 @@ impl completion::HostResultFuture for HostState {
         self.finish(&handle, Err(error))
     }
 
+    fn begin(&mut self, handle: Resource<FutureRef>) -> wasmtime::Result<()> {
+        // Requests and usage from now on are this record's (see `current`).
+        self.current = Some(self.table.get(&handle)?.seq);
+        Ok(())
+    }
+
     fn drop(&mut self, handle: Resource<FutureRef>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())

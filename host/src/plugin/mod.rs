@@ -168,15 +168,17 @@ impl PluginComponent {
         // what it is and how to fix it instead.
         let exports = component_type.exports(engine).map(|(name, _)| name);
         let version = world::other_version(imports.iter().map(String::as_str).chain(exports));
-        let adapt = match version {
-            None => false,
-            Some(found) if found == compat::WIT_VERSION => true,
-            Some(found) => {
+        let contract = match version.as_deref() {
+            None => Contract::Current,
+            Some(compat::v0_2::WIT_VERSION) => Contract::V0_2,
+            Some(compat::v0_1::WIT_VERSION) => Contract::V0_1,
+            Some(_) => {
+                let found = version.unwrap_or_default();
                 return Err(PluginError::OtherVersion {
                     path: path.to_path_buf(),
                     at: at.clone(),
                     found,
-                })
+                });
             }
         };
         let wrong_world = |reason: String| PluginError::WrongWorld {
@@ -188,24 +190,28 @@ impl PluginComponent {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| wasi::shadow_blocking_io(&mut linker))
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        let linked = if adapt {
-            compat::EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+        let linked = match contract {
+            Contract::Current => EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
                 &mut linker,
                 |state| state,
-            )
-        } else {
-            EnricherPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
-                state
-            })
+            ),
+            Contract::V0_2 => compat::v0_2::EnricherPlugin::add_to_linker::<
+                HostState,
+                HasSelf<HostState>,
+            >(&mut linker, |state| state),
+            Contract::V0_1 => compat::v0_1::EnricherPlugin::add_to_linker::<
+                HostState,
+                HasSelf<HostState>,
+            >(&mut linker, |state| state),
         };
         linked.map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| wrong_world(format!("{e:#}")))?;
-        let pre = if adapt {
-            compat::EnricherPluginPre::new(instance_pre).map(Pre::V0_1)
-        } else {
-            EnricherPluginPre::new(instance_pre).map(Pre::Current)
+        let pre = match contract {
+            Contract::Current => EnricherPluginPre::new(instance_pre).map(Pre::Current),
+            Contract::V0_2 => compat::v0_2::EnricherPluginPre::new(instance_pre).map(Pre::V0_2),
+            Contract::V0_1 => compat::v0_1::EnricherPluginPre::new(instance_pre).map(Pre::V0_1),
         }
         .map_err(|e| wrong_world(format!("{e:#}")))?;
         let plugin = PluginComponent {
@@ -227,11 +233,13 @@ impl PluginComponent {
         &self.name
     }
 
-    /// The world the plugin was built for: this host's, or 0.1.0's (run through [`compat`]).
+    /// The world the plugin was built for: this host's, or an earlier one's (run through
+    /// [`compat`]).
     pub fn world(&self) -> &'static str {
         match self.pre {
             Pre::Current(_) => world::WORLD,
-            Pre::V0_1(_) => compat::WORLD,
+            Pre::V0_2(_) => compat::v0_2::WORLD,
+            Pre::V0_1(_) => compat::v0_1::WORLD,
         }
     }
 
@@ -239,9 +247,14 @@ impl PluginComponent {
     pub fn compat_note(&self) -> Option<String> {
         match self.pre {
             Pre::Current(_) => None,
+            Pre::V0_2(_) => Some(format!(
+                "built against waio:enricher@{}: runs through an adapter, one record per call (no async-invoke-batch); {}",
+                compat::v0_2::WIT_VERSION,
+                world::REBUILD_HINT
+            )),
             Pre::V0_1(_) => Some(format!(
-                "built against waio:enricher@{}: runs through an adapter (an unavailable endpoint reaches it as a connection failure); {}",
-                compat::WIT_VERSION,
+                "built against waio:enricher@{}: runs through an adapter, one record per call (an unavailable endpoint reaches it as a connection failure); {}",
+                compat::v0_1::WIT_VERSION,
                 world::REBUILD_HINT
             )),
         }
@@ -272,6 +285,7 @@ impl PluginComponent {
         // Instantiation may run guest code (start functions): keep it off any async runtime too.
         let bindings = off_runtime(|| match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
         })
         .map_err(|e| instantiate_error(e.to_string()))?
@@ -321,16 +335,42 @@ fn check_component_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// A type-checked plugin of this host's contract, or of 0.1.0's.
-enum Pre {
-    Current(EnricherPluginPre<HostState>),
-    V0_1(compat::EnricherPluginPre<HostState>),
+/// Which contract a component was built against.
+#[derive(Clone, Copy)]
+enum Contract {
+    Current,
+    V0_2,
+    V0_1,
 }
 
-/// An instance's exports, of this host's contract or of 0.1.0's.
+/// A type-checked plugin of this host's contract, or of an earlier one.
+enum Pre {
+    Current(EnricherPluginPre<HostState>),
+    V0_2(compat::v0_2::EnricherPluginPre<HostState>),
+    V0_1(compat::v0_1::EnricherPluginPre<HostState>),
+}
+
+/// An instance's exports, of this host's contract or of an earlier one.
 enum Bindings {
     Current(EnricherPlugin),
-    V0_1(compat::EnricherPlugin),
+    V0_2(compat::v0_2::EnricherPlugin),
+    V0_1(compat::v0_1::EnricherPlugin),
+}
+
+/// One record of an `async-invoke-batch` call: attempt `attempt` of record `seq`.
+pub struct BatchEvent {
+    pub seq: u64,
+    pub attempt: u32,
+    pub event: Event,
+}
+
+/// Moves an event out, leaving an empty one (no allocation).
+fn take_event(event: &mut Event) -> Event {
+    Event {
+        key: event.key.take(),
+        timestamp: event.timestamp,
+        payload: std::mem::take(&mut event.payload),
+    }
 }
 
 /// One plugin instance: a store and its exports. Never called concurrently.
@@ -374,6 +414,7 @@ impl PluginInstance {
     pub fn open(&mut self, config_json: &str) -> Result<Result<(), String>, GuestTrap> {
         self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_open(s, config_json),
+            Bindings::V0_2(b) => b.waio_enricher_enricher().call_open(s, config_json),
             Bindings::V0_1(b) => b.waio_enricher_enricher().call_open(s, config_json),
         })
     }
@@ -381,6 +422,9 @@ impl PluginInstance {
     pub fn invoke(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
         self.call_with_future(seq, attempt, input, |b, s, input, future| match b {
             Bindings::Current(b) => b
+                .waio_enricher_enricher()
+                .call_async_invoke(s, input, future),
+            Bindings::V0_2(b) => b
                 .waio_enricher_enricher()
                 .call_async_invoke(s, input, future),
             Bindings::V0_1(b) => {
@@ -393,10 +437,48 @@ impl PluginInstance {
     pub fn timeout(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
         self.call_with_future(seq, attempt, input, |b, s, input, future| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
+            Bindings::V0_2(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
             Bindings::V0_1(b) => b
                 .waio_enricher_enricher()
                 .call_timeout(s, &input.into(), future),
         })
+    }
+
+    /// Whether the plugin has `async-invoke-batch` (one built against 0.1.0 or 0.2.0 has not).
+    pub fn takes_batches(&self) -> bool {
+        matches!(self.bindings, Bindings::Current(_))
+    }
+
+    /// `async-invoke-batch` for several records, each with a fresh `result-future`: one guest
+    /// call. A plugin of an earlier contract gets one `async-invoke` call per record instead;
+    /// a trap there ends the loop. The events are lent: they are back in `batch` after.
+    pub fn invoke_batch(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
+        if !matches!(self.bindings, Bindings::Current(_)) {
+            for item in batch.iter() {
+                self.invoke(item.seq, item.attempt, &item.event)?;
+            }
+            return Ok(());
+        }
+        let mut inputs = Vec::with_capacity(batch.len());
+        for item in batch.iter_mut() {
+            let future = self
+                .store
+                .data_mut()
+                .new_future(item.seq, item.attempt)
+                .map_err(|e| GuestTrap(format!("{e:#}")))?;
+            inputs.push((take_event(&mut item.event), future));
+        }
+        // Until the plugin says which record it works on (`begin`), its requests are nobody's.
+        let result = self.call(None, |b, s| match b {
+            Bindings::Current(b) => b
+                .waio_enricher_enricher()
+                .call_async_invoke_batch(s, &inputs),
+            _ => Ok(()),
+        });
+        for (item, (event, _)) in batch.iter_mut().zip(inputs) {
+            item.event = event;
+        }
+        result
     }
 
     /// Calls an export that takes a record and a fresh `result-future` handle for it.
@@ -432,8 +514,12 @@ impl PluginInstance {
                 b.waio_enricher_enricher()
                     .call_on_response(s, call_id, response.as_ref())
             }
+            Bindings::V0_2(b) => {
+                b.waio_enricher_enricher()
+                    .call_on_response(s, call_id, response.as_ref())
+            }
             Bindings::V0_1(b) => {
-                let answer = compat::answer(response.as_ref());
+                let answer = compat::v0_1::answer(response.as_ref());
                 b.waio_enricher_enricher()
                     .call_on_response(s, call_id, answer.as_ref())
             }
@@ -452,6 +538,7 @@ impl PluginInstance {
     pub fn close(&mut self) -> Result<(), GuestTrap> {
         self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_close(s),
+            Bindings::V0_2(b) => b.waio_enricher_enricher().call_close(s),
             Bindings::V0_1(b) => b.waio_enricher_enricher().call_close(s),
         })
     }

@@ -50,6 +50,9 @@ pub struct OperatorTelemetry {
     /// Records invoked again by the record retry strategy (`[operator.async_retry]`).
     pub record_retries: Counter,
     pub traps: Counter,
+    /// `async-invoke-batch` calls (of two records or more), and the records they carried.
+    pub batch_calls: Counter,
+    pub batched_records: Counter,
     /// Instances replaced before they reached their memory limit.
     pub recycled: Counter,
     pub http_calls: Counter,
@@ -102,6 +105,8 @@ impl OperatorTelemetry {
             reloads: Counter::default(),
             record_retries: Counter::default(),
             traps: Counter::default(),
+            batch_calls: Counter::default(),
+            batched_records: Counter::default(),
             recycled: Counter::default(),
             http_calls: Counter::default(),
             input_tokens: Counter::default(),

@@ -1,5 +1,5 @@
 //! waio plugin for OpenAI-compatible APIs: chat completions (classify, summarise, extract) and
-//! embeddings. One request per record; the host handles rate limits, retries, caching and the
+//! embeddings. One request per record (embeddings: one per batch the host hands over); the host handles rate limits, retries, caching and the
 //! API key (the plugin only names the secret).
 //!
 //! Config (the operator's `config` table):
@@ -22,6 +22,7 @@
 //! | `when_field`, `when_equals` | none | give both or neither: only records whose top-level field `when_field` equals the JSON value `when_equals` are sent to the model; the others pass through unchanged |
 //! | `fallback` | none | a table `{ base_url, model, api_key_secret }` (model defaults to the primary's): the provider asked when the primary's answer is a passing fault (its circuit breaker is open, its retries ran out: 408, 429, 5xx, a timeout, a failed connection) |
 //! | `model_field` | `"model"` with a fallback, else none | record field that says which model answered |
+//! | `batch_requests` | `true` | embeddings only: the records of a batch (the operator's `batch.max_size`, filled for up to `batch.max_wait`) go in one request with a list of inputs, and each gets its vector back; `false`: one request per record |
 //!
 //! With a `fallback`, a record the primary cannot serve goes to the fallback with the same
 //! request (its own model and key); a fatal answer (400, 404, a bad key) does not, since the
@@ -36,6 +37,7 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
+mod batch;
 mod guards;
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +67,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "when_equals",
     "fallback",
     "model_field",
+    "batch_requests",
 ];
 
 const FALLBACK_FIELDS: &[&str] = &["base_url", "model", "api_key_secret"];
@@ -255,6 +258,9 @@ struct Settings {
     input_limit: Option<guards::InputLimit>,
     timeout_ms: Option<u32>,
     condition: Option<Condition>,
+    /// Embeddings mode: one request for all the records of a batch (`batch_requests`, on by
+    /// default).
+    batch_requests: bool,
 }
 
 impl Settings {
@@ -319,6 +325,7 @@ impl Settings {
             input_limit: guards::InputLimit::from_config(config)?,
             timeout_ms,
             condition: Condition::from_config(config)?,
+            batch_requests: config.get_or("batch_requests", true)?,
         })
     }
 
@@ -353,6 +360,31 @@ impl Settings {
             Some(Value::String(text)) => Ok(Cow::Borrowed(text)),
             Some(other) => Ok(Cow::Owned(other.to_string())),
         }
+    }
+
+    /// The text sent for `record`, cut to `max_input_chars` (and the cut counted) if need be.
+    fn input_text(&self, record: &Map<String, Value>) -> Result<String, Failure> {
+        let text = self.text(record)?;
+        let Some(limit) = &self.input_limit else {
+            return Ok(text.into_owned());
+        };
+        let (text, cut) = limit.apply(text);
+        if cut && limit.count_cut() == 1 {
+            limit.log_first_cut();
+        }
+        Ok(text.into_owned())
+    }
+
+    /// A POST of `body` to `to`, with its key and the request time limit.
+    fn with_headers(&self, to: &Provider, body: impl Serialize) -> Result<Request, Failure> {
+        let mut request = Request::post(&to.url)
+            .header("accept", "application/json")
+            .json(&body)?
+            .timeout_ms(self.timeout_ms);
+        if let Some(authorization) = &to.authorization {
+            request = request.header("authorization", authorization);
+        }
+        Ok(request)
     }
 
     /// The request for `record` to `to`, and whether its input was cut to `max_input_chars`.
@@ -503,6 +535,13 @@ struct EmbeddingsRequest<'a> {
     model: &'a str,
 }
 
+/// An embeddings request for several inputs at once (see `batch`).
+#[derive(Serialize)]
+struct EmbeddingsBatchRequest<'a> {
+    input: &'a [String],
+    model: &'a str,
+}
+
 /// The parts of a chat or embeddings answer the plugin uses; other fields are skipped.
 #[derive(Deserialize)]
 struct TypedAnswer<'a> {
@@ -590,6 +629,17 @@ impl Enricher for OpenAi {
     fn close(&self) {
         if let Some(limit) = &self.settings.input_limit {
             limit.report();
+        }
+    }
+
+    /// Embeddings for a batch go in one request (unless `batch_requests = false`); chat
+    /// completions take one request per record.
+    fn invoke_batch(&self, batch: Vec<(Event, ResultFuture)>) {
+        if self.settings.mode == Mode::Embeddings && self.settings.batch_requests && batch.len() > 1
+        {
+            batch::embed(&self.settings, batch)
+        } else {
+            waio_sdk::invoke_each(self, batch)
         }
     }
 

@@ -187,6 +187,16 @@ typedef struct {
 typedef waio_enricher_completion_own_result_future_t exports_waio_enricher_enricher_own_result_future_t;
 
 typedef struct {
+  exports_waio_enricher_enricher_event_t f0;
+  exports_waio_enricher_enricher_own_result_future_t f1;
+} exports_waio_enricher_enricher_tuple2_event_own_result_future_t;
+
+typedef struct {
+  exports_waio_enricher_enricher_tuple2_event_own_result_future_t *ptr;
+  size_t len;
+} exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t;
+
+typedef struct {
   bool is_err;
   union {
     exports_waio_enricher_enricher_http_response_t ok;
@@ -194,31 +204,41 @@ typedef struct {
   } val;
 } exports_waio_enricher_enricher_result_http_response_http_error_t;
 
-// Imported Functions from `waio:enricher/completion@0.2.0`
+// Imported Functions from `waio:enricher/completion@0.3.0`
 // Emits `outputs` at the record's position: none filters the record out, several fan out.
 extern void waio_enricher_completion_method_result_future_complete(waio_enricher_completion_borrow_result_future_t self, waio_enricher_completion_list_event_t *outputs);
 // Fails the record. The operator's policy decides: fail the job or dead-letter it.
 extern void waio_enricher_completion_method_result_future_complete_exceptionally(waio_enricher_completion_borrow_result_future_t self, waio_enricher_completion_failure_t *error);
+// Says the plugin is now working on this record: the requests it sends and the usage it
+// reports until the next `begin` (or the end of the call) are on this record's behalf
+// (its timeout bounds their retries, its dead letter names their last status, its
+// cached result keeps their usage). Inside `async-invoke`, `timeout` and `on-response`
+// the host knows the record already; inside `async-invoke-batch` the SDKs call it before
+// handing each record to per-record code. Work for many records at once (one request
+// for a whole batch) is on no single record's behalf: do not call it then. (New in
+// 0.3.0.)
+extern void waio_enricher_completion_method_result_future_begin(waio_enricher_completion_borrow_result_future_t self);
 
-// Imported Functions from `waio:enricher/http@0.2.0`
+// Imported Functions from `waio:enricher/http@0.3.0`
 // Starts a request and returns at once. The answer (or the reason there is none) is delivered
 // to the plugin's `on-response` with the returned id, later, never inside this call.
 extern waio_enricher_http_call_id_t waio_enricher_http_send(waio_enricher_http_http_request_t *request);
 
-// Imported Functions from `waio:enricher/usage@0.2.0`
+// Imported Functions from `waio:enricher/usage@0.3.0`
 // Reports tokens used on behalf of the record being processed.
 extern void waio_enricher_usage_report(waio_enricher_usage_token_usage_t *usage);
 
-// Imported Functions from `waio:enricher/logging@0.2.0`
+// Imported Functions from `waio:enricher/logging@0.3.0`
 // One line in the host's log, prefixed with the operator's name. Control characters (a
 // newline, an ANSI escape) are written escaped. Each instance may log 1000 lines at once and
 // 100 a second after that, counting what it writes to stdout and stderr; the host drops
 // lines beyond and logs how many.
 extern void waio_enricher_logging_log(waio_enricher_logging_log_level_t level, enricher_plugin_string_t *message);
 
-// Exported Functions from `waio:enricher/enricher@0.2.0`
+// Exported Functions from `waio:enricher/enricher@0.3.0`
 bool exports_waio_enricher_enricher_open(enricher_plugin_string_t *config, enricher_plugin_string_t *err);
 void exports_waio_enricher_enricher_async_invoke(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);
+void exports_waio_enricher_enricher_async_invoke_batch(exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *inputs);
 void exports_waio_enricher_enricher_timeout(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);
 void exports_waio_enricher_enricher_on_response(exports_waio_enricher_enricher_call_id_t id, exports_waio_enricher_enricher_result_http_response_http_error_t *response);
 void exports_waio_enricher_enricher_close(void);
@@ -272,6 +292,10 @@ void exports_waio_enricher_enricher_http_response_free(exports_waio_enricher_enr
 void exports_waio_enricher_enricher_http_error_free(exports_waio_enricher_enricher_http_error_t *ptr);
 
 void exports_waio_enricher_enricher_result_void_string_free(exports_waio_enricher_enricher_result_void_string_t *ptr);
+
+void exports_waio_enricher_enricher_tuple2_event_own_result_future_free(exports_waio_enricher_enricher_tuple2_event_own_result_future_t *ptr);
+
+void exports_waio_enricher_enricher_list_tuple2_event_own_result_future_free(exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *ptr);
 
 void exports_waio_enricher_enricher_result_http_response_http_error_free(exports_waio_enricher_enricher_result_http_response_http_error_t *ptr);
 

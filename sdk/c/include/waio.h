@@ -2,21 +2,22 @@
  * waio C SDK: write a waio enricher plugin in C.
  *
  * A plugin implements a few callbacks (`waio_plugin_open`, `waio_plugin_invoke`, optionally
- * `waio_plugin_timeout` and `waio_plugin_close`); the SDK implements the WIT world
- * `waio:enricher/enricher-plugin` on top of them and hides handles and call-ids.
+ * `waio_plugin_invoke_batch`, `waio_plugin_timeout` and `waio_plugin_close`); the SDK implements
+ * the WIT world `waio:enricher/enricher-plugin` (0.3.0) on top of them and hides handles and
+ * call-ids.
  *
- * Model (Flink's AsyncFunction): the host calls `waio_plugin_invoke` once per record with a
- * future. The callback must return at once. It completes the future now (`waio_complete*` /
- * `waio_fail`), or starts HTTP requests (`waio_http_send`) and completes it later from the
- * answer callback. Everything runs on one thread, inside calls from the host: never block,
- * never sleep.
+ * Model (Flink's AsyncFunction): the SDK calls `waio_plugin_invoke` once per record with a
+ * future (the host hands records over in batches; see `waio_plugin_invoke_batch`). The callback
+ * must return at once. It completes the future now (`waio_complete*` / `waio_fail`), or starts
+ * HTTP requests (`waio_http_send`) and completes it later from the answer callback. Everything
+ * runs on one thread, inside calls from the host: never block, never sleep.
  *
  * Ownership, in one rule: a future is owned by the plugin from `waio_plugin_invoke` (or
- * `waio_plugin_timeout`) until exactly one of `waio_complete`, `waio_complete_one`,
- * `waio_complete_none`, `waio_fail` or `waio_drop` is called on it; that call frees it. The
- * record `waio_future_input(fut)` lives as long as its future. All other pointers handed to
- * plugin callbacks are valid during the callback only; all pointers the plugin hands to the
- * SDK are only read during the call (the SDK copies what it keeps).
+ * `waio_plugin_invoke_batch`, `waio_plugin_timeout`) until exactly one of `waio_complete`,
+ * `waio_complete_one`, `waio_complete_none`, `waio_fail` or `waio_drop` is called on it; that
+ * call frees it. The record `waio_future_input(fut)` lives as long as its future. All other
+ * pointers handed to plugin callbacks are valid during the callback only; all pointers the
+ * plugin hands to the SDK are only read during the call (the SDK copies what it keeps).
  */
 #ifndef WAIO_H
 #define WAIO_H
@@ -72,6 +73,17 @@ void waio_fail(waio_future_t *fut, waio_failure_kind_t kind, const char *fmt, ..
 /* Releases `fut` without completing it: the record stays in flight until its timeout fires. */
 void waio_drop(waio_future_t *fut);
 
+/* Says the plugin now works on `fut`'s record: the HTTP requests it sends and the usage it
+ * reports from now until the next `waio_begin` (or the end of the current call from the host)
+ * are on this record's behalf (its timeout bounds their retries, its dead letter names their
+ * last status, its cached result keeps their usage). Needed only where the host cannot know
+ * the record: in `waio_plugin_invoke_batch` (and in the answer callback of a request sent for
+ * many records), before per-record work on one of them. In `waio_plugin_invoke`,
+ * `waio_plugin_timeout` and the answer callback of a request sent for one record the host knows
+ * the record already (calling it there is harmless). Never call it for work on behalf of many
+ * records. */
+void waio_begin(waio_future_t *fut);
+
 /* ---- the callbacks a plugin implements --------------------------------------------------- */
 
 /* Called once before any record with the operator's `[operator.config]` as a JSON object
@@ -80,8 +92,27 @@ void waio_drop(waio_future_t *fut);
  * Optional: the default accepts any config. */
 const char *waio_plugin_open(const char *config_json, size_t len);
 
-/* Starts enriching one record (`in == waio_future_input(fut)`). Must return at once. Required. */
+/* Starts enriching one record (`in == waio_future_input(fut)`). Must return at once. Required,
+ * even with `waio_plugin_invoke_batch`: the host sends single records (a retry, and the records
+ * of a batch left uncompleted by a trap, again one by one on a fresh instance) here. */
 void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut);
+
+/* Starts enriching a batch of records at once, e.g. with one HTTP request for all of them (an
+ * embeddings API takes a list of inputs), completing each future from the answer. `futs[0..n)`
+ * (n >= 1) are the records' futures in input order, each owned by the plugin exactly as in
+ * `waio_plugin_invoke`; `waio_future_input(futs[i])` is its record. The array itself is valid
+ * during the call only: copy the pointers you keep. Must return at once. Each record keeps its
+ * own timeout (`waio_plugin_timeout`) and its place in the output.
+ * Work for the whole batch is on no single record's behalf: do not call `waio_begin` for it.
+ * To hand records to per-record code instead, use `waio_invoke_each` (or call `waio_begin(fut)`
+ * before per-record work on one record).
+ * Optional: without it the SDK runs `waio_invoke_each` on every batch. */
+void waio_plugin_invoke_batch(waio_future_t *const *futs, size_t n);
+
+/* The default batch handling, for a `waio_plugin_invoke_batch` that serves only some records
+ * (or some batches) itself: for each of `futs[0..n)` in order, `waio_begin(fut)` and then
+ * `waio_plugin_invoke(waio_future_input(fut), fut)`. Takes over the futures, not the array. */
+void waio_invoke_each(waio_future_t *const *futs, size_t n);
 
 /* Called when the record's time is up before it completed, with a fresh future for the same
  * record. Complete it with a fallback, or fail it. Optional: the default fails the record,
@@ -162,7 +193,8 @@ const char *waio_http_header(const waio_http_response_t *resp, const char *name)
 
 /* ---- usage and logging ---------------------------------------------------------------------- */
 
-/* Reports the tokens one model call used, on behalf of the record being processed. */
+/* Reports the tokens one model call used, on behalf of the record being processed (the one of
+ * the current call, or the last `waio_begin`'s). */
 void waio_report_usage(const char *model, uint32_t input_tokens, uint32_t output_tokens);
 
 typedef enum waio_log_level {

@@ -141,6 +141,17 @@ void waio_fail(waio_future_t *fut, waio_failure_kind_t kind, const char *fmt, ..
 
 void waio_drop(waio_future_t *fut) { future_free(fut); }
 
+void waio_begin(waio_future_t *fut) {
+    waio_enricher_completion_method_result_future_begin(borrow(fut));
+}
+
+void waio_invoke_each(waio_future_t *const *futs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        waio_begin(futs[i]);
+        waio_plugin_invoke(&futs[i]->record, futs[i]);
+    }
+}
+
 /* ---- usage and logging ---------------------------------------------------------------------- */
 
 void waio_report_usage(const char *model, uint32_t input_tokens, uint32_t output_tokens) {
@@ -321,6 +332,45 @@ void exports_waio_enricher_enricher_async_invoke(
     exports_waio_enricher_enricher_own_result_future_t output) {
     waio_future_t *fut = future_new(input, output);
     waio_plugin_invoke(&fut->record, fut);
+}
+
+/* The plugin's own batch handler, or NULL when it defines none: a weak reference (not a weak
+ * default definition), so that the default path below needs no array of futures. wasm-ld, like
+ * native linkers, resolves an undefined weak function to a null address. */
+extern void waio_plugin_invoke_batch(waio_future_t *const *futs, size_t n) __attribute__((weak));
+
+/* The list's array and each event's buffers come from cabi_realloc (malloc); the events and the
+ * handles move into the futures, so only the array is freed here: not with the generated
+ * list_..._free, which would free the events too. An empty list points at no allocation
+ * (cabi_realloc hands out a dummy pointer for size 0). */
+void exports_waio_enricher_enricher_async_invoke_batch(
+    exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *inputs) {
+    exports_waio_enricher_enricher_tuple2_event_own_result_future_t *items = inputs->ptr;
+    size_t n = inputs->len;
+    if (n == 0) {
+        return;
+    }
+    if (waio_plugin_invoke_batch == NULL) {
+        /* waio_invoke_each without the array: per record `begin`, then exactly what the
+         * single-record export does. */
+        for (size_t i = 0; i < n; i++) {
+            waio_enricher_completion_method_result_future_begin(
+                waio_enricher_completion_borrow_result_future(items[i].f1));
+            exports_waio_enricher_enricher_async_invoke(&items[i].f0, items[i].f1);
+        }
+        free(items);
+        return;
+    }
+    waio_future_t *stack[64];
+    waio_future_t **futs = n <= 64 ? stack : xrealloc(NULL, n * sizeof *futs);
+    for (size_t i = 0; i < n; i++) {
+        futs[i] = future_new(&items[i].f0, items[i].f1);
+    }
+    free(items);
+    waio_plugin_invoke_batch(futs, n);
+    if (futs != stack) {
+        free(futs);
+    }
 }
 
 void exports_waio_enricher_enricher_timeout(

@@ -104,9 +104,74 @@ function run(plugin, method, input, output) {
   }
 }
 
+// Fails every record of a batch with the same error.
+function failAll(outputs, error) {
+  for (let i = 0; i < outputs.length; i++) fail(outputs[i], error);
+}
+
+// Completes each record of a batch with its entry of `value`, the plugin's array of results.
+function completeBatch(outputs, value) {
+  if (!Array.isArray(value)) {
+    failAll(
+      outputs,
+      new TypeError(`asyncInvokeBatch must return an array with one result per record (or a Promise of one), got ${describe(value)}`),
+    );
+    return;
+  }
+  if (value.length !== outputs.length) {
+    failAll(outputs, new TypeError(`asyncInvokeBatch returned ${value.length} results for ${outputs.length} records`));
+    return;
+  }
+  for (let i = 0; i < outputs.length; i++) {
+    const result = value[i];
+    if (result instanceof Error) {
+      fail(outputs[i], result);
+    } else if (Array.isArray(result) || result instanceof Record) {
+      complete(outputs[i], result);
+    } else {
+      fail(
+        outputs[i],
+        new TypeError(`asyncInvokeBatch's result ${i} is neither an array of records nor an Error, got ${describe(result)}`),
+      );
+    }
+  }
+}
+
+// Runs the plugin's own batch handler on all the records of `inputs` ([event, output] pairs).
+// No `begin`: its requests serve the batch, no single record.
+function runBatch(plugin, method, inputs) {
+  const n = inputs.length;
+  if (n === 0) return;
+  const records = new Array(n);
+  const outputs = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const pair = inputs[i];
+    records[i] = toRecord(pair[0]);
+    outputs[i] = pair[1];
+  }
+  let result;
+  try {
+    result = method.call(plugin, records);
+  } catch (e) {
+    failAll(outputs, e);
+    return;
+  }
+  if (result !== null && typeof result === "object" && typeof result.then === "function") {
+    result.then(
+      (value) => completeBatch(outputs, value),
+      (error) => failAll(outputs, error),
+    );
+  } else {
+    completeBatch(outputs, result);
+  }
+}
+
 /** The `enricher` export for a plugin class (instantiated in `open`) or a plain object. */
 export function enricherExport(Plugin) {
   let plugin = null;
+  // The plugin's `asyncInvoke` and `asyncInvokeBatch`, or null (it has at least one of them).
+  let invoke = null;
+  let invokeBatch = null;
 
   return {
     open(configJson) {
@@ -117,8 +182,10 @@ export function enricherExport(Plugin) {
         if (plugin === null || typeof plugin !== "object") {
           throw new TypeError("the plugin module's default export must be a class or an object");
         }
-        if (typeof plugin.asyncInvoke !== "function") {
-          throw new TypeError("the plugin has no asyncInvoke(record) method");
+        invoke = typeof plugin.asyncInvoke === "function" ? plugin.asyncInvoke : null;
+        invokeBatch = typeof plugin.asyncInvokeBatch === "function" ? plugin.asyncInvokeBatch : null;
+        if (invoke === null && invokeBatch === null) {
+          throw new TypeError("the plugin has no asyncInvoke(record) or asyncInvokeBatch(records) method");
         }
         if (typeof plugin.open === "function") {
           const opened = plugin.open(config);
@@ -139,7 +206,28 @@ export function enricherExport(Plugin) {
     },
 
     asyncInvoke(input, output) {
-      run(plugin, plugin.asyncInvoke, input, output);
+      if (invoke !== null) {
+        run(plugin, invoke, input, output);
+      } else {
+        // Only a batch handler: a single record (a retry, ...) is a batch of one.
+        runBatch(plugin, invokeBatch, [[input, output]]);
+      }
+    },
+
+    asyncInvokeBatch(inputs) {
+      if (invokeBatch !== null) {
+        runBatch(plugin, invokeBatch, inputs);
+        return;
+      }
+      // For each record: `begin`, then exactly what `asyncInvoke` does.
+      const p = plugin;
+      const method = invoke;
+      for (let i = 0, n = inputs.length; i < n; i++) {
+        const pair = inputs[i];
+        const output = pair[1];
+        output.begin();
+        run(p, method, pair[0], output);
+      }
     },
 
     timeout(input, output) {

@@ -16,9 +16,9 @@ const esbuild = createRequire(path.join(nodeDir, "package.json"))("esbuild");
 // The host side: what the plugin called, and the call-ids it got.
 const host = (globalThis.__host = { sent: [], usage: [], logs: [], nextId: 100n });
 const fakes = {
-  "waio:enricher/http@0.2.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
-  "waio:enricher/usage@0.2.0": "export function report(u) { globalThis.__host.usage.push(u); }",
-  "waio:enricher/logging@0.2.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
+  "waio:enricher/http@0.3.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
+  "waio:enricher/usage@0.3.0": "export function report(u) { globalThis.__host.usage.push(u); }",
+  "waio:enricher/logging@0.3.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
 };
 
 async function load() {
@@ -48,16 +48,26 @@ const sdk = await load();
 const enc = new TextEncoder();
 const event = (obj, key = "k", timestamp = 9n) => ({ key, timestamp, payload: enc.encode(JSON.stringify(obj)) });
 
+// The host's result-future. With a `journal` (shared by the futures of a batch) it also writes
+// its `begin` and completions there, under its name, so that their order shows.
 class Output {
-  constructor() {
+  constructor(name = null, journal = null) {
+    this.name = name;
+    this.journal = journal;
     this.calls = [];
     this.disposed = false;
   }
+  begin() {
+    this.calls.push(["begin"]);
+    this.journal?.push(["begin", this.name]);
+  }
   complete(events) {
     this.calls.push(["complete", events]);
+    this.journal?.push(["complete", this.name, events.map(json)]);
   }
   completeExceptionally(failure) {
     this.calls.push(["fail", failure]);
+    this.journal?.push(["fail", this.name, failure.kind, failure.message]);
   }
   [Symbol.dispose || Symbol.for("dispose")]() {
     this.disposed = true;
@@ -206,4 +216,190 @@ test("the retriable statuses are those of the host's shared table", async () => 
       assert.throws(() => new sdk.Response(status, [], enc.encode("x")).throwForStatus(), (err) => err.kind === kind);
     }
   }
+});
+
+// A batch as the host hands it: [event, output] pairs, outputs named after their records.
+function batch(journal, ...records) {
+  return records.map(([name, fields = {}]) => [event({ name, ...fields }, `key-${name}`), new Output(name, journal)]);
+}
+
+test("default batch: begin, then asyncInvoke, for each record in order", async () => {
+  const journal = [];
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      const { name, later } = r.json();
+      journal.push(["invoke", name]);
+      if (later) {
+        const resp = await sdk.http.get(`http://x/${name}`);
+        sdk.reportUsage("m", resp.json().n, 0);
+      }
+      return [r.withJson({ out: name })];
+    }
+  });
+  const sent = host.sent.length;
+  const usage = host.usage.length;
+  const inputs = batch(journal, ["a"], ["b", { later: true }], ["c"]);
+  e.asyncInvokeBatch(inputs);
+  // Each record runs up to its first wait before the next is begun; its request is sent inside.
+  assert.deepEqual(journal, [["begin", "a"], ["invoke", "a"], ["begin", "b"], ["invoke", "b"], ["begin", "c"], ["invoke", "c"]]);
+  assert.equal(host.sent.length, sent + 1);
+  const [id, req] = host.sent.at(-1);
+  assert.equal(req.url, "http://x/b");
+  await settle();
+  assert.deepEqual(journal.slice(6), [["complete", "a", [{ out: "a" }]], ["complete", "c", [{ out: "c" }]]]);
+  // b goes on from its answer, in onResponse, without a begin (the host knows the record).
+  e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode('{"n":5}') } });
+  await settle();
+  assert.deepEqual(journal.slice(8), [["complete", "b", [{ out: "b" }]]]);
+  assert.deepEqual(host.usage.slice(usage), [{ model: "m", inputTokens: 5, outputTokens: 0 }]);
+  for (const [input, output] of inputs) {
+    assert.ok(output.disposed);
+    assert.equal(output.calls.at(-1)[1][0].key, input.key); // key and timestamp kept
+    assert.equal(output.calls.at(-1)[1][0].timestamp, 9n);
+  }
+});
+
+test("default batch: a plain function's records complete inside the call, begun one by one", () => {
+  const journal = [];
+  const e = plugin({ asyncInvoke: (r) => [r.withJson({ n: 1 })] });
+  e.asyncInvokeBatch(batch(journal, ["a"], ["b"]));
+  assert.deepEqual(journal, [["begin", "a"], ["complete", "a", [{ n: 1 }]], ["begin", "b"], ["complete", "b", [{ n: 1 }]]]);
+});
+
+test("default batch: one record's exception fails only that record", async () => {
+  const journal = [];
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      const { name, mode } = r.json();
+      if (mode === "throw") throw new TypeError(`boom ${name}`);
+      if (mode === "retriable") throw sdk.Failure.retriable("later, please");
+      if (mode === "bad") return "not an array";
+      if (mode === "throw_later") {
+        await sdk.http.get("http://x/");
+        throw new RangeError("gone");
+      }
+      return [r.withJson({ ok: name })];
+    }
+  });
+  const syncThrow = plugin({
+    asyncInvoke(r) {
+      if (r.json().mode === "throw") throw new Error("sync boom");
+      return [];
+    },
+  });
+  e.asyncInvokeBatch(
+    batch(journal, ["a", { mode: "throw" }], ["b"], ["c", { mode: "retriable" }], ["d", { mode: "throw_later" }], ["e", { mode: "bad" }], ["f"]),
+  );
+  syncThrow.asyncInvokeBatch(batch(journal, ["g", { mode: "throw" }], ["h"]));
+  const [id] = host.sent.at(-1);
+  e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode("{}") } });
+  await settle();
+  const done = Object.fromEntries(journal.filter(([k]) => k !== "begin").map(([, name, ...rest]) => [name, rest]));
+  assert.deepEqual(done, {
+    a: ["fatal", "TypeError: boom a"],
+    b: [[{ ok: "b" }]],
+    c: ["retriable", "later, please"],
+    d: ["fatal", "RangeError: gone"],
+    e: ["fatal", "TypeError: asyncInvoke must return an array of records (or a Promise of one), got string"],
+    f: [[{ ok: "f" }]],
+    g: ["fatal", "Error: sync boom"],
+    h: [[]],
+  });
+  assert.deepEqual(journal.filter(([k]) => k === "begin").map(([, name]) => name), ["a", "b", "c", "d", "e", "f", "g", "h"]);
+});
+
+test("a plugin's own asyncInvokeBatch gets all records; its results complete the right futures", async () => {
+  const journal = [];
+  const seen = [];
+  const e = plugin(class {
+    asyncInvoke() {
+      throw new Error("a batch must not go through asyncInvoke");
+    }
+    async asyncInvokeBatch(records) {
+      seen.push(records.map((r) => [r.key, r.json().name]));
+      // One request for the whole batch, its answer fanned out.
+      const resp = await sdk.http.post("http://x/embed", { json: records.map((r) => r.json().name) });
+      return resp.json().map((v, i) => {
+        if (v === null) return sdk.Failure.fatal(`no vector for ${records[i].json().name}`);
+        if (v === "skip") return [];
+        if (v === "error") return new TypeError("bad vector");
+        return [records[i].withJson({ v })];
+      });
+    }
+  });
+  const inputs = batch(journal, ["a"], ["b"], ["c"], ["d"], ["e"]);
+  e.asyncInvokeBatch(inputs);
+  assert.deepEqual(seen, [[["key-a", "a"], ["key-b", "b"], ["key-c", "c"], ["key-d", "d"], ["key-e", "e"]]]);
+  assert.deepEqual(journal, []); // no begin: the request serves no single record
+  const [id, req] = host.sent.at(-1);
+  assert.equal(new TextDecoder().decode(req.body), '["a","b","c","d","e"]');
+  e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode('[[1,2],null,"skip",[3],"error"]') } });
+  await settle();
+  assert.deepEqual(journal, [
+    ["complete", "a", [{ v: [1, 2] }]],
+    ["fail", "b", "fatal", "no vector for b"],
+    ["complete", "c", []],
+    ["complete", "d", [{ v: [3] }]],
+    ["fail", "e", "fatal", "TypeError: bad vector"],
+  ]);
+  assert.equal(inputs[0][1].calls.at(-1)[1][0].key, "key-a");
+  assert.ok(inputs.every(([, output]) => output.disposed));
+});
+
+test("a plugin's asyncInvokeBatch that throws, rejects or returns the wrong shape fails every record", async () => {
+  const e = plugin(class {
+    asyncInvoke() {
+      return [];
+    }
+    asyncInvokeBatch(records) {
+      switch (records[0].json().mode) {
+        case "throw":
+          throw new RangeError("batch down");
+        case "reject":
+          return Promise.reject(sdk.Failure.retriable("try later"));
+        case "short":
+          return [[]];
+        case "entry":
+          return [[], "nope"];
+        default:
+          return undefined;
+      }
+    }
+  });
+  const cases = [
+    ["throw", ["fatal", "RangeError: batch down"]],
+    ["reject", ["retriable", "try later"]],
+    ["short", ["fatal", "TypeError: asyncInvokeBatch returned 1 results for 2 records"]],
+    ["none", ["fatal", "TypeError: asyncInvokeBatch must return an array with one result per record (or a Promise of one), got undefined"]],
+  ];
+  for (const [mode, failure] of cases) {
+    const journal = [];
+    e.asyncInvokeBatch(batch(journal, ["a", { mode }], ["b"]));
+    await settle();
+    assert.deepEqual(journal, [["fail", "a", ...failure], ["fail", "b", ...failure]], mode);
+  }
+  const journal = [];
+  e.asyncInvokeBatch(batch(journal, ["a", { mode: "entry" }], ["b"]));
+  assert.deepEqual(journal, [
+    ["complete", "a", []],
+    ["fail", "b", "fatal", "TypeError: asyncInvokeBatch's result 1 is neither an array of records nor an Error, got string"],
+  ]);
+});
+
+test("a plugin with only asyncInvokeBatch takes a single record as a batch of one", () => {
+  const journal = [];
+  const sizes = [];
+  const e = plugin({
+    asyncInvokeBatch(records) {
+      sizes.push(records.length);
+      return records.map((r) => [r.withJson({ n: records.length })]);
+    },
+  });
+  e.asyncInvokeBatch(batch(journal, ["a"], ["b"]));
+  const [[input, output]] = batch(journal, ["c"]);
+  e.asyncInvoke(input, output);
+  assert.deepEqual(sizes, [2, 1]);
+  assert.deepEqual(journal, [["complete", "a", [{ n: 2 }]], ["complete", "b", [{ n: 2 }]], ["complete", "c", [{ n: 1 }]]]);
+  const none = sdk.enricherExport(class {});
+  assert.throws(() => none.open("{}"), (err) => err === "TypeError: the plugin has no asyncInvoke(record) or asyncInvokeBatch(records) method");
 });

@@ -3,6 +3,11 @@
 A record's coroutine runs until it awaits a `Call` (an HTTP request in flight); it is parked on
 that call and resumed from `on-response` when the answer with the call's id arrives. Returning a
 list completes the record; raising fails it.
+
+`async-invoke-batch` runs that same path for each record of the batch, after telling the host
+which record it works on (`result-future.begin`), unless the user's class has its own
+`async_invoke_batch`: then one coroutine serves the whole batch and a `_Batch` stands in for the
+record's future, fanning its list of results out to the records' futures.
 """
 
 import json as _json
@@ -58,6 +63,9 @@ def _fail(future, e):
 
 def _complete(future, outputs):
     if type(outputs) is not list:
+        if type(future) is _Batch:  # off the hot path: only a batch's non-list result lands here
+            future.complete(outputs)
+            return
         if isinstance(outputs, (tuple, list)):
             outputs = list(outputs)
         else:
@@ -120,18 +128,74 @@ def _start(result, future):
         _complete(future, result)
 
 
+class _Batch:
+    """Stands in for a record's future while the user's `async_invoke_batch` serves many: its
+    result (a list with one entry per record) completes each record's own future."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures):
+        self.futures = futures
+
+    def complete(self, results):
+        futures = self.futures
+        if type(results) is not list:
+            if isinstance(results, (tuple, list)):
+                results = list(results)
+            else:
+                what = "None" if results is None else type(results).__name__
+                self.complete_exceptionally(
+                    _Failure(
+                        _FATAL,
+                        "TypeError: async_invoke_batch must return a list with one result per "
+                        f"record, got {what}",
+                    )
+                )
+                return
+        if len(results) != len(futures):
+            self.complete_exceptionally(
+                _Failure(
+                    _FATAL,
+                    f"TypeError: async_invoke_batch returned {len(results)} results for "
+                    f"{len(futures)} records",
+                )
+            )
+            return
+        for future, result in zip(futures, results):
+            if isinstance(result, BaseException):
+                _fail(future, result)
+            else:
+                _complete(future, result)
+
+    def complete_exceptionally(self, failure):
+        for future in self.futures:
+            future.complete_exceptionally(failure)
+
+
+def _invoke_batch(handler, inputs):
+    """Calls the user's `async_invoke_batch` with the batch's records and drives the coroutine it
+    returns: one coroutine, one `_Batch` for all the records' futures."""
+    if not inputs:
+        return
+    records = [input for input, _ in inputs]
+    _begin(handler, records, _Batch([output for _, output in inputs]))
+
+
 def _make_adapter(cls):
     """The class componentize-py instantiates for the exported `enricher` interface."""
 
     has_timeout = getattr(cls, "timeout", None) is not None
+    has_invoke = getattr(cls, "async_invoke", None) is not None
+    has_batch = getattr(cls, "async_invoke_batch", None) is not None
     # componentize-py may create a fresh `Enricher` for every call, so the state lives here.
     state = {}
     invoke = None
+    invoke_batch = None
     on_timeout = None
 
     class Enricher(_exports.Enricher):
         def open(self, config):
-            nonlocal invoke, on_timeout
+            nonlocal invoke, invoke_batch, on_timeout
             try:
                 user = cls()
                 opened = getattr(user, "open", None)
@@ -140,11 +204,47 @@ def _make_adapter(cls):
             except BaseException as e:
                 raise Err(_failure(e).message)
             state["user"] = user
-            invoke = user.async_invoke
+            invoke = user.async_invoke if has_invoke else None
+            invoke_batch = user.async_invoke_batch if has_batch else None
             on_timeout = user.timeout if has_timeout else None
 
-        def async_invoke(self, input, output):
-            _begin(invoke, input, output)
+        if has_invoke:
+
+            def async_invoke(self, input, output):
+                _begin(invoke, input, output)
+
+        else:  # only a batch handler: a single record (a retry, ...) is a batch of one
+
+            def async_invoke(self, input, output):
+                _invoke_batch(invoke_batch, [(input, output)])
+
+        if has_batch:
+
+            def async_invoke_batch(self, inputs):
+                # No `begin`: the user's requests serve the batch, no single record.
+                _invoke_batch(invoke_batch, inputs)
+
+        else:
+
+            def async_invoke_batch(self, inputs):
+                # For each record: `begin`, then exactly what `async_invoke` does (`_begin` and
+                # `_start` inlined, their globals held in locals).
+                handler = invoke
+                fail = _fail
+                step = _step
+                complete = _complete
+                coroutine = _Coroutine
+                for input, output in inputs:
+                    output.begin()
+                    try:
+                        result = handler(input)
+                    except BaseException as e:
+                        fail(output, e)
+                        continue
+                    if type(result) is coroutine or hasattr(result, "send"):
+                        step(result, output)
+                    else:  # a plain `def` returning its outputs
+                        complete(output, result)
 
         def timeout(self, input, output):
             if on_timeout is None:
@@ -186,9 +286,17 @@ def run(cls):
     `cls()` is created in `open`; it has `open(self, config)` (optional, `config` is a dict),
     `async def async_invoke(self, record)` returning a list of `Record`s, optional
     `async def timeout(self, record)` and optional `close(self)`.
+
+    Optional `async def async_invoke_batch(self, records)` serves a whole batch in one coroutine
+    (one request for many records): it returns a list with one entry per record, a list of
+    `Record`s to complete it or an exception to fail it; raising fails every record of the batch.
+    Without it a batch runs `async_invoke` for each record; without `async_invoke` a single
+    record is a batch of one.
     """
-    if getattr(cls, "async_invoke", None) is None:
-        raise TypeError(f"{cls.__name__} has no async_invoke(self, record) method")
+    if getattr(cls, "async_invoke", None) is None and getattr(cls, "async_invoke_batch", None) is None:
+        raise TypeError(
+            f"{cls.__name__} has no async_invoke(self, record) or async_invoke_batch(self, records) method"
+        )
     adapter = _make_adapter(cls)
     # componentize-py looks for a class named `Enricher` in the app module.
     module = _sys.modules.get(cls.__module__)

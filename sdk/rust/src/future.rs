@@ -42,6 +42,16 @@ impl ResultFuture {
         self.inner.handle.complete(&outputs);
     }
 
+    /// Tells the host the code that runs next serves this record (see `begin_current`).
+    pub(crate) fn begin(&self) {
+        self.inner.handle.begin();
+    }
+
+    /// Whether both handles complete the same record.
+    pub(crate) fn same_record(&self, other: &ResultFuture) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Emits exactly one output.
     pub fn complete_one(&self, output: Event) {
         self.complete(vec![output]);

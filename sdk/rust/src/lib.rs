@@ -51,7 +51,7 @@ pub mod template;
 pub use config::{Config, ConfigError};
 pub use event::{Event, Failure, FailureKind};
 pub use future::ResultFuture;
-pub use runtime::report_usage;
+pub use runtime::{invoke_each, report_usage};
 
 /// Re-exported so plugins can name JSON values without a direct dependency.
 pub use serde_json;
@@ -82,7 +82,7 @@ pub mod __private {
     pub use crate::bindings::waio::enricher::types::{
         CallId, Event as WitEvent, HttpError as WitHttpError, HttpResponse as WitHttpResponse,
     };
-    pub use crate::runtime::{async_invoke, close, on_response, open, timeout};
+    pub use crate::runtime::{async_invoke, async_invoke_batch, close, on_response, open, timeout};
 }
 
 /// A plugin: one value per instance, made by [`Enricher::open`].
@@ -99,6 +99,17 @@ pub trait Enricher: Sized + 'static {
     /// `output` now, or keep it (it is `Clone` and `'static`) and complete it from the callback
     /// of an [`http::send`]. The first completion wins; the host ignores later ones.
     fn invoke(&self, input: Event, output: ResultFuture);
+
+    /// Starts enriching several records the host hands over in one call (it batches what is
+    /// waiting; `batch.max_size` in the manifest caps it). Each record keeps its own
+    /// [`ResultFuture`] and the contract of [`Enricher::invoke`]. The default calls `invoke`
+    /// for each record in turn, which is what almost every plugin wants. Override it to serve
+    /// many records with one request (an embeddings API takes a list of inputs): the requests
+    /// sent from here are on no single record's behalf, and a panic here fails no record by
+    /// itself (the host invokes the records again one by one).
+    fn invoke_batch(&self, batch: Vec<(Event, ResultFuture)>) {
+        crate::runtime::invoke_each(self, batch)
+    }
 
     /// Called when the record's time is up before it completed, with a fresh handle to the same
     /// record's result. The default fails the record as retriable with `timed out`, like
@@ -132,6 +143,14 @@ macro_rules! export_enricher {
                     output: $crate::__private::WitResultFuture,
                 ) {
                     $crate::__private::async_invoke(input, output)
+                }
+                fn async_invoke_batch(
+                    inputs: ::std::vec::Vec<(
+                        $crate::__private::WitEvent,
+                        $crate::__private::WitResultFuture,
+                    )>,
+                ) {
+                    $crate::__private::async_invoke_batch(inputs)
                 }
                 fn timeout(
                     input: $crate::__private::WitEvent,

@@ -1,7 +1,7 @@
 //! The glue between the WIT exports and an [`Enricher`]: the plugin value, the pending HTTP
 //! callbacks keyed by call-id, and the record whose code is running (for the panic hook).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::PanicHookInfo;
 use std::rc::Rc;
@@ -19,6 +19,7 @@ use crate::{Config, Enricher, Event, Failure, ResultFuture};
 /// [`Enricher`] without `Sized`, so the plugin value can live in a thread-local.
 trait Plugin {
     fn invoke(&self, input: Event, output: ResultFuture);
+    fn invoke_batch(&self, batch: Vec<(Event, ResultFuture)>);
     fn timeout(&self, input: Event, output: ResultFuture);
     fn close(&self);
 }
@@ -26,6 +27,9 @@ trait Plugin {
 impl<T: Enricher> Plugin for T {
     fn invoke(&self, input: Event, output: ResultFuture) {
         Enricher::invoke(self, input, output)
+    }
+    fn invoke_batch(&self, batch: Vec<(Event, ResultFuture)>) {
+        Enricher::invoke_batch(self, batch)
     }
     fn timeout(&self, input: Event, output: ResultFuture) {
         Enricher::timeout(self, input, output)
@@ -44,6 +48,10 @@ struct Pending {
 }
 
 thread_local! {
+    /// Inside `async-invoke-batch`: the host learns which record is served only from `begin`.
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+    /// The record the host was last told of with `begin` in this batch call.
+    static BEGUN: RefCell<Option<ResultFuture>> = const { RefCell::new(None) };
     static PLUGIN: RefCell<Option<Rc<dyn Plugin>>> = const { RefCell::new(None) };
     static CURRENT: RefCell<Option<ResultFuture>> = const { RefCell::new(None) };
     static PENDING: RefCell<HashMap<CallId, Pending>> = RefCell::new(HashMap::new());
@@ -84,6 +92,53 @@ pub fn async_invoke(input: WitEvent, output: WitResultFuture) {
     }
 }
 
+/// The `async-invoke-batch` export.
+pub fn async_invoke_batch(inputs: Vec<(WitEvent, WitResultFuture)>) {
+    let batch: Vec<(Event, ResultFuture)> = inputs
+        .into_iter()
+        .map(|(input, output)| (input.into(), ResultFuture::from_host(output)))
+        .collect();
+    match plugin() {
+        Some(plugin) => {
+            IN_BATCH.with(|b| b.set(true));
+            with_current(None, || plugin.invoke_batch(batch));
+            IN_BATCH.with(|b| b.set(false));
+            BEGUN.with(|b| b.replace(None));
+        }
+        None => {
+            for (_, output) in batch {
+                output.fail(Failure::fatal("async-invoke-batch called before open"));
+            }
+        }
+    }
+}
+
+/// [`Enricher::invoke_batch`]'s default: each record through `invoke`, as its own record (its
+/// requests and usage are its own, and a panic fails it). An `invoke_batch` that serves only
+/// some batches itself hands the others here.
+pub fn invoke_each<T: Enricher>(plugin: &T, batch: Vec<(Event, ResultFuture)>) {
+    for (input, output) in batch {
+        with_current(Some(output.clone()), || plugin.invoke(input, output));
+    }
+}
+
+/// Inside a batch, tells the host which record the request or usage about to be made is for,
+/// once per record and only for records that make one: a record that completes at once costs
+/// no `begin` call.
+fn begin_current() {
+    if !IN_BATCH.with(Cell::get) {
+        return;
+    }
+    let Some(record) = current() else {
+        return;
+    };
+    let told = BEGUN.with(|b| b.borrow().as_ref().is_some_and(|r| r.same_record(&record)));
+    if !told {
+        record.begin();
+        BEGUN.with(|b| b.replace(Some(record)));
+    }
+}
+
 /// The `timeout` export.
 pub fn timeout(input: WitEvent, output: WitResultFuture) {
     let output = ResultFuture::from_host(output);
@@ -113,6 +168,7 @@ pub fn close() {
 }
 
 pub(crate) fn send(request: WitHttpRequest, then: Callback) {
+    begin_current();
     let record = current();
     let id = wit_http::send(&request);
     // The host never answers inside `send`, so registering afterwards is safe.
@@ -122,6 +178,7 @@ pub(crate) fn send(request: WitHttpRequest, then: Callback) {
 /// Reports tokens used by one model call on behalf of the record being processed, for the
 /// host's cost accounting and token budgets.
 pub fn report_usage(model: &str, input_tokens: u32, output_tokens: u32) {
+    begin_current();
     usage::report(&TokenUsage {
         model: model.to_string(),
         input_tokens,

@@ -161,6 +161,8 @@ pub struct MockStats {
     pub chat: u64,
     /// Requests to /v1/embeddings (faulted ones included).
     pub embeddings: u64,
+    /// Texts those requests asked to embed (a request may carry a list), answered ones only.
+    pub embedding_inputs: u64,
     /// Requests to /echo (faulted ones included).
     pub echo: u64,
     /// Requests to /kv/{key} (faulted ones included).
@@ -192,6 +194,7 @@ pub(crate) struct Counters {
     pub requests: AtomicU64,
     pub chat: AtomicU64,
     pub embeddings: AtomicU64,
+    pub embedding_inputs: AtomicU64,
     pub echo: AtomicU64,
     pub kv: AtomicU64,
     pub faults: AtomicU64,
@@ -255,6 +258,7 @@ impl Counters {
             requests: load(&self.requests),
             chat: load(&self.chat),
             embeddings: load(&self.embeddings),
+            embedding_inputs: load(&self.embedding_inputs),
             echo: load(&self.echo),
             kv: load(&self.kv),
             faults: load(&self.faults),

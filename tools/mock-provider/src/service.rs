@@ -746,6 +746,10 @@ fn embeddings(shared: &Shared, body: &[u8]) -> Answer {
         .collect();
     let prompt_tokens = inputs.iter().map(|t| word_count(t)).sum();
     shared.charge_tokens(prompt_tokens);
+    shared
+        .counters
+        .embedding_inputs
+        .fetch_add(inputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let response = EmbeddingsResponse {
         object: "list",
         data,

@@ -115,6 +115,14 @@ impl Guest for Hostile {
         }]);
     }
 
+    fn async_invoke_batch(inputs: Vec<(Event, ResultFuture)>) {
+        // As the SDKs do: each record in turn, the host told which one is served.
+        for (input, output) in inputs {
+            output.begin();
+            Self::async_invoke(input, output);
+        }
+    }
+
     fn timeout(_input: Event, output: ResultFuture) {
         output.complete_exceptionally(&Failure {
             kind: FailureKind::Retriable,

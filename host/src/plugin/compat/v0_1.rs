@@ -1,15 +1,16 @@
 //! Plugins built against `waio:enricher@0.1.0` still run. Their imports are served by the same
-//! host code as 0.2.0's, through conversions between the two versions' types (identical but for
+//! host code as the current version's, through conversions between the two versions' types (identical but for
 //! `http-error`); the one answer 0.1.0 cannot express, `unavailable`, reaches such a plugin as
 //! `connection("unavailable: ...")`, which it already treats as a passing fault.
 //!
-//! `wit/compat/0.1.0` is the contract as it was released; it never changes.
+//! `wit/compat/0.1.0` is the contract as it was released; it never changes. It has no
+//! `async-invoke-batch`: the host calls it one record at a time.
 
 use wasmtime::component::Resource;
 
-use super::bindings as current;
-use super::host::{FutureRef, HostState};
-// The 0.2.0 imports, which do the work.
+use crate::plugin::bindings as current;
+use crate::plugin::host::{FutureRef, HostState};
+// The current imports, which do the work.
 use current::waio::enricher::completion::HostResultFuture;
 use current::waio::enricher::http::Host as HttpHost;
 use current::waio::enricher::logging::Host as LoggingHost;
@@ -198,7 +199,7 @@ mod tests {
 
     #[test]
     fn the_versions_are_those_of_the_wit_packages() {
-        let wit = include_str!("../../../wit/compat/0.1.0/waio.wit");
+        let wit = include_str!("../../../../wit/compat/0.1.0/waio.wit");
         assert!(wit.contains(&format!("package waio:enricher@{WIT_VERSION};")));
         assert_eq!(
             WORLD,

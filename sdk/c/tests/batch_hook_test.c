@@ -1,0 +1,143 @@
+/* A plugin's own waio_plugin_invoke_batch: it gets every record of a batch with its future at
+ * once and sends one request for all of them (no `begin`), completing each future from the
+ * answer; records it hands to per-record code (waio_begin + waio_plugin_invoke, or
+ * waio_invoke_each) get `begin` first. Single records still go to waio_plugin_invoke. Run with
+ * AddressSanitizer. The host is host_stub.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host_stub.h"
+#include "waio.h"
+
+void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut) {
+    stub_trace("invoke %s", in->payload);
+    waio_complete_one(fut, in->payload, in->payload_len);
+}
+
+typedef struct batch {
+    size_t n;
+    waio_future_t *futs[];
+} batch_t;
+
+/* The answer holds one line per record, in order. */
+static void on_batch(const waio_http_response_t *resp, const waio_http_error_t *err, void *ud) {
+    batch_t *b = ud;
+    const char *line = resp->body;
+    for (size_t i = 0; i < b->n; i++) {
+        if (err || !line) {
+            waio_fail(b->futs[i], WAIO_RETRIABLE, "no answer for this record");
+            continue;
+        }
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        waio_complete_one(b->futs[i], line, len);
+        line = end ? end + 1 : NULL;
+    }
+    free(b);
+}
+
+void waio_plugin_invoke_batch(waio_future_t *const *futs, size_t n) {
+    stub_trace("batch %zu", n);
+    if (strcmp(waio_future_input(futs[0])->payload, "each") == 0) {
+        waio_invoke_each(futs, n); /* this batch the per-record way */
+        return;
+    }
+    batch_t *b = malloc(sizeof *b + n * sizeof b->futs[0]);
+    b->n = 0;
+    char body[4096];
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        const waio_record_t *in = waio_future_input(futs[i]);
+        if (strcmp(in->payload, "solo") == 0) {
+            waio_begin(futs[i]);
+            waio_plugin_invoke(in, futs[i]);
+            continue;
+        }
+        b->futs[b->n++] = futs[i];
+        if (at < sizeof body) {
+            at += (size_t)snprintf(body + at, sizeof body - at, "%s,", in->payload);
+        }
+    }
+    waio_http_request_t req = {.method = "POST", .url = "http://x/batch", .body = body,
+                               .body_len = at};
+    waio_http_send(&req, on_batch, b);
+}
+
+int main(void) {
+    int failures = 0;
+
+    const char *payloads[] = {"a", "solo", "b"};
+    stub_invoke_batch(NULL, payloads, 3, 1);
+    failures += !stub_expect("batch", "batch 3\n"
+                                      "begin 2\n"
+                                      "invoke solo\n"
+                                      "complete 2: [-|1001|solo]\n"
+                                      "drop 2\n"
+                                      "send 100 POST http://x/batch body=a,b,\n");
+    stub_answer(100, "A\nB");
+    failures += !stub_expect("answer", "complete 1: [-|1000|A]\n"
+                                       "drop 1\n"
+                                       "complete 3: [-|1002|B]\n"
+                                       "drop 3\n");
+
+    /* A batch the plugin hands back to per-record code: begin before each record. */
+    const char *each[] = {"each", "y"};
+    stub_invoke_batch(NULL, each, 2, 30);
+    failures += !stub_expect("invoke_each", "batch 2\n"
+                                            "begin 30\n"
+                                            "invoke each\n"
+                                            "complete 30: [-|1000|each]\n"
+                                            "drop 30\n"
+                                            "begin 31\n"
+                                            "invoke y\n"
+                                            "complete 31: [-|1001|y]\n"
+                                            "drop 31\n");
+
+    /* An empty batch does not reach the plugin. */
+    stub_invoke_batch(NULL, NULL, 0, 10);
+    failures += !stub_expect("empty batch", "");
+
+    /* A single record goes to waio_plugin_invoke, with no begin. */
+    stub_invoke_one(NULL, "x", 20);
+    failures += !stub_expect("single record", "invoke x\n"
+                                              "complete 20: [-|-1|x]\n"
+                                              "drop 20\n");
+
+    /* More records than the SDK's stack array: all in order, one request. */
+    enum { N = 100 };
+    const char *many[N];
+    for (size_t i = 0; i < N; i++) {
+        many[i] = "m";
+    }
+    stub_invoke_batch(NULL, many, N, 1000);
+    char *want = malloc(N * 4 + 64);
+    size_t at = (size_t)sprintf(want, "batch %d\nsend 101 POST http://x/batch body=", N);
+    for (int i = 0; i < N; i++) {
+        at += (size_t)sprintf(want + at, "m,");
+    }
+    sprintf(want + at, "\n");
+    failures += !stub_expect("large batch", want);
+    free(want);
+    char *answer = malloc(N * 2);
+    for (int i = 0; i < N; i++) {
+        answer[2 * i] = 'M';
+        answer[2 * i + 1] = i + 1 < N ? '\n' : 0;
+    }
+    stub_answer(101, answer);
+    free(answer);
+    want = malloc(N * 64);
+    at = 0;
+    for (int i = 0; i < N; i++) {
+        at += (size_t)sprintf(want + at, "complete %d: [-|%d|M]\ndrop %d\n", 1000 + i, 1000 + i,
+                              1000 + i);
+    }
+    failures += !stub_expect("large answer", want);
+    free(want);
+
+    if (failures) {
+        return 1;
+    }
+    printf("batch_hook_test: ok\n");
+    return 0;
+}

@@ -1,0 +1,39 @@
+/* A stand-in host for native tests of src/waio.c: the generated bindings (gen/enricher_plugin.c)
+ * are compiled natively and their lowest-level imports (`__wasm_import_*`) are defined in
+ * host_stub.c, which writes one line per host call into a trace. Inputs are allocated with the
+ * bindings' cabi_realloc, as the host does, so AddressSanitizer checks that the SDK frees
+ * exactly what the canonical ABI hands it. */
+#ifndef HOST_STUB_H
+#define HOST_STUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enricher_plugin.h"
+
+/* Appends a printf-formatted line to the trace. */
+void stub_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The trace since the last call (one line per entry, each ending in '\n'); resets it. The
+ * string is valid until the next call. */
+const char *stub_trace_take(void);
+
+/* One input record as the host lifts it: `key` NULL for none, `has_ts` for a timestamp. */
+exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, int64_t ts,
+                                                  const char *payload);
+
+/* Calls the generated export `async-invoke-batch` as the host does: `n` records with handles
+ * first_handle, first_handle + 1, ...; payloads[i] is record i's payload, keys[i] its key
+ * (keys may be NULL: no keys). */
+void stub_invoke_batch(const char *const *keys, const char *const *payloads, size_t n,
+                       int32_t first_handle);
+/* Calls the export `async-invoke` with one record. */
+void stub_invoke_one(const char *key, const char *payload, int32_t handle);
+/* Calls the export `on-response` with a 200 answer carrying `body`. */
+void stub_answer(uint64_t call_id, const char *body);
+
+/* Compares the trace since the last take with `want`; prints both and returns false when they
+ * differ. */
+bool stub_expect(const char *what, const char *want);
+
+#endif

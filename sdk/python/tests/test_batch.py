@@ -1,0 +1,349 @@
+"""Native unit test of the SDK's `async-invoke-batch` export:
+    python3 -m unittest discover -s sdk/python/tests
+The WIT bindings exist only inside a component, so stand-ins shaped like componentize-py's take
+their place: the host's side (result futures, `http.send`, `usage.report`) writes what the plugin
+called into one journal, so that the order of `begin`, the user's code and the completions shows."""
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import sys
+import types
+import unittest
+
+HERE = pathlib.Path(__file__).resolve().parent
+SDK = HERE.parent / "waio"
+MODULES = ("_status", "_core", "http", "_runtime")
+
+
+class Host:
+    """What the plugin called, in order."""
+
+    def __init__(self):
+        self.journal = []
+        self.next_id = 100
+
+
+def fake_bindings(host):
+    ok = dataclasses.make_dataclass("Ok", [("value", object)])
+    err = type("Err", (Exception,), {"__init__": lambda self, value: setattr(self, "value", value)})
+    cpt = types.ModuleType("componentize_py_types")
+    cpt.Ok, cpt.Err = ok, err
+
+    wit_types = types.ModuleType("wit_world.imports.types")
+    for case in ("Denied", "InvalidRequest", "Connection", "Unavailable"):
+        cls = dataclasses.make_dataclass(f"HttpError_{case}", [("value", str)])
+        setattr(wit_types, cls.__name__, cls)
+    wit_types.HttpError_Timeout = dataclasses.make_dataclass("HttpError_Timeout", [])
+    wit_types.HttpResponse = dataclasses.make_dataclass(
+        "HttpResponse", [("status", int), ("headers", list), ("body", bytes)]
+    )
+    wit_types.Event = dataclasses.make_dataclass(
+        "Event", [("key", object), ("timestamp", object), ("payload", bytes)]
+    )
+    wit_types.Failure = dataclasses.make_dataclass("Failure", [("kind", str), ("message", str)])
+    wit_types.FailureKind = types.SimpleNamespace(FATAL="fatal", RETRIABLE="retriable")
+    wit_types.TokenUsage = dataclasses.make_dataclass(
+        "TokenUsage", [("model", str), ("input_tokens", int), ("output_tokens", int)]
+    )
+    wit_types.LogLevel = types.SimpleNamespace(TRACE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4)
+
+    def send(request):
+        host.next_id += 1
+        host.journal.append(("send", host.next_id, request.url))
+        return host.next_id
+
+    wit_http = types.ModuleType("wit_world.imports.http")
+    wit_http.send = send
+    wit_usage = types.ModuleType("wit_world.imports.usage")
+    wit_usage.report = lambda usage: host.journal.append(("usage", usage.input_tokens))
+    wit_logging = types.ModuleType("wit_world.imports.logging")
+    wit_logging.log = lambda level, message: host.journal.append(("log", message))
+
+    exports = types.ModuleType("wit_world.exports")
+    exports.Enricher = type("Enricher", (), {})
+    imports = types.ModuleType("wit_world.imports")
+    imports.types, imports.http, imports.usage, imports.logging = wit_types, wit_http, wit_usage, wit_logging
+    world = types.ModuleType("wit_world")
+    world.exports, world.imports = exports, imports
+    return {
+        "componentize_py_types": cpt,
+        "wit_world": world,
+        "wit_world.exports": exports,
+        "wit_world.imports": imports,
+        "wit_world.imports.types": wit_types,
+        "wit_world.imports.http": wit_http,
+        "wit_world.imports.usage": wit_usage,
+        "wit_world.imports.logging": wit_logging,
+    }
+
+
+def load_sdk(host):
+    """The SDK package on top of the stand-in bindings, as `waio_under_test`, without touching
+    sys.modules for good."""
+    fakes = fake_bindings(host)
+    package = types.ModuleType("waio_under_test")
+    package.__path__ = [str(SDK)]
+    fakes["waio_under_test"] = package
+    saved = {name: sys.modules.get(name) for name in fakes}
+    sys.modules.update(fakes)
+    try:
+        loaded = {}
+        for name in MODULES:
+            spec = importlib.util.spec_from_file_location(f"waio_under_test.{name}", SDK / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            setattr(package, name, module)
+            loaded[name] = module
+        return types.SimpleNamespace(**loaded, types=fakes["wit_world.imports.types"], Ok=fakes["componentize_py_types"].Ok)
+    finally:
+        for name in MODULES:
+            sys.modules.pop(f"waio_under_test.{name}", None)
+        for name, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+
+
+class Future:
+    """The host's `result-future`: journals `begin` and the completions with the record's name."""
+
+    def __init__(self, host, name):
+        self.host = host
+        self.name = name
+
+    def begin(self):
+        self.host.journal.append(("begin", self.name))
+
+    def complete(self, outputs):
+        payloads = [json.loads(o.payload) for o in outputs]
+        self.host.journal.append(("complete", self.name, payloads))
+
+    def complete_exceptionally(self, failure):
+        self.host.journal.append(("fail", self.name, failure.kind, failure.message))
+
+
+class Batches(unittest.TestCase):
+    def setUp(self):
+        self.host = Host()
+        self.sdk = load_sdk(self.host)
+
+    def event(self, name, **fields):
+        return self.sdk.types.Event(f"key-{name}", 7, json.dumps({"name": name, **fields}).encode())
+
+    def batch(self, *records):
+        """[(event, future)] for records given as (name, fields) pairs."""
+        return [(self.event(name, **fields), Future(self.host, name)) for name, fields in records]
+
+    def plugin(self, cls):
+        # `run` sets `Enricher` in the class's module; give it a module of its own.
+        cls.__module__ = "waio_test_app"
+        sys.modules["waio_test_app"] = types.ModuleType("waio_test_app")
+        self.addCleanup(sys.modules.pop, "waio_test_app", None)
+        enricher = self.sdk._runtime.run(cls)()
+        enricher.open("{}")
+        return enricher
+
+    def answer(self, enricher, call_id, body):
+        response = self.sdk.types.HttpResponse(200, [], json.dumps(body).encode())
+        enricher.on_response(call_id, self.sdk.Ok(response))
+
+    def sent(self):
+        return [entry[1] for entry in self.host.journal if entry[0] == "send"]
+
+    def test_default_batch_begins_each_record_then_invokes_it_in_order(self):
+        http = self.sdk.http
+        journal = self.host.journal
+        sdk = self.sdk
+
+        class Plugin:
+            async def async_invoke(self, record):
+                fields = record.json()
+                journal.append(("invoke", fields["name"]))
+                if fields.get("later"):
+                    resp = await http.get(f"http://x/{fields['name']}")
+                    sdk._core.report_usage("m", resp.json()["n"], 0)
+                return [record.with_json({"out": fields["name"]})]
+
+        e = self.plugin(Plugin)
+        e.async_invoke_batch(self.batch(("a", {}), ("b", {"later": True}), ("c", {})))
+        self.assertEqual(
+            journal,
+            [
+                ("begin", "a"),
+                ("invoke", "a"),
+                ("complete", "a", [{"out": "a"}]),
+                ("begin", "b"),
+                ("invoke", "b"),
+                ("send", 101, "http://x/b"),
+                ("begin", "c"),
+                ("invoke", "c"),
+                ("complete", "c", [{"out": "c"}]),
+            ],
+        )
+        del journal[:]
+        # b goes on from its answer, in `on-response`, without a `begin` (the host knows it).
+        self.answer(e, 101, {"n": 5})
+        self.assertEqual(journal, [("usage", 5), ("complete", "b", [{"out": "b"}])])
+
+    def test_a_plain_def_and_outputs_keep_key_and_timestamp(self):
+        outputs = []
+
+        class Plugin:
+            def async_invoke(self, record):
+                out = record.with_json({"n": 1})
+                outputs.append(out)
+                return (out,)
+
+        e = self.plugin(Plugin)
+        e.async_invoke_batch(self.batch(("a", {}), ("b", {})))
+        self.assertEqual(
+            self.host.journal,
+            [("begin", "a"), ("complete", "a", [{"n": 1}]), ("begin", "b"), ("complete", "b", [{"n": 1}])],
+        )
+        self.assertEqual([(o.key, o.timestamp) for o in outputs], [("key-a", 7), ("key-b", 7)])
+
+    def test_one_records_exception_fails_only_that_record(self):
+        Retriable = self.sdk._core.Retriable
+        http = self.sdk.http
+
+        class Plugin:
+            async def async_invoke(self, record):
+                fields = record.json()
+                mode = fields.get("mode")
+                if mode == "raise":
+                    raise ValueError(f"boom {fields['name']}")
+                if mode == "retriable":
+                    raise Retriable("later, please")
+                if mode == "none":
+                    return None
+                if mode == "raise_later":
+                    await http.get("http://x/")
+                    raise KeyError("gone")
+                return [record.with_json({"ok": fields["name"]})]
+
+        e = self.plugin(Plugin)
+        e.async_invoke_batch(
+            self.batch(
+                ("a", {"mode": "raise"}),
+                ("b", {}),
+                ("c", {"mode": "retriable"}),
+                ("d", {"mode": "raise_later"}),
+                ("e", {"mode": "none"}),
+                ("f", {}),
+            )
+        )
+        [call_id] = self.sent()
+        self.answer(e, call_id, {})
+        done = {entry[1]: entry[2:] for entry in self.host.journal if entry[0] in ("complete", "fail")}
+        self.assertEqual(
+            done,
+            {
+                "a": ("fatal", "ValueError: boom a"),
+                "b": ([{"ok": "b"}],),
+                "c": ("retriable", "later, please"),
+                "d": ("fatal", "KeyError: 'gone'"),
+                "e": ("fatal", "TypeError: the enricher must return a list of Records, got None"),
+                "f": ([{"ok": "f"}],),
+            },
+        )
+        # Every record was begun, in order.
+        begun = [entry[1] for entry in self.host.journal if entry[0] == "begin"]
+        self.assertEqual(begun, ["a", "b", "c", "d", "e", "f"])
+
+    def test_user_batch_handler_gets_all_records_and_completes_each_future(self):
+        Fatal = self.sdk._core.Fatal
+        http = self.sdk.http
+        seen = []
+
+        class Plugin:
+            async def async_invoke(self, record):
+                raise AssertionError("a batch must not go through async_invoke")
+
+            async def async_invoke_batch(self, records):
+                seen.append([(r.key, r.json()["name"]) for r in records])
+                # One request for the whole batch, its answer fanned out.
+                resp = await http.post("http://x/embed", json=[r.json()["name"] for r in records])
+                vectors = resp.json()
+                results = []
+                for record, vector in zip(records, vectors):
+                    if vector is None:
+                        results.append(Fatal(f"no vector for {record.json()['name']}"))
+                    elif vector == "skip":
+                        results.append([])
+                    else:
+                        results.append([record.with_json({"v": vector})])
+                return results
+
+        e = self.plugin(Plugin)
+        e.async_invoke_batch(self.batch(("a", {}), ("b", {}), ("c", {}), ("d", {})))
+        self.assertEqual(seen, [[("key-a", "a"), ("key-b", "b"), ("key-c", "c"), ("key-d", "d")]])
+        # No `begin`: the request serves no single record.
+        self.assertEqual(self.host.journal, [("send", 101, "http://x/embed")])
+        self.answer(e, 101, [[1, 2], None, "skip", [3]])
+        self.assertEqual(
+            self.host.journal[1:],
+            [
+                ("complete", "a", [{"v": [1, 2]}]),
+                ("fail", "b", "fatal", "no vector for b"),
+                ("complete", "c", []),
+                ("complete", "d", [{"v": [3]}]),
+            ],
+        )
+
+    def test_user_batch_handler_failures_fail_every_record(self):
+        class Plugin:
+            def async_invoke(self, record):
+                return []
+
+            async def async_invoke_batch(self, records):
+                mode = records[0].json()["mode"]
+                if mode == "raise":
+                    raise RuntimeError("batch down")
+                if mode == "short":
+                    return [[]]
+                return None
+
+        e = self.plugin(Plugin)
+        for mode, message in [
+            ("raise", "RuntimeError: batch down"),
+            ("short", "TypeError: async_invoke_batch returned 1 results for 2 records"),
+            ("none", "TypeError: async_invoke_batch must return a list with one result per record, got None"),
+        ]:
+            del self.host.journal[:]
+            e.async_invoke_batch(self.batch(("a", {"mode": mode}), ("b", {})))
+            self.assertEqual(
+                self.host.journal, [("fail", "a", "fatal", message), ("fail", "b", "fatal", message)], mode
+            )
+
+    def test_a_plain_def_batch_handler_and_a_single_record_as_a_batch_of_one(self):
+        calls = []
+
+        class Plugin:  # no async_invoke: single records (retries) are batches of one
+            def async_invoke_batch(self, records):
+                calls.append(len(records))
+                return [[r.with_json({"n": len(records)})] for r in records]
+
+        e = self.plugin(Plugin)
+        e.async_invoke_batch(self.batch(("a", {}), ("b", {})))
+        [(event, future)] = self.batch(("c", {}))
+        e.async_invoke(event, future)
+        self.assertEqual(calls, [2, 1])
+        self.assertEqual(
+            self.host.journal,
+            [("complete", "a", [{"n": 2}]), ("complete", "b", [{"n": 2}]), ("complete", "c", [{"n": 1}])],
+        )
+
+    def test_a_class_without_either_handler_is_refused(self):
+        class Plugin:
+            pass
+
+        with self.assertRaises(TypeError):
+            self.sdk._runtime.run(Plugin)
+
+
+if __name__ == "__main__":
+    unittest.main()
