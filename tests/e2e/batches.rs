@@ -204,7 +204,7 @@ fn the_hybrid_example_escalates_only_flagged_events_and_reports_the_cost_avoided
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("cost avoided at operator escalate: ~$"))
+        stderr.contains("cost avoided at operator escalate: ~$")
             && stderr.contains(&format!(
                 "({} records filtered out before it",
                 events.len() - escalated.len()
