@@ -99,7 +99,34 @@ struct IndexedEmbedding {
     embedding: Vec<Number>,
 }
 
-/// Puts each vector into its record, by `index` (by position when the answer has none).
+/// The answer's vectors in input order: by `index`, by position when the answer gives none.
+/// An answer with another count, an index out of range or twice is refused whole: the vectors
+/// could not be told apart.
+fn by_input(data: Vec<IndexedEmbedding>, inputs: usize) -> Result<Vec<Vec<Number>>, String> {
+    if data.len() != inputs {
+        return Err(format!(
+            "answer has {} embeddings for {inputs} inputs",
+            data.len()
+        ));
+    }
+    let mut vectors: Vec<Option<Vec<Number>>> = vec![None; inputs];
+    for (position, item) in data.into_iter().enumerate() {
+        let at = item.index.unwrap_or(position);
+        match vectors.get_mut(at) {
+            Some(slot @ None) => *slot = Some(item.embedding),
+            Some(Some(_)) => return Err(format!("answer has two embeddings with index {at}")),
+            None => {
+                return Err(format!(
+                    "answer has an embedding with index {at} for {inputs} inputs"
+                ))
+            }
+        }
+    }
+    // Every slot is filled: as many items as slots, none twice.
+    Ok(vectors.into_iter().flatten().collect())
+}
+
+/// Puts each vector into its record.
 fn finish(settings: &Settings, waiting: Vec<Waiting>, answer: Result<Response, HttpError>) {
     let from = &settings.primary;
     let context = || format!("POST {}", from.url);
@@ -129,38 +156,65 @@ fn finish(settings: &Settings, waiting: Vec<Waiting>, answer: Result<Response, H
             super::token_count(usage.completion_tokens),
         );
     }
-    if answer.data.len() != waiting.len() {
-        let failure = Failure::fatal(format!(
-            "answer has {} embeddings for {} inputs",
-            answer.data.len(),
-            waiting.len()
-        ))
-        .context(context());
-        return fail_all(waiting, &failure);
-    }
-    let mut vectors: Vec<Option<Vec<Number>>> = vec![None; waiting.len()];
-    for (position, item) in answer.data.into_iter().enumerate() {
-        let at = item.index.unwrap_or(position);
-        if let Some(slot) = vectors.get_mut(at) {
-            *slot = Some(item.embedding);
-        }
-    }
+    let vectors = match by_input(answer.data, waiting.len()) {
+        Ok(vectors) => vectors,
+        Err(why) => return fail_all(waiting, &Failure::fatal(why).context(context())),
+    };
     for (w, vector) in waiting.into_iter().zip(vectors) {
         let Waiting {
             input,
             mut record,
             output,
         } = w;
-        let Some(vector) = vector else {
-            output
-                .fail(Failure::fatal("answer has no embedding for this input").context(context()));
-            continue;
-        };
         if let Some(field) = &settings.model_field {
             record.insert(field.clone(), Value::String(from.model.clone()));
         }
         let values = vector.into_iter().map(Value::Number).collect();
         record.insert(settings.output_field.clone(), Value::Array(values));
         output.complete_with(input.with_json(&record).map(|event| vec![event]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(index: Option<usize>, value: i64) -> IndexedEmbedding {
+        IndexedEmbedding {
+            index,
+            embedding: vec![Number::from(value)],
+        }
+    }
+
+    fn firsts(vectors: Vec<Vec<Number>>) -> Vec<i64> {
+        vectors.iter().map(|v| v[0].as_i64().unwrap()).collect()
+    }
+
+    #[test]
+    fn vectors_go_back_to_their_inputs_by_index_or_by_position() {
+        let shuffled = vec![item(Some(2), 20), item(Some(0), 0), item(Some(1), 10)];
+        assert_eq!(firsts(by_input(shuffled, 3).unwrap()), [0, 10, 20]);
+        let unindexed = vec![item(None, 0), item(None, 10)];
+        assert_eq!(firsts(by_input(unindexed, 2).unwrap()), [0, 10]);
+    }
+
+    #[test]
+    fn an_answer_whose_vectors_cannot_be_told_apart_is_refused() {
+        assert_eq!(
+            by_input(vec![item(Some(0), 0)], 2).err().unwrap(),
+            "answer has 1 embeddings for 2 inputs"
+        );
+        assert_eq!(
+            by_input(vec![item(Some(0), 0), item(Some(0), 1)], 2)
+                .err()
+                .unwrap(),
+            "answer has two embeddings with index 0"
+        );
+        assert_eq!(
+            by_input(vec![item(Some(0), 0), item(Some(5), 1)], 2)
+                .err()
+                .unwrap(),
+            "answer has an embedding with index 5 for 2 inputs"
+        );
     }
 }
