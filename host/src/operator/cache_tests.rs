@@ -2,6 +2,7 @@
 //! of `tests`: hits and waiting records keep their places and timestamps, a leader that ends
 //! without a result hands the call on, a fatal failure is remembered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;

@@ -12,23 +12,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::in_flight::{Entry, InFlight};
 use super::queue::{ElementQueue, Emitted};
-use super::retry::{self, AttemptEnded, AttemptResult};
 use super::timers::{TimerKind, Timers};
-use super::{OperatorError, MAX_REINVOCATIONS};
+use super::OperatorError;
 use crate::checkpoint::OperatorSnapshot;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::cost::CostControl;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::function::{
-    Answer, AsyncFunction, Effects, Failure, FailureKind, OutgoingCall, Output, TokenUsage,
+    Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, Output, TokenUsage,
 };
-use crate::plugin::GuestTrap;
 use crate::record::{Batch, Element, Record};
 use crate::telemetry::OperatorTelemetry;
 
 mod batching;
 mod caching;
 mod reload;
+mod time;
+mod traps;
 
 pub use self::caching::Ending;
 pub use self::reload::Swapped;
@@ -406,100 +406,6 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.after_call(slot, result, Some((seq, Cause::Failure)))
     }
 
-    /// Applies a call's effects; on a trap replaces the instance, and one that may be leaking
-    /// is replaced before it traps at its memory limit.
-    fn after_call(
-        &mut self,
-        slot: usize,
-        result: Result<(), GuestTrap>,
-        serving: Option<(u64, Cause)>,
-    ) -> Result<(), OperatorError> {
-        let effects = self.function.take_effects(slot);
-        self.apply(slot, effects)?;
-        match result {
-            Ok(()) if self.memory_nearly_full(slot) => self.recycle(slot),
-            Ok(()) => Ok(()),
-            Err(trap) => self.handle_trap(slot, trap, serving),
-        }
-    }
-
-    /// Whether the instance has grown near its memory limit and has completed records since it
-    /// was made (its growth may be a leak, which a fresh instance sheds; growth with nothing
-    /// completed is what the records in flight hold).
-    fn memory_nearly_full(&self, slot: usize) -> bool {
-        self.slots[slot].completed > 0 && self.function.memory_nearly_full(slot)
-    }
-
-    /// Replaces an instance that keeps growing: no record fails, the ones in flight in it are
-    /// invoked again.
-    fn recycle(&mut self, slot: usize) -> Result<(), OperatorError> {
-        self.telemetry.recycled.inc();
-        tracing::info!(
-            operator = %self.config.name,
-            used = self.function.memory_used(slot),
-            "plugin instance near its memory_limit: replaced by a fresh one"
-        );
-        self.replace(slot)?;
-        let orphans = self.records.orphans_of(slot, false);
-        self.reinvoke.extend(orphans);
-        Ok(())
-    }
-
-    fn replace(&mut self, slot: usize) -> Result<(), OperatorError> {
-        self.function
-            .replace(slot)
-            .map_err(|e| super::fresh_instance_failed(&self.config.name, e))?;
-        let s = &mut self.slots[slot];
-        s.generation += 1;
-        s.completed = 0;
-        Ok(())
-    }
-
-    /// A call trapped: the instance is gone. The record it was serving fails; every other
-    /// record that lived in that instance is invoked again on a fresh one.
-    fn handle_trap(
-        &mut self,
-        slot: usize,
-        trap: GuestTrap,
-        serving: Option<(u64, Cause)>,
-    ) -> Result<(), OperatorError> {
-        self.telemetry.traps.inc();
-        tracing::warn!(operator = %self.config.name, "plugin instance discarded: {trap}");
-        self.replace(slot)?;
-        if let Some((seq, cause)) = serving {
-            if self.records.is_pending(seq) {
-                self.fail(seq, cause, FailureKind::Fatal, trap.0.clone())?;
-            }
-        }
-        let orphans = self.records.orphans_of(slot, true);
-        self.reinvoke.extend(orphans);
-        Ok(())
-    }
-
-    /// Invokes a record again on a fresh instance, unless it has been re-invoked too often: then
-    /// it fails as the operator's policy says.
-    fn reinvoke_one(&mut self, seq: u64) -> Result<(), OperatorError> {
-        let Some(entry) = self.records.get_mut(seq) else {
-            return Ok(());
-        };
-        entry.reinvoke_queued = false;
-        if entry.done {
-            return Ok(());
-        }
-        if entry.reinvocations > MAX_REINVOCATIONS {
-            let message = format!(
-                "given up after its plugin instance trapped under it {} times (while serving other records); it was invoked again into a fresh instance {MAX_REINVOCATIONS} times",
-                entry.reinvocations
-            );
-            let cause = Cause::of(entry);
-            return self.fail(seq, cause, FailureKind::Fatal, message);
-        }
-        entry.attempt += 1;
-        entry.timed_out = false;
-        entry.grace_until = None;
-        self.invoke(seq)
-    }
-
     fn apply(&mut self, slot: usize, effects: Effects) -> Result<(), OperatorError> {
         for usage in effects.usage {
             if let Some(entry) = usage.owner.and_then(|seq| self.records.get_mut(seq)) {
@@ -550,71 +456,6 @@ impl<F: AsyncFunction> OperatorCore<F> {
                     self.fail(completion.seq, cause, failure.kind, failure.message)?
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Schedules the next attempt of a record whose attempt ended with `result`, if the retry
-    /// strategy wants one (FLINK-SEMANTICS 20); false when this attempt is final.
-    fn retry_later(&mut self, seq: u64, result: &Result<Vec<Output>, Failure>) -> bool {
-        let Some(entry) = self.records.pending(seq) else {
-            return false;
-        };
-        let ended = AttemptEnded {
-            result: match result {
-                Ok(outputs) if outputs.is_empty() => AttemptResult::Empty,
-                Ok(_) => AttemptResult::Values,
-                Err(failure) => AttemptResult::Failed(failure.kind),
-            },
-            retries_made: entry.retries,
-            now: self.now,
-            deadline: self.config.timeout.map(|t| entry.entered + t),
-            input_ended: self.input_ended,
-        };
-        let Some(at) = retry::next_attempt_at(&self.config.async_retry, &ended) else {
-            return false;
-        };
-        tracing::debug!(
-            operator = %self.config.name,
-            line = entry.input.line,
-            retry = entry.retries + 1,
-            "attempt ended with {:?}: invoked again in {:?}",
-            ended.result,
-            at.saturating_duration_since(self.now)
-        );
-        entry.retry_at = Some(at);
-        self.timers.push(at, seq, TimerKind::Retry);
-        true
-    }
-
-    /// Invokes a record again for its next attempt, if the retry due `at` is still the one it
-    /// waits for (a timeout cancels it). It keeps its place and timestamp (FLINK-SEMANTICS 23).
-    fn retry_now(&mut self, seq: u64, at: Instant) -> Result<(), OperatorError> {
-        let Some(entry) = self.records.pending(seq) else {
-            return Ok(());
-        };
-        if entry.retry_at != Some(at) {
-            return Ok(());
-        }
-        entry.retry_at = None;
-        entry.retries += 1;
-        entry.attempt += 1;
-        self.telemetry.record_retries.inc();
-        self.invoke(seq)
-    }
-
-    /// Every input has been admitted (FLINK-SEMANTICS 26): pending retries fire at once, in
-    /// input order, and every result from now on is final. Called again, does nothing.
-    pub fn input_ended(&mut self, now: Instant) -> Result<(), OperatorError> {
-        if self.input_ended {
-            return Ok(());
-        }
-        self.input_ended = true;
-        self.now = now;
-        // Nothing more will join a batch held for `batch.max_wait`.
-        self.release_held()?;
-        for (seq, at) in self.records.awaiting_retry() {
-            self.retry_now(seq, at)?;
         }
         Ok(())
     }
@@ -751,88 +592,6 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 }
                 Ok(())
             }
-        }
-    }
-
-    /// When the next timer of a pending record is due.
-    pub fn next_timer(&mut self) -> Option<Instant> {
-        while let Some(timer) = self.timers.peek() {
-            if self.records.is_pending(timer.seq)
-                || (timer.kind == TimerKind::BatchDue && self.holding_batch())
-            {
-                return Some(timer.at);
-            }
-            self.timers.pop();
-        }
-        None
-    }
-
-    /// Fires every timer due at `now`.
-    pub fn fire_timers(&mut self, now: Instant) -> Result<(), OperatorError> {
-        self.now = now;
-        while let Some(timer) = self.timers.pop_due(now) {
-            if timer.kind == TimerKind::BatchDue {
-                self.batch_due(now)?;
-                continue;
-            }
-            let Some(entry) = self.records.pending(timer.seq) else {
-                continue;
-            };
-            match (timer.kind, entry.grace_until) {
-                (TimerKind::Retry, _) => self.retry_now(timer.seq, timer.at)?,
-                // Its deadline came and went: the handler's request is what it waits for now.
-                (TimerKind::Deadline, Some(_)) => {}
-                (TimerKind::Grace, Some(until)) => {
-                    if until <= now {
-                        let grace = humantime::format_duration(self.config.timeout_grace);
-                        self.fail(
-                            timer.seq,
-                            Cause::Timeout,
-                            FailureKind::Retriable,
-                            format!("the plugin's timeout handler did not complete the record within timeout_grace ({grace})"),
-                        )?;
-                    }
-                }
-                // A grace timer of a record re-invoked since (its instance was replaced): its
-                // time is still up.
-                (TimerKind::Deadline | TimerKind::Grace, None) => self.time_out(timer.seq, now)?,
-                (TimerKind::BatchDue, _) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Calls the plugin's `timeout` for a pending record whose time is up (FLINK-SEMANTICS
-    /// 12-15). A handler that sent a request (a fallback call) may complete the record from its
-    /// answer within `timeout_grace`; otherwise a record the handler left open has timed out.
-    fn time_out(&mut self, seq: u64, now: Instant) -> Result<(), OperatorError> {
-        let Some(entry) = self.records.pending(seq) else {
-            return Ok(());
-        };
-        entry.timed_out = true;
-        // A pending retry is cancelled: the plugin's `timeout` decides (FLINK-SEMANTICS 24).
-        entry.retry_at = None;
-        let (slot, attempt) = (entry.slot, entry.attempt);
-        let calls_before = self.calls_started;
-        let result = self.function.timeout(slot, seq, attempt, &mut entry.input);
-        self.after_call(slot, result, Some((seq, Cause::Timeout)))?;
-        let sent_request = self.calls_started > calls_before;
-        let grace = self.config.timeout_grace;
-        let Some(entry) = self.records.pending(seq) else {
-            return Ok(());
-        };
-        if sent_request && !grace.is_zero() && entry.attempt == attempt {
-            entry.grace_until = Some(now + grace);
-            self.timers.push(now + grace, seq, TimerKind::Grace);
-            Ok(())
-        } else {
-            // The plugin's `timeout` left the record open: it has timed out (13).
-            self.fail(
-                seq,
-                Cause::Timeout,
-                FailureKind::Retriable,
-                "the plugin's timeout handler did not complete the record".into(),
-            )
         }
     }
 
