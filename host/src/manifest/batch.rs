@@ -74,3 +74,69 @@ pub(super) fn resolve(
     }
     Ok(BatchConfig { max_size, max_wait })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::{parse_with_env, ManifestError};
+
+    /// The `batch.*` of a manifest whose only operator has `lines` in its table (line 6 on).
+    fn batch_of(lines: &str) -> Result<BatchConfig, ManifestError> {
+        let text = format!(
+            "[source]\nkind = \"stdin\"\n\n[[operator]]\nplugin = \"p.wasm\"\n{lines}\n[sink]\nkind = \"stdout\"\n"
+        );
+        parse_with_env(&text, Path::new("pipeline.toml"), &|_| {
+            Err(std::env::VarError::NotPresent)
+        })
+        .map(|m| m.operators[0].batch)
+    }
+
+    /// (line, field, message) of the error.
+    fn refused(lines: &str) -> (usize, String, String) {
+        match batch_of(lines) {
+            Err(ManifestError::Invalid { at, field, message }) => (at.line, field, message),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_of_64_without_waiting_unless_the_manifest_says_otherwise() {
+        assert_eq!(batch_of("").unwrap(), BatchConfig::default());
+        assert_eq!(
+            batch_of("").unwrap(),
+            BatchConfig {
+                max_size: 64,
+                max_wait: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            batch_of("batch.max_size = 100\nbatch.max_wait = \"50ms\"").unwrap(),
+            BatchConfig {
+                max_size: 100,
+                max_wait: Duration::from_millis(50)
+            }
+        );
+        // The table form is the same keys.
+        let table = "capacity = 10\n[operator.batch]\nmax_size = 1";
+        assert_eq!(batch_of(table).unwrap().max_size, 1);
+    }
+
+    #[test]
+    fn a_bad_batch_setting_names_its_line_and_field() {
+        let (line, field, message) = refused("batch.max_size = 0");
+        assert_eq!((line, field.as_str()), (6, "operator[0].batch.max_size"));
+        assert!(message.contains("between 1 and 10000"), "{message}");
+        let (line, field, message) = refused("timeout = \"1s\"\nbatch.max_wait = \"2s\"");
+        assert_eq!((line, field.as_str()), (7, "operator[0].batch.max_wait"));
+        assert!(
+            message.contains("shorter than the operator's timeout"),
+            "{message}"
+        );
+        let (_, field, _) = refused("batch.max_wait = \"soon\"");
+        assert_eq!(field, "operator[0].batch.max_wait");
+        let unknown = batch_of("batch.size = 3").unwrap_err().to_string();
+        assert!(unknown.contains("size"), "{unknown}");
+    }
+}

@@ -1,7 +1,7 @@
 //! What a hot reload would change: the running manifest against the file as it is now.
 //!
 //! As Vector does with its config, only what can change in place is applied: an operator's
-//! plugin and `[operator.config]`, its record-level settings (capacity, timeout, policies,
+//! plugin and `[operator.config]`, its record-level settings (capacity, timeout, policies, batch,
 //! record retries) and its request-level ones (retries, breaker, rate limit, allowed hosts,
 //! secrets, request cache). Anything else (operators added, removed, renamed or reordered, a
 //! different source, sink, dead-letter output, checkpoint, event time, shared limits, prices,
@@ -205,6 +205,10 @@ mod tests {
             ("capacity = 7\n[operator.config]\nprompt = \"a\"", (false, true, false)),
             (
                 "capacity = 5\ntimeout = \"3s\"\n[operator.config]\nprompt = \"a\"",
+                (false, true, false),
+            ),
+            (
+                "capacity = 5\nbatch.max_size = 8\n[operator.config]\nprompt = \"a\"",
                 (false, true, false),
             ),
             (
