@@ -141,13 +141,7 @@ impl FakeFunction {
                 (Act::Complete(outputs), Some(seq)) => effects.completions.push(Completion {
                     seq,
                     attempt,
-                    result: Ok(outputs
-                        .into_iter()
-                        .map(|p| Output {
-                            key: None,
-                            payload: p.into_bytes(),
-                        })
-                        .collect()),
+                    result: Ok(outputs_of(outputs)),
                 }),
                 (Act::Fail(kind, message), Some(seq)) => effects.completions.push(Completion {
                     seq,
@@ -161,13 +155,7 @@ impl FakeFunction {
                     effects.completions.push(Completion {
                         seq,
                         attempt,
-                        result: Ok(outputs
-                            .into_iter()
-                            .map(|p| Output {
-                                key: None,
-                                payload: p.into_bytes(),
-                            })
-                            .collect()),
+                        result: Ok(outputs_of(outputs)),
                     })
                 }
                 (Act::Complete(_) | Act::Fail(..) | Act::CompleteAttempt(..), None) => {}
@@ -537,3 +525,14 @@ pub(super) fn unordered() -> OperatorConfig {
 }
 
 // FLINK-SEMANTICS 1
+
+/// Outputs with these payloads and no key.
+fn outputs_of(payloads: Vec<String>) -> Vec<Output> {
+    payloads
+        .into_iter()
+        .map(|p| Output {
+            key: None,
+            payload: p.into_bytes(),
+        })
+        .collect()
+}

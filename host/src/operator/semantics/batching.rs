@@ -140,47 +140,34 @@ impl<F: AsyncFunction> OperatorCore<F> {
     /// trap earlier in this dispatch may have queued some to be invoked again instead). A lone
     /// record goes through `async-invoke`, as without batches.
     fn invoke_many(&mut self, slot: usize, seqs: &[u64]) -> Result<(), OperatorError> {
-        if !self.function.takes_batches(slot) {
-            // One `async-invoke` each, as before batches: a trap fails the record it served.
-            for &seq in seqs {
-                let still_to_invoke = self
-                    .records
-                    .pending(seq)
-                    .is_some_and(|e| !e.reinvoke_queued && !e.cache_waiting);
-                if still_to_invoke {
+        let mut batch: Vec<Invocation> = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(entry) = self.still_to_invoke(seq) {
+                batch.push(Invocation {
+                    seq,
+                    attempt: entry.attempt,
+                    key: entry.input.key.take(),
+                    timestamp: entry.input.timestamp,
+                    payload: std::mem::take(&mut entry.input.payload),
+                });
+            }
+        }
+        if batch.len() < 2 || !self.function.takes_batches(slot) {
+            // One `async-invoke` each, as before batches: a trap fails the record it served
+            // (and queues the others of its instance to be invoked again instead).
+            let seqs: Vec<u64> = batch.iter().map(|item| item.seq).collect();
+            self.lend_back(batch);
+            for seq in seqs {
+                if self.still_to_invoke(seq).is_some() {
                     self.invoke(seq)?;
                 }
             }
             return Ok(());
         }
         let invoked_at = SystemTime::now();
-        let mut batch: Vec<Invocation> = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
-            let Some(entry) = self.records.pending(seq) else {
-                continue;
-            };
-            if entry.reinvoke_queued || entry.cache_waiting {
-                continue;
-            }
-            batch.push(Invocation {
-                seq,
-                attempt: entry.attempt,
-                key: None,
-                timestamp: entry.input.timestamp,
-                payload: Vec::new(),
-            });
-        }
-        if let [only] = batch.as_slice() {
-            return self.invoke(only.seq);
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        for item in batch.iter_mut() {
+        for item in &batch {
             if let Some(entry) = self.records.get_mut(item.seq) {
                 entry.attempts.invoked(invoked_at);
-                item.key = entry.input.key.take();
-                item.payload = std::mem::take(&mut entry.input.payload);
             }
         }
         self.telemetry.batch_calls.inc();
@@ -188,12 +175,25 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let result = self.function.invoke_batch(slot, &mut batch);
         // The inputs are back in their entries before any completion is applied (a dead
         // letter holds its input).
+        self.lend_back(batch);
+        self.after_call(slot, result, None)
+    }
+
+    /// The record's entry if it is still to be invoked: pending, not queued to be invoked
+    /// again after a trap, not waiting for another record's call for its input.
+    fn still_to_invoke(&mut self, seq: u64) -> Option<&mut crate::operator::in_flight::Entry> {
+        self.records
+            .pending(seq)
+            .filter(|e| !e.reinvoke_queued && !e.cache_waiting)
+    }
+
+    /// Puts the inputs lent to a call back into their entries.
+    fn lend_back(&mut self, batch: Vec<Invocation>) {
         for item in batch {
             if let Some(entry) = self.records.get_mut(item.seq) {
                 entry.input.key = item.key;
                 entry.input.payload = item.payload;
             }
         }
-        self.after_call(slot, result, None)
     }
 }
