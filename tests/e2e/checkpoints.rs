@@ -679,10 +679,15 @@ fn fresh_ignores_checkpoints_and_a_finished_run_starts_over() {
     p.manifest(&stdin_manifest(&plugin("echo"), 10, ""));
     let first: Vec<Value> = (1..=5).map(|id| json!({"id": id})).collect();
     // The first operator may cut a checkpoint before it has admitted what it read: wait for
-    // one after line 5 with nothing left in the operator (so all five are committed).
-    kill_when(&p, &first, "a checkpoint after line 5", || {
-        latest(p.dir.path())
-            .is_some_and(|c| c.source.lines == 5 && c.operators[0].elements.is_empty())
+    // one after line 5 with nothing left in the operator, and for the sink to have committed
+    // it (the checkpoint is stored first: a kill in between leaves the commit to the next run,
+    // which `--fresh` below would not make).
+    kill_when(&p, &first, "a checkpoint after line 5, committed", || {
+        let stored = latest(p.dir.path())
+            .is_some_and(|c| c.source.lines == 5 && c.operators[0].elements.is_empty());
+        let committed = std::fs::read_to_string(p.path("out.jsonl"))
+            .is_ok_and(|text| text.ends_with('\n') && text.lines().count() == 5);
+        stored && committed
     });
     assert_eq!(output_ids(&p), [1, 2, 3, 4, 5]);
 
