@@ -35,6 +35,7 @@ fn record(i: usize) -> Record {
         line: i as u64 + 1,
         enters_at: 0,
         produced_by: None,
+        origin: None,
     }
 }
 

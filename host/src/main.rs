@@ -235,6 +235,7 @@ fn describe_sink(sink: &SinkConfig) -> String {
             watermarks,
         } => format!("stdout ({})", format(f, watermarks)),
         SinkConfig::Discard => "discard".to_string(),
+        SinkConfig::Kafka(k) => format!("kafka topic {} on {}", k.topic, k.brokers),
     }
 }
 

@@ -259,6 +259,9 @@ summary! {
         records_out: u64 [Counter] = t.records_out.get(),
         /// Records completed with no output (filtered out).
         filtered: u64 [Counter] = t.filtered.get(),
+        /// Kafka records not invoked: their partition went to another process in a rebalance,
+        /// which reads them again.
+        abandoned: u64 [Counter] = t.abandoned.get(),
         /// Records the operator sent to the dead-letter output.
         dead_lettered: u64 [Counter] = t.dead_lettered.get(),
         /// Records whose timeout fired.
@@ -668,6 +671,7 @@ mod tests {
             "records_in",
             "records_out",
             "filtered",
+            "abandoned",
             "dead_lettered",
             "timed_out",
             "record_retries",

@@ -18,7 +18,74 @@ pub struct Record {
     /// record no operator produced): the envelope's `plugin_digest`, which tells the versions
     /// apart across a hot reload. Not kept in checkpoints.
     pub produced_by: Option<std::sync::Arc<str>>,
+    /// Where a Kafka source read the input this record derives from (`None` for other sources):
+    /// offsets commit per partition, dead letters name it and the sink carries its headers over.
+    /// Not kept in checkpoints: a Kafka source's state lives in the Kafka transaction.
+    pub origin: Option<std::sync::Arc<Origin>>,
 }
+
+/// A Kafka record's place and headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: std::sync::Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// The partition's assignment when the record was read: once a rebalance has taken the
+    /// partition away, operators do not invoke the record and the sink drops what is still on
+    /// its way (the new owner reads it again).
+    pub lease: std::sync::Arc<Lease>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// One assignment of a Kafka partition to this process, and when it ends: at checkpoint
+/// `revoked_at`, whose commit settles the partition. Each stage drops the partition's records
+/// once it has passed that checkpoint's barrier: they were committed as pending, and the new
+/// owner reads them again.
+#[derive(Debug)]
+pub struct Lease {
+    /// Increases with every assignment in this process.
+    pub generation: u64,
+    revoked_at: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Lease {
+    fn default() -> Lease {
+        Lease::new(0)
+    }
+}
+
+impl Lease {
+    pub fn new(generation: u64) -> Lease {
+        Lease {
+            generation,
+            revoked_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The partition goes at checkpoint `id` (0: at once, no checkpoint settles it).
+    pub fn revoke_at(&self, id: u64) {
+        self.revoked_at
+            .fetch_min(id, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether a stage that has passed barrier `barrier` (0: none) drops the partition's
+    /// records.
+    pub fn revoked_by(&self, barrier: u64) -> bool {
+        self.revoked_at.load(std::sync::atomic::Ordering::Acquire) <= barrier
+    }
+
+    pub fn revoking(&self) -> bool {
+        self.revoked_at.load(std::sync::atomic::Ordering::Acquire) != u64::MAX
+    }
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Lease) -> bool {
+        self.generation == other.generation
+    }
+}
+
+impl Eq for Lease {}
 
 /// What flows through the pipeline: records and watermarks, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +163,33 @@ pub struct SourcePosition {
     pub records: u64,
     /// Event-time state of the watermark generator.
     pub watermark: WatermarkState,
+    /// A Kafka source's read position per assigned partition (`None` for other sources). Not
+    /// kept in checkpoints: it is committed in the Kafka transaction.
+    pub kafka: Option<std::sync::Arc<KafkaPosition>>,
+}
+
+/// The next offset to read of each assigned partition, by topic and partition, with its
+/// assignment generation.
+pub type KafkaPosition = std::collections::BTreeMap<(std::sync::Arc<str>, i32), PartitionRead>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionRead {
+    pub next: i64,
+    pub generation: u64,
+    /// What the commit this reader resumed from said (see `checkpoint::kafka`).
+    pub resume: Option<std::sync::Arc<Resume>>,
+}
+
+/// A Kafka partition: topic and number.
+pub type Partition = (std::sync::Arc<str>, i32);
+
+/// What the metadata of a committed offset says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Every offset below it was read before the commit.
+    pub next: i64,
+    /// Offsets below `next` whose records were still in flight: read them again.
+    pub pending: Vec<i64>,
 }
 
 /// The watermark generator's state (see `event_time`).

@@ -114,7 +114,7 @@ pub fn plan(manifest: &Manifest, options: &ReplayOptions) -> Result<Replay, Repl
         fields: match &manifest.source {
             SourceConfig::File { fields, .. } | SourceConfig::Stdin { fields } => fields.clone(),
             SourceConfig::DeadLetters { fields, .. } => fields.clone(),
-            SourceConfig::Generator { .. } => FieldMapping::default(),
+            SourceConfig::Generator { .. } | SourceConfig::Kafka(_) => FieldMapping::default(),
         },
         event_time: manifest.event_time.clone(),
     };
@@ -126,7 +126,7 @@ pub fn plan(manifest: &Manifest, options: &ReplayOptions) -> Result<Replay, Repl
             format, watermarks, ..
         }
         | SinkConfig::Stdout { format, watermarks } => (*format, *watermarks),
-        SinkConfig::Discard => (OutputFormat::Payload, false),
+        SinkConfig::Discard | SinkConfig::Kafka(_) => (OutputFormat::Payload, false),
     };
     replay.sink = SinkConfig::File {
         path: output.clone(),
@@ -134,6 +134,8 @@ pub fn plan(manifest: &Manifest, options: &ReplayOptions) -> Result<Replay, Repl
         watermarks,
     };
     replay.dead_letter.path = again.clone();
+    // A replay reads a dead-letter file and writes files, whatever the pipeline's connectors.
+    replay.dead_letter.kafka = None;
     for operator in &mut replay.operators {
         operator.on_failure = Policy::DeadLetter;
         operator.on_timeout = Policy::DeadLetter;

@@ -17,6 +17,7 @@ pub use waio::metrics::RunSummary;
 pub use waio::pipeline::PipelineError;
 pub use waio_mock_provider::{MockConfig, MockServer};
 
+pub mod kafka;
 pub mod observe;
 pub mod redis;
 pub mod reload;

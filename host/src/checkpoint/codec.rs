@@ -115,6 +115,7 @@ pub fn decode_meta(buf: &[u8]) -> Result<Checkpoint, CodecError> {
             max_timestamp: r.opt_i64("max timestamp")?,
             emitted: r.opt_i64("emitted watermark")?,
         },
+        kafka: None,
     };
     // Each operator takes at least 3 length prefixes, 8 + 1 + 1 bytes.
     let count = r.count("operator count", 3 * 8 + 10)?;
@@ -220,6 +221,7 @@ pub fn decode_elements(buf: &[u8]) -> Result<Vec<Element>, CodecError> {
                     line: r.u64("record line")?,
                     enters_at: 0,
                     produced_by: None,
+                    origin: None,
                 };
                 if tag == TAG_REPLAYED_RECORD {
                     // An index beyond usize cannot name an operator: it passes every one.
@@ -491,6 +493,7 @@ pub(crate) mod tests {
                     max_timestamp: Some(-5),
                     emitted: None,
                 },
+                kafka: None,
             },
             operators: vec![
                 OperatorSnapshot {
@@ -508,6 +511,7 @@ pub(crate) mod tests {
                             line: 118,
                             enters_at: 0,
                             produced_by: None,
+                            origin: None,
                         }),
                         Element::Watermark(1_001),
                         Element::Record(Record {
@@ -518,6 +522,7 @@ pub(crate) mod tests {
                             // A replayed dead letter that starts at the third operator.
                             enters_at: 2,
                             produced_by: None,
+                            origin: None,
                         }),
                         Element::DeadLetter(b"{\"line\":7}".to_vec()),
                     ],

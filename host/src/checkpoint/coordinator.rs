@@ -11,8 +11,9 @@ use super::{
     Checkpoint, CheckpointError, CheckpointStore, OperatorSnapshot, SinkTransaction, SourcePosition,
 };
 use crate::checkpoint::commit::{commit, CommitError};
+use crate::checkpoint::kafka::{self as progress, CommitChannel, KafkaCommit};
 use crate::cost::CostControl;
-use crate::record::{CommandSender, StageCommand};
+use crate::record::{CommandSender, Element, Lease, Partition, StageCommand};
 use crate::telemetry::CheckpointTelemetry;
 
 /// What stages tell the coordinator.
@@ -59,11 +60,19 @@ pub enum Control {
 pub type ControlSender = Sender<Control>;
 
 /// Asked of the coordinator by the pipeline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// A forced stop: take a checkpoint now, whatever is in flight (even while another one is
     /// on its way), and say when it is stored.
     CheckpointNow,
+    /// Kafka partitions are about to be revoked: commit a checkpoint now, let them go at its
+    /// commit, and answer on `done` (dropped unanswered when none could be taken).
+    CommitBeforeRevoke {
+        partitions: Vec<Partition>,
+        /// Ended at that checkpoint: each stage stops handling their records at its barrier.
+        leases: Vec<Arc<Lease>>,
+        done: Sender<()>,
+    },
 }
 
 /// What the coordinator tells the pipeline.
@@ -82,6 +91,8 @@ pub enum CoordinatorError {
     Commit { id: u64, cause: CommitError },
     #[error("checkpoint {id}: {message}")]
     Protocol { id: u64, message: String },
+    #[error("cannot commit checkpoint {id} to kafka: {message}")]
+    Kafka { id: u64, message: String },
 }
 
 /// The coordinator's bookkeeping while it runs.
@@ -106,10 +117,16 @@ struct Pending {
     triggered: Instant,
     source: Option<SourcePosition>,
     operators: Vec<Option<OperatorSnapshot>>,
+    /// Kafka partitions let go at this checkpoint's commit, and who waits for it.
+    revoking: Vec<Partition>,
+    revoked: Option<Sender<()>>,
 }
 
 pub struct Coordinator {
-    pub store: CheckpointStore,
+    /// `None` for a Kafka source without `[checkpoint]`: its commits are the only state.
+    pub store: Option<CheckpointStore>,
+    /// A Kafka source's offsets commit through the Kafka sink after each checkpoint.
+    pub kafka: Option<CommitChannel>,
     pub interval: Duration,
     pub retained: usize,
     /// Name, plugin and settings of each operator, with no elements: the end-of-stream
@@ -163,6 +180,27 @@ impl Coordinator {
             if Some(op.index()) == commands_index {
                 match op.recv(&commands_rx) {
                     Ok(Command::CheckpointNow) => self.checkpoint_now(&mut state),
+                    Ok(Command::CommitBeforeRevoke {
+                        partitions,
+                        leases,
+                        done,
+                    }) => {
+                        // Before the first operator can cut it.
+                        for lease in &leases {
+                            lease.revoke_at(self.next_id);
+                        }
+                        // Unanswered (dropped) when no barrier can get through any more; the
+                        // partitions then go at once.
+                        match self.trigger() {
+                            Some(id) => {
+                                let mut pending = self.pending();
+                                pending.revoking = partitions;
+                                pending.revoked = Some(done);
+                                state.pending.insert(id, pending);
+                            }
+                            None => leases.iter().for_each(|lease| lease.revoke_at(0)),
+                        }
+                    }
                     Err(_) => commands_open = false,
                 }
                 continue;
@@ -297,8 +335,11 @@ impl Coordinator {
             sink: transaction,
             spend: self.cost.spend_state(Instant::now()),
         };
-        let bytes = self.complete(&checkpoint)?;
+        let bytes = self.complete(&checkpoint, p.revoking)?;
         self.telemetry.completed(id, p.triggered.elapsed(), bytes);
+        if let Some(done) = p.revoked {
+            let _ = done.send(());
+        }
         if state.exit_checkpoint == Some(id) {
             let _ = self.events.send(Event::StopCheckpointDone(Some(id)));
         }
@@ -333,7 +374,7 @@ impl Coordinator {
             sink: transaction,
             spend: self.cost.spend_state(Instant::now()),
         };
-        let bytes = self.complete(&checkpoint)?;
+        let bytes = self.complete(&checkpoint, Vec::new())?;
         self.telemetry.completed(id, started.elapsed(), bytes);
         Ok(())
     }
@@ -361,15 +402,27 @@ impl Coordinator {
             triggered: Instant::now(),
             source: None,
             operators: vec![None; self.operators.len()],
+            revoking: Vec::new(),
+            revoked: None,
         }
     }
 
     /// Stores the checkpoint, then commits what it covers: a crash in between is repaired on
     /// restore, which redoes the commit the stored checkpoint names.
     /// Stores and commits `checkpoint`; returns its size in bytes.
-    fn complete(&self, checkpoint: &Checkpoint) -> Result<u64, CoordinatorError> {
-        let bytes = self.store.save(checkpoint, self.retained)?;
+    fn complete(
+        &self,
+        checkpoint: &Checkpoint,
+        revoking: Vec<Partition>,
+    ) -> Result<u64, CoordinatorError> {
+        let bytes = match &self.store {
+            Some(store) => store.save(checkpoint, self.retained)?,
+            None => 0,
+        };
         let id = checkpoint.id;
+        if let Some(kafka) = &self.kafka {
+            commit_to_kafka(kafka, checkpoint, revoking)?;
+        }
         for part in [&checkpoint.sink.output, &checkpoint.sink.dead_letters]
             .into_iter()
             .flatten()
@@ -387,6 +440,41 @@ impl Coordinator {
             "checkpoint complete"
         );
         Ok(bytes)
+    }
+}
+
+/// Hands the checkpoint's offsets to the Kafka sink, which commits them with the output it wrote
+/// before the barrier, and waits until it has.
+fn commit_to_kafka(
+    kafka: &CommitChannel,
+    checkpoint: &Checkpoint,
+    revoking: Vec<Partition>,
+) -> Result<(), CoordinatorError> {
+    let id = checkpoint.id;
+    let in_flight = checkpoint
+        .operators
+        .iter()
+        .flat_map(|o| &o.elements)
+        .filter_map(|e| match e {
+            Element::Record(r) => r.origin.as_deref(),
+            _ => None,
+        });
+    let commits = match checkpoint.source.kafka.as_deref() {
+        Some(position) => progress::commits(position, in_flight),
+        None => Vec::new(),
+    };
+    let gone = || CoordinatorError::Kafka {
+        id,
+        message: "the kafka sink stopped".into(),
+    };
+    kafka
+        .commits
+        .send(KafkaCommit { commits, revoking })
+        .map_err(|_| gone())?;
+    match kafka.done.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(CoordinatorError::Kafka { id, message }),
+        Err(_) => Err(gone()),
     }
 }
 
@@ -426,7 +514,8 @@ mod tests {
         let (_commands_tx, commands) = crossbeam_channel::unbounded();
         let (events, _events_rx) = crossbeam_channel::unbounded();
         let coordinator = Coordinator {
-            store,
+            store: Some(store),
+            kafka: None,
             interval: Duration::from_millis(10),
             retained: 3,
             operators: vec![operator_identity(), operator_identity()],
@@ -492,6 +581,7 @@ mod tests {
                 line: 6,
                 enters_at: 0,
                 produced_by: None,
+                origin: None,
             }),
         ];
         reports_tx

@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod commit;
 pub mod coordinator;
+pub mod kafka;
 pub mod report;
 pub mod store;
 

@@ -324,6 +324,7 @@ mod tests {
                     line,
                     enters_at: 0,
                     produced_by: None,
+                    origin: None,
                 })
             })
             .collect();

@@ -68,8 +68,20 @@ struct Line<'a> {
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<i64>,
+    /// Where a Kafka source read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka: Option<KafkaPlace<'a>>,
     /// The record's payload as JSON when it is JSON, else as a string.
     payload: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct KafkaPlace<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    /// This process's assignment generation (the sink drops letters of a revoked one).
+    generation: u64,
 }
 
 impl DeadLetter<'_> {
@@ -103,6 +115,12 @@ impl DeadLetter<'_> {
             line: self.record.line,
             key: self.record.key.as_deref(),
             timestamp: self.record.timestamp,
+            kafka: self.record.origin.as_deref().map(|o| KafkaPlace {
+                topic: &o.topic,
+                partition: o.partition,
+                offset: o.offset,
+                generation: o.lease.generation,
+            }),
             payload,
         };
         // Serializing strings, numbers and a JSON value cannot fail; keep the record anyway.
@@ -138,6 +156,7 @@ mod tests {
             line: 3,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         }
     }
 

@@ -46,6 +46,7 @@ pub fn parse_line(
         line,
         enters_at: 0,
         produced_by: None,
+        origin: None,
     }))
 }
 
@@ -97,6 +98,7 @@ fn parse_with_tree(
         line,
         enters_at: 0,
         produced_by: None,
+        origin: None,
     }))
 }
 

@@ -128,6 +128,7 @@ mod tests {
             line: 9,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         };
         DeadLetter {
             stage,

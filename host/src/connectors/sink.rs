@@ -22,6 +22,8 @@ pub enum SinkError {
     Stdout(std::io::Error),
     #[error("the checkpoint coordinator stopped")]
     CoordinatorGone,
+    #[error(transparent)]
+    Kafka(#[from] crate::connectors::kafka::KafkaError),
 }
 
 /// Where the sink writes. The pipeline opens the files (directly, or as transactions resumed
@@ -51,7 +53,7 @@ pub fn run_sink(
             format, watermarks, ..
         }
         | SinkConfig::Stdout { format, watermarks } => (*format, *watermarks),
-        SinkConfig::Discard => (OutputFormat::Payload, false),
+        SinkConfig::Discard | SinkConfig::Kafka(_) => (OutputFormat::Payload, false),
     };
     let mut out = match output {
         SinkOutput::File(file) => Out::File(file),
@@ -93,10 +95,10 @@ pub fn run_sink(
                         if let Err(error) = encode_record(record, format, &mut chunk) {
                             chunk.truncate(start);
                             line.clear();
-                            report.dead_letters.inc();
-                            report.outputs_not_json.inc();
-                            let first = report.outputs_not_json.get() == 1;
-                            not_json(producer, record, &error, first, &mut line);
+                            line.extend_from_slice(&not_json_letter(
+                                producer, record, &error, report,
+                            ));
+                            line.push(b'\n');
                             dead_letters.write(&line)?;
                             continue;
                         }
@@ -149,20 +151,21 @@ pub fn run_sink(
     Ok(())
 }
 
-/// The dead-letter line (with its newline) for an output that is not JSON; the first one is
-/// also logged.
-fn not_json(
+/// The dead-letter line (without its newline) for an output that is not JSON, counted; the
+/// first one is also logged.
+pub(crate) fn not_json_letter(
     producer: &str,
     record: &Record,
     error: &serde_json::Error,
-    first: bool,
-    line: &mut Vec<u8>,
-) {
+    report: &SinkTelemetry,
+) -> Vec<u8> {
+    report.dead_letters.inc();
+    report.outputs_not_json.inc();
     let message = format!(
         "operator {producer:?}: the output for input line {} is not JSON ({error}); the sink writes JSON lines",
         record.line
     );
-    if first {
+    if report.outputs_not_json.get() == 1 {
         tracing::warn!(
             "{message}: sent to the dead-letter output (any more are counted at the end)"
         );
@@ -175,8 +178,7 @@ fn not_json(
         record,
         plugin: record.produced_by.as_deref(),
     };
-    line.extend_from_slice(&letter.encode());
-    line.push(b'\n');
+    letter.encode()
 }
 
 enum Out {
@@ -286,6 +288,7 @@ mod tests {
             line,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         }
     }
 

@@ -50,6 +50,10 @@ pub enum SourceError {
     Shrunk { path: String, offset: u64, len: u64 },
     #[error("cannot open dead letters {path}: {cause}")]
     OpenDeadLetters { path: String, cause: std::io::Error },
+    #[error(transparent)]
+    Kafka(#[from] crate::connectors::kafka::KafkaError),
+    #[error("the kafka source was not connected before the run")]
+    KafkaNotConnected,
     /// A line of a dead-letter file being replayed that cannot be replayed.
     #[error("{path}:{line}: {cause}")]
     DeadLetter {
@@ -68,6 +72,7 @@ pub fn source_label(config: &SourceConfig) -> String {
             .unwrap_or_else(|| path.display().to_string()),
         SourceConfig::Stdin { .. } => "stdin".into(),
         SourceConfig::Generator { .. } => "generator".into(),
+        SourceConfig::Kafka(kafka) => format!("kafka:{}", kafka.topics.join(",")),
         SourceConfig::DeadLetters { path, .. } => path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -106,7 +111,10 @@ pub fn check_input(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::File { path, path_at, .. } => open_input(path, path_at).map(|_| ()),
         SourceConfig::DeadLetters { path, .. } => open_dead_letters(path).map(|_| ()),
-        SourceConfig::Stdin { .. } | SourceConfig::Generator { .. } => Ok(()),
+        // Brokers and topics are checked when the run connects.
+        SourceConfig::Stdin { .. } | SourceConfig::Generator { .. } | SourceConfig::Kafka(_) => {
+            Ok(())
+        }
     }
 }
 
@@ -152,8 +160,17 @@ pub struct SourceContext {
 }
 
 /// Reads the source into `tx` from `start`. Runs on its own thread. Returns early, without
-/// error, if the pipeline stopped listening.
-pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), SourceError> {
+/// error, if the pipeline stopped listening. A Kafka source reads through `kafka`, connected
+/// before the run.
+pub fn run_source(
+    config: &SourceConfig,
+    ctx: SourceContext,
+    kafka: Option<&crate::connectors::kafka::source::KafkaInput>,
+) -> Result<(), SourceError> {
+    if let SourceConfig::Kafka(config) = config {
+        let input = kafka.ok_or(SourceError::KafkaNotConnected)?;
+        return crate::connectors::kafka::source::run(config, input, ctx);
+    }
     let SourceContext {
         tx,
         control,
@@ -232,6 +249,7 @@ pub fn run_source(config: &SourceConfig, ctx: SourceContext) -> Result<(), Sourc
             count,
             payload_bytes,
         } => generate(*count, *payload_bytes, &control, &mut out)?,
+        SourceConfig::Kafka(_) => return Err(SourceError::KafkaNotConnected),
     }
     Ok(())
 }
@@ -338,6 +356,7 @@ impl Emitter {
                             line,
                             enters_at: index,
                             produced_by: None,
+                            origin: None,
                         };
                         (Ok(Element::Record(record)), Cow::Borrowed(&[][..]))
                     }
@@ -379,6 +398,7 @@ impl Emitter {
             line,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         };
         let message = format!("{label}:{line}: {error}");
         tracing::warn!("{message} (sent to the dead-letter output)");
@@ -641,6 +661,7 @@ fn generate(
             line: id,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         }));
         if out.batch.len() >= BATCH_SIZE && out.send_batch().is_err() {
             return Ok(());
@@ -680,7 +701,7 @@ mod tests {
             event_time: None,
             telemetry: Default::default(),
         };
-        run_source(&file_source(&path), ctx).unwrap();
+        run_source(&file_source(&path), ctx, None).unwrap();
         let mut elements = Vec::new();
         let mut end = None;
         // Every batch carries the position after it; the last one (possibly empty) the end.
@@ -700,6 +721,7 @@ mod tests {
             line,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         })
     }
 
@@ -802,7 +824,7 @@ mod tests {
             event_time: None,
             telemetry: Default::default(),
         };
-        run_source(&config, ctx).unwrap();
+        run_source(&config, ctx, None).unwrap();
         let mut elements = Vec::new();
         while let Ok(Message::Read(batch, _)) = rx.try_recv() {
             elements.extend(batch);
@@ -815,6 +837,7 @@ mod tests {
                 line,
                 enters_at,
                 produced_by: None,
+                origin: None,
             })
         };
         assert_eq!(elements[0], record("k", 5, r#"{"id":1}"#, 1, 1));

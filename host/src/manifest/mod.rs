@@ -25,6 +25,7 @@ mod cost;
 mod dead_letter;
 mod error;
 mod event_time;
+mod kafka;
 mod mock_provider;
 mod operator;
 mod rate_limit;
@@ -60,6 +61,7 @@ pub use cost::{BudgetConfig, PricingConfig};
 pub use dead_letter::DeadLetterConfig;
 pub use error::{Location, ManifestError};
 pub use event_time::{EventTimeConfig, TimestampFormat};
+pub use kafka::{KafkaDeadLetters, KafkaSinkConfig, KafkaSourceConfig, KafkaStart};
 pub use mock_provider::MockProviderConfig;
 pub use operator::{HttpVersion, OperatorConfig, Policy};
 pub use rate_limit::{algorithm_name, RateLimitBackend, RateLimitConfig};
@@ -161,6 +163,7 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
     let operators = operators(&ctx, raw.operators, &secrets, &named_limits)?;
     let sink = sink::resolve(&ctx, sink)?;
     let dead_letter = dead_letter::resolve(&ctx, raw.dead_letter)?;
+    kafka::check_pairing(&source, &sink, &dead_letter)?;
     let mock_provider = raw
         .mock_provider
         .map(|m| mock_provider::resolve(&ctx, m))

@@ -20,6 +20,7 @@ pub enum SinkConfig {
         watermarks: bool,
     },
     Discard,
+    Kafka(super::kafka::KafkaSinkConfig),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,11 @@ pub(super) struct RawSink {
     path: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
     watermarks: Option<Spanned<bool>>,
+    // kind = "kafka"
+    brokers: Option<Spanned<String>>,
+    topic: Option<Spanned<String>>,
+    transactional_id: Option<Spanned<String>>,
+    kafka: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Clone, Copy)]
@@ -44,6 +50,7 @@ enum Kind {
     File,
     Stdout,
     Discard,
+    Kafka,
 }
 
 pub(super) fn resolve(ctx: &Ctx<'_>, sink: Spanned<RawSink>) -> Result<SinkConfig, ManifestError> {
@@ -53,7 +60,7 @@ pub(super) fn resolve(ctx: &Ctx<'_>, sink: Spanned<RawSink>) -> Result<SinkConfi
         return Err(ctx.invalid(
             span,
             "sink.kind",
-            "missing; expected one of \"file\", \"stdout\", \"discard\"",
+            "missing; expected one of \"file\", \"stdout\", \"discard\", \"kafka\"",
         ));
     };
     let kind = ctx.choose(
@@ -63,8 +70,29 @@ pub(super) fn resolve(ctx: &Ctx<'_>, sink: Spanned<RawSink>) -> Result<SinkConfi
             ("file", Kind::File),
             ("stdout", Kind::Stdout),
             ("discard", Kind::Discard),
+            ("kafka", Kind::Kafka),
         ],
     )?;
+    if let Kind::Kafka = kind {
+        ctx.reject_for_kind(&raw.path, "sink.path", "file sinks")?;
+        let what = "file and stdout sinks (a kafka record's value is the output's payload)";
+        ctx.reject_for_kind(&raw.format, "sink.format", what)?;
+        ctx.reject_for_kind(&raw.watermarks, "sink.watermarks", "file and stdout sinks")?;
+        let kafka = super::kafka::RawKafkaSink {
+            brokers: raw.brokers,
+            topic: raw.topic,
+            transactional_id: raw.transactional_id,
+            kafka: raw.kafka,
+        };
+        return Ok(SinkConfig::Kafka(super::kafka::sink(
+            ctx, span.start, kafka,
+        )?));
+    }
+    let what = "kafka sinks";
+    ctx.reject_for_kind(&raw.brokers, "sink.brokers", what)?;
+    ctx.reject_for_kind(&raw.topic, "sink.topic", what)?;
+    ctx.reject_for_kind(&raw.transactional_id, "sink.transactional_id", what)?;
+    ctx.reject_for_kind(&raw.kafka, "sink.kafka", what)?;
     if let Kind::Discard = kind {
         ctx.reject_for_kind(&raw.path, "sink.path", "file sinks")?;
         let what = "file and stdout sinks";

@@ -8,7 +8,8 @@ use toml::Spanned;
 use super::context::Ctx;
 use super::error::{Location, ManifestError};
 use super::event_time::EventTimeConfig;
-use super::values::Count;
+use super::kafka::RawKafkaSource;
+use super::values::{Count, DurationValue};
 
 const DEFAULT_PAYLOAD_BYTES: usize = 64;
 const MIN_PAYLOAD_BYTES: i64 = 16;
@@ -31,6 +32,7 @@ pub enum SourceConfig {
     },
     /// A dead-letter file fed back by `waio dead-letters replay` (never written in a manifest):
     /// each line's record re-enters the chain where it failed.
+    Kafka(super::kafka::KafkaSourceConfig),
     DeadLetters {
         path: PathBuf,
         /// The operators' names in chain order: a dead letter's `stage` names one.
@@ -58,6 +60,33 @@ pub(super) struct RawSource {
     pub(super) timestamp_field: Option<Spanned<String>>,
     count: Option<Spanned<Count>>,
     payload_bytes: Option<Spanned<Count>>,
+    // kind = "kafka" (see `kafka::RawKafkaSource`; serde's flatten cannot deny unknown fields).
+    brokers: Option<Spanned<String>>,
+    topic: Option<Spanned<String>>,
+    topics: Option<Spanned<Vec<String>>>,
+    group_id: Option<Spanned<String>>,
+    start: Option<Spanned<String>>,
+    bounded: Option<Spanned<bool>>,
+    idle_timeout: Option<Spanned<DurationValue>>,
+    commit_interval: Option<Spanned<DurationValue>>,
+    kafka: Option<Spanned<toml::Table>>,
+}
+
+impl RawSource {
+    /// Takes the Kafka fields out.
+    fn take_kafka(&mut self) -> RawKafkaSource {
+        RawKafkaSource {
+            brokers: self.brokers.take(),
+            topic: self.topic.take(),
+            topics: self.topics.take(),
+            group_id: self.group_id.take(),
+            start: self.start.take(),
+            bounded: self.bounded.take(),
+            idle_timeout: self.idle_timeout.take(),
+            commit_interval: self.commit_interval.take(),
+            kafka: self.kafka.take(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -65,6 +94,7 @@ enum Kind {
     File,
     Stdin,
     Generator,
+    Kafka,
 }
 
 pub(super) fn resolve(
@@ -72,12 +102,12 @@ pub(super) fn resolve(
     source: Spanned<RawSource>,
 ) -> Result<SourceConfig, ManifestError> {
     let span = source.span();
-    let raw = source.into_inner();
+    let mut raw = source.into_inner();
     let Some(kind) = raw.kind.as_ref() else {
         return Err(ctx.invalid(
             span,
             "source.kind",
-            "missing; expected one of \"file\", \"stdin\", \"generator\"",
+            "missing; expected one of \"file\", \"stdin\", \"generator\", \"kafka\"",
         ));
     };
     let kind = ctx.choose(
@@ -87,12 +117,42 @@ pub(super) fn resolve(
             ("file", Kind::File),
             ("stdin", Kind::Stdin),
             ("generator", Kind::Generator),
+            ("kafka", Kind::Kafka),
         ],
     )?;
+    let kafka = raw.take_kafka();
+    if let (false, Some((field, at))) = (matches!(kind, Kind::Kafka), kafka.first_set()) {
+        return Err(ctx.invalid(
+            at,
+            format!("source.{field}"),
+            "applies only to kafka sources",
+        ));
+    }
     match kind {
         Kind::File | Kind::Stdin => json_lines(ctx, span.start, kind, raw),
         Kind::Generator => generator(ctx, span.start, raw),
+        Kind::Kafka => kafka_source(ctx, span.start, raw, kafka),
     }
+}
+
+/// A Kafka source: the key and event time come from the Kafka record (or `[event_time]`).
+fn kafka_source(
+    ctx: &Ctx<'_>,
+    at: usize,
+    raw: RawSource,
+    kafka: RawKafkaSource,
+) -> Result<SourceConfig, ManifestError> {
+    let what = "file and stdin sources (a kafka record's key is its kafka key)";
+    ctx.reject_for_kind(&raw.path, "source.path", "file sources")?;
+    ctx.reject_for_kind(&raw.key_field, "source.key_field", what)?;
+    ctx.reject_for_kind(&raw.timestamp_field, "source.timestamp_field", what)?;
+    ctx.reject_for_kind(&raw.count, "source.count", "generator sources")?;
+    ctx.reject_for_kind(
+        &raw.payload_bytes,
+        "source.payload_bytes",
+        "generator sources",
+    )?;
+    Ok(SourceConfig::Kafka(super::kafka::source(ctx, at, kafka)?))
 }
 
 /// A file or stdin source: JSON lines.

@@ -404,6 +404,7 @@ impl Harness {
             line: self.line,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         };
         self.admit(Element::Record(record))
     }

@@ -427,6 +427,7 @@ impl AsyncWaitOperator {
                 })
                 .map_err(|_| self.coordinator_gone())?;
         }
+        self.core.passed_barrier(id);
         output
             .send(Message::Barrier(id))
             .map_err(|_| self.downstream_gone())

@@ -229,6 +229,7 @@ mod tests {
             line: n,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         }
     }
 

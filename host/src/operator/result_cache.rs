@@ -365,6 +365,7 @@ mod tests {
             line: 1,
             enters_at: 0,
             produced_by: None,
+            origin: None,
         }
     }
 

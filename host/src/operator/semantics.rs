@@ -132,6 +132,8 @@ pub struct OperatorCore<F> {
     last_watermark: Option<i64>,
     /// Dead letters from upstream, passed on with the next output.
     passthrough: Vec<Vec<u8>>,
+    /// The last checkpoint barrier that passed this operator (0: none).
+    barrier: u64,
     /// Line of the last record admitted, for the stop message.
     last_admitted_line: u64,
     /// The time of the event being handled (every public entry point takes it): retries set
@@ -185,6 +187,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             queued_watermarks: VecDeque::new(),
             last_watermark: None,
             passthrough: Vec::new(),
+            barrier: 0,
             last_admitted_line: 0,
             now: Instant::now(),
             input_ended: false,
@@ -255,6 +258,15 @@ impl<F: AsyncFunction> OperatorCore<F> {
             }
             Element::Record(input) => input,
         };
+        if input
+            .origin
+            .as_ref()
+            .is_some_and(|o| o.lease.revoked_by(self.barrier))
+        {
+            // Its Kafka partition went to another process, which reads it again: not invoked.
+            self.telemetry.abandoned.inc();
+            return Ok(());
+        }
         let seq = self.take_seq();
         let segment = self.queue.segment_of_next();
         self.queue.push_record(seq);
@@ -518,6 +530,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 line,
                 enters_at: 0,
                 produced_by: produced_by.clone(),
+                origin: entry.input.origin.clone(),
             })
             .collect();
         if outputs.is_empty() {
@@ -552,7 +565,13 @@ impl<F: AsyncFunction> OperatorCore<F> {
             Cause::Timeout => (self.config.on_timeout, "timeout"),
         };
         let operator = self.config.name.clone();
-        let record = format!("{}:{}", self.source_label, entry.input.line);
+        let record = match entry.input.origin.as_deref() {
+            Some(o) => format!(
+                "kafka topic {} partition {} offset {}",
+                o.topic, o.partition, o.offset
+            ),
+            None => format!("{}:{}", self.source_label, entry.input.line),
+        };
         match (policy, cause) {
             (Policy::Fail, Cause::Failure) => Err(OperatorError::RecordFailed {
                 operator,
@@ -623,6 +642,12 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
         // The buffer is kept for the next call: no allocation per emit.
         self.emitted = emitted;
+    }
+
+    /// Barrier `id` has passed this operator: a Kafka partition revoked at it is not invoked
+    /// any more.
+    pub fn passed_barrier(&mut self, id: u64) {
+        self.barrier = id;
     }
 
     /// The input of every element in the queue, in queue order (FLINK-SEMANTICS 27), then the

@@ -9,12 +9,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::reload::{ReloadTarget, Reloader};
-use super::setup::{load_plugins_with, open_checkpoints, open_outputs, start_mock};
+use super::setup::{
+    load_plugins_with, open_checkpoints, open_outputs, start_mock, CheckpointSetup,
+};
 use super::stacks::OutboundFactory;
 use super::{PipelineError, RunOptions};
 use crate::checkpoint::commit::OutputFile;
 use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event, ReportSender};
-use crate::checkpoint::{Checkpoint, OperatorSnapshot, SourcePosition};
+use crate::checkpoint::kafka::{commit_channel, CommitChannel};
+use crate::checkpoint::{Checkpoint, CheckpointStore, OperatorSnapshot, SourcePosition};
+use crate::connectors::kafka::sink::KafkaOutput;
+use crate::connectors::kafka::source::KafkaInput;
 use crate::connectors::sink::SinkOutput;
 use crate::connectors::source::{check_input, source_label, SourceContext};
 use crate::cost::CostControl;
@@ -41,6 +46,8 @@ pub struct Topology {
 pub(super) struct SourceStage {
     pub config: SourceConfig,
     pub context: SourceContext,
+    /// A Kafka source's consumer, connected before the run.
+    pub kafka: Option<Arc<KafkaInput>>,
 }
 
 pub(super) struct OperatorStage {
@@ -57,6 +64,8 @@ pub(super) struct SinkStage {
     pub dead_letters: OutputFile,
     pub input: StageReceiver,
     pub reports: Option<ReportSender>,
+    /// A Kafka sink's producer, connected before the run.
+    pub kafka: Option<KafkaOutput>,
 }
 
 /// How the pipeline steers its running stages.
@@ -92,13 +101,16 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
     let (sink_output, dead_letters) = open_outputs(manifest, checkpoints.as_ref())?;
     // The outputs are recovered: what is left of the checkpoint is the state to restore.
     let mut resume = checkpoints.as_mut().and_then(|c| c.resume.take());
+    let kafka = connect_kafka(manifest)?;
     if let Some(checkpoint) = &resume {
         log_resume(checkpoint);
     }
     let mut telemetry = PipelineTelemetry::new(&manifest.name, started, checkpoints.is_some());
     telemetry.cost = Arc::new(cost_control(manifest, resume.as_ref()));
     let (reports_tx, reports_rx) = crossbeam_channel::unbounded();
-    let reports = checkpoints.as_ref().map(|_| reports_tx);
+    // Stages report to a coordinator under `[checkpoint]`, and for a Kafka source's commits.
+    let coordinated = checkpoints.is_some() || kafka.input.is_some();
+    let reports = coordinated.then_some(reports_tx);
     let start = resume
         .as_ref()
         .map(|c| c.source.clone())
@@ -118,12 +130,13 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
     let (command_tx, command_rx) = crossbeam_channel::unbounded();
     let (event_tx, event_rx) = crossbeam_channel::unbounded();
     let telemetry = Arc::new(telemetry);
-    let coordinator = match checkpoints {
-        Some(setup) => Some(Coordinator {
-            next_id: setup.store.next_id()?,
-            store: setup.store,
-            interval: setup.config.interval,
-            retained: setup.config.retained,
+    let coordinator = match checkpointing(manifest, checkpoints)? {
+        Some(c) => Some(Coordinator {
+            store: c.store,
+            next_id: c.next_id,
+            interval: c.interval,
+            retained: c.retained,
+            kafka: kafka.commits,
             operators: chain.identities,
             operator_commands: chain.commands.clone(),
             reports: reports_rx,
@@ -134,6 +147,9 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
         }),
         None => None,
     };
+    if let (Some(input), Some(_)) = (&kafka.input, &coordinator) {
+        input.commit_before_revoke(command_tx.clone());
+    }
 
     let (source_tx, mut upstream) = stage_channel();
     let mut operators = Vec::new();
@@ -156,6 +172,7 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
                 event_time: manifest.event_time.clone(),
                 telemetry: Arc::clone(&telemetry.source),
             },
+            kafka: kafka.input,
         },
         operators,
         sink: SinkStage {
@@ -168,6 +185,7 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
             dead_letters,
             input: upstream,
             reports,
+            kafka: kafka.output,
         },
         controls: Controls {
             operators: chain.commands,
@@ -185,6 +203,99 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
         },
         telemetry,
         mock,
+    })
+}
+
+/// Where checkpoints are stored and how often they are taken.
+struct Checkpointing {
+    store: Option<CheckpointStore>,
+    next_id: u64,
+    interval: Duration,
+    retained: usize,
+}
+
+/// `[checkpoint]`'s store; or, for a Kafka source without it, checkpoints that only commit its
+/// offsets, every `commit_interval`. `None`: no checkpoints.
+fn checkpointing(
+    manifest: &Manifest,
+    checkpoints: Option<CheckpointSetup>,
+) -> Result<Option<Checkpointing>, PipelineError> {
+    if let Some(setup) = checkpoints {
+        return Ok(Some(Checkpointing {
+            next_id: setup.store.next_id()?,
+            store: Some(setup.store),
+            interval: setup.config.interval,
+            retained: setup.config.retained,
+        }));
+    }
+    Ok(match &manifest.source {
+        SourceConfig::Kafka(kafka) => Some(Checkpointing {
+            store: None,
+            next_id: 1,
+            interval: kafka.commit_interval,
+            retained: 1,
+        }),
+        _ => None,
+    })
+}
+
+/// The Kafka clients a manifest asks for, connected (so unreachable brokers and unknown topics
+/// fail the run before it starts).
+struct KafkaClients {
+    input: Option<Arc<KafkaInput>>,
+    output: Option<KafkaOutput>,
+    /// The coordinator's end of the commits, when a Kafka source commits through the sink.
+    commits: Option<CommitChannel>,
+}
+
+fn connect_kafka(manifest: &Manifest) -> Result<KafkaClients, PipelineError> {
+    let input = match &manifest.source {
+        SourceConfig::Kafka(config) => Some(Arc::new(KafkaInput::connect(config)?)),
+        _ => None,
+    };
+    let SinkConfig::Kafka(config) = &manifest.sink else {
+        return Ok(KafkaClients {
+            input,
+            output: None,
+            commits: None,
+        });
+    };
+    let dead_letter_topic = manifest
+        .dead_letter
+        .kafka
+        .as_ref()
+        .map_or("", |d| d.topic.as_str());
+    // Transactions only when they make the output exactly-once: a Kafka source's offsets commit
+    // in them, per checkpoint. Stable per process, so a restart aborts what a crash left open.
+    let transactional_id = match (&manifest.source, &manifest.checkpoint) {
+        (SourceConfig::Kafka(source), Some(_)) => {
+            Some(config.transactional_id.clone().unwrap_or_else(|| {
+                let instance = source
+                    .options
+                    .get("group.instance.id")
+                    .map_or("0", String::as_str);
+                format!("waio-{}-{instance}", manifest.name)
+            }))
+        }
+        _ => None,
+    };
+    let (commits, inbox) = match &input {
+        Some(input) => {
+            let (channel, inbox) = commit_channel();
+            (Some(channel), Some((Arc::clone(input), inbox)))
+        }
+        None => (None, None),
+    };
+    let output = KafkaOutput::connect(
+        config,
+        dead_letter_topic,
+        transactional_id.as_deref(),
+        inbox,
+    )?;
+    Ok(KafkaClients {
+        input,
+        output: Some(output),
+        commits,
     })
 }
 

@@ -45,6 +45,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
+    Kafka(#[from] crate::connectors::kafka::KafkaError),
+    #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),

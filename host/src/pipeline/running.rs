@@ -93,7 +93,13 @@ impl Topology {
         spawn(
             StageKind::Source,
             "waio-source".into(),
-            Box::new(move || Ok(run_source(&source.config, source.context)?)),
+            Box::new(move || {
+                Ok(run_source(
+                    &source.config,
+                    source.context,
+                    source.kafka.as_deref(),
+                )?)
+            }),
         );
         for (index, stage) in operators.into_iter().enumerate() {
             spawn(
@@ -105,8 +111,15 @@ impl Topology {
         spawn(
             StageKind::Sink,
             "waio-sink".into(),
-            Box::new(move || {
-                Ok(run_sink(
+            Box::new(move || match sink.kafka {
+                Some(kafka) => Ok(crate::connectors::kafka::sink::run(
+                    kafka,
+                    &sink.producer,
+                    sink.input,
+                    sink.reports,
+                    &sink_telemetry,
+                )?),
+                None => Ok(run_sink(
                     &sink.config,
                     &sink.producer,
                     sink.output,
@@ -114,7 +127,7 @@ impl Topology {
                     sink.input,
                     sink.reports,
                     &sink_telemetry,
-                )?)
+                )?),
             }),
         );
         if let Some(coordinator) = coordinator {

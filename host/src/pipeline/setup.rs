@@ -55,7 +55,14 @@ pub(super) fn open_checkpoints(
         return Ok(None);
     };
     let store = CheckpointStore::open(&config.dir)?;
-    let latest = if options.fresh { None } else { store.latest()? };
+    // A Kafka source's state is the offsets committed in Kafka, not a stored checkpoint: what
+    // was in flight is read again from there.
+    let kafka = matches!(manifest.source, crate::manifest::SourceConfig::Kafka(_));
+    let latest = if options.fresh || kafka {
+        None
+    } else {
+        store.latest()?
+    };
     let resume = match latest {
         None => None,
         Some((checkpoint, warnings)) => {

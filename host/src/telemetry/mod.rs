@@ -39,6 +39,9 @@ pub struct OperatorTelemetry {
     pub records_out: Counter,
     /// Records completed with no output (filtered out).
     pub filtered: Counter,
+    /// Kafka records not invoked: their partition went to another process, which reads them
+    /// again.
+    pub abandoned: Counter,
     pub dead_lettered: Counter,
     pub timed_out: Counter,
     /// Records that failed (`complete-exceptionally`), whatever the policy did with them: by
@@ -98,6 +101,7 @@ impl OperatorTelemetry {
             records_in: Counter::default(),
             records_out: Counter::default(),
             filtered: Counter::default(),
+            abandoned: Counter::default(),
             dead_lettered: Counter::default(),
             timed_out: Counter::default(),
             failed_retriable: Counter::default(),
