@@ -286,6 +286,105 @@ async fn two_processes_split_the_partitions_and_hand_them_over() {
     assert!(assigned(1) >= 4, "{}", log(1));
 }
 
+/// Without `[checkpoint]`: at-least-once, with offsets committed every `commit_interval` after
+/// the outputs before them were flushed. A run SIGKILLed midway and run again repeats only what
+/// followed the last commit: every input comes out, and fewer are repeated than had come out
+/// before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_checkpoints_offsets_commit_periodically_at_least_once() {
+    const N: u64 = 400;
+    let broker = Broker::start();
+    broker.create_topics(&["in", "out", "dlq"], 1);
+    broker.produce(&records(0..N, 1), "in");
+    let mock = mock_with(MockConfig {
+        latency_ms: 10,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pipeline.toml",
+        &manifest(
+            &broker,
+            &embeddings(&mock, 4, ""),
+            "bounded = true\ncommit_interval = \"100ms\"\n[source.kafka]\n\"group.instance.id\" = \"one\"\n",
+            "",
+        ),
+    );
+    let mut child = spawn_waio(dir.path(), &["run", "pipeline.toml"]);
+    tokio::task::block_in_place(|| {
+        wait_until("200 outputs", LIMIT, || {
+            broker.read_committed("out").len() >= 200
+        })
+    });
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let before = broker.read_committed("out").len();
+    assert!(before < N as usize, "the run ended before the kill");
+    let dir_path = dir.path().to_path_buf();
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || run_waio(&dir_path, &["run", "pipeline.toml"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let out = broker.read_committed("out");
+    let counts = id_counts(&out);
+    assert!(
+        (0..N).all(|i| counts.contains_key(&i)),
+        "an input is missing"
+    );
+    let repeated = out.len() - N as usize;
+    assert!(
+        repeated < before,
+        "{repeated} repeated of {before} before the kill: the offsets were never committed"
+    );
+}
+
+/// A zombie cannot commit: a second process started with the same `transactional_id` fences
+/// the first, whose next commit fails naming the fencing (it exits non-zero and commits nothing
+/// more); the second reads on from the committed offsets; the output holds each input once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_process_commits_nothing_more() {
+    let broker = Broker::start();
+    broker.create_topics(&["in", "out", "dlq"], 2);
+    broker.produce(&records(0..300, 2), "in");
+    let mock = mock_with(MockConfig {
+        latency_ms: 20,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let text = manifest(
+        &broker,
+        &embeddings(&mock, 4, ""),
+        "",
+        "[checkpoint]\ndir = \"state\"\ninterval = \"200ms\"\n",
+    );
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for dir in &dirs {
+        write(dir.path(), "pipeline.toml", &text);
+    }
+    let m = &mock;
+    let mut zombie = spawn_waio(dirs[0].path(), &["run", "pipeline.toml"]);
+    tokio::task::block_in_place(|| wait_until("a is busy", LIMIT, || m.stats().embeddings >= 40));
+    let mut successor = spawn_waio(dirs[1].path(), &["run", "pipeline.toml"]);
+    let code = tokio::task::block_in_place(|| wait_exit(&mut zombie, LIMIT));
+    let log = waio_tests::reload::log(dirs[0].path());
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("this process was fenced"), "{log}");
+    tokio::task::block_in_place(|| {
+        wait_until("300 outputs", LIMIT, || {
+            broker.read_committed("out").len() >= 300
+        })
+    });
+    signal(&successor, "TERM");
+    let code = tokio::task::block_in_place(|| wait_exit(&mut successor, LIMIT));
+    assert_eq!(code, 0, "{}", waio_tests::reload::log(dirs[1].path()));
+    assert_each_once(&broker.read_committed("out"), 0..300);
+}
+
 /// Event time per partition: the combined watermark is the minimum over partitions, so a
 /// partition with no records holds it back for the whole run, unless `idle_timeout` lets the
 /// others go on without it.

@@ -104,30 +104,9 @@ impl Broker {
 
     /// Creates topics with `partitions` partitions each.
     pub fn create_topics(&self, names: &[&str], partitions: i32) {
-        let config = self.config();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        std::thread::spawn(move || {
-            let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
-            let topics: Vec<NewTopic<'_>> = names
-                .iter()
-                .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-                .collect();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let results = runtime
-                .block_on(admin.create_topics(&topics, &AdminOptions::new()))
-                .expect("create topics");
-            for result in results {
-                result.expect("topic created");
-            }
-        })
-        .join()
-        .expect("admin thread");
+        create_topics(&self.addr(), names, partitions);
     }
-
-    /// Produces `(partition, key, value, headers)` records and waits for them to be stored.
+    /// Produces `(partition, key, value)` records and waits for them to be stored.
     pub fn produce(&self, records: &[(i32, Option<String>, String)], topic: &str) {
         self.produce_with_headers(
             &records
@@ -244,4 +223,32 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Creates topics with `partitions` partitions each on the brokers at `addr` (also for the
+/// benchmarks: `kafka-topics`).
+pub fn create_topics(addr: &str, names: &[&str], partitions: i32) {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", addr);
+    config.set("log_level", "3");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    std::thread::spawn(move || {
+        let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let results = runtime
+            .block_on(admin.create_topics(&topics, &AdminOptions::new()))
+            .expect("create topics");
+        for result in results {
+            result.expect("topic created");
+        }
+    })
+    .join()
+    .expect("admin thread");
 }

@@ -108,6 +108,7 @@ fn operator_records(f: &mut Families, t: &OperatorTelemetry) {
         ("waio_operator_records_in", "Records that entered the operator.", t.records_in.get() as f64),
         ("waio_operator_records_out", "Outputs the operator emitted.", t.records_out.get() as f64),
         ("waio_operator_records_filtered", "Records completed with no output.", t.filtered.get() as f64),
+        ("waio_operator_records_abandoned", "Kafka records not invoked because a rebalance gave their partition to another process.", t.abandoned.get() as f64),
         ("waio_operator_records_dead_lettered", "Records the operator sent to the dead letters.", t.dead_lettered.get() as f64),
         ("waio_operator_record_retries", "Times a record was invoked again by [operator.async_retry].", t.record_retries.get() as f64),
         ("waio_operator_full_seconds", "Time the operator was at capacity and read no input: the backpressure it applies upstream.", us_to_s(t.full_us.get())),

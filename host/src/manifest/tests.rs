@@ -12,6 +12,10 @@ const FILE: &str = "/pipelines/demo/pipeline.toml";
 #[path = "checkpoint_tests.rs"]
 mod checkpoint_tests;
 
+/// Kafka sources, sinks and dead letters, on this file's helpers.
+#[path = "kafka_tests.rs"]
+mod kafka_tests;
+
 /// Secrets, on this file's helpers.
 #[path = "secrets_tests.rs"]
 mod secrets_tests;

@@ -29,6 +29,10 @@ mod reload_tests;
 #[path = "batch_tests.rs"]
 mod batch_tests;
 
+/// Kafka records whose partition a rebalance took away, on this file's harness.
+#[path = "lease_tests.rs"]
+mod lease_tests;
+
 /// The fake function, the harness and the configs the tests share.
 #[path = "fake.rs"]
 mod fake;

@@ -53,9 +53,33 @@ pub enum KafkaError {
     },
     #[error("kafka: {0}")]
     Delivery(String),
+    #[error("kafka: this process was fenced ({cause}): another producer took over its transactional.id {id:?}, or the consumer group moved on without it; its open transaction is aborted and it commits nothing more (processes sharing a group need distinct sink.transactional_id)")]
+    Fenced { id: String, cause: String },
 }
 
 impl KafkaError {
+    /// A transaction step's error: fencing said in words, anything else as it came.
+    pub fn transaction<'a>(
+        what: &'static str,
+        id: &'a str,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + 'a {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        move |cause| match cause.rdkafka_error_code() {
+            Some(
+                Code::Fenced
+                | Code::ProducerFenced
+                | Code::InvalidProducerEpoch
+                | Code::IllegalGeneration
+                | Code::UnknownMemberId
+                | Code::FencedInstanceId,
+            ) => KafkaError::Fenced {
+                id: id.to_string(),
+                cause: cause.to_string(),
+            },
+            _ => KafkaError::Client { what, cause },
+        }
+    }
+
     pub fn client(what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
         move |cause| KafkaError::Client { what, cause }
     }

@@ -65,7 +65,8 @@ pub struct KafkaOutput {
     dead_letter_topic: String,
     /// The Kafka source whose offsets commit here, and the commits' inbox.
     input: Option<(Arc<KafkaInput>, CommitInbox)>,
-    transactional: bool,
+    /// The producer's `transactional.id`, when it commits in transactions.
+    transactional_id: Option<String>,
 }
 
 impl KafkaOutput {
@@ -93,18 +94,18 @@ impl KafkaOutput {
             &config.at,
             "sink.topic",
         )?;
-        if transactional_id.is_some() {
+        if let Some(id) = transactional_id {
             // Fences an earlier producer with the same id and aborts what it left open.
             producer
                 .init_transactions(KAFKA_TIMEOUT)
-                .map_err(KafkaError::client("init transactions"))?;
+                .map_err(KafkaError::transaction("init transactions", id))?;
         }
         Ok(KafkaOutput {
             producer,
             topic: config.topic.clone(),
             dead_letter_topic: dead_letter_topic.to_string(),
             input,
-            transactional: transactional_id.is_some(),
+            transactional_id: transactional_id.map(str::to_string),
         })
     }
 }
@@ -125,11 +126,7 @@ pub fn run(
     reports: Option<ReportSender>,
     telemetry: &SinkTelemetry,
 ) -> Result<(), SinkError> {
-    if out.transactional {
-        out.producer
-            .begin_transaction()
-            .map_err(KafkaError::client("begin transaction"))?;
-    }
+    out.begin()?;
     // The last checkpoint barrier that reached the sink.
     let mut barrier = 0;
     loop {
@@ -279,14 +276,21 @@ impl KafkaOutput {
                     self.producer.poll(Duration::from_millis(50));
                     record = back;
                 }
-                Err((cause, _)) => {
-                    return Err(KafkaError::Client {
-                        what: "produce",
-                        cause,
-                    }
-                    .into())
-                }
+                Err((cause, _)) => return Err(self.fenced_or("produce", cause).into()),
             }
+        }
+    }
+
+    /// A fatal error of a transactional producer that was fenced says so; anything else comes
+    /// as it is.
+    fn fenced_or(&self, what: &'static str, cause: rdkafka::error::KafkaError) -> KafkaError {
+        let fatal = self.producer.client().fatal_error();
+        match (&self.transactional_id, fatal) {
+            (Some(id), Some((RDKafkaErrorCode::Fenced, reason))) => KafkaError::Fenced {
+                id: id.clone(),
+                cause: reason,
+            },
+            _ => KafkaError::Client { what, cause },
         }
     }
 
@@ -294,7 +298,7 @@ impl KafkaOutput {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.producer
             .flush(KAFKA_TIMEOUT)
-            .map_err(KafkaError::client("flush"))?;
+            .map_err(|cause| self.fenced_or("flush", cause))?;
         let failed = self
             .producer
             .context()
@@ -303,7 +307,14 @@ impl KafkaOutput {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         match failed {
-            Some(message) => Err(KafkaError::Delivery(message).into()),
+            Some(message) => {
+                let fenced = self.fenced_or("flush", rdkafka::error::KafkaError::Canceled);
+                Err(match fenced {
+                    KafkaError::Fenced { .. } => fenced,
+                    _ => KafkaError::Delivery(message),
+                }
+                .into())
+            }
             None => Ok(()),
         }
     }
@@ -326,12 +337,20 @@ impl KafkaOutput {
             .done
             .send(result.as_ref().map(|_| ()).map_err(ToString::to_string));
         result?;
-        if self.transactional && then_begin {
-            self.producer
-                .begin_transaction()
-                .map_err(KafkaError::client("begin transaction"))?;
+        if then_begin {
+            self.begin()?;
         }
         Ok(())
+    }
+
+    fn begin(&self) -> Result<(), KafkaError> {
+        match &self.transactional_id {
+            Some(id) => self
+                .producer
+                .begin_transaction()
+                .map_err(KafkaError::transaction("begin transaction", id)),
+            None => Ok(()),
+        }
     }
 
     fn commit_offsets(
@@ -347,7 +366,7 @@ impl KafkaOutput {
                 element.set_metadata(c.metadata.as_str());
             }
         }
-        if !self.transactional {
+        let Some(id) = &self.transactional_id else {
             if list.count() > 0 {
                 input
                     .consumer
@@ -355,7 +374,7 @@ impl KafkaOutput {
                     .map_err(KafkaError::client("commit offsets"))?;
             }
             return Ok(());
-        }
+        };
         if list.count() > 0 {
             let group = input
                 .consumer
@@ -363,10 +382,13 @@ impl KafkaOutput {
                 .ok_or_else(|| KafkaError::Delivery("the consumer is in no group".into()))?;
             self.producer
                 .send_offsets_to_transaction(&list, &group, KAFKA_TIMEOUT)
-                .map_err(KafkaError::client("send offsets to the transaction"))?;
+                .map_err(KafkaError::transaction(
+                    "send offsets to the transaction",
+                    id,
+                ))?;
         }
         self.producer
             .commit_transaction(KAFKA_TIMEOUT)
-            .map_err(KafkaError::client("commit transaction"))
+            .map_err(KafkaError::transaction("commit transaction", id))
     }
 }
