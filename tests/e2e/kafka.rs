@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use waio_tests::kafka::{Broker, Read};
 use waio_tests::{
-    mock_with, plugin, run_waio, signal, spawn_waio, wait_exit, wait_until, MockConfig, MockServer,
+    mock_with, plugin, run_waio, signal, spawn_waio, wait_exit, wait_until, KillOnDrop, MockConfig,
+    MockServer,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -132,7 +133,7 @@ async fn a_read_committed_consumer_sees_each_result_once_across_sigkills() {
     let m = &mock;
     let mut kills = 0;
     for target in [120, 240, 360, 480] {
-        let mut child = spawn_waio(dir.path(), &["run", "pipeline.toml"]);
+        let mut child = KillOnDrop(spawn_waio(dir.path(), &["run", "pipeline.toml"]));
         tokio::task::block_in_place(|| {
             wait_until("provider calls", LIMIT, || m.stats().embeddings >= target)
         });
@@ -232,9 +233,9 @@ async fn two_processes_split_the_partitions_and_hand_them_over() {
     let assigned = |i: usize| log(i).matches("kafka: partition assigned").count();
     let m = &mock;
     broker.produce(&records(0..400, 4), "in");
-    let mut a = spawn_waio(dirs[0].path(), &["run", "pipeline.toml"]);
+    let mut a = KillOnDrop(spawn_waio(dirs[0].path(), &["run", "pipeline.toml"]));
     tokio::task::block_in_place(|| wait_until("a is busy", LIMIT, || m.stats().embeddings >= 40));
-    let mut b = spawn_waio(dirs[1].path(), &["run", "pipeline.toml"]);
+    let mut b = KillOnDrop(spawn_waio(dirs[1].path(), &["run", "pipeline.toml"]));
     let both = |broker: &Broker, n: usize| {
         let until = std::time::Instant::now() + LIMIT;
         while broker.read_committed("out").len() < n {
@@ -313,7 +314,7 @@ async fn without_checkpoints_offsets_commit_periodically_at_least_once() {
             "",
         ),
     );
-    let mut child = spawn_waio(dir.path(), &["run", "pipeline.toml"]);
+    let mut child = KillOnDrop(spawn_waio(dir.path(), &["run", "pipeline.toml"]));
     tokio::task::block_in_place(|| {
         wait_until("200 outputs", LIMIT, || {
             broker.read_committed("out").len() >= 200
@@ -367,9 +368,9 @@ async fn a_fenced_process_commits_nothing_more() {
         write(dir.path(), "pipeline.toml", &text);
     }
     let m = &mock;
-    let mut zombie = spawn_waio(dirs[0].path(), &["run", "pipeline.toml"]);
+    let mut zombie = KillOnDrop(spawn_waio(dirs[0].path(), &["run", "pipeline.toml"]));
     tokio::task::block_in_place(|| wait_until("a is busy", LIMIT, || m.stats().embeddings >= 40));
-    let mut successor = spawn_waio(dirs[1].path(), &["run", "pipeline.toml"]);
+    let mut successor = KillOnDrop(spawn_waio(dirs[1].path(), &["run", "pipeline.toml"]));
     let code = tokio::task::block_in_place(|| wait_exit(&mut zombie, LIMIT));
     let log = waio_tests::reload::log(dirs[0].path());
     assert_ne!(code, 0, "{log}");

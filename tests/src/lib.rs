@@ -524,6 +524,30 @@ pub fn spawn_waio(dir: &Path, args: &[&str]) -> std::process::Child {
         .expect("start waio")
 }
 
+/// A child process that is killed when dropped: a test that fails halfway leaves no `waio`
+/// running behind it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends `signal` ("TERM", "INT", "KILL") to a child process.
 pub fn signal(child: &std::process::Child, signal: &str) {
     let status = Command::new("kill")
