@@ -37,6 +37,27 @@ fn embeddings(mock: &MockServer, capacity: usize, cache: &str) -> String {
     )
 }
 
+/// The mock provider on a free port, answering after `latency_ms`.
+async fn mock_at(latency_ms: u64) -> MockServer {
+    mock_with(MockConfig {
+        latency_ms,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+}
+
+/// `waio run pipeline.toml` in `dir` to its end, off the async runtime that serves the mock:
+/// (exit code, stderr).
+async fn run_to_end(dir: &Path) -> (i32, String) {
+    let dir = dir.to_path_buf();
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || run_waio(&dir, &["run", "pipeline.toml"]))
+            .await
+            .expect("waio ran");
+    (code, stderr)
+}
+
 fn echo() -> String {
     format!(
         "[[operator]]\nname = \"echo\"\nplugin = \"{}\"\n",
@@ -109,12 +130,7 @@ async fn a_read_committed_consumer_sees_each_result_once_across_sigkills() {
         &[(0, None, "not json".into()), (1, None, "{\"id\": ".into())],
         "in",
     );
-    let mock = mock_with(MockConfig {
-        latency_ms: 5,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..MockConfig::default()
-    })
-    .await;
+    let mock = mock_at(5).await;
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -143,11 +159,7 @@ async fn a_read_committed_consumer_sees_each_result_once_across_sigkills() {
     }
     let at_last_kill = mock.stats().embeddings;
     assert!(at_last_kill < N, "the run ended before the last kill");
-    let dir_path = dir.path().to_path_buf();
-    let (code, _, stderr) =
-        tokio::task::spawn_blocking(move || run_waio(&dir_path, &["run", "pipeline.toml"]))
-            .await
-            .unwrap();
+    let (code, stderr) = run_to_end(dir.path()).await;
     assert_eq!(code, 0, "{stderr}");
 
     let out = broker.read_committed("out");
@@ -205,12 +217,7 @@ async fn two_processes_split_the_partitions_and_hand_them_over() {
     const CAPACITY: u64 = 4;
     let broker = Broker::start();
     broker.create_topics(&["in", "out", "dlq"], 4);
-    let mock = mock_with(MockConfig {
-        latency_ms: 40,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..MockConfig::default()
-    })
-    .await;
+    let mock = mock_at(40).await;
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     for (i, dir) in dirs.iter().enumerate() {
         write(
@@ -297,12 +304,7 @@ async fn without_checkpoints_offsets_commit_periodically_at_least_once() {
     let broker = Broker::start();
     broker.create_topics(&["in", "out", "dlq"], 1);
     broker.produce(&records(0..N, 1), "in");
-    let mock = mock_with(MockConfig {
-        latency_ms: 10,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..MockConfig::default()
-    })
-    .await;
+    let mock = mock_at(10).await;
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -324,11 +326,7 @@ async fn without_checkpoints_offsets_commit_periodically_at_least_once() {
     child.wait().expect("reaped");
     let before = broker.read_committed("out").len();
     assert!(before < N as usize, "the run ended before the kill");
-    let dir_path = dir.path().to_path_buf();
-    let (code, _, stderr) =
-        tokio::task::spawn_blocking(move || run_waio(&dir_path, &["run", "pipeline.toml"]))
-            .await
-            .unwrap();
+    let (code, stderr) = run_to_end(dir.path()).await;
     assert_eq!(code, 0, "{stderr}");
     let out = broker.read_committed("out");
     let counts = id_counts(&out);
@@ -351,12 +349,7 @@ async fn a_fenced_process_commits_nothing_more() {
     let broker = Broker::start();
     broker.create_topics(&["in", "out", "dlq"], 2);
     broker.produce(&records(0..300, 2), "in");
-    let mock = mock_with(MockConfig {
-        latency_ms: 20,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..MockConfig::default()
-    })
-    .await;
+    let mock = mock_at(20).await;
     let text = manifest(
         &broker,
         &embeddings(&mock, 4, ""),
@@ -405,12 +398,7 @@ async fn an_idle_partition_holds_event_time_back_only_without_idle_timeout() {
         .collect();
     broker.produce(&input, "in");
     // A slow operator (capacity 2, 10 ms per record) keeps the run going for about a second.
-    let mock = mock_with(MockConfig {
-        latency_ms: 10,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..MockConfig::default()
-    })
-    .await;
+    let mock = mock_at(10).await;
     let slow = embeddings(&mock, 2, "");
     let run = |group: &str, idle: &str| -> Value {
         let dir = tempfile::tempdir().unwrap();

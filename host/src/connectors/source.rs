@@ -625,7 +625,8 @@ fn read_lines(
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-fn trim(line: &[u8]) -> &[u8] {
+/// The line without the ASCII whitespace around it (a Kafka value is trimmed the same way).
+pub(crate) fn trim(line: &[u8]) -> &[u8] {
     let start = line
         .iter()
         .position(|b| !b.is_ascii_whitespace())

@@ -19,7 +19,7 @@ use crate::checkpoint::coordinator::Command;
 use crate::checkpoint::coordinator::Control;
 use crate::connectors::dead_letter::DeadLetter;
 use crate::connectors::line::parse_line;
-use crate::connectors::source::{SourceContext, SourceError};
+use crate::connectors::source::{trim, SourceContext, SourceError};
 use crate::manifest::{FieldMapping, KafkaSourceConfig, KafkaStart};
 use crate::record::{
     Element, KafkaPosition, Message, Origin, Partition, PartitionRead, Record, SourcePosition,
@@ -296,31 +296,24 @@ impl Reader {
         let Some(owned) = self.owned.get(&partition) else {
             return; // Not ours (any more): the new owner reads it.
         };
-        if let Some(&end) = self.bounds.get(&partition) {
-            if offset >= end {
-                // Written after the start of a bounded run: left for the next one.
-                self.finished.insert(partition);
-                return;
-            }
+        let end = self.bounds.get(&partition).copied();
+        if end.is_some_and(|end| offset >= end) {
+            // Written after the start of a bounded run: left for the next one.
+            self.finished.insert(partition);
+            return;
         }
         let lease = Arc::clone(&owned.lease);
-        let generation = lease.generation;
         let skip = owned.resume.as_ref().is_some_and(|r| r.done(offset));
-        let resume = owned.resume.clone();
         let read = self
             .position
             .entry(partition.clone())
-            .or_insert(PartitionRead {
+            .or_insert_with(|| PartitionRead {
                 next: offset,
-                generation,
-                resume,
+                generation: lease.generation,
+                resume: owned.resume.clone(),
             });
         read.next = offset + 1;
-        if self
-            .bounds
-            .get(&partition)
-            .is_some_and(|&end| offset + 1 >= end)
-        {
+        if end.is_some_and(|end| offset + 1 >= end) {
             self.finished.insert(partition.clone());
         }
         if skip {
@@ -484,16 +477,4 @@ impl Reader {
         }
         Ok(())
     }
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    let start = value
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &value[start..end]
 }
