@@ -36,6 +36,7 @@ fn record(i: usize) -> Record {
         enters_at: 0,
         produced_by: None,
         origin: None,
+        ticket: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! prints the whole chain (`{:#}`), which would say the cause twice.
 
 pub mod admin;
+pub mod answers;
 pub mod cache;
 pub mod checkpoint;
 pub mod connectors;
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod project;
 pub mod record;
 pub mod replay;
+pub mod serve;
 pub mod telemetry;
 pub mod text_position;
 pub mod watch;

@@ -54,6 +54,30 @@ enum Command {
         #[command(flatten)]
         observe: ObserveArgs,
     },
+    /// Serve the pipeline's operators to another engine (a Flink job's WaioAsyncFunction):
+    /// batches of JSON lines POSTed to /v1/invoke, one answer line per record as it completes.
+    /// Runs until SIGINT/SIGTERM; /metrics, the status page and reloads on the same port.
+    Serve {
+        /// The pipeline manifest (TOML); its [source], [sink] and [checkpoint] are not used.
+        pipeline: PathBuf,
+        /// Where to listen: loopback by default (a sidecar serves its own machine).
+        #[arg(long, value_name = "ADDR", default_value = waio::serve::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Also write the summary as JSON to this file when it stops.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+        /// Do not print the summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// First build every operator that names a plugin project (`build = "dir"`).
+        #[arg(long)]
+        build: bool,
+        /// Hot reload: watch the manifest and the plugin files, and swap in what changes.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        observe: ObserveArgs,
+    },
     /// Validate a pipeline: parse the manifest, load and type-check every plugin, open the input file.
     Check {
         /// The pipeline manifest (TOML).
@@ -263,8 +287,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 quiet,
                 observe,
                 watch: watch.then_some(Watch { build }),
+                serve: None,
             };
             run_pipeline(&path, &output, build, fresh)
+        }
+        Command::Serve {
+            pipeline: path,
+            listen,
+            summary_json,
+            quiet,
+            build,
+            watch,
+            observe,
+        } => {
+            let output = Output {
+                summary_json,
+                quiet,
+                observe,
+                watch: watch.then_some(Watch { build }),
+                serve: Some(listen),
+            };
+            run_pipeline(&path, &output, build, true)
         }
         Command::Check { pipeline: path } => check_pipeline(&path),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
@@ -337,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 quiet,
                 observe,
                 watch: None,
+                serve: None,
             };
             replay_dead_letters(&path, &options, fresh, &output)
         }
@@ -387,6 +431,8 @@ struct Output {
     observe: ObserveArgs,
     /// `--watch`: reload what changes.
     watch: Option<Watch>,
+    /// `waio serve --listen`: serve the operators there instead of running the source.
+    serve: Option<std::net::SocketAddr>,
 }
 
 /// `--watch`, and whether plugin projects are rebuilt too (`--build`).
@@ -402,8 +448,16 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
         quiet,
         observe,
         watch,
+        serve,
     } = output;
     let (summary_json, quiet) = (summary_json.as_deref(), *quiet);
+    if serve.is_none() && matches!(manifest.source, waio::manifest::SourceConfig::Serve { .. }) {
+        anyhow::bail!(
+            "{}: [source] kind = \"serve\" takes its records from callers over HTTP: start it with `waio serve {}`",
+            manifest.path.display(),
+            manifest.path.display()
+        );
+    }
     let options = pipeline::RunOptions { fresh };
     // Bound before anything slow, so a taken port fails the run at once.
     let admin = observe
@@ -411,6 +465,7 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
         .or(manifest.admin.as_ref().map(|a| a.listen))
         .map(AdminListener::bind)
         .transpose()?;
+    let serve = serve.map(waio::serve::ServeListener::bind).transpose()?;
     let mode = ProgressMode::for_stderr(quiet, observe.progress_interval);
     let workers = match std::env::var("TOKIO_WORKER_THREADS") {
         // tokio would panic on a bad value; say which variable is wrong instead.
@@ -434,7 +489,7 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
         .context("cannot start the async runtime")?;
     let mut progress = None;
     let mut watching = None;
-    let run = pipeline::run_observed(manifest, &options, |handle| {
+    let observe_run = |handle: &pipeline::PipelineHandle| {
         if let Some(Watch { build }) = watch {
             match waio::watch::start(manifest, *build, handle.clone()) {
                 Ok(started) => watching = Some(started),
@@ -450,8 +505,14 @@ fn run_manifest(manifest: &Manifest, fresh: bool, output: &Output) -> anyhow::Re
             std::sync::Arc::clone(handle.telemetry()),
             mode,
         ));
-    });
-    let outcome = runtime.block_on(run);
+    };
+    let outcome = match serve {
+        Some(listener) => {
+            let serving = waio::serve::for_serving(manifest);
+            runtime.block_on(waio::serve::run(&serving, listener, observe_run))
+        }
+        None => runtime.block_on(pipeline::run_observed(manifest, &options, observe_run)),
+    };
     drop(watching);
     if let Some(progress) = progress {
         progress.finish();

@@ -22,6 +22,9 @@ pub struct Record {
     /// offsets commit per partition, dead letters name it and the sink carries its headers over.
     /// Not kept in checkpoints: a Kafka source's state lives in the Kafka transaction.
     pub origin: Option<std::sync::Arc<Origin>>,
+    /// The caller of `waio serve` waiting for the input this record derives from (`None` for
+    /// other runs): outputs, a failure or the end of the record's last copy are its answer.
+    pub ticket: Option<std::sync::Arc<crate::answers::Ticket>>,
 }
 
 /// A Kafka record's place and headers.

@@ -113,7 +113,9 @@ pub fn plan(manifest: &Manifest, options: &ReplayOptions) -> Result<Replay, Repl
         operators,
         fields: match &manifest.source {
             SourceConfig::File { fields, .. } | SourceConfig::Stdin { fields } => fields.clone(),
-            SourceConfig::DeadLetters { fields, .. } => fields.clone(),
+            SourceConfig::DeadLetters { fields, .. } | SourceConfig::Serve { fields } => {
+                fields.clone()
+            }
             SourceConfig::Generator { .. } | SourceConfig::Kafka(_) => FieldMapping::default(),
         },
         event_time: manifest.event_time.clone(),

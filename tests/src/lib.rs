@@ -17,11 +17,13 @@ pub use waio::metrics::RunSummary;
 pub use waio::pipeline::PipelineError;
 pub use waio_mock_provider::{MockConfig, MockServer};
 
+pub mod flink;
 pub mod kafka;
 pub mod observe;
 pub mod redis;
 pub mod reload;
 pub mod scripted;
+pub mod serve;
 pub use scripted::ScriptedServer;
 
 /// The repository root: found at run time (`cargo test` runs in the package directory), because a

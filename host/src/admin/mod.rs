@@ -106,13 +106,7 @@ async fn accept(listener: tokio::net::TcpListener, handle: PipelineHandle) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let handle = handle.clone();
-                async move {
-                    let answer = match reload_target(&request) {
-                        Some(operator) => reload::answer(&handle, operator).await,
-                        None => answer(&handle, &request),
-                    };
-                    Ok::<_, Infallible>(answer)
-                }
+                async move { Ok::<_, Infallible>(respond(&handle, &request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -120,6 +114,17 @@ async fn accept(listener: tokio::net::TcpListener, handle: PipelineHandle) {
                 tracing::debug!("admin server: connection ended: {error}");
             }
         });
+    }
+}
+
+/// The admin server's answer to one request (`waio serve` answers its other requests so too).
+pub(crate) async fn respond(
+    handle: &PipelineHandle,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match reload_target(request) {
+        Some(operator) => reload::answer(handle, operator).await,
+        None => answer(handle, request),
     }
 }
 

@@ -2,6 +2,7 @@
 //! docs/METRICS.md, in one place. Each group is a table of `(name, help, value)` rows, kept one
 //! row a line (`rustfmt::skip`).
 
+use crate::answers::{Answer, ServeTelemetry};
 use crate::cost::usage::unpriced_tokens;
 use crate::cost::BudgetState;
 use crate::outbound::breaker::BreakerState;
@@ -74,7 +75,29 @@ pub(super) fn collect(t: &PipelineTelemetry) -> Families {
         }
     }
     budget(&mut f, t);
+    if let Some(serve) = t.serve.get() {
+        callers(&mut f, serve);
+    }
     f
+}
+
+/// `waio serve`'s callers, one series per caller (and per answer kind).
+#[rustfmt::skip]
+fn callers(f: &mut Families, t: &ServeTelemetry) {
+    for (name, stats) in t.callers() {
+        let at = vec![("caller", escape(&name))];
+        counters(f, &at, [
+            ("waio_serve_batches", "Batches a caller of waio serve posted.", stats.batches.get() as f64),
+            ("waio_serve_records", "Records a caller of waio serve sent.", stats.records.get() as f64),
+        ]);
+        for answer in Answer::ALL {
+            let help = "Records of a caller answered, by outcome: ok, or the error kind of the answer line.";
+            f.counter("waio_serve_answers", help, with(at.clone(), "outcome", answer.name()), stats.count(answer) as f64);
+        }
+        gauges(f, &at, [
+            ("waio_serve_in_flight", "Records of a caller taken and not answered yet.", stats.in_flight.get() as f64),
+        ]);
+    }
 }
 
 #[rustfmt::skip]

@@ -222,6 +222,7 @@ pub fn decode_elements(buf: &[u8]) -> Result<Vec<Element>, CodecError> {
                     enters_at: 0,
                     produced_by: None,
                     origin: None,
+                    ticket: None,
                 };
                 if tag == TAG_REPLAYED_RECORD {
                     // An index beyond usize cannot name an operator: it passes every one.
@@ -512,6 +513,7 @@ pub(crate) mod tests {
                             enters_at: 0,
                             produced_by: None,
                             origin: None,
+                            ticket: None,
                         }),
                         Element::Watermark(1_001),
                         Element::Record(Record {
@@ -523,6 +525,7 @@ pub(crate) mod tests {
                             enters_at: 2,
                             produced_by: None,
                             origin: None,
+                            ticket: None,
                         }),
                         Element::DeadLetter(b"{\"line\":7}".to_vec()),
                     ],

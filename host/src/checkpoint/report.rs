@@ -325,6 +325,7 @@ mod tests {
                     enters_at: 0,
                     produced_by: None,
                     origin: None,
+                    ticket: None,
                 })
             })
             .collect();

@@ -47,6 +47,7 @@ pub fn parse_line(
         enters_at: 0,
         produced_by: None,
         origin: None,
+        ticket: None,
     }))
 }
 
@@ -99,6 +100,7 @@ fn parse_with_tree(
         enters_at: 0,
         produced_by: None,
         origin: None,
+        ticket: None,
     }))
 }
 

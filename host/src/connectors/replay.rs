@@ -129,6 +129,7 @@ mod tests {
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         };
         DeadLetter {
             stage,

@@ -90,6 +90,12 @@ pub fn run_sink(
         for element in &batch {
             match element {
                 Element::Record(record) => {
+                    // A `waio serve` caller's record is answered, not written.
+                    if let Some(ticket) = &record.ticket {
+                        ticket.output(&record.payload);
+                        report.records.inc();
+                        continue;
+                    }
                     if !matches!(out, Out::Discard) {
                         let start = chunk.len();
                         if let Err(error) = encode_record(record, format, &mut chunk) {
@@ -289,6 +295,7 @@ mod tests {
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         }
     }
 

@@ -54,6 +54,8 @@ pub enum SourceError {
     Kafka(#[from] crate::connectors::kafka::KafkaError),
     #[error("the kafka source was not connected before the run")]
     KafkaNotConnected,
+    #[error("the serve source has no callers: only `waio serve` feeds it")]
+    NotFed,
     /// A line of a dead-letter file being replayed that cannot be replayed.
     #[error("{path}:{line}: {cause}")]
     DeadLetter {
@@ -72,6 +74,7 @@ pub fn source_label(config: &SourceConfig) -> String {
             .unwrap_or_else(|| path.display().to_string()),
         SourceConfig::Stdin { .. } => "stdin".into(),
         SourceConfig::Generator { .. } => "generator".into(),
+        SourceConfig::Serve { .. } => "serve".into(),
         SourceConfig::Kafka(kafka) => format!("kafka:{}", kafka.topics.join(",")),
         SourceConfig::DeadLetters { path, .. } => path
             .file_name()
@@ -112,9 +115,10 @@ pub fn check_input(config: &SourceConfig) -> Result<(), SourceError> {
         SourceConfig::File { path, path_at, .. } => open_input(path, path_at).map(|_| ()),
         SourceConfig::DeadLetters { path, .. } => open_dead_letters(path).map(|_| ()),
         // Brokers and topics are checked when the run connects.
-        SourceConfig::Stdin { .. } | SourceConfig::Generator { .. } | SourceConfig::Kafka(_) => {
-            Ok(())
-        }
+        SourceConfig::Stdin { .. }
+        | SourceConfig::Generator { .. }
+        | SourceConfig::Kafka(_)
+        | SourceConfig::Serve { .. } => Ok(()),
     }
 }
 
@@ -250,6 +254,7 @@ pub fn run_source(
             payload_bytes,
         } => generate(*count, *payload_bytes, &control, &mut out)?,
         SourceConfig::Kafka(_) => return Err(SourceError::KafkaNotConnected),
+        SourceConfig::Serve { .. } => return Err(SourceError::NotFed),
     }
     Ok(())
 }
@@ -357,6 +362,7 @@ impl Emitter {
                             enters_at: index,
                             produced_by: None,
                             origin: None,
+                            ticket: None,
                         };
                         (Ok(Element::Record(record)), Cow::Borrowed(&[][..]))
                     }
@@ -399,6 +405,7 @@ impl Emitter {
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         };
         let message = format!("{label}:{line}: {error}");
         tracing::warn!("{message} (sent to the dead-letter output)");
@@ -663,6 +670,7 @@ fn generate(
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         }));
         if out.batch.len() >= BATCH_SIZE && out.send_batch().is_err() {
             return Ok(());
@@ -723,6 +731,7 @@ mod tests {
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         })
     }
 
@@ -839,6 +848,7 @@ mod tests {
                 enters_at,
                 produced_by: None,
                 origin: None,
+                ticket: None,
             })
         };
         assert_eq!(elements[0], record("k", 5, r#"{"id":1}"#, 1, 1));

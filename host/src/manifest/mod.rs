@@ -108,6 +108,27 @@ impl Manifest {
         Self::parse(&text, path)
     }
 
+    /// The manifest as `waio serve` runs it: records come from its callers and go back to them
+    /// (source `serve`, keeping the field mapping; sink discarded; no checkpoints), every
+    /// operator unordered (a batch never waits for its slowest record). A hot reload of a
+    /// served pipeline reads the file again in this form.
+    pub fn serving_form(&self) -> Manifest {
+        let mut serving = self.clone();
+        let fields = match &self.source {
+            SourceConfig::File { fields, .. }
+            | SourceConfig::Stdin { fields }
+            | SourceConfig::Serve { fields } => fields.clone(),
+            _ => FieldMapping::default(),
+        };
+        serving.source = SourceConfig::Serve { fields };
+        serving.sink = SinkConfig::Discard;
+        serving.checkpoint = None;
+        for op in &mut serving.operators {
+            op.ordered = false;
+        }
+        serving
+    }
+
     /// Parses manifest text; `path` names the file in messages and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         parse_with_env(text, path, &|name| std::env::var(name))
@@ -142,15 +163,26 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
     let ctx = Ctx::new(text, path);
     let raw: RawManifest = toml::from_str(text).map_err(|e| syntax::syntax_error(&ctx, &e))?;
 
+    // A `waio serve` pipeline answers its callers: it needs no [sink].
+    let served = raw
+        .source
+        .as_ref()
+        .and_then(|s| s.get_ref().kind.as_ref())
+        .is_some_and(|kind| kind.get_ref() == "serve");
+    let sink_or_none = match raw.sink {
+        None if served => Some(None),
+        None => None,
+        Some(sink) => Some(Some(sink)),
+    };
     let missing: Vec<&str> = [
         (raw.source.is_none(), "[source]"),
         (raw.operators.is_empty(), "[[operator]]"),
-        (raw.sink.is_none(), "[sink]"),
+        (sink_or_none.is_none(), "[sink]"),
     ]
     .into_iter()
     .filter_map(|(absent, section)| absent.then_some(section))
     .collect();
-    let (Some(source), Some(sink), true) = (raw.source, raw.sink, missing.is_empty()) else {
+    let (Some(source), Some(sink), true) = (raw.source, sink_or_none, missing.is_empty()) else {
         return Err(ctx.missing(&missing));
     };
 
@@ -161,7 +193,10 @@ fn parse_with_env(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Manifes
     let source = source::resolve(&ctx, source)?;
     let named_limits = rate_limit::resolve_named(&ctx, raw.rate_limits)?;
     let operators = operators(&ctx, raw.operators, &secrets, &named_limits)?;
-    let sink = sink::resolve(&ctx, sink)?;
+    let sink = match sink {
+        Some(sink) => sink::resolve(&ctx, sink)?,
+        None => SinkConfig::Discard,
+    };
     let dead_letter = dead_letter::resolve(&ctx, raw.dead_letter)?;
     kafka::check_pairing(&source, &sink, &dead_letter)?;
     let mock_provider = raw

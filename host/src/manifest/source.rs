@@ -30,9 +30,14 @@ pub enum SourceConfig {
         count: u64,
         payload_bytes: usize,
     },
+    Kafka(super::kafka::KafkaSourceConfig),
+    /// `kind = "serve"`: the callers of `waio serve`, which sends records in batches over HTTP
+    /// and answers each (`waio serve` also runs a manifest with another source in its place).
+    Serve {
+        fields: FieldMapping,
+    },
     /// A dead-letter file fed back by `waio dead-letters replay` (never written in a manifest):
     /// each line's record re-enters the chain where it failed.
-    Kafka(super::kafka::KafkaSourceConfig),
     DeadLetters {
         path: PathBuf,
         /// The operators' names in chain order: a dead letter's `stage` names one.
@@ -54,7 +59,7 @@ pub struct FieldMapping {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
-    kind: Option<Spanned<String>>,
+    pub(super) kind: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     key_field: Option<Spanned<String>>,
     pub(super) timestamp_field: Option<Spanned<String>>,
@@ -95,6 +100,7 @@ enum Kind {
     Stdin,
     Generator,
     Kafka,
+    Serve,
 }
 
 pub(super) fn resolve(
@@ -107,7 +113,7 @@ pub(super) fn resolve(
         return Err(ctx.invalid(
             span,
             "source.kind",
-            "missing; expected one of \"file\", \"stdin\", \"generator\", \"kafka\"",
+            "missing; expected one of \"file\", \"stdin\", \"generator\", \"kafka\", \"serve\"",
         ));
     };
     let kind = ctx.choose(
@@ -118,6 +124,7 @@ pub(super) fn resolve(
             ("stdin", Kind::Stdin),
             ("generator", Kind::Generator),
             ("kafka", Kind::Kafka),
+            ("serve", Kind::Serve),
         ],
     )?;
     let kafka = raw.take_kafka();
@@ -129,7 +136,7 @@ pub(super) fn resolve(
         ));
     }
     match kind {
-        Kind::File | Kind::Stdin => json_lines(ctx, span.start, kind, raw),
+        Kind::File | Kind::Stdin | Kind::Serve => json_lines(ctx, span.start, kind, raw),
         Kind::Generator => generator(ctx, span.start, raw),
         Kind::Kafka => kafka_source(ctx, span.start, raw, kafka),
     }
@@ -169,9 +176,16 @@ fn json_lines(
         key_field: ctx.non_empty_string(raw.key_field, "source.key_field")?,
         timestamp_field: ctx.non_empty_string(raw.timestamp_field, "source.timestamp_field")?,
     };
-    if let Kind::Stdin = kind {
-        ctx.reject_for_kind(&raw.path, "source.path", "file sources")?;
-        return Ok(SourceConfig::Stdin { fields });
+    match kind {
+        Kind::Stdin => {
+            ctx.reject_for_kind(&raw.path, "source.path", "file sources")?;
+            return Ok(SourceConfig::Stdin { fields });
+        }
+        Kind::Serve => {
+            ctx.reject_for_kind(&raw.path, "source.path", "file sources")?;
+            return Ok(SourceConfig::Serve { fields });
+        }
+        _ => {}
     }
     let Some(path) = raw.path else {
         return Err(ctx.invalid(

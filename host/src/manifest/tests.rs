@@ -523,6 +523,27 @@ fn missing_sections_are_named() {
 }
 
 #[test]
+fn a_serve_source_needs_no_sink_and_takes_no_path() {
+    let m = parse(
+        "[source]\nkind = \"serve\"\nkey_field = \"id\"\n[[operator]]\nplugin = \"p.wasm\"\n",
+    )
+    .expect("a serve manifest");
+    let SourceConfig::Serve { fields } = &m.source else {
+        panic!("expected a serve source, got {:?}", m.source);
+    };
+    assert_eq!(fields.key_field.as_deref(), Some("id"));
+    assert_eq!(m.sink, SinkConfig::Discard);
+    let e = parse_err(
+        "[source]\nkind = \"serve\"\npath = \"in.jsonl\"\n[[operator]]\nplugin = \"p.wasm\"\n",
+    );
+    assert_eq!(invalid(&e), (3, 8, "source.path"));
+    let e = parse_err(
+        "[source]\nkind = \"server\"\n[[operator]]\nplugin = \"p.wasm\"\n[sink]\nkind = \"stdout\"\n",
+    );
+    assert!(e.to_string().contains("\"serve\""), "{e}");
+}
+
+#[test]
 fn file_source_without_path() {
     let text = "[[operator]]\nplugin = \"p.wasm\"\n\n[source]\nkind = \"file\"\n[sink]\nkind = \"stdout\"\n";
     let e = parse_err(text);

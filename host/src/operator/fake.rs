@@ -405,6 +405,7 @@ impl Harness {
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         };
         self.admit(Element::Record(record))
     }

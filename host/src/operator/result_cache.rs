@@ -366,6 +366,7 @@ mod tests {
             enters_at: 0,
             produced_by: None,
             origin: None,
+            ticket: None,
         }
     }
 

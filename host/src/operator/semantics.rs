@@ -518,6 +518,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
         if let Some(slot) = self.slots.get_mut(entry.slot) {
             slot.completed += 1;
         }
+        if let Some(ticket) = &entry.input.ticket {
+            ticket.completed();
+        }
         let (timestamp, line) = (entry.input.timestamp, entry.input.line);
         let produced_by = Some(Arc::clone(self.function.version_of(entry.slot)));
         let outputs: Vec<Record> = outputs
@@ -531,6 +534,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 enters_at: 0,
                 produced_by: produced_by.clone(),
                 origin: entry.input.origin.clone(),
+                ticket: entry.input.ticket.clone(),
             })
             .collect();
         if outputs.is_empty() {
@@ -564,6 +568,10 @@ impl<F: AsyncFunction> OperatorCore<F> {
             Cause::Failure => (self.config.on_failure, "failure"),
             Cause::Timeout => (self.config.on_timeout, "timeout"),
         };
+        if let Some(ticket) = entry.input.ticket.clone() {
+            self.answer_failure(seq, &ticket, cause, kind, message);
+            return Ok(());
+        }
         let operator = self.config.name.clone();
         let record = match entry.input.origin.as_deref() {
             Some(o) => format!(
@@ -611,6 +619,30 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A `waio serve` caller's record failed: the caller hears it (and decides on retries and
+    /// dead letters), whatever the operator's policy; the record leaves at its position.
+    fn answer_failure(
+        &mut self,
+        seq: u64,
+        ticket: &crate::answers::Ticket,
+        cause: Cause,
+        kind: FailureKind,
+        message: String,
+    ) {
+        use crate::answers::FailureKind as Answer;
+        let answer = match (cause, kind) {
+            (Cause::Timeout, _) => Answer::Timeout,
+            (Cause::Failure, FailureKind::Retriable) => Answer::Retriable,
+            (Cause::Failure, FailureKind::Fatal) => Answer::Fatal,
+        };
+        ticket.fail(answer, message);
+        if let Some(entry) = self.records.get_mut(seq) {
+            entry.done = true;
+            let segment = entry.segment;
+            self.queue.complete(seq, segment, Vec::new());
         }
     }
 

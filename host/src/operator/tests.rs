@@ -555,6 +555,7 @@ fn a_record_replayed_at_a_later_operator_passes_unchanged_in_its_place() {
         enters_at: 1,
         produced_by: None,
         origin: None,
+        ticket: None,
     };
     h.admit(Element::Record(replayed.clone())).unwrap();
     h.record("now-3").unwrap();

@@ -18,6 +18,7 @@ use crate::checkpoint::commit::OutputFile;
 use crate::checkpoint::coordinator::{Command, ControlSender, Coordinator, Event, ReportSender};
 use crate::checkpoint::kafka::{commit_channel, CommitChannel};
 use crate::checkpoint::{Checkpoint, CheckpointStore, OperatorSnapshot, SourcePosition};
+use crate::connectors::feed::FeedReceiver;
 use crate::connectors::kafka::sink::KafkaOutput;
 use crate::connectors::kafka::source::KafkaInput;
 use crate::connectors::sink::SinkOutput;
@@ -48,6 +49,8 @@ pub(super) struct SourceStage {
     pub context: SourceContext,
     /// A Kafka source's consumer, connected before the run.
     pub kafka: Option<Arc<KafkaInput>>,
+    /// `waio serve`'s callers, for its `serve` source.
+    pub feed: Option<FeedReceiver>,
 }
 
 pub(super) struct OperatorStage {
@@ -81,6 +84,13 @@ pub(super) struct Controls {
 impl Topology {
     pub fn telemetry(&self) -> &Arc<PipelineTelemetry> {
         &self.telemetry
+    }
+
+    /// Where `waio serve` sends its callers' records: the source of a `serve` pipeline.
+    pub fn feed(&mut self) -> crossbeam_channel::Sender<Vec<crate::record::Record>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.source.feed = Some(rx);
+        tx
     }
 }
 
@@ -173,6 +183,7 @@ pub async fn build(manifest: &Manifest, options: &RunOptions) -> Result<Topology
                 telemetry: Arc::clone(&telemetry.source),
             },
             kafka: kafka.input,
+            feed: None,
         },
         operators,
         sink: SinkStage {

@@ -115,7 +115,16 @@ pub async fn run_observed(
     options: &RunOptions,
     observe: impl FnOnce(&PipelineHandle),
 ) -> Result<RunSummary, PipelineError> {
-    let running = build(manifest, options).await?.start();
+    run_built(build(manifest, options).await?, observe).await
+}
+
+/// Starts a built pipeline and runs it to its end as [`run_observed`] does (`waio serve` builds
+/// its own, to feed it).
+pub async fn run_built(
+    topology: Topology,
+    observe: impl FnOnce(&PipelineHandle),
+) -> Result<RunSummary, PipelineError> {
+    let running = topology.start();
     observe(&running.handle());
     // Signals are watched from here on, as before: during loading they end the process.
     let _signals = match signals::forward(running.handle()) {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::stacks::OutboundFactory;
 use super::PipelineError;
 use crate::manifest::changes::{changes, OperatorChange, RestartNeeded};
-use crate::manifest::{Manifest, ManifestError, OperatorConfig};
+use crate::manifest::{Manifest, ManifestError, OperatorConfig, SourceConfig};
 use crate::operator::reload::{OperatorReload, ReloadSender};
 use crate::plugin::function::{FreshInstanceError, FunctionVersion, PreparedVersion};
 use crate::plugin::{cache::component_sha256, CompileCache, InstanceLimits, PluginComponent};
@@ -130,7 +130,10 @@ impl Reloader {
 
     async fn reload(&mut self, scope: &ReloadScope) -> Result<Vec<OperatorSwapped>, ReloadError> {
         let asked_at = Instant::now();
-        let next = Manifest::load(&self.manifest.path).map_err(ReloadError::Manifest)?;
+        let mut next = Manifest::load(&self.manifest.path).map_err(ReloadError::Manifest)?;
+        if matches!(self.manifest.source, SourceConfig::Serve { .. }) {
+            next = next.serving_form();
+        }
         let changed = changes(&self.manifest, &next).map_err(ReloadError::RestartNeeded)?;
         if let ReloadScope::Operator(name) = scope {
             if !self.manifest.operators.iter().any(|o| &o.name == name) {

@@ -14,6 +14,7 @@ use super::handle::{PipelineHandle, Request};
 use super::reload::Reloader;
 use super::PipelineError;
 use crate::checkpoint::coordinator::{Command, Control, Event};
+use crate::connectors::feed::run_feed;
 use crate::connectors::sink::run_sink;
 use crate::connectors::source::run_source;
 use crate::metrics::RunSummary;
@@ -93,12 +94,16 @@ impl Topology {
         spawn(
             StageKind::Source,
             "waio-source".into(),
-            Box::new(move || {
-                Ok(run_source(
+            Box::new(move || match source.feed {
+                Some(feed) => {
+                    run_feed(source.context, feed);
+                    Ok(())
+                }
+                None => Ok(run_source(
                     &source.config,
                     source.context,
                     source.kafka.as_deref(),
-                )?)
+                )?),
             }),
         );
         for (index, stage) in operators.into_iter().enumerate() {

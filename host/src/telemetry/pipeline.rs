@@ -35,6 +35,8 @@ pub struct PipelineTelemetry {
     /// Hot reloads refused (a plugin or manifest that failed validation, a change that needs
     /// a restart); the ones swapped in are counted per operator.
     pub reloads_refused: Counter,
+    /// `waio serve`'s callers (set when the run serves).
+    pub serve: OnceLock<Arc<crate::answers::ServeTelemetry>>,
 }
 
 impl PipelineTelemetry {
@@ -51,6 +53,7 @@ impl PipelineTelemetry {
             checkpointing,
             stop_requested: Flag::default(),
             restored_from: OnceLock::new(),
+            serve: OnceLock::new(),
             restored_in_flight: Counter::default(),
             cost: Arc::default(),
             reloads_refused: Counter::default(),

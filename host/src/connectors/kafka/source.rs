@@ -392,6 +392,7 @@ impl Reader {
             enters_at: 0,
             produced_by: None,
             origin: Some(origin),
+            ticket: None,
         };
         let letter = DeadLetter {
             stage: "source",
