@@ -254,6 +254,37 @@ async fn a_batch_sent_again_pays_the_provider_once_even_after_a_restart() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_on_the_serve_port_changes_the_answers_of_the_next_batch() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    let manifest = cached_manifest(&p, &mock);
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let dir = p.dir.path().to_path_buf();
+    let (before, reload, after) = off_runtime(move || {
+        let sidecar = Sidecar::start(&dir, &manifest);
+        let batch = [rec(json!({"id": 1, "text": "the export fails"}))];
+        let before = sidecar.connect().post("a", &batch);
+        let renamed = text.replace("output_field = \"label\"", "output_field = \"category\"");
+        std::fs::write(&manifest, renamed).expect("write manifest");
+        let reload = sidecar.request("POST", "/admin/operators/label/reload");
+        let after = sidecar.connect().post("a", &batch);
+        (before, reload, after)
+    })
+    .await;
+    assert!(
+        before.answer(0)["outputs"][0]["label"].is_string(),
+        "{:?}",
+        before.answers
+    );
+    assert_eq!(reload.0, 200, "{}", reload.1);
+    let output = &after.answer(0)["outputs"][0];
+    assert!(
+        output["category"].is_string() && output.get("label").is_none(),
+        "{output}"
+    );
+}
+
 #[test]
 fn a_serve_manifest_is_not_run_and_a_taken_port_is_named() {
     let p = Pipeline::new();

@@ -48,11 +48,19 @@ impl Sidecar {
 
     /// `GET path` on a connection of its own: status and body (status 0 if it cannot connect).
     pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path)
+    }
+
+    /// `METHOD path` with no body, on a connection of its own (status 0 if it cannot connect).
+    pub fn request(&self, method: &str, path: &str) -> (u16, String) {
         let Ok(stream) = TcpStream::connect(self.addr) else {
             return (0, String::new());
         };
         let mut connection = Connection::from_stream(stream);
-        let request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", self.addr);
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: 0\r\n\r\n",
+            self.addr
+        );
         match connection.exchange(request.as_bytes()) {
             Ok(response) => (
                 response.status,

@@ -465,7 +465,9 @@ impl AsyncWaitOperator {
         let read_ahead = pending_input.iter().filter(|e| is_record(e)).count();
         let line = self.core.last_admitted_line();
         let operator = self.core.name();
-        if self.reports.is_some() {
+        if self.core.serving() {
+            tracing::info!(operator = %operator, "stop requested: finishing and answering the {in_flight} records in flight; the {read_ahead} not started yet are answered as lost (their callers send them again); new batches are refused");
+        } else if self.reports.is_some() {
             tracing::warn!(
                 operator = %operator,
                 "stop requested: finishing the {in_flight} records in flight (input up to line {line}); nothing new is invoked; the {read_ahead} records read ahead and the rest of the input stay for the next run, which resumes from the final checkpoint"

@@ -226,6 +226,11 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.records.len()
     }
 
+    /// The operator serves `waio serve`'s callers (its records come from the `serve` source).
+    pub fn serving(&self) -> bool {
+        &*self.source_label == "serve"
+    }
+
     pub fn last_admitted_line(&self) -> u64 {
         self.last_admitted_line
     }

@@ -88,8 +88,11 @@ impl PipelineTelemetry {
     /// The run stopped on request before the end of its input. The source may never see the
     /// stop: the first operator ends first and the source's next hand-over finds nobody
     /// listening.
+    /// A stop is how `waio serve` ends (it has no input to end): never "stopped" there.
     pub fn stopped(&self) -> bool {
-        self.stop_requested.get() && (self.source.stopped.get() || self.left_unprocessed() > 0)
+        self.serve.get().is_none()
+            && self.stop_requested.get()
+            && (self.source.stopped.get() || self.left_unprocessed() > 0)
     }
 
     /// When every restored input had been invoked again.
