@@ -125,11 +125,13 @@ pub async fn run_built(
     observe: impl FnOnce(&PipelineHandle),
 ) -> Result<RunSummary, PipelineError> {
     let running = topology.start();
-    observe(&running.handle());
-    // Signals are watched from here on, as before: during loading they end the process.
+    // Signals are watched from here on, as before: during loading they end the process. Before
+    // `observe`, which may open a port (`waio serve`): a caller that sees it answer can stop it
+    // gracefully.
     let _signals = match signals::forward(running.handle()) {
         Ok(forwarding) => forwarding,
         Err(error) => return running.abort(error).await,
     };
+    observe(&running.handle());
     running.wait().await
 }
