@@ -248,8 +248,9 @@ fn a_task_manager_lost(cluster: &FlinkCluster, jar: &Path, mock: &MockServer) {
     let url = format!("http://{}", sidecar.addr);
     let (input, output_s) = (input.to_string_lossy(), output.to_string_lossy());
     let before = mock.stats().chat;
-    let restarts = run_job(cluster, jar, &args(&input, &output_s, &url), |id| {
-        cluster.wait_running_tasks(id, LIMIT);
+    // Not "all tasks RUNNING": the source subtasks that get no split (one file is one split)
+    // finish at once. The provider's count says the job is well under way.
+    let restarts = run_job(cluster, jar, &args(&input, &output_s, &url), |_| {
         wait_until("a third of the records", LIMIT, || {
             mock.stats().chat >= before + 600
         });

@@ -178,18 +178,22 @@ async fn a_stop_finishes_what_was_taken_and_refuses_new_batches() {
         sidecar.metric(taken) == 20.0
     });
     signal(&sidecar.process, "TERM");
+    // The signal is handled asynchronously: wait until the run says it is stopping.
+    let stopping = "waio_run_state{pipeline=\"serve-test\"}";
+    waio_tests::wait_until("the stop is seen", Duration::from_secs(10), || {
+        sidecar.metric(stopping) == 1.0
+    });
     let refused = off_runtime(move || {
         waio_tests::serve::Connection::open(addr).post_raw("b", b"{\"id\":1}\n")
     })
     .await;
-    if let Ok(refused) = refused {
-        assert_eq!(
-            refused.status,
-            503,
-            "{}",
-            String::from_utf8_lossy(&refused.body)
-        );
-    }
+    let refused = refused.expect("waio serve still answers while it finishes");
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
     let answered = off_runtime(move || in_flight.join().expect("the batch")).await;
     assert_eq!(answered.answers.len(), 20);
     assert!(

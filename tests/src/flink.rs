@@ -290,17 +290,6 @@ metrics.fetcher.update-interval: 1000
         })
     }
 
-    /// Waits until every task of every vertex of the job is RUNNING (`vertices[].tasks`; the
-    /// `status` of a vertex is RUNNING as soon as one of its tasks is).
-    pub fn wait_running_tasks(&self, id: &str, limit: Duration) {
-        let running = |v: &Value| v["tasks"]["RUNNING"].as_u64() == v["parallelism"].as_u64();
-        self.wait(&format!("all tasks of job {id} RUNNING"), limit, || {
-            let job = self.get(&format!("/jobs/{id}")).ok()?;
-            let vertices = job["vertices"].as_array()?;
-            vertices.iter().all(running).then_some(())
-        })
-    }
-
     /// How often the job restarted: the larger of the `numRestarts` metric (from the REST metric
     /// fetcher, gone some time after the job ends) and the number of failures in the exception
     /// history (kept after the end, at most web.exception-history-size = 16). Region failover

@@ -465,7 +465,11 @@ impl AsyncWaitOperator {
         let read_ahead = pending_input.iter().filter(|e| is_record(e)).count();
         let line = self.core.last_admitted_line();
         let operator = self.core.name();
-        if self.core.serving() {
+        let serving = self.core.serving()
+            || pending_input
+                .iter()
+                .any(|e| matches!(e, Element::Record(r) if r.ticket.is_some()));
+        if serving {
             tracing::info!(operator = %operator, "stop requested: finishing and answering the {in_flight} records in flight; the {read_ahead} not started yet are answered as lost (their callers send them again); new batches are refused");
         } else if self.reports.is_some() {
             tracing::warn!(

@@ -136,6 +136,8 @@ pub struct OperatorCore<F> {
     barrier: u64,
     /// Line of the last record admitted, for the stop message.
     last_admitted_line: u64,
+    /// A record of `waio serve`'s callers was admitted.
+    serving: bool,
     /// The time of the event being handled (every public entry point takes it): retries set
     /// while handling it are due from then.
     now: Instant,
@@ -189,6 +191,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             passthrough: Vec::new(),
             barrier: 0,
             last_admitted_line: 0,
+            serving: false,
             now: Instant::now(),
             input_ended: false,
             telemetry,
@@ -226,9 +229,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.records.len()
     }
 
-    /// The operator serves `waio serve`'s callers (its records come from the `serve` source).
+    /// The operator has admitted records of `waio serve`'s callers.
     pub fn serving(&self) -> bool {
-        &*self.source_label == "serve"
+        self.serving
     }
 
     pub fn last_admitted_line(&self) -> u64 {
@@ -276,6 +279,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let segment = self.queue.segment_of_next();
         self.queue.push_record(seq);
         self.last_admitted_line = input.line;
+        self.serving |= input.ticket.is_some();
         // A replayed dead letter that starts at a later operator leaves unchanged, in its place
         // (ordering, capacity and watermarks as for any record); its entry keeps it in
         // checkpoints until it has left.
