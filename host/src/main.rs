@@ -35,48 +35,24 @@ enum Command {
     Run {
         /// The pipeline manifest (TOML).
         pipeline: PathBuf,
-        /// Also write the run summary as JSON to this file.
-        #[arg(long)]
-        summary_json: Option<PathBuf>,
-        /// Do not print the summary on stderr.
-        #[arg(long, short)]
-        quiet: bool,
-        /// First build every operator that names a plugin project (`build = "dir"`).
-        #[arg(long)]
-        build: bool,
         /// Ignore existing checkpoints: start from the beginning with empty outputs.
         #[arg(long)]
         fresh: bool,
-        /// Hot reload: watch the manifest and the plugin files, and swap in what changes while
-        /// the run goes on (with --build, also rebuild plugin projects whose sources change).
-        #[arg(long)]
-        watch: bool,
         #[command(flatten)]
-        observe: ObserveArgs,
+        run: RunArgs,
     },
     /// Serve the pipeline's operators to another engine (a Flink job's WaioAsyncFunction):
     /// batches of JSON lines POSTed to /v1/invoke, one answer line per record as it completes.
     /// Runs until SIGINT/SIGTERM; /metrics, the status page and reloads on the same port.
     Serve {
-        /// The pipeline manifest (TOML); its [source], [sink] and [checkpoint] are not used.
+        /// The pipeline manifest (TOML): `[source] kind = "serve"`, or a `waio run` manifest
+        /// whose source, sink and checkpoint are then not used.
         pipeline: PathBuf,
         /// Where to listen: loopback by default (a sidecar serves its own machine).
         #[arg(long, value_name = "ADDR", default_value = waio::serve::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
-        /// Also write the summary as JSON to this file when it stops.
-        #[arg(long)]
-        summary_json: Option<PathBuf>,
-        /// Do not print the summary on stderr.
-        #[arg(long, short)]
-        quiet: bool,
-        /// First build every operator that names a plugin project (`build = "dir"`).
-        #[arg(long)]
-        build: bool,
-        /// Hot reload: watch the manifest and the plugin files, and swap in what changes.
-        #[arg(long)]
-        watch: bool,
         #[command(flatten)]
-        observe: ObserveArgs,
+        run: RunArgs,
     },
     /// Validate a pipeline: parse the manifest, load and type-check every plugin, open the input file.
     Check {
@@ -147,6 +123,39 @@ enum DeadLettersCommand {
         #[command(flatten)]
         observe: ObserveArgs,
     },
+}
+
+/// What `waio run` and `waio serve` share.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Also write the run summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Do not print the summary on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// First build every operator that names a plugin project (`build = "dir"`).
+    #[arg(long)]
+    build: bool,
+    /// Hot reload: watch the manifest and the plugin files, and swap in what changes while
+    /// the run goes on (with --build, also rebuild plugin projects whose sources change).
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    observe: ObserveArgs,
+}
+
+impl RunArgs {
+    /// What the run shows and writes; `serve`: `waio serve --listen`.
+    fn output(self, serve: Option<std::net::SocketAddr>) -> Output {
+        Output {
+            summary_json: self.summary_json,
+            quiet: self.quiet,
+            observe: self.observe,
+            watch: self.watch.then_some(Watch { build: self.build }),
+            serve,
+        }
+    }
 }
 
 /// How a run can be watched while it goes.
@@ -275,39 +284,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             pipeline: path,
-            summary_json,
-            quiet,
-            build,
             fresh,
-            watch,
-            observe,
+            run,
         } => {
-            let output = Output {
-                summary_json,
-                quiet,
-                observe,
-                watch: watch.then_some(Watch { build }),
-                serve: None,
-            };
-            run_pipeline(&path, &output, build, fresh)
+            let build = run.build;
+            run_pipeline(&path, &run.output(None), build, fresh)
         }
         Command::Serve {
             pipeline: path,
             listen,
-            summary_json,
-            quiet,
-            build,
-            watch,
-            observe,
+            run,
         } => {
-            let output = Output {
-                summary_json,
-                quiet,
-                observe,
-                watch: watch.then_some(Watch { build }),
-                serve: Some(listen),
-            };
-            run_pipeline(&path, &output, build, true)
+            let build = run.build;
+            run_pipeline(&path, &run.output(Some(listen)), build, true)
         }
         Command::Check { pipeline: path } => check_pipeline(&path),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {

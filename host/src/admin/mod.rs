@@ -50,19 +50,10 @@ pub struct AdminListener {
 impl AdminListener {
     /// Binds `addr` now (no async runtime needed).
     pub fn bind(addr: SocketAddr) -> Result<Self, AdminError> {
-        let bind_error = |cause: std::io::Error| {
-            let hint = match cause.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    ": the port is taken (another waio run, or another exporter?); choose another port"
-                }
-                std::io::ErrorKind::AddrNotAvailable => ": no interface of this machine has that address",
-                _ => "",
-            };
-            AdminError::Bind { addr, cause, hint }
-        };
-        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
+        let in_use =
+            ": the port is taken (another waio run, or another exporter?); choose another port";
+        let (listener, addr) = bind_port(addr, in_use)
+            .map_err(|(cause, hint)| AdminError::Bind { addr, cause, hint })?;
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the admin server listens beyond this machine: it has no authentication");
         }
@@ -115,6 +106,29 @@ async fn accept(listener: tokio::net::TcpListener, handle: PipelineHandle) {
             }
         });
     }
+}
+
+/// Binds `addr` for a server a tokio runtime serves later: non-blocking, with the address the
+/// system chose for port 0. A failure comes with a hint for its usual causes (`in_use` for a
+/// taken port).
+pub(crate) fn bind_port(
+    addr: SocketAddr,
+    in_use: &'static str,
+) -> Result<(std::net::TcpListener, SocketAddr), (std::io::Error, &'static str)> {
+    let with_hint = |cause: std::io::Error| {
+        let hint = match cause.kind() {
+            std::io::ErrorKind::AddrInUse => in_use,
+            std::io::ErrorKind::AddrNotAvailable => {
+                ": no interface of this machine has that address"
+            }
+            _ => "",
+        };
+        (cause, hint)
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(with_hint)?;
+    listener.set_nonblocking(true).map_err(with_hint)?;
+    let addr = listener.local_addr().map_err(with_hint)?;
+    Ok((listener, addr))
 }
 
 /// The admin server's answer to one request (`waio serve` answers its other requests so too).

@@ -43,19 +43,9 @@ pub struct ServeListener {
 
 impl ServeListener {
     pub fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
-        let bind_error = |cause: std::io::Error| {
-            let hint = match cause.kind() {
-                std::io::ErrorKind::AddrInUse => ": the port is taken (another waio serve?)",
-                std::io::ErrorKind::AddrNotAvailable => {
-                    ": no interface of this machine has that address"
-                }
-                _ => "",
-            };
-            ServeError::Bind { addr, cause, hint }
-        };
-        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
+        let in_use = ": the port is taken (another waio serve?)";
+        let (listener, addr) = crate::admin::bind_port(addr, in_use)
+            .map_err(|(cause, hint)| ServeError::Bind { addr, cause, hint })?;
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "waio serve listens beyond this machine: it has no authentication, and whoever reaches it spends the provider budget");
         }
