@@ -31,7 +31,7 @@ fn check_reports_what_it_found() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("operator op:"), "{stdout}");
     assert!(
-        stdout.contains("implements waio:enricher/enricher-plugin@0.3.0"),
+        stdout.contains("implements waio:enricher/enricher-plugin@0.4.0"),
         "{stdout}"
     );
 }
@@ -231,6 +231,42 @@ async fn a_plugin_built_against_waio_enricher_0_2_0_runs_one_record_per_call() {
     let fetched = out.output.iter().find(|r| r["id"] == "fetched").unwrap();
     assert_eq!(fetched["status"], 200);
     assert_eq!(out.summary().operators[0].batch_calls, 0);
+}
+
+/// 0.3.0 has `async-invoke-batch` but no `input-headers`: it runs through an adapter, with
+/// batches, and its requests still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_waio_enricher_0_3_0_runs_with_batches() {
+    let echo = EchoServer::start().await;
+    let p = Pipeline::new();
+    let mut lines: Vec<String> = (0..200)
+        .map(|i| json!({"id": format!("r{i}")}).to_string())
+        .collect();
+    lines.push(json!({"id": "fetched", "url": echo.url("/x")}).to_string());
+    p.input(&lines);
+    let toml = one_operator(
+        &plugin("contract-0-3"),
+        "allowed_hosts = [\"127.0.0.1\"]\nbatch.max_size = 64",
+        "",
+        "",
+    );
+    p.manifest(&toml);
+    let (code, stdout, stderr) = run_waio(p.dir.path(), &["check", "pipeline.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("implements waio:enricher/enricher-plugin@0.3.0;"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("built against waio:enricher@0.3.0: runs through an adapter (input-headers is not there for it)"),
+        "{stdout}"
+    );
+    let out = p.run(&toml).await;
+    assert!(out.result.is_ok(), "{}", out.error());
+    assert_eq!(out.output.len(), 201);
+    let fetched = out.output.iter().find(|r| r["id"] == "fetched").unwrap();
+    assert_eq!(fetched["status"], 200);
+    assert!(out.summary().operators[0].batch_calls > 0);
 }
 
 #[test]

@@ -550,3 +550,58 @@ async fn the_kafka_example_triages_every_ticket_once() {
     ids.dedup();
     assert_eq!(ids.len(), tickets, "a ticket came out twice");
 }
+
+/// A Kafka record's headers reach the plugin (`result-future.input-headers`, WIT 0.4.0) in every
+/// SDK: each language's conformance plugin answers mode `headers` with the headers it was given,
+/// in order, a repeated name and an empty value included; the output carries them on to Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_in_every_language_read_the_input_headers() {
+    let inputs: Vec<(u64, Vec<(&str, &str)>)> = vec![
+        (
+            0,
+            vec![("trace", "t-1"), ("tenant", "acme"), ("trace", "t-2")],
+        ),
+        (1, vec![]),
+        (2, vec![("note", "héllo"), ("empty", "")]),
+    ];
+    let produced: Vec<_> = inputs
+        .iter()
+        .map(|(id, headers)| {
+            let value = json!({"id": id, "mode": "headers"}).to_string();
+            (0, Some(format!("k{id}")), value, headers.clone())
+        })
+        .collect();
+    for name in ["behave", "conform-python", "conform-js", "conform-c"] {
+        let broker = Broker::start();
+        broker.create_topics(&["in", "out", "dlq"], 1);
+        broker.produce_with_headers(&produced, "in");
+        let dir = tempfile::tempdir().unwrap();
+        let operator = format!(
+            "[[operator]]\nname = \"h\"\nplugin = \"{}\"\n",
+            plugin(name).display()
+        );
+        write(
+            dir.path(),
+            "pipeline.toml",
+            &manifest(&broker, &operator, "bounded = true\n", ""),
+        );
+        let (code, stderr) = run_to_end(dir.path()).await;
+        assert_eq!(code, 0, "{name}: {stderr}");
+        let out = broker.read_committed("out");
+        assert_eq!(out.len(), inputs.len(), "{name}: {out:?}");
+        for (r, (id, headers)) in out.iter().zip(&inputs) {
+            let expected: Vec<(String, String)> = headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            let v: Value = serde_json::from_str(&r.value).unwrap();
+            assert_eq!(v["id"], json!(id), "{name}: {v}");
+            assert_eq!(
+                v["headers"],
+                json!(expected.iter().map(|(n, v)| [n, v]).collect::<Vec<_>>()),
+                "{name}: what the plugin saw"
+            );
+            assert_eq!(r.headers, expected, "{name}: the output's Kafka headers");
+        }
+    }
+}

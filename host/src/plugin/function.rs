@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::bindings::{self, Event, HttpError, HttpRequest, HttpResponse};
 use super::{BatchEvent, GuestTrap, PluginComponent, PluginError, PluginInstance};
-use crate::record::Record;
+use crate::record::{Origin, Record};
 
 /// The answer to a request a plugin sent, as the plugin receives it.
 pub type Answer = Result<HttpResponse, HttpError>;
@@ -97,6 +97,8 @@ pub struct Invocation {
     pub key: Option<String>,
     pub timestamp: Option<i64>,
     pub payload: Vec<u8>,
+    /// Where the record came from (its headers are the plugin's to ask for).
+    pub origin: Option<Arc<Origin>>,
 }
 
 /// Why a fresh instance could not be made for a slot.
@@ -152,6 +154,7 @@ pub trait AsyncFunction {
                 key: item.key.take(),
                 timestamp: item.timestamp,
                 payload: std::mem::take(&mut item.payload),
+                origin: item.origin.clone(),
                 ..Record::default()
             };
             let result = self.invoke(slot, item.seq, item.attempt, &mut input);
@@ -349,7 +352,8 @@ impl AsyncFunction for WasmFunction {
         input: &mut Record,
     ) -> Result<(), GuestTrap> {
         let instance = self.slots[slot].instance()?;
-        with_event(input, |event| instance.invoke(seq, attempt, event))
+        let origin = input.origin.clone();
+        with_event(input, |event| instance.invoke(seq, attempt, event, origin))
     }
 
     fn takes_batches(&self, slot: usize) -> bool {
@@ -366,6 +370,7 @@ impl AsyncFunction for WasmFunction {
             .map(|item| BatchEvent {
                 seq: item.seq,
                 attempt: item.attempt,
+                origin: item.origin.take(),
                 event: Event {
                     key: item.key.take(),
                     timestamp: item.timestamp,
@@ -389,7 +394,8 @@ impl AsyncFunction for WasmFunction {
         input: &mut Record,
     ) -> Result<(), GuestTrap> {
         let instance = self.slots[slot].instance()?;
-        with_event(input, |event| instance.timeout(seq, attempt, event))
+        let origin = input.origin.clone();
+        with_event(input, |event| instance.timeout(seq, attempt, event, origin))
     }
 
     fn on_response(

@@ -4,6 +4,7 @@
 //! records an [`Effects`] entry; the operator drains them after the guest call returns. That keeps
 //! the operator free of re-entrancy and makes "first completion wins" a plain state check.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
@@ -13,12 +14,15 @@ use super::bindings::waio::enricher::{completion, http, logging, types, usage};
 use super::bindings::{Event, Failure, HttpRequest, LogLevel, TokenUsage};
 use super::output::GuestOutput;
 use super::wasi::GuestIo;
+use crate::record::Origin;
 
-/// The host side of one `result-future` handle: which record, which attempt.
+/// The host side of one `result-future` handle: which record, which attempt, and where the
+/// record came from (a Kafka record's headers, for `input-headers`).
 #[derive(Debug)]
 pub struct FutureRef {
     pub seq: u64,
     pub attempt: u32,
+    pub origin: Option<Arc<Origin>>,
 }
 
 /// A record's result as the plugin reported it.
@@ -142,8 +146,13 @@ impl HostState {
         &mut self,
         seq: u64,
         attempt: u32,
+        origin: Option<Arc<Origin>>,
     ) -> wasmtime::Result<Resource<FutureRef>> {
-        Ok(self.table.push(FutureRef { seq, attempt })?)
+        Ok(self.table.push(FutureRef {
+            seq,
+            attempt,
+            origin,
+        })?)
     }
 
     fn finish(
@@ -196,6 +205,18 @@ impl completion::HostResultFuture for HostState {
         // Requests and usage from now on are this record's (see `current`).
         self.current = Some(self.table.get(&handle)?.seq);
         Ok(())
+    }
+
+    fn input_headers(
+        &mut self,
+        handle: Resource<FutureRef>,
+    ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        let future = self.table.get(&handle)?;
+        Ok(future
+            .origin
+            .as_ref()
+            .map(|origin| origin.headers.clone())
+            .unwrap_or_default())
     }
 
     fn drop(&mut self, handle: Resource<FutureRef>) -> wasmtime::Result<()> {

@@ -19,6 +19,7 @@ pub mod wasi;
 pub mod world;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -32,6 +33,7 @@ pub use host::{FutureRef, HostState, MemoryLimiter};
 use output::{GuestOutput, Stream};
 
 use crate::manifest::Location;
+use crate::record::Origin;
 
 /// How often the engine's epoch advances: the granularity of `call_time_limit`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -170,6 +172,7 @@ impl PluginComponent {
         let version = world::other_version(imports.iter().map(String::as_str).chain(exports));
         let contract = match version.as_deref() {
             None => Contract::Current,
+            Some(compat::v0_3::WIT_VERSION) => Contract::V0_3,
             Some(compat::v0_2::WIT_VERSION) => Contract::V0_2,
             Some(compat::v0_1::WIT_VERSION) => Contract::V0_1,
             Some(_) => {
@@ -195,6 +198,10 @@ impl PluginComponent {
                 &mut linker,
                 |state| state,
             ),
+            Contract::V0_3 => compat::v0_3::EnricherPlugin::add_to_linker::<
+                HostState,
+                HasSelf<HostState>,
+            >(&mut linker, |state| state),
             Contract::V0_2 => compat::v0_2::EnricherPlugin::add_to_linker::<
                 HostState,
                 HasSelf<HostState>,
@@ -210,6 +217,7 @@ impl PluginComponent {
             .map_err(|e| wrong_world(format!("{e:#}")))?;
         let pre = match contract {
             Contract::Current => EnricherPluginPre::new(instance_pre).map(Pre::Current),
+            Contract::V0_3 => compat::v0_3::EnricherPluginPre::new(instance_pre).map(Pre::V0_3),
             Contract::V0_2 => compat::v0_2::EnricherPluginPre::new(instance_pre).map(Pre::V0_2),
             Contract::V0_1 => compat::v0_1::EnricherPluginPre::new(instance_pre).map(Pre::V0_1),
         }
@@ -238,6 +246,7 @@ impl PluginComponent {
     pub fn world(&self) -> &'static str {
         match self.pre {
             Pre::Current(_) => world::WORLD,
+            Pre::V0_3(_) => compat::v0_3::WORLD,
             Pre::V0_2(_) => compat::v0_2::WORLD,
             Pre::V0_1(_) => compat::v0_1::WORLD,
         }
@@ -247,6 +256,11 @@ impl PluginComponent {
     pub fn compat_note(&self) -> Option<String> {
         match self.pre {
             Pre::Current(_) => None,
+            Pre::V0_3(_) => Some(format!(
+                "built against waio:enricher@{}: runs through an adapter (input-headers is not there for it); {}",
+                compat::v0_3::WIT_VERSION,
+                world::REBUILD_HINT
+            )),
             Pre::V0_2(_) => Some(format!(
                 "built against waio:enricher@{}: runs through an adapter, one record per call (no async-invoke-batch); {}",
                 compat::v0_2::WIT_VERSION,
@@ -285,6 +299,7 @@ impl PluginComponent {
         // Instantiation may run guest code (start functions): keep it off any async runtime too.
         let bindings = off_runtime(|| match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            Pre::V0_3(pre) => pre.instantiate(&mut store).map(Bindings::V0_3),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
         })
@@ -339,6 +354,7 @@ fn check_component_header(bytes: &[u8]) -> Result<(), String> {
 #[derive(Clone, Copy)]
 enum Contract {
     Current,
+    V0_3,
     V0_2,
     V0_1,
 }
@@ -346,6 +362,7 @@ enum Contract {
 /// A type-checked plugin of this host's contract, or of an earlier one.
 enum Pre {
     Current(EnricherPluginPre<HostState>),
+    V0_3(compat::v0_3::EnricherPluginPre<HostState>),
     V0_2(compat::v0_2::EnricherPluginPre<HostState>),
     V0_1(compat::v0_1::EnricherPluginPre<HostState>),
 }
@@ -353,6 +370,7 @@ enum Pre {
 /// An instance's exports, of this host's contract or of an earlier one.
 enum Bindings {
     Current(EnricherPlugin),
+    V0_3(compat::v0_3::EnricherPlugin),
     V0_2(compat::v0_2::EnricherPlugin),
     V0_1(compat::v0_1::EnricherPlugin),
 }
@@ -361,6 +379,7 @@ enum Bindings {
 pub struct BatchEvent {
     pub seq: u64,
     pub attempt: u32,
+    pub origin: Option<Arc<Origin>>,
     pub event: Event,
 }
 
@@ -414,14 +433,24 @@ impl PluginInstance {
     pub fn open(&mut self, config_json: &str) -> Result<Result<(), String>, GuestTrap> {
         self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_open(s, config_json),
+            Bindings::V0_3(b) => b.waio_enricher_enricher().call_open(s, config_json),
             Bindings::V0_2(b) => b.waio_enricher_enricher().call_open(s, config_json),
             Bindings::V0_1(b) => b.waio_enricher_enricher().call_open(s, config_json),
         })
     }
 
-    pub fn invoke(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
-        self.call_with_future(seq, attempt, input, |b, s, input, future| match b {
+    pub fn invoke(
+        &mut self,
+        seq: u64,
+        attempt: u32,
+        input: &Event,
+        origin: Option<Arc<Origin>>,
+    ) -> Result<(), GuestTrap> {
+        self.call_with_future(seq, attempt, input, origin, |b, s, input, future| match b {
             Bindings::Current(b) => b
+                .waio_enricher_enricher()
+                .call_async_invoke(s, input, future),
+            Bindings::V0_3(b) => b
                 .waio_enricher_enricher()
                 .call_async_invoke(s, input, future),
             Bindings::V0_2(b) => b
@@ -434,9 +463,16 @@ impl PluginInstance {
         })
     }
 
-    pub fn timeout(&mut self, seq: u64, attempt: u32, input: &Event) -> Result<(), GuestTrap> {
-        self.call_with_future(seq, attempt, input, |b, s, input, future| match b {
+    pub fn timeout(
+        &mut self,
+        seq: u64,
+        attempt: u32,
+        input: &Event,
+        origin: Option<Arc<Origin>>,
+    ) -> Result<(), GuestTrap> {
+        self.call_with_future(seq, attempt, input, origin, |b, s, input, future| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
+            Bindings::V0_3(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
             Bindings::V0_2(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
             Bindings::V0_1(b) => b
                 .waio_enricher_enricher()
@@ -446,16 +482,16 @@ impl PluginInstance {
 
     /// Whether the plugin has `async-invoke-batch` (one built against 0.1.0 or 0.2.0 has not).
     pub fn takes_batches(&self) -> bool {
-        matches!(self.bindings, Bindings::Current(_))
+        matches!(self.bindings, Bindings::Current(_) | Bindings::V0_3(_))
     }
 
     /// `async-invoke-batch` for several records, each with a fresh `result-future`: one guest
     /// call. A plugin of an earlier contract gets one `async-invoke` call per record instead;
     /// a trap there ends the loop. The events are lent: they are back in `batch` after.
     pub fn invoke_batch(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
-        if !matches!(self.bindings, Bindings::Current(_)) {
+        if !self.takes_batches() {
             for item in batch.iter() {
-                self.invoke(item.seq, item.attempt, &item.event)?;
+                self.invoke(item.seq, item.attempt, &item.event, item.origin.clone())?;
             }
             return Ok(());
         }
@@ -464,13 +500,16 @@ impl PluginInstance {
             let future = self
                 .store
                 .data_mut()
-                .new_future(item.seq, item.attempt)
+                .new_future(item.seq, item.attempt, item.origin.take())
                 .map_err(|e| GuestTrap(format!("{e:#}")))?;
             inputs.push((take_event(&mut item.event), future));
         }
         // Until the plugin says which record it works on (`begin`), its requests are nobody's.
         let result = self.call(None, |b, s| match b {
             Bindings::Current(b) => b
+                .waio_enricher_enricher()
+                .call_async_invoke_batch(s, &inputs),
+            Bindings::V0_3(b) => b
                 .waio_enricher_enricher()
                 .call_async_invoke_batch(s, &inputs),
             _ => Ok(()),
@@ -487,6 +526,7 @@ impl PluginInstance {
         seq: u64,
         attempt: u32,
         input: &Event,
+        origin: Option<Arc<Origin>>,
         export: impl FnOnce(
                 &Bindings,
                 &mut Store<HostState>,
@@ -498,7 +538,7 @@ impl PluginInstance {
         let future = self
             .store
             .data_mut()
-            .new_future(seq, attempt)
+            .new_future(seq, attempt, origin)
             .map_err(|e| GuestTrap(format!("{e:#}")))?;
         self.call(Some(seq), |b, s| export(b, s, input, future))
     }
@@ -511,6 +551,10 @@ impl PluginInstance {
     ) -> Result<(), GuestTrap> {
         self.call(owner, |b, s| match b {
             Bindings::Current(b) => {
+                b.waio_enricher_enricher()
+                    .call_on_response(s, call_id, response.as_ref())
+            }
+            Bindings::V0_3(b) => {
                 b.waio_enricher_enricher()
                     .call_on_response(s, call_id, response.as_ref())
             }
@@ -538,6 +582,7 @@ impl PluginInstance {
     pub fn close(&mut self) -> Result<(), GuestTrap> {
         self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_close(s),
+            Bindings::V0_3(b) => b.waio_enricher_enricher().call_close(s),
             Bindings::V0_2(b) => b.waio_enricher_enricher().call_close(s),
             Bindings::V0_1(b) => b.waio_enricher_enricher().call_close(s),
         })

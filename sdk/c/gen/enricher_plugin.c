@@ -3,35 +3,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `waio:enricher/completion@0.3.0`
+// Imported Functions from `waio:enricher/completion@0.4.0`
 
-__attribute__((__import_module__("waio:enricher/completion@0.3.0"), __import_name__("[method]result-future.complete")))
+__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.complete")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_complete(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("waio:enricher/completion@0.3.0"), __import_name__("[method]result-future.complete-exceptionally")))
+__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.complete-exceptionally")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_complete_exceptionally(int32_t, int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("waio:enricher/completion@0.3.0"), __import_name__("[method]result-future.begin")))
+__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.begin")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_begin(int32_t);
 
-// Imported Functions from `waio:enricher/http@0.3.0`
+__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.input-headers")))
+extern void __wasm_import_waio_enricher_completion_method_result_future_input_headers(int32_t, uint8_t *);
 
-__attribute__((__import_module__("waio:enricher/http@0.3.0"), __import_name__("send")))
+// Imported Functions from `waio:enricher/http@0.4.0`
+
+__attribute__((__import_module__("waio:enricher/http@0.4.0"), __import_name__("send")))
 extern int64_t __wasm_import_waio_enricher_http_send(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t);
 
-// Imported Functions from `waio:enricher/usage@0.3.0`
+// Imported Functions from `waio:enricher/usage@0.4.0`
 
-__attribute__((__import_module__("waio:enricher/usage@0.3.0"), __import_name__("report")))
+__attribute__((__import_module__("waio:enricher/usage@0.4.0"), __import_name__("report")))
 extern void __wasm_import_waio_enricher_usage_report(uint8_t *, size_t, int32_t, int32_t);
 
-// Imported Functions from `waio:enricher/logging@0.3.0`
+// Imported Functions from `waio:enricher/logging@0.4.0`
 
-__attribute__((__import_module__("waio:enricher/logging@0.3.0"), __import_name__("log")))
+__attribute__((__import_module__("waio:enricher/logging@0.4.0"), __import_name__("log")))
 extern void __wasm_import_waio_enricher_logging_log(int32_t, uint8_t *, size_t);
 
-// Exported Functions from `waio:enricher/enricher@0.3.0`
+// Exported Functions from `waio:enricher/enricher@0.4.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_waio:enricher/enricher@0.3.0#open")))
+__attribute__((__weak__, __export_name__("cabi_post_waio:enricher/enricher@0.4.0#open")))
 void __wasm_export_exports_waio_enricher_enricher_open_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -165,7 +168,7 @@ void waio_enricher_completion_failure_free(waio_enricher_completion_failure_t *p
   waio_enricher_types_failure_free(ptr);
 }
 
-__attribute__((__import_module__("waio:enricher/completion@0.3.0"), __import_name__("[resource-drop]result-future")))
+__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[resource-drop]result-future")))
 extern void __wasm_import_waio_enricher_completion_result_future_drop(int32_t handle);
 
 void waio_enricher_completion_result_future_drop_own(waio_enricher_completion_own_result_future_t handle) {
@@ -186,6 +189,22 @@ void waio_enricher_completion_list_event_free(waio_enricher_completion_list_even
     waio_enricher_completion_event_t *list_ptr = ptr->ptr;
     for (size_t i = 0; i < list_len; i++) {
       waio_enricher_completion_event_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void enricher_plugin_tuple2_string_list_u8_free(enricher_plugin_tuple2_string_list_u8_t *ptr) {
+  enricher_plugin_string_free(&ptr->f0);
+  enricher_plugin_list_u8_free(&ptr->f1);
+}
+
+void enricher_plugin_list_tuple2_string_list_u8_free(enricher_plugin_list_tuple2_string_list_u8_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    enricher_plugin_tuple2_string_list_u8_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      enricher_plugin_tuple2_string_list_u8_free(&list_ptr[i]);
     }
     free(list_ptr);
   }
@@ -280,6 +299,14 @@ void waio_enricher_completion_method_result_future_begin(waio_enricher_completio
   __wasm_import_waio_enricher_completion_method_result_future_begin((self).__handle);
 }
 
+void waio_enricher_completion_method_result_future_input_headers(waio_enricher_completion_borrow_result_future_t self, enricher_plugin_list_tuple2_string_list_u8_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_waio_enricher_completion_method_result_future_input_headers((self).__handle, ptr);
+  *ret = (enricher_plugin_list_tuple2_string_list_u8_t) { (enricher_plugin_tuple2_string_list_u8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
 waio_enricher_http_call_id_t waio_enricher_http_send(waio_enricher_http_http_request_t *request) {
   int32_t option;
   int32_t option1;
@@ -303,7 +330,7 @@ void waio_enricher_logging_log(waio_enricher_logging_log_level_t level, enricher
   __wasm_import_waio_enricher_logging_log((int32_t) level, (uint8_t *) (*message).ptr, (*message).len);
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.3.0#open")))
+__attribute__((__export_name__("waio:enricher/enricher@0.4.0#open")))
 uint8_t * __wasm_export_exports_waio_enricher_enricher_open(uint8_t * arg, size_t arg0) {
   enricher_plugin_string_t arg1 = (enricher_plugin_string_t) { (uint8_t*)(arg), (arg0) };
   exports_waio_enricher_enricher_result_void_string_t ret;
@@ -323,7 +350,7 @@ uint8_t * __wasm_export_exports_waio_enricher_enricher_open(uint8_t * arg, size_
   return ptr;
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.3.0#async-invoke")))
+__attribute__((__export_name__("waio:enricher/enricher@0.4.0#async-invoke")))
 void __wasm_export_exports_waio_enricher_enricher_async_invoke(int32_t arg, uint8_t * arg0, size_t arg1, int32_t arg2, int64_t arg3, uint8_t * arg4, size_t arg5, int32_t arg6) {
   enricher_plugin_option_string_t option;
   switch (arg) {
@@ -357,13 +384,13 @@ void __wasm_export_exports_waio_enricher_enricher_async_invoke(int32_t arg, uint
   exports_waio_enricher_enricher_async_invoke(&arg8, (exports_waio_enricher_enricher_own_result_future_t) { arg6 });
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.3.0#async-invoke-batch")))
+__attribute__((__export_name__("waio:enricher/enricher@0.4.0#async-invoke-batch")))
 void __wasm_export_exports_waio_enricher_enricher_async_invoke_batch(uint8_t * arg, size_t arg0) {
   exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t arg2 = (exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t) { (exports_waio_enricher_enricher_tuple2_event_own_result_future_t*)(arg), (arg0) };
   exports_waio_enricher_enricher_async_invoke_batch(&arg2);
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.3.0#timeout")))
+__attribute__((__export_name__("waio:enricher/enricher@0.4.0#timeout")))
 void __wasm_export_exports_waio_enricher_enricher_timeout(int32_t arg, uint8_t * arg0, size_t arg1, int32_t arg2, int64_t arg3, uint8_t * arg4, size_t arg5, int32_t arg6) {
   enricher_plugin_option_string_t option;
   switch (arg) {
@@ -397,7 +424,7 @@ void __wasm_export_exports_waio_enricher_enricher_timeout(int32_t arg, uint8_t *
   exports_waio_enricher_enricher_timeout(&arg8, (exports_waio_enricher_enricher_own_result_future_t) { arg6 });
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.3.0#on-response")))
+__attribute__((__export_name__("waio:enricher/enricher@0.4.0#on-response")))
 void __wasm_export_exports_waio_enricher_enricher_on_response(int64_t arg, int32_t arg0, int32_t arg1, uint8_t * arg2, size_t arg3, uint8_t * arg4, size_t arg5) {
   exports_waio_enricher_enricher_result_http_response_http_error_t result;
   switch (arg0) {
@@ -444,7 +471,7 @@ void __wasm_export_exports_waio_enricher_enricher_on_response(int64_t arg, int32
   exports_waio_enricher_enricher_on_response((uint64_t) (arg), &arg6);
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.3.0#close")))
+__attribute__((__export_name__("waio:enricher/enricher@0.4.0#close")))
 void __wasm_export_exports_waio_enricher_enricher_close(void) {
   exports_waio_enricher_enricher_close();
 }

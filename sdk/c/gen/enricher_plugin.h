@@ -161,6 +161,16 @@ typedef struct {
   size_t len;
 } waio_enricher_completion_list_event_t;
 
+typedef struct {
+  enricher_plugin_string_t f0;
+  enricher_plugin_list_u8_t f1;
+} enricher_plugin_tuple2_string_list_u8_t;
+
+typedef struct {
+  enricher_plugin_tuple2_string_list_u8_t *ptr;
+  size_t len;
+} enricher_plugin_list_tuple2_string_list_u8_t;
+
 typedef waio_enricher_types_http_request_t waio_enricher_http_http_request_t;
 
 typedef waio_enricher_types_call_id_t waio_enricher_http_call_id_t;
@@ -204,7 +214,7 @@ typedef struct {
   } val;
 } exports_waio_enricher_enricher_result_http_response_http_error_t;
 
-// Imported Functions from `waio:enricher/completion@0.3.0`
+// Imported Functions from `waio:enricher/completion@0.4.0`
 // Emits `outputs` at the record's position: none filters the record out, several fan out.
 extern void waio_enricher_completion_method_result_future_complete(waio_enricher_completion_borrow_result_future_t self, waio_enricher_completion_list_event_t *outputs);
 // Fails the record. The operator's policy decides: fail the job or dead-letter it.
@@ -218,24 +228,30 @@ extern void waio_enricher_completion_method_result_future_complete_exceptionally
 // for a whole batch) is on no single record's behalf: do not call it then. (New in
 // 0.3.0.)
 extern void waio_enricher_completion_method_result_future_begin(waio_enricher_completion_borrow_result_future_t self);
+// The headers of the input record this future completes, in the order they came (a name
+// may repeat): a Kafka record's headers. Empty for records of sources without headers
+// (files, stdin, `waio serve`). Asked for, not handed over with every record, so a
+// plugin that never reads headers pays nothing for them. The outputs of a record carry
+// its headers on to a Kafka sink whatever the plugin does. (New in 0.4.0.)
+extern void waio_enricher_completion_method_result_future_input_headers(waio_enricher_completion_borrow_result_future_t self, enricher_plugin_list_tuple2_string_list_u8_t *ret);
 
-// Imported Functions from `waio:enricher/http@0.3.0`
+// Imported Functions from `waio:enricher/http@0.4.0`
 // Starts a request and returns at once. The answer (or the reason there is none) is delivered
 // to the plugin's `on-response` with the returned id, later, never inside this call.
 extern waio_enricher_http_call_id_t waio_enricher_http_send(waio_enricher_http_http_request_t *request);
 
-// Imported Functions from `waio:enricher/usage@0.3.0`
+// Imported Functions from `waio:enricher/usage@0.4.0`
 // Reports tokens used on behalf of the record being processed.
 extern void waio_enricher_usage_report(waio_enricher_usage_token_usage_t *usage);
 
-// Imported Functions from `waio:enricher/logging@0.3.0`
+// Imported Functions from `waio:enricher/logging@0.4.0`
 // One line in the host's log, prefixed with the operator's name. Control characters (a
 // newline, an ANSI escape) are written escaped. Each instance may log 1000 lines at once and
 // 100 a second after that, counting what it writes to stdout and stderr; the host drops
 // lines beyond and logs how many.
 extern void waio_enricher_logging_log(waio_enricher_logging_log_level_t level, enricher_plugin_string_t *message);
 
-// Exported Functions from `waio:enricher/enricher@0.3.0`
+// Exported Functions from `waio:enricher/enricher@0.4.0`
 bool exports_waio_enricher_enricher_open(enricher_plugin_string_t *config, enricher_plugin_string_t *err);
 void exports_waio_enricher_enricher_async_invoke(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);
 void exports_waio_enricher_enricher_async_invoke_batch(exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *inputs);
@@ -280,6 +296,10 @@ extern void waio_enricher_completion_result_future_drop_borrow(waio_enricher_com
 extern waio_enricher_completion_borrow_result_future_t waio_enricher_completion_borrow_result_future(waio_enricher_completion_own_result_future_t handle);
 
 void waio_enricher_completion_list_event_free(waio_enricher_completion_list_event_t *ptr);
+
+void enricher_plugin_tuple2_string_list_u8_free(enricher_plugin_tuple2_string_list_u8_t *ptr);
+
+void enricher_plugin_list_tuple2_string_list_u8_free(enricher_plugin_list_tuple2_string_list_u8_t *ptr);
 
 void waio_enricher_http_http_request_free(waio_enricher_http_http_request_t *ptr);
 

@@ -3,7 +3,7 @@
  *
  * A plugin implements a few callbacks (`waio_plugin_open`, `waio_plugin_invoke`, optionally
  * `waio_plugin_invoke_batch`, `waio_plugin_timeout` and `waio_plugin_close`); the SDK implements
- * the WIT world `waio:enricher/enricher-plugin` (0.3.0) on top of them and hides handles and
+ * the WIT world `waio:enricher/enricher-plugin` (0.4.0) on top of them and hides handles and
  * call-ids.
  *
  * Model (Flink's AsyncFunction): the SDK calls `waio_plugin_invoke` once per record with a
@@ -59,6 +59,21 @@ typedef enum waio_failure_kind {
 
 /* The input record of `fut`; valid until the future is completed, failed or dropped. */
 const waio_record_t *waio_future_input(const waio_future_t *fut);
+
+/* One header of an input record. Both strings have a length (a value is bytes and may hold
+ * NULs) and are NUL-terminated for convenience. */
+typedef struct waio_input_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} waio_input_header_t;
+
+/* The headers of `fut`'s input record: a Kafka record's headers in the order they came (a name
+ * may repeat); none for records of other sources. Stores their number in `*n` and returns them
+ * (NULL when there are none). The first call asks the host (records that never ask pay
+ * nothing); later calls return the same array, which lives as long as the future. */
+const waio_input_header_t *waio_future_headers(waio_future_t *fut, size_t *n);
 
 /* Completes the record with `n` outputs (0 filters it out, several fan out). Frees `fut`. */
 void waio_complete(waio_future_t *fut, const waio_output_t *outputs, size_t n);

@@ -17,6 +17,11 @@ struct waio_future {
     waio_enricher_completion_own_result_future_t handle;
     exports_waio_enricher_enricher_event_t event; /* owned: freed with the future */
     waio_record_t record;                         /* a view into `event` */
+    /* The input's headers, asked of the host on the first `waio_future_headers` (NULL views
+     * until then); owned, freed with the future. */
+    enricher_plugin_list_tuple2_string_list_u8_t headers;
+    waio_input_header_t *header_views;
+    bool headers_asked;
 };
 
 /* Allocation failure inside the SDK cannot be reported anywhere sensible: trap. The host
@@ -54,6 +59,10 @@ static waio_future_t *future_new(exports_waio_enricher_enricher_event_t *input,
     waio_future_t *fut = xrealloc(NULL, sizeof *fut);
     fut->handle = handle;
     fut->event = *input;
+    fut->headers.ptr = NULL;
+    fut->headers.len = 0;
+    fut->header_views = NULL;
+    fut->headers_asked = false;
     waio_record_t *r = &fut->record;
     if (fut->event.key.is_some) {
         r->key = nul_terminate(&fut->event.key.val.ptr, fut->event.key.val.len);
@@ -72,6 +81,10 @@ static waio_future_t *future_new(exports_waio_enricher_enricher_event_t *input,
 static void future_free(waio_future_t *fut) {
     waio_enricher_completion_result_future_drop_own(fut->handle);
     exports_waio_enricher_enricher_event_free(&fut->event);
+    if (fut->headers_asked) {
+        enricher_plugin_list_tuple2_string_list_u8_free(&fut->headers);
+        free(fut->header_views);
+    }
     free(fut);
 }
 
@@ -80,6 +93,27 @@ static waio_enricher_completion_borrow_result_future_t borrow(waio_future_t *fut
 }
 
 const waio_record_t *waio_future_input(const waio_future_t *fut) { return &fut->record; }
+
+const waio_input_header_t *waio_future_headers(waio_future_t *fut, size_t *n) {
+    if (!fut->headers_asked) {
+        fut->headers_asked = true;
+        waio_enricher_completion_method_result_future_input_headers(borrow(fut), &fut->headers);
+        size_t count = fut->headers.len;
+        fut->header_views = count ? xrealloc(NULL, count * sizeof *fut->header_views) : NULL;
+        for (size_t i = 0; i < count; i++) {
+            enricher_plugin_tuple2_string_list_u8_t *h = &fut->headers.ptr[i];
+            waio_input_header_t *view = &fut->header_views[i];
+            view->name_len = h->f0.len;
+            view->name = nul_terminate(&h->f0.ptr, h->f0.len);
+            view->value_len = h->f1.len;
+            view->value = nul_terminate(&h->f1.ptr, h->f1.len);
+        }
+    }
+    if (n != NULL) {
+        *n = fut->headers.len;
+    }
+    return fut->header_views;
+}
 
 void waio_complete(waio_future_t *fut, const waio_output_t *outputs, size_t n) {
     waio_enricher_completion_event_t stack[4];

@@ -79,6 +79,36 @@ void __wasm_import_waio_enricher_completion_method_result_future_begin(int32_t s
     stub_trace("begin %d", self);
 }
 
+/* The headers `input-headers` answers with (see stub_set_headers). */
+static const char *const *header_names;
+static const char *const *header_values;
+static size_t header_count;
+
+void stub_set_headers(const char *const *names, const char *const *values, size_t n) {
+    header_names = names;
+    header_values = values;
+    header_count = n;
+}
+
+static void string_in(enricher_plugin_string_t *s, const char *text);
+
+void __wasm_import_waio_enricher_completion_method_result_future_input_headers(int32_t self,
+                                                                              uint8_t *ret) {
+    stub_trace("input-headers %d", self);
+    enricher_plugin_tuple2_string_list_u8_t *list =
+        cabi_realloc(NULL, 0, sizeof(void *), header_count * sizeof *list);
+    for (size_t i = 0; i < header_count; i++) {
+        string_in(&list[i].f0, header_names[i]);
+        enricher_plugin_string_t value;
+        string_in(&value, header_values[i]);
+        list[i].f1.ptr = value.ptr;
+        list[i].f1.len = value.len;
+    }
+    /* The return area holds the list's pointer and length, as the canonical ABI writes it. */
+    *(enricher_plugin_tuple2_string_list_u8_t **)ret = list;
+    *(size_t *)(ret + sizeof(void *)) = header_count;
+}
+
 void __wasm_import_waio_enricher_completion_result_future_drop(int32_t self) {
     stub_trace("drop %d", self);
 }

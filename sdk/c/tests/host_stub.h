@@ -27,6 +27,8 @@ exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, 
  * (keys may be NULL: no keys). */
 void stub_invoke_batch(const char *const *keys, const char *const *payloads, size_t n,
                        int32_t first_handle);
+/* What `input-headers` answers from now on: `n` headers (the arrays must outlive the calls). */
+void stub_set_headers(const char *const *names, const char *const *values, size_t n);
 /* Calls the export `async-invoke` with one record. */
 void stub_invoke_one(const char *key, const char *payload, int32_t handle);
 /* Calls the export `on-response` with a 200 answer carrying `body`. */

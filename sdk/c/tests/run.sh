@@ -16,7 +16,7 @@ trap 'rm -rf "$out"' EXIT
 "$out/http_error_test"
 # src/waio.c with the generated bindings compiled natively and their imports stubbed
 # (host_stub.c); the wasm import/export attributes mean nothing natively.
-for t in batch_test batch_hook_test; do
+for t in batch_test batch_hook_test headers_test; do
     "${CC:-clang-19}" -std=c11 -Wall -Wextra -Werror -Wno-unknown-attributes -g \
         -fsanitize=address,undefined -I"$here/../include" -I"$here/../gen" -o "$out/$t" \
         "$here/$t.c" "$here/host_stub.c" "$here/../src/waio.c" "$here/../gen/enricher_plugin.c"

@@ -6,11 +6,14 @@
 // `on-response` call. Promise continuations still run before each export call returns, because
 // componentize-js drains the microtask queue after every export call.
 
-import { Failure, Record, bytes, describeError, deliver, log } from "./waio.js";
+import { Failure, Record, SOURCE, bytes, describeError, deliver, log } from "./waio.js";
 
-function toRecord(event) {
+// The plugin's view of an input: `output` answers `record.headers()`.
+function toRecord(event, output) {
   const ts = event.timestamp;
-  return new Record(event.key, ts === undefined || ts === null ? undefined : Number(ts), event.payload);
+  const record = new Record(event.key, ts === undefined || ts === null ? undefined : Number(ts), event.payload);
+  record[SOURCE] = output;
+  return record;
 }
 
 function toEvent(out, index) {
@@ -89,7 +92,7 @@ function complete(output, value) {
 function run(plugin, method, input, output) {
   let result;
   try {
-    result = method.call(plugin, toRecord(input));
+    result = method.call(plugin, toRecord(input, output));
   } catch (e) {
     fail(output, e);
     return;
@@ -146,7 +149,7 @@ function runBatch(plugin, method, inputs) {
   const outputs = new Array(n);
   for (let i = 0; i < n; i++) {
     const pair = inputs[i];
-    records[i] = toRecord(pair[0]);
+    records[i] = toRecord(pair[0], pair[1]);
     outputs[i] = pair[1];
   }
   let result;

@@ -5,9 +5,9 @@
 // `enricher` export of the WIT world with `runtime.js`. Nothing here names a call-id or a WIT
 // type.
 
-import { send as hostSend } from "waio:enricher/http@0.3.0";
-import { report } from "waio:enricher/usage@0.3.0";
-import { log as hostLog } from "waio:enricher/logging@0.3.0";
+import { send as hostSend } from "waio:enricher/http@0.4.0";
+import { report } from "waio:enricher/usage@0.4.0";
+import { log as hostLog } from "waio:enricher/logging@0.4.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -21,6 +21,10 @@ export function bytes(body) {
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   throw new TypeError("a body must be a string, a Uint8Array or an ArrayBuffer");
 }
+
+// The result-future of the input a record was handed over with (not enumerable, not JSON).
+export const SOURCE = Symbol("waio.source");
+const HEADERS = Symbol("waio.headers");
 
 /** One stream record: `key` (string or undefined), `timestamp` (ms or undefined), `payload` bytes. */
 export class Record {
@@ -53,6 +57,34 @@ export class Record {
   /** A new record with the same key and timestamp and this payload (string or bytes). */
   withPayload(payload) {
     return new Record(this.key, this.timestamp, bytes(payload));
+  }
+
+  /**
+   * The input record's headers as `[name, Uint8Array]` pairs in the order they came (a name may
+   * repeat): a Kafka record's headers; `[]` for records of other sources and records the plugin
+   * made. The first call asks the host (a record that never asks pays nothing); call it before
+   * the record is completed.
+   */
+  headers() {
+    if (this[HEADERS] === undefined) {
+      const source = this[SOURCE];
+      let headers = [];
+      if (source !== undefined) {
+        try {
+          headers = source.inputHeaders();
+        } catch (e) {
+          throw new TypeError(`record.headers() after the record was completed: ${describeError(e).message}`);
+        }
+      }
+      this[HEADERS] = headers;
+    }
+    return this[HEADERS];
+  }
+
+  /** The value (Uint8Array) of the first input header named `name` (compared exactly), or undefined. */
+  header(name) {
+    const found = this.headers().find((h) => h[0] === name);
+    return found === undefined ? undefined : found[1];
   }
 }
 

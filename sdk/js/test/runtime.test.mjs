@@ -16,9 +16,9 @@ const esbuild = createRequire(path.join(nodeDir, "package.json"))("esbuild");
 // The host side: what the plugin called, and the call-ids it got.
 const host = (globalThis.__host = { sent: [], usage: [], logs: [], nextId: 100n });
 const fakes = {
-  "waio:enricher/http@0.3.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
-  "waio:enricher/usage@0.3.0": "export function report(u) { globalThis.__host.usage.push(u); }",
-  "waio:enricher/logging@0.3.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
+  "waio:enricher/http@0.4.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
+  "waio:enricher/usage@0.4.0": "export function report(u) { globalThis.__host.usage.push(u); }",
+  "waio:enricher/logging@0.4.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
 };
 
 async function load() {
@@ -402,4 +402,65 @@ test("a plugin with only asyncInvokeBatch takes a single record as a batch of on
   assert.deepEqual(journal, [["complete", "a", [{ n: 2 }]], ["complete", "b", [{ n: 2 }]], ["complete", "c", [{ n: 1 }]]]);
   const none = sdk.enricherExport(class {});
   assert.throws(() => none.open("{}"), (err) => err === "TypeError: the plugin has no asyncInvoke(record) or asyncInvokeBatch(records) method");
+});
+
+// A result-future whose record came with `headers`; counts the host calls for them.
+class HeadersOutput extends Output {
+  constructor(headers) {
+    super();
+    this.headers = headers;
+    this.asked = 0;
+  }
+  inputHeaders() {
+    if (this.disposed) throw new Error("resource dropped");
+    this.asked++;
+    return this.headers;
+  }
+}
+
+test("record.headers() asks the record's own future once; made records have none", async () => {
+  const dec = new TextDecoder();
+  const e = plugin(
+    class {
+      async asyncInvoke(r) {
+        const first = r.headers();
+        assert.equal(r.headers(), first);
+        const made = r.withJson({});
+        return [
+          r.withJson({
+            headers: first.map(([n, v]) => [n, dec.decode(v)]),
+            trace: r.header("trace") && dec.decode(r.header("trace")),
+            missing: r.header("missing") ?? null,
+            made: made.headers(),
+          }),
+        ];
+      }
+    },
+  );
+  const a = new HeadersOutput([["trace", enc.encode("t-1")], ["trace", enc.encode("t-2")]]);
+  const b = new HeadersOutput([]);
+  e.asyncInvokeBatch([[event({}), a], [event({}), b]]);
+  await settle();
+  assert.deepEqual(json(a.calls[1][1][0]), { headers: [["trace", "t-1"], ["trace", "t-2"]], trace: "t-1", missing: null, made: [] });
+  assert.deepEqual(json(b.calls[1][1][0]), { headers: [], missing: null, made: [] });
+  assert.equal(a.asked, 1);
+  assert.equal(b.asked, 1);
+  // Not asking costs no host call; the timeout and a batch handler see their records' headers.
+  const quiet = new HeadersOutput([["x", enc.encode("y")]]);
+  plugin(class { asyncInvoke(r) { return [r]; } }).asyncInvoke(event({}), quiet);
+  assert.equal(quiet.asked, 0);
+  const seen = [];
+  const both = plugin({
+    asyncInvokeBatch(records) {
+      for (const r of records) seen.push(dec.decode(r.header("id")));
+      return records.map(() => []);
+    },
+    timeout(r) {
+      seen.push(dec.decode(r.header("id")));
+      return [];
+    },
+  });
+  both.asyncInvokeBatch([[event({}), new HeadersOutput([["id", enc.encode("1")]])], [event({}), new HeadersOutput([["id", enc.encode("2")]])]]);
+  both.timeout(event({}), new HeadersOutput([["id", enc.encode("3")]]));
+  assert.deepEqual(seen, ["1", "2", "3"]);
 });

@@ -37,6 +37,27 @@ def _record_with_payload(self, payload):
     return Record(self.key, self.timestamp, payload)
 
 
+def _record_headers(self):
+    """The input record's headers as `(name, bytes)` pairs in the order they came (a name may
+    repeat): a Kafka record's headers; `[]` for records of other sources and records the plugin
+    made. The first call asks the host (a record that never asks pays nothing); call it before
+    the record is completed."""
+    known = self.__dict__.get("_headers")
+    if known is None:
+        source = self.__dict__.get("_source")
+        known = [] if source is None else [(n, bytes(v)) for n, v in source.input_headers()]
+        self._headers = known
+    return known
+
+
+def _record_header(self, name):
+    """The value (bytes) of the first input header named `name` (compared exactly), or None."""
+    for n, value in self.headers():
+        if n == name:
+            return value
+    return None
+
+
 # `Record(key, timestamp, payload)` is the WIT `event` record itself, given the methods above:
 # the host's records reach the user without a copy and outputs go back without a conversion.
 Record = _types.Event
@@ -44,10 +65,13 @@ Record.json = _record_json
 Record.text = _record_text
 Record.with_json = _record_with_json
 Record.with_payload = _record_with_payload
+Record.headers = _record_headers
+Record.header = _record_header
 Record.__doc__ = """One stream record: `key` (str or None), `timestamp` (ms or None), `payload` (bytes).
 
 `Record(key, timestamp, payload)`; `json()`, `text()`, and `with_json(value)` /
-`with_payload(bytes_or_str)`, which keep the key and timestamp (outputs should keep them).
+`with_payload(bytes_or_str)`, which keep the key and timestamp (outputs should keep them);
+`headers()` and `header(name)`, the input's headers (Kafka).
 """
 
 

@@ -121,6 +121,12 @@ def _begin(handler, input, output):
     _start(result, output)
 
 
+def _begin_record(handler, input, output):
+    """`_begin` for one record, which can then ask for its headers (`Record.headers`)."""
+    input._source = output
+    _begin(handler, input, output)
+
+
 def _start(result, future):
     if type(result) is _Coroutine or hasattr(result, "send"):
         _step(result, future)
@@ -177,6 +183,8 @@ def _invoke_batch(handler, inputs):
     returns: one coroutine, one `_Batch` for all the records' futures."""
     if not inputs:
         return
+    for input, output in inputs:
+        input._source = output  # for `Record.headers`
     records = [input for input, _ in inputs]
     _begin(handler, records, _Batch([output for _, output in inputs]))
 
@@ -211,7 +219,7 @@ def _make_adapter(cls):
         if has_invoke:
 
             def async_invoke(self, input, output):
-                _begin(invoke, input, output)
+                _begin_record(invoke, input, output)
 
         else:  # only a batch handler: a single record (a retry, ...) is a batch of one
 
@@ -236,6 +244,7 @@ def _make_adapter(cls):
                 coroutine = _Coroutine
                 for input, output in inputs:
                     output.begin()
+                    input._source = output  # for `Record.headers`
                     try:
                         result = handler(input)
                     except BaseException as e:
@@ -250,7 +259,7 @@ def _make_adapter(cls):
             if on_timeout is None:
                 output.complete_exceptionally(_TIMED_OUT)
                 return
-            _begin(on_timeout, input, output)
+            _begin_record(on_timeout, input, output)
 
         def on_response(self, id, response):
             call = _calls.pop(id, None)

@@ -80,6 +80,23 @@ impl ResultFuture {
         }
     }
 
+    /// The headers of the input record, in the order they came (a name may repeat): a Kafka
+    /// record's headers; empty for records of other sources. Each call asks the host, so call
+    /// it once per record. The outputs carry the input's headers on to a Kafka sink whatever
+    /// the plugin does.
+    pub fn input_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.inner.handle.input_headers()
+    }
+
+    /// The value of the first input header named `name` (names are compared exactly, as Kafka
+    /// does), if there is one.
+    pub fn input_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.input_headers()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value)
+    }
+
     /// Whether this plugin instance already completed or failed the record through this handle
     /// or one of its clones.
     pub fn is_done(&self) -> bool {

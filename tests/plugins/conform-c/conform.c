@@ -2,7 +2,7 @@
  * waio conformance plugin in C: each record's JSON payload chooses the behaviour.
  *
  * Config: {"echo_url": "http://127.0.0.1:PORT/echo"}. Record fields: `id`, `mode` (now, later,
- * fail, never), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `log`, `message`.
+ * fail, never, headers), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `log`, `message`.
  * See docs/specs/LANGUAGES.md, "CONFORMANCE PROTOCOL". C has no exceptions, so the modes
  * `raise` and `raise_later` do not apply: they fail like any unknown mode.
  */
@@ -66,6 +66,26 @@ static void complete_now(waio_future_t *fut, waio_json_t record) {
     waio_buf_free(&buf);
 }
 
+/* Completes `fut` with {"id": id, "headers": [[name, value], ...]}: its input's headers. */
+static void complete_headers(waio_future_t *fut, waio_json_t record) {
+    size_t n = 0;
+    const waio_input_header_t *headers = waio_future_headers(fut, &n);
+    waio_buf_t buf = {0};
+    waio_buf_puts(&buf, "{\"id\":");
+    waio_buf_json(&buf, waio_json_get(record, "id"));
+    waio_buf_puts(&buf, ",\"headers\":[");
+    for (size_t i = 0; i < n; i++) {
+        waio_buf_puts(&buf, i ? ",[" : "[");
+        waio_buf_str(&buf, headers[i].name, headers[i].name_len);
+        waio_buf_puts(&buf, ",");
+        waio_buf_str(&buf, headers[i].value, headers[i].value_len);
+        waio_buf_puts(&buf, "]");
+    }
+    waio_buf_puts(&buf, "]}");
+    waio_complete_one(fut, buf.data, buf.len);
+    waio_buf_free(&buf);
+}
+
 static waio_json_t parse_input(const waio_future_t *fut) {
     const waio_record_t *in = waio_future_input(fut);
     return waio_json_parse(in->payload, in->payload_len);
@@ -116,6 +136,8 @@ void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut) {
         free(message);
     } else if (waio_json_eq(mode, "never")) {
         waio_drop(fut);
+    } else if (waio_json_eq(mode, "headers")) {
+        complete_headers(fut, record);
     } else {
         waio_fail(fut, WAIO_FATAL, "unknown mode %.*s", (int)mode.len, mode.ptr);
     }

@@ -2,7 +2,7 @@
 // docs/specs/LANGUAGES.md, "CONFORMANCE PROTOCOL"; the Rust twin is tests/plugins/behave).
 //
 // Config: {"echo_url": "http://127.0.0.1:PORT/echo"}. Record fields: id, mode (now, later, fail,
-// never, raise, raise_later), results, delay_ms, on_timeout (fail, fallback), tokens, log, message.
+// never, raise, raise_later, headers), results, delay_ms, on_timeout (fail, fallback), tokens, log, message.
 
 import { Failure, http, log, reportUsage } from "waio";
 
@@ -47,6 +47,11 @@ export default class Conform {
       case "raise_later":
         await this.echo(fields);
         throw new TypeError("boom " + fields.id);
+      case "headers": {
+        const text = new TextDecoder();
+        const headers = record.headers().map(([name, value]) => [name, text.decode(value)]);
+        return [record.withJson({ id: fields.id ?? null, headers })];
+      }
       default:
         throw Failure.fatal(`unknown mode "${fields.mode}"`);
     }

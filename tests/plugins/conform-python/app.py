@@ -1,7 +1,7 @@
 """waio conformance plugin in Python: each record's JSON payload chooses the behaviour.
 
 Config: {"echo_url": "http://127.0.0.1:PORT/echo"}. Record fields: `id`, `mode` (now, later,
-fail, never, raise, raise_later), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `log`,
+fail, never, raise, raise_later, headers), `results`, `delay_ms`, `on_timeout` (fail, fallback), `tokens`, `log`,
 `message`. See docs/specs/LANGUAGES.md, "CONFORMANCE PROTOCOL".
 """
 
@@ -40,6 +40,9 @@ class Conform:
             await waio.never()
         if mode == "raise":
             raise ValueError(f"boom {rid}")
+        if mode == "headers":
+            headers = [[n, v.decode("utf-8", "replace")] for n, v in record.headers()]
+            return [record.with_json({"id": rid, "headers": headers})]
         raise Fatal(f'unknown mode "{mode}"')
 
     async def timeout(self, record):

@@ -149,6 +149,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                     key: entry.input.key.take(),
                     timestamp: entry.input.timestamp,
                     payload: std::mem::take(&mut entry.input.payload),
+                    origin: entry.input.origin.clone(),
                 });
             }
         }

@@ -33,6 +33,8 @@
 //! - mode `call`: like `http`, but a final answer that is not a success fails the record the
 //!   way an enricher would (`Response::error_for_status`: 408, 429 and 5xx retriable, other
 //!   statuses fatal; an `HttpError` by its own rule).
+//! - mode `headers`: one output `{"id", "headers": [[name, value], ...]}`, the input record's
+//!   headers (`input-headers`) in order, values as UTF-8 (lossy).
 
 use std::hint::black_box;
 
@@ -313,6 +315,14 @@ impl Enricher for Behave {
                 })
             }
             "text" => output.complete_one(input.with_payload(record.str("text").unwrap_or(""))),
+            "headers" => {
+                let headers: Vec<Value> = output
+                    .input_headers()
+                    .into_iter()
+                    .map(|(name, value)| json!([name, String::from_utf8_lossy(&value)]))
+                    .collect();
+                output.complete(record.one(&input, json!({ "headers": headers })))
+            }
             "flaky" | "empty_first" | "http_fail" => {
                 let invocation = self.count_invocation(&record);
                 counted(record, input, output, invocation)
