@@ -272,3 +272,28 @@ async fn without_redis_every_request_is_sent_and_none_fails() {
     assert_eq!(provider.sent.load(Ordering::SeqCst), sent + 4);
     assert_eq!(stats(&c).unreachable.get(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_given_up_frees_its_lock_so_the_other_process_does_not_wait_for_it() {
+    let server = Server::start();
+    let provider: Arc<Provider> = Arc::default();
+    let a = process(&server.url(), &provider, 200, Duration::from_secs(30));
+    let b = process(&server.url(), &provider, 200, Duration::ZERO);
+    let sending = tokio::spawn(a.send(a.prepare(request("slow")).unwrap()));
+    let until = Instant::now() + Duration::from_secs(5);
+    while provider.sent.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < until, "a never sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The record timed out (its future dropped): its lock (60 s) goes with it.
+    sending.abort();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.send(b.prepare(request("slow")).unwrap()),
+    )
+    .await
+    .expect("b did not wait for the lock to expire")
+    .unwrap();
+    assert_eq!((answer.status, answer.from_cache), (200, false));
+    assert_eq!(provider.sent.load(Ordering::SeqCst), 2);
+}
