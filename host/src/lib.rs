@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod progress;
 pub mod project;
 pub mod record;
+pub mod redis_url;
 pub mod replay;
 pub mod serve;
 pub mod telemetry;

@@ -1,6 +1,8 @@
 //! The result and request caches' storage: a key (a digest) to an entry (bytes the caller
 //! encodes), each entry positive (an answer) or negative (a fatal failure), with its own time
-//! to live; on the heap (moka) or in a RocksDB database of its own that outlives the process.
+//! to live; on the heap (moka) or in a RocksDB database of its own that outlives the process;
+//! for the request cache also in a Redis server that several processes share ([`redis`], whose
+//! API is asynchronous: it is not a [`Cache`]).
 //!
 //! What is cached and under which key is the caller's: the operator's result cache
 //! (`operator::result_cache`) and the outbound stack's request cache
@@ -16,6 +18,7 @@
 pub mod admin;
 mod codec;
 mod heap;
+pub mod redis;
 mod rocks;
 mod stats;
 
@@ -85,6 +88,9 @@ pub enum Storage {
     /// A RocksDB database in this directory, its own (not the checkpoint's): it survives
     /// restarts and crashes.
     RocksDb { path: PathBuf },
+    /// A Redis server shared by several processes (request cache only: it is read
+    /// asynchronously, see `outbound::request_cache`); keys are `prefix` + the key's hex digest.
+    Redis { url: String, prefix: String },
 }
 
 /// Which entry a full heap cache gives up.
@@ -135,6 +141,11 @@ impl fmt::Display for CacheOptions {
                     write!(f, " and {bytes} bytes")?;
                 }
             }
+            Storage::Redis { url, prefix } => write!(
+                f,
+                "redis at {} (prefix {prefix:?}), shared by every process using it",
+                crate::redis_url::host_port(url)
+            )?,
         }
         write!(f, ", answers for {}", humantime::format_duration(self.ttl))?;
         if self.negative_ttl.is_zero() {
@@ -192,6 +203,10 @@ pub enum CacheError {
     NoDatabase { dir: PathBuf },
     #[error("the cache in {} cannot be read: {cause}", dir.display())]
     Read { dir: PathBuf, cause: String },
+    #[error("a {kind} cache cannot be kept in Redis: it is looked up synchronously")]
+    NotShared { kind: &'static str },
+    #[error("bad redis_url {url:?}: {cause}")]
+    BadRedisUrl { url: String, cause: String },
 }
 
 /// The entries of one cache, wherever they are kept.
@@ -236,6 +251,7 @@ impl Cache {
                     }
                 }
             }
+            Storage::Redis { .. } => return Err(CacheError::NotShared { kind: kind.name() }),
         };
         Ok(Cache {
             store,

@@ -28,6 +28,9 @@ pub struct CacheStats {
     cost_saved_nanos: AtomicU64,
     /// The cache could not be opened or read and was turned off.
     pub broken: Flag,
+    /// Lookups a shared cache (Redis) could not answer because it was out of reach: each was
+    /// a miss, its request sent.
+    pub unreachable: Counter,
 }
 
 impl CacheStats {

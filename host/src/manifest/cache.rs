@@ -4,7 +4,9 @@
 //! A table present is on unless `enabled = false`. Defaults: heap storage with TinyLFU, a day
 //! of life for answers, ten minutes for failures (`negative_ttl = 0` turns failures off),
 //! 100000 entries; RocksDB storage in `cache/OPERATOR` (`cache/OPERATOR-requests` for the
-//! request cache) next to the manifest unless `path` says where.
+//! request cache) next to the manifest unless `path` says where. The request cache may also be
+//! kept in Redis (`storage = "redis"`, `redis_url`, `redis_prefix`), shared between processes;
+//! the result cache may not (it is looked up on the operator thread, synchronously).
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -65,7 +67,19 @@ pub(super) struct RawCache {
     key: Option<Spanned<KeyValue>>,
     share_across_versions: Option<Spanned<bool>>,
     ignore_headers: Option<Vec<Spanned<String>>>,
+    redis_url: Option<Spanned<String>>,
+    redis_prefix: Option<Spanned<String>>,
 }
+
+/// Which table is read: only the request cache may be kept in Redis.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Result,
+    Request,
+}
+
+/// Keys under `redis_prefix` unless it says otherwise.
+pub const DEFAULT_REDIS_PREFIX: &str = "waio:request-cache:";
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -90,7 +104,7 @@ pub(super) fn result_cache(
             "applies only to request_cache (the result cache's key is the record's input)",
         ));
     }
-    let Some(options) = options(ctx, &key, &raw, format!("cache/{name}"))? else {
+    let Some(options) = options(ctx, &key, &raw, Table::Result, format!("cache/{name}"))? else {
         return Ok(None);
     };
     let result_key = match &raw.key {
@@ -147,7 +161,8 @@ pub(super) fn request_cache(
             "applies only to cache (the result cache); a request's key is its method, URL, headers and body",
         ));
     }
-    let Some(options) = options(ctx, &key, &raw, format!("cache/{name}-requests"))? else {
+    let default_path = format!("cache/{name}-requests");
+    let Some(options) = options(ctx, &key, &raw, Table::Request, default_path)? else {
         return Ok(None);
     };
     let mut ignore_headers = Vec::new();
@@ -173,6 +188,7 @@ fn options(
     ctx: &Ctx<'_>,
     key: &dyn Fn(&str) -> String,
     raw: &RawCache,
+    table: Table,
     default_path: String,
 ) -> Result<Option<CacheOptions>, ManifestError> {
     if raw.enabled.as_ref().is_some_and(|e| !*e.get_ref()) {
@@ -191,47 +207,7 @@ fn options(
         DEFAULT_MAX_ENTRIES,
         |n| n.at_least_one(""),
     )?;
-    let rocksdb = match &raw.storage {
-        None => false,
-        Some(s) => ctx.choose(s, &key("storage"), &[("heap", false), ("rocksdb", true)])?,
-    };
-    let storage = if rocksdb {
-        if let Some(e) = &raw.eviction {
-            return Err(ctx.invalid(
-                e.span(),
-                key("eviction"),
-                "applies only to storage = \"heap\"; RocksDB storage gives up the entries that expire first",
-            ));
-        }
-        let path = match &raw.path {
-            Some(p) => ctx.path_value(p, &key("path"))?,
-            None => ctx.base_dir.join(default_path),
-        };
-        Storage::RocksDb { path }
-    } else {
-        if let Some((name, span)) = [
-            ("path", span(&raw.path)),
-            ("max_bytes", span(&raw.max_bytes)),
-        ]
-        .into_iter()
-        .find_map(|(n, s)| Some((n, s?)))
-        {
-            return Err(ctx.invalid(
-                span,
-                key(name),
-                "applies only to storage = \"rocksdb\"; heap storage is bounded by max_entries",
-            ));
-        }
-        let eviction = match &raw.eviction {
-            None => Eviction::TinyLfu,
-            Some(e) => ctx.choose(
-                e,
-                &key("eviction"),
-                &[("tiny_lfu", Eviction::TinyLfu), ("lru", Eviction::Lru)],
-            )?,
-        };
-        Storage::Heap { eviction }
-    };
+    let storage = storage(ctx, key, raw, table, default_path)?;
     let max_bytes = match &raw.max_bytes {
         None => None,
         Some(b) => Some(ctx.check(b, &key("max_bytes"), SizeValue::bytes)?),
@@ -243,6 +219,139 @@ fn options(
         max_entries,
         max_bytes,
     }))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Heap,
+    RocksDb,
+    Redis,
+}
+
+/// `storage` and the keys that belong to one storage only.
+fn storage(
+    ctx: &Ctx<'_>,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawCache,
+    table: Table,
+    default_path: String,
+) -> Result<Storage, ManifestError> {
+    let kind = match &raw.storage {
+        None => Kind::Heap,
+        Some(s) => ctx.choose(
+            s,
+            &key("storage"),
+            &[
+                ("heap", Kind::Heap),
+                ("rocksdb", Kind::RocksDb),
+                ("redis", Kind::Redis),
+            ],
+        )?,
+    };
+    if !matches!(kind, Kind::Redis) {
+        let only = "storage = \"redis\" (in request_cache)";
+        ctx.reject_for_kind(&raw.redis_url, &key("redis_url"), only)?;
+        ctx.reject_for_kind(&raw.redis_prefix, &key("redis_prefix"), only)?;
+    }
+    match kind {
+        Kind::Redis => redis(ctx, key, raw, table),
+        Kind::RocksDb => {
+            if let Some(e) = &raw.eviction {
+                return Err(ctx.invalid(
+                    e.span(),
+                    key("eviction"),
+                    "applies only to storage = \"heap\"; RocksDB storage gives up the entries that expire first",
+                ));
+            }
+            let path = match &raw.path {
+                Some(p) => ctx.path_value(p, &key("path"))?,
+                None => ctx.base_dir.join(default_path),
+            };
+            Ok(Storage::RocksDb { path })
+        }
+        Kind::Heap => {
+            if let Some((name, span)) = [
+                ("path", span(&raw.path)),
+                ("max_bytes", span(&raw.max_bytes)),
+            ]
+            .into_iter()
+            .find_map(|(n, s)| Some((n, s?)))
+            {
+                return Err(ctx.invalid(
+                    span,
+                    key(name),
+                    "applies only to storage = \"rocksdb\"; heap storage is bounded by max_entries",
+                ));
+            }
+            let eviction = match &raw.eviction {
+                None => Eviction::TinyLfu,
+                Some(e) => ctx.choose(
+                    e,
+                    &key("eviction"),
+                    &[("tiny_lfu", Eviction::TinyLfu), ("lru", Eviction::Lru)],
+                )?,
+            };
+            Ok(Storage::Heap { eviction })
+        }
+    }
+}
+
+/// `storage = "redis"`: a request cache shared by the processes that use the same server and
+/// prefix.
+fn redis(
+    ctx: &Ctx<'_>,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawCache,
+    table: Table,
+) -> Result<Storage, ManifestError> {
+    let storage_span = span(&raw.storage).unwrap_or_default();
+    if table == Table::Result {
+        return Err(ctx.invalid(
+            storage_span,
+            key("storage"),
+            "\"redis\" is only for request_cache: the result cache is looked up on the operator \
+             thread, synchronously, where a network round trip would hold up every record; use \
+             \"heap\" or \"rocksdb\" here, or request_cache.storage = \"redis\" to share answers \
+             between processes",
+        ));
+    }
+    if let Some((name, span)) = [
+        ("path", span(&raw.path)),
+        ("max_entries", span(&raw.max_entries)),
+        ("max_bytes", span(&raw.max_bytes)),
+        ("eviction", span(&raw.eviction)),
+    ]
+    .into_iter()
+    .find_map(|(n, s)| Some((n, s?)))
+    {
+        return Err(ctx.invalid(
+            span,
+            key(name),
+            "does not apply to storage = \"redis\": Redis keeps each entry for its ttl (bound \
+             its memory with Redis's own maxmemory)",
+        ));
+    }
+    let Some(url) = &raw.redis_url else {
+        return Err(ctx.invalid(
+            storage_span,
+            key("redis_url"),
+            "missing; storage = \"redis\" needs e.g. redis_url = \"redis://127.0.0.1:6379\"",
+        ));
+    };
+    let url = ctx.check(url, &key("redis_url"), |u| super::rate_limit::redis_url(u))?;
+    let prefix = match &raw.redis_prefix {
+        None => DEFAULT_REDIS_PREFIX.to_owned(),
+        Some(p) => ctx.check(p, &key("redis_prefix"), |p| {
+            if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!(
+                    "{p:?} is not a key prefix: give a non-empty text without spaces, e.g. \"{DEFAULT_REDIS_PREFIX}\""
+                ))
+            } else {
+                Ok(p.clone())
+            }
+        })?,
+    };
+    Ok(Storage::Redis { url, prefix })
 }
 
 fn span<T>(value: &Option<Spanned<T>>) -> Option<Range<usize>> {
@@ -257,7 +366,7 @@ pub(super) fn rocksdb_paths<'a>(
     caches
         .filter_map(|(field, options)| match &options.storage {
             Storage::RocksDb { path } => Some((field, path.clone())),
-            Storage::Heap { .. } => None,
+            Storage::Heap { .. } | Storage::Redis { .. } => None,
         })
         .collect()
 }

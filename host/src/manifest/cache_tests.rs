@@ -107,3 +107,101 @@ fn misplaced_and_bad_cache_keys_are_refused_where_they_stand() {
         "{message}"
     );
 }
+
+#[test]
+fn a_request_cache_in_redis_reads_its_url_prefix_and_ttls() {
+    let m = parse(&manifest(
+        "request_cache.storage = \"redis\"\nrequest_cache.redis_url = \"redis://:pw@10.0.0.7:6380/2\"\nrequest_cache.ttl = \"2h\"\nrequest_cache.negative_ttl = \"1m\"",
+        "request_cache.storage = \"redis\"\nrequest_cache.redis_url = \"redis://127.0.0.1:6379\"\nrequest_cache.redis_prefix = \"team-a:\"",
+    ))
+    .unwrap();
+    let a = m.operators[0].request_cache.clone().expect("on").options;
+    assert_eq!(
+        a.storage,
+        Storage::Redis {
+            url: "redis://:pw@10.0.0.7:6380/2".into(),
+            prefix: "waio:request-cache:".into()
+        }
+    );
+    assert_eq!(
+        (a.ttl, a.negative_ttl),
+        (Duration::from_secs(7200), Duration::from_secs(60))
+    );
+    // As `waio check` shows it: where, without the password.
+    let shown = a.to_string();
+    assert!(
+        shown.starts_with("redis at 10.0.0.7:6380 (prefix \"waio:request-cache:\")"),
+        "{shown}"
+    );
+    assert!(shown.contains("answers for 2h, failures for 1m"), "{shown}");
+    assert!(!shown.contains("pw"), "{shown}");
+    let b = m.operators[1].request_cache.clone().expect("on").options;
+    assert_eq!(
+        b.storage,
+        Storage::Redis {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "team-a:".into()
+        }
+    );
+}
+
+#[test]
+fn redis_storage_is_refused_for_the_result_cache_and_with_keys_it_has_no_use_for() {
+    let redis =
+        "request_cache.storage = \"redis\"\nrequest_cache.redis_url = \"redis://127.0.0.1:6379\"";
+    let (line, field, message) = refused(
+        "cache.storage = \"redis\"\ncache.redis_url = \"redis://127.0.0.1:6379\"",
+        "",
+    );
+    assert_eq!((line, field.as_str()), (5, "operator[0].cache.storage"));
+    assert!(
+        message.contains("\"redis\" is only for request_cache")
+            && message.contains("synchronously"),
+        "{message}"
+    );
+    for (key, value) in [
+        ("path", "\"c\""),
+        ("max_entries", "10"),
+        ("max_bytes", "\"1MB\""),
+        ("eviction", "\"lru\""),
+    ] {
+        let (line, field, message) =
+            refused(&format!("{redis}\nrequest_cache.{key} = {value}"), "");
+        assert_eq!(line, 7, "{key}");
+        assert_eq!(field, format!("operator[0].request_cache.{key}"));
+        assert!(
+            message.contains("does not apply to storage = \"redis\""),
+            "{message}"
+        );
+    }
+    let (line, field, message) = refused("request_cache.storage = \"redis\"", "");
+    assert_eq!(
+        (line, field.as_str()),
+        (5, "operator[0].request_cache.redis_url")
+    );
+    assert!(message.contains("missing"), "{message}");
+    // The same check as rate_limit.redis_url.
+    let (line, field, message) = refused(
+        "request_cache.storage = \"redis\"\nrequest_cache.redis_url = \"http://127.0.0.1:6379\"",
+        "",
+    );
+    assert_eq!(
+        (line, field.as_str()),
+        (6, "operator[0].request_cache.redis_url")
+    );
+    assert!(message.contains("not a redis:// URL"), "{message}");
+    let (_, field, _) = refused(
+        &format!("{redis}\nrequest_cache.redis_prefix = \"a b\""),
+        "",
+    );
+    assert_eq!(field, "operator[0].request_cache.redis_prefix");
+    // Redis keys without Redis storage.
+    let (_, field, message) = refused("request_cache.redis_url = \"redis://127.0.0.1:6379\"", "");
+    assert_eq!(field, "operator[0].request_cache.redis_url");
+    assert!(
+        message.contains("applies only to storage = \"redis\""),
+        "{message}"
+    );
+    let (_, field, _) = refused("cache.redis_prefix = \"x:\"", "");
+    assert_eq!(field, "operator[0].cache.redis_prefix");
+}

@@ -91,10 +91,7 @@ impl fmt::Display for RateLimitConfig {
                 url,
                 fallback_share,
             } => {
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(6379))))
-                    .unwrap_or_default();
+                let host = crate::redis_url::host_port(url);
                 parts.push(format!(
                     "shared through redis at {host} (fallback share {fallback_share})"
                 ));
@@ -376,7 +373,8 @@ fn backend(
     })
 }
 
-fn redis_url(text: &str) -> Result<String, String> {
+/// A `redis_url` value (of a rate limit or a request cache): a redis:// URL with a host.
+pub(super) fn redis_url(text: &str) -> Result<String, String> {
     // rediss:// (TLS) is not offered: the client is built without TLS, for a Redis on a
     // private network or the same host.
     let usage = "use e.g. \"redis://127.0.0.1:6379\" (TLS, rediss://, is not supported)";

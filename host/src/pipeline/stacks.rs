@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::PipelineError;
-use crate::cache::{Cache, CacheKind};
 use crate::manifest::{HostRule, HttpVersion, OperatorConfig, RequestCacheConfig};
 use crate::manifest::{RateLimitBackend, RateLimitConfig};
 use crate::outbound::rate_limit::{Allowance, LocalAllowance, RedisAllowance};
@@ -116,9 +115,10 @@ impl OutboundFactory {
             .remove(&config.name)
             .map(|(_, old)| Arc::clone(old.stats()))
             .unwrap_or_default();
-        let cache = Cache::open(wanted.options.clone(), CacheKind::Request, stats)
-            .map_err(|cause| PipelineError::Cache(config.name.clone(), cause))?;
-        let cache = Arc::new(RequestCache::new(cache, wanted.ignore_headers.clone()));
+        let cache =
+            RequestCache::open(wanted.options.clone(), wanted.ignore_headers.clone(), stats)
+                .map_err(|cause| PipelineError::Cache(config.name.clone(), cause))?;
+        let cache = Arc::new(cache);
         self.request_caches
             .insert(config.name.clone(), (wanted.clone(), Arc::clone(&cache)));
         Ok(Some(cache))

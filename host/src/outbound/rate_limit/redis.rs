@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Acquiring, Algorithm, Allowance, RateLimitOptions};
+use crate::redis_url::shown as shown_url;
 
 /// The longest one Redis call (connecting included) may take before Redis counts as out of
 /// reach: an acquisition never stalls longer on a broken Redis.
@@ -445,17 +446,6 @@ impl std::fmt::Display for Rates<'_> {
             return f.write_str("no limit set");
         }
         f.write_str(&parts.join(" and "))
-    }
-}
-
-/// `url` with any password replaced by `***`, for errors and logs.
-fn shown_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 

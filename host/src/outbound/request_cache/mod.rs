@@ -12,6 +12,16 @@
 //! and will stay wrong) for `negative_ttl`; nothing else. A request that waited for another
 //! one in flight gets that one's answer whatever it was; if that request is dropped before
 //! its answer, the waiting one is sent itself.
+//!
+//! Entries are kept in this process ([`Cache`]: heap or RocksDB, looked up synchronously) or
+//! in Redis, shared between processes ([`RedisStore`]: looked up inside the request's future,
+//! see [`shared`], which also joins identical requests in flight in different processes). The
+//! joining within a process stays in front either way: of identical requests in flight here,
+//! one talks to the storage.
+
+mod shared;
+#[cfg(test)]
+mod shared_tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +31,11 @@ use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 use super::{OutboundError, Policy, PreparedRequest, Request, Response, Sending};
-use crate::cache::{now_ms, Cache, CacheKey, Damaged, Lookup, Reader, Writer};
+use crate::cache::redis::RedisStore;
+use crate::cache::{
+    now_ms, Cache, CacheError, CacheKey, CacheKind, CacheOptions, CacheStats, Damaged, Lookup,
+    Reader, Storage, Writer,
+};
 
 /// Headers that never make two requests different: per-request ids and trace context.
 const NEVER_IN_KEY: &[&str] = &[
@@ -36,24 +50,59 @@ type Waiters = Vec<oneshot::Sender<Result<Response, OutboundError>>>;
 
 /// An operator's request cache, shared by its stack's clones.
 pub struct RequestCache {
-    cache: Cache,
+    store: Store,
     ignore_headers: Vec<String>,
     /// Per key with a request on the network: the identical requests waiting for its answer.
     in_flight: Mutex<HashMap<CacheKey, Waiters>>,
 }
 
+/// Where the entries are.
+enum Store {
+    /// In this process: looked up at once, when the request is handed in.
+    Local(Box<Cache>),
+    /// In Redis, shared between processes: looked up inside the request's future.
+    Shared(RedisStore),
+}
+
 impl RequestCache {
-    /// `ignore_headers`: lowercase header names left out of keys.
+    /// A request cache over `cache` (heap or RocksDB). `ignore_headers`: lowercase header
+    /// names left out of keys.
     pub fn new(cache: Cache, ignore_headers: Vec<String>) -> Self {
+        Self::over(Store::Local(Box::new(cache)), ignore_headers)
+    }
+
+    /// A request cache kept in Redis (`store`), shared with other processes.
+    pub fn shared(store: RedisStore, ignore_headers: Vec<String>) -> Self {
+        Self::over(Store::Shared(store), ignore_headers)
+    }
+
+    /// The request cache `options` describe, counting in `stats`.
+    pub fn open(
+        options: CacheOptions,
+        ignore_headers: Vec<String>,
+        stats: Arc<CacheStats>,
+    ) -> Result<Self, CacheError> {
+        if let Storage::Redis { url, prefix } = &options.storage {
+            let store = RedisStore::new(url, prefix, options.ttl, options.negative_ttl, stats)?;
+            return Ok(Self::shared(store, ignore_headers));
+        }
+        let cache = Cache::open(options, CacheKind::Request, stats)?;
+        Ok(Self::new(cache, ignore_headers))
+    }
+
+    fn over(store: Store, ignore_headers: Vec<String>) -> Self {
         RequestCache {
-            cache,
+            store,
             ignore_headers,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn stats(&self) -> &Arc<crate::cache::CacheStats> {
-        self.cache.stats()
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        match &self.store {
+            Store::Local(cache) => cache.stats(),
+            Store::Shared(store) => store.stats(),
+        }
     }
 
     /// The key of a request as the plugin wrote it (secrets still placeholders).
@@ -84,22 +133,16 @@ impl RequestCache {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `answer` (as screened by `policy`) if it is worth keeping.
+    /// Keeps `answer` in this process's cache (as screened by `policy`) if it is worth keeping.
+    /// (A shared cache keeps it inside [`shared::fetch`].)
     fn keep(&self, key: &CacheKey, answer: &Response, policy: &Policy) {
-        let negative = match answer.status {
-            200..=299 => false,
-            408 | 429 => return,
-            400..=499 => true,
-            _ => return,
-        };
-        let Ok(screened) = policy.screen_answer(answer.clone()) else {
+        let Store::Local(cache) = &self.store else {
             return;
         };
-        let value = encode(&screened);
-        if negative {
-            self.cache.put_negative(key, value, now_ms());
-        } else {
-            self.cache.put(key, value, now_ms());
+        match kept(answer, policy) {
+            Some((true, value)) => cache.put_negative(key, value, now_ms()),
+            Some((false, value)) => cache.put(key, value, now_ms()),
+            None => {}
         }
     }
 
@@ -110,6 +153,19 @@ impl RequestCache {
             let _ = waiter.send(answer.clone());
         }
     }
+}
+
+/// What `answer` leaves in the cache, as screened by `policy`: whether it is a failure (a 4xx
+/// but 408 and 429) and its bytes; `None` when it is not kept (a 5xx, a 408 or 429, any other).
+fn kept(answer: &Response, policy: &Policy) -> Option<(bool, Vec<u8>)> {
+    let negative = match answer.status {
+        200..=299 => false,
+        408 | 429 => return None,
+        400..=499 => true,
+        _ => return None,
+    };
+    let screened = policy.screen_answer(answer.clone()).ok()?;
+    Some((negative, encode(&screened)))
 }
 
 fn encode(answer: &Response) -> Vec<u8> {
@@ -179,11 +235,8 @@ struct Leading {
 }
 
 impl Leading {
-    /// The answer came: kept if worth it, and given to the requests that waited.
-    fn answered(&mut self, answer: &Result<Response, OutboundError>, policy: &Policy) {
-        if let Ok(a) = answer {
-            self.cache.keep(&self.key, a, policy);
-        }
+    /// The answer came (and was kept if worth it): the requests that waited get it.
+    fn answered(&mut self, answer: &Result<Response, OutboundError>) {
         self.cache.answer_waiters(&self.key, answer);
         self.answered = true;
     }
@@ -218,19 +271,27 @@ where
             return Box::pin(self.inner.call(request));
         };
         let cache = Arc::clone(&self.layer.cache);
-        match cache.cache.get(&key, now_ms()) {
-            Lookup::Hit(bytes) | Lookup::Negative(bytes) => {
-                if let Ok(answer) = decode(&bytes) {
-                    return Box::pin(async move { Ok(answer) });
+        match &cache.store {
+            Store::Local(local) => match local.get(&key, now_ms()) {
+                Lookup::Hit(bytes) | Lookup::Negative(bytes) => {
+                    if let Ok(answer) = decode(&bytes) {
+                        return Box::pin(async move { Ok(answer) });
+                    }
                 }
-            }
-            Lookup::Miss => {}
+                Lookup::Miss => {}
+            },
+            // Counted like a local miss (coalesced ones included): the leader counts its own
+            // lookup in Redis.
+            Store::Shared(_) => {}
         }
         let mut in_flight = cache.lock();
         if let Some(waiters) = in_flight.get_mut(&key) {
             let (tx, rx) = oneshot::channel();
             waiters.push(tx);
             drop(in_flight);
+            if let Store::Shared(store) = &cache.store {
+                store.stats().misses.inc();
+            }
             cache.stats().coalesced.inc();
             let inner = self.inner.clone();
             return Box::pin(async move {
@@ -247,17 +308,36 @@ where
         in_flight.insert(key, Vec::new());
         drop(in_flight);
         let mut leading = Leading {
-            cache,
+            cache: Arc::clone(&cache),
             key,
             answered: false,
         };
         let policy = Arc::clone(&self.layer.policy);
-        let sending = self.inner.call(request);
-        Box::pin(async move {
-            let answer = sending.await;
-            leading.answered(&answer, &policy);
-            answer
-        })
+        match &cache.store {
+            Store::Local(_) => {
+                let sending = self.inner.call(request);
+                Box::pin(async move {
+                    let answer = sending.await;
+                    if let Ok(a) = &answer {
+                        leading.cache.keep(&leading.key, a, &policy);
+                    }
+                    leading.answered(&answer);
+                    answer
+                })
+            }
+            Store::Shared(store) => {
+                let store = store.clone();
+                let inner = self.inner.clone();
+                let lock_ttl = shared::lock_ttl(request.timeout(), request.deadline());
+                Box::pin(async move {
+                    let send = move || inner.oneshot(request);
+                    let answer =
+                        shared::fetch(&store, &key, lock_ttl, send, |a| kept(a, &policy)).await;
+                    leading.answered(&answer);
+                    answer
+                })
+            }
+        }
     }
 }
 
