@@ -207,14 +207,27 @@ async fn a_read_committed_consumer_sees_each_result_once_across_sigkills() {
     );
 }
 
-/// Two processes with one `group_id` over a 4-partition topic. The second joins while the first
-/// is busy: the first commits what it did for the partitions it loses and leaves what it still
-/// held to the new owner. A graceful stop of one then finishes its records and hands its
-/// partitions to the other, which goes on without loss, duplicates, or a second provider call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_split_the_partitions_and_hand_them_over() {
+/// What the provider was paid in [`two_processes`]: calls and rebalances in each phase.
+struct Handover {
+    /// Calls until every one of the first 400 records was out, while b joined a.
+    first_calls: u64,
+    /// Rebalances a went through meanwhile.
+    a_rebalances: u64,
+    /// Calls for the next 400 records, after a's graceful stop.
+    second_calls: u64,
+    /// Rebalances b went through in all.
+    b_rebalances: u64,
+}
+
+const HANDOVER_CAPACITY: u64 = 4;
+
+/// Two processes with one `group_id` over a 4-partition topic, `cache` in their operator. The
+/// second joins while the first is busy: the first commits what it did for the partitions it
+/// loses and leaves what it still held to the new owner. A graceful stop of one then finishes
+/// its records and hands its partitions to the other, which goes on. Asserts that no record is
+/// lost or duplicated and that the partitions moved; returns what the provider was paid.
+async fn two_processes(cache: &str) -> Handover {
     // 400 records at 40 ms, 4 at a time: a is busy for about 4 s when b joins.
-    const CAPACITY: u64 = 4;
     let broker = Broker::start();
     broker.create_topics(&["in", "out", "dlq"], 4);
     let mock = mock_at(40).await;
@@ -225,7 +238,7 @@ async fn two_processes_split_the_partitions_and_hand_them_over() {
             "pipeline.toml",
             &manifest(
                 &broker,
-                &embeddings(&mock, CAPACITY as usize, ""),
+                &embeddings(&mock, HANDOVER_CAPACITY as usize, cache),
                 "",
                 "[checkpoint]\ndir = \"state\"\ninterval = \"200ms\"\n",
             )
@@ -263,14 +276,8 @@ async fn two_processes_split_the_partitions_and_hand_them_over() {
         log(0),
         log(1)
     );
-    // A rebalance revokes every partition of a (the eager protocol), and the records a had in
-    // flight then are done again after it: at most its capacity per rebalance.
-    let calls_before = mock.stats().embeddings;
-    let rebalances = log(0).matches("partitions revoked").count() as u64;
-    assert!(
-        calls_before <= 400 + CAPACITY * rebalances,
-        "{calls_before} calls for 400 records over {rebalances} rebalances: more than the records in flight were redone"
-    );
+    let first_calls = mock.stats().embeddings;
+    let a_rebalances = log(0).matches("partitions revoked").count() as u64;
 
     signal(&a, "TERM");
     let code = tokio::task::block_in_place(|| wait_exit(&mut a, LIMIT));
@@ -281,17 +288,58 @@ async fn two_processes_split_the_partitions_and_hand_them_over() {
     let code = tokio::task::block_in_place(|| wait_exit(&mut b, LIMIT));
     assert_eq!(code, 0, "process b: {}", log(1));
     assert_each_once(&broker.read_committed("out"), 0..800);
-    // The graceful stop finished a's records: b pays for none of them again. What b had in
-    // flight when the rebalance took its own partitions back (the eager protocol revokes them
-    // all before handing them out again) is done again.
-    let b_rebalances = log(1).matches("partitions revoked").count() as u64;
-    let calls = mock.stats().embeddings - calls_before;
-    assert!(
-        (400..=400 + CAPACITY * b_rebalances).contains(&calls),
-        "{calls} calls for 400 records after a's stop, {b_rebalances} rebalances in b"
-    );
     // b holds all four partitions at the end: its first share and a's.
     assert!(assigned(1) >= 4, "{}", log(1));
+    Handover {
+        first_calls,
+        a_rebalances,
+        second_calls: mock.stats().embeddings - first_calls,
+        b_rebalances: log(1).matches("partitions revoked").count() as u64,
+    }
+}
+
+/// Each process with its own request cache (none here): a rebalance revokes every partition of
+/// a (the eager protocol), and what a had in flight then is done again by the new owner: at
+/// most its capacity per rebalance. The graceful stop finished a's records: b pays for none of
+/// them again, only for what it had in flight itself at its own rebalances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_split_the_partitions_and_hand_them_over() {
+    let paid = two_processes("").await;
+    let most = 400 + HANDOVER_CAPACITY * paid.a_rebalances;
+    assert!(
+        (400..=most).contains(&paid.first_calls),
+        "{} calls for 400 records over {} rebalances: more than the records in flight were redone",
+        paid.first_calls,
+        paid.a_rebalances
+    );
+    let most = 400 + HANDOVER_CAPACITY * paid.b_rebalances;
+    assert!(
+        (400..=most).contains(&paid.second_calls),
+        "{} calls for 400 records after a's stop, {} rebalances in b",
+        paid.second_calls,
+        paid.b_rebalances
+    );
+}
+
+/// With the request cache shared through Redis, a record that moves to another process is
+/// paid once: the new owner finds the answer the old one got, or waits for the old one's
+/// request still in flight. Exactly one provider call per record, rebalances or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_request_cache_a_record_that_moves_is_paid_once() {
+    let redis = waio_tests::redis::RedisServer::start();
+    let cache = format!(
+        "request_cache.storage = \"redis\"\nrequest_cache.redis_url = \"{}\"\n",
+        redis.url()
+    );
+    let paid = two_processes(&cache).await;
+    assert!(paid.a_rebalances > 0);
+    assert_eq!(
+        (paid.first_calls, paid.second_calls),
+        (400, 400),
+        "provider calls for 400 records before and after a's stop ({} and {} rebalances)",
+        paid.a_rebalances,
+        paid.b_rebalances
+    );
 }
 
 /// Without `[checkpoint]`: at-least-once, with offsets committed every `commit_interval` after
