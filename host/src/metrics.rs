@@ -340,6 +340,9 @@ summary! {
         request_cache_tokens_saved: u64 [Counter] = requests.tokens_saved.get(),
         /// What those tokens cost at `[pricing]`, US dollars.
         request_cache_cost_saved_usd: f64 [Counter] = requests.cost_saved(),
+        /// Request cache lookups that found Redis out of reach (`storage = "redis"`): each a
+        /// miss, the request sent, perhaps paid for twice between processes.
+        request_cache_unreachable: u64 [Counter] = requests.unreachable.get(),
         /// Median time from entering the operator to leaving it, milliseconds.
         latency_p50_ms: f64 [Gauge] = ms(latency.value_at_quantile(0.5)),
         /// 99th percentile of the time from entering the operator to leaving it, milliseconds.

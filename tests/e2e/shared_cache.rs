@@ -106,3 +106,54 @@ async fn two_processes_on_one_input_pay_each_request_once_and_a_later_run_nothin
     assert_eq!(count(&c_op, "request_cache_hits"), RECORDS as u64);
     assert_all_labelled(&c);
 }
+
+/// Redis out of reach (nothing listens at the URL) costs requests, never records: every record
+/// is labelled, each one's request is sent, the log says so once with the URL (its password
+/// hidden), and the summary counts the lookups that went without Redis
+/// (`request_cache_unreachable`, the metric `waio_cache_unreachable_total`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_out_of_reach_every_record_is_sent_and_the_lookups_are_counted() {
+    let mock = mock_with(MockConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let input = Pipeline::new();
+    let lines: Vec<String> = (1..=RECORDS)
+        .map(|i| json!({"id": i, "text": format!("ticket {i}")}).to_string())
+        .collect();
+    input.input(&lines);
+    let url = format!("redis://:s3cret@127.0.0.1:{closed}/");
+    let (p, mut run) = start(&manifest(&mock, &input.path("input.jsonl"), &url));
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut run, Duration::from_secs(120)))
+        .await
+        .expect("waited");
+    let stderr = std::fs::read_to_string(p.path("stderr.log")).unwrap_or_default();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr.matches("Redis is out of reach").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is shown: {stderr}"
+    );
+    assert_all_labelled(&p);
+    assert_eq!(mock.stats().chat, RECORDS as u64);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path("summary.json")).expect("summary"))
+            .expect("summary JSON");
+    let op = &summary["operators"][0];
+    assert_eq!(
+        count(op, "request_cache_unreachable"),
+        RECORDS as u64,
+        "{op}"
+    );
+    assert_eq!(count(op, "request_cache_hits"), 0, "{op}");
+}

@@ -226,6 +226,7 @@ fn cache(f: &mut Families, t: &OperatorTelemetry, kind: &'static str, c: &CacheS
         ("waio_cache_evictions", "Entries given up to keep within the cache's bound.", c.evictions.get() as f64),
         ("waio_cache_tokens_saved", "Model tokens the cache's answers did not spend again.", c.tokens_saved.get() as f64),
         ("waio_cache_cost_saved_usd", "What those tokens cost at [pricing], US dollars.", c.cost_saved()),
+        ("waio_cache_unreachable", "Lookups that found the cache's shared store (Redis) out of reach: each a miss.", c.unreachable.get() as f64),
     ]);
     f.gauge("waio_cache_entries", "Entries the cache holds.", at, c.entries.get().max(0) as f64);
 }
