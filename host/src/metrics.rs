@@ -702,6 +702,7 @@ mod tests {
             "latency_max_ms",
             "thread_cpu_s",
             "thread_cpu_us_per_record",
+            "request_cache_unreachable",
         ];
         expected.extend(cache_fields.iter().map(String::as_str));
         expected.sort_unstable();
