@@ -149,7 +149,7 @@ fn alert_queries() -> Vec<String> {
             inner.unwrap_or_else(|| panic!("{}", shape())).to_string()
         })
         .collect();
-    assert_eq!(queries.len(), 6, "{rules}");
+    assert_eq!(queries.len(), 7, "{rules}");
     queries
 }
 
