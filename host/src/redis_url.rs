@@ -1,5 +1,32 @@
-//! How a Redis URL (`rate_limit.redis_url`, `request_cache.redis_url`) is shown in logs, errors
-//! and `waio check`: never with its password.
+//! What the two users of Redis (`rate_limit.redis_url`, `request_cache.redis_url`) share: how
+//! a URL is shown in logs, errors and `waio check` (never with its password), and how their
+//! connection is made.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The connection kept in `slot`, made on first use: a lazy manager that connects on the first
+/// call and again after a connection error, each call bounded by `call_timeout`. It never
+/// retries by itself: its users try Redis again on their own schedule, never inside a call.
+pub fn lazy_connection(
+    slot: &Mutex<Option<ConnectionManager>>,
+    client: &redis::Client,
+    call_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(connection) = slot.as_ref() {
+        return Ok(connection.clone());
+    }
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(call_timeout))
+        .set_response_timeout(Some(call_timeout))
+        .set_number_of_retries(0);
+    let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+    *slot = Some(connection.clone());
+    Ok(connection)
+}
 
 /// `url` with any password replaced by `***`.
 pub fn shown(url: &str) -> String {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{CacheError, CacheKey, CacheStats, Lookup, Reader, Writer};
 
@@ -239,21 +239,8 @@ impl Inner {
         }
     }
 
-    /// The connection, made on first use (a lazy manager: it connects on the first call, and
-    /// again after a connection error).
     fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            // Retried on this module's schedule (RETRY_EVERY), never inside a lookup.
-            .set_number_of_retries(0);
-        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        crate::redis_url::lazy_connection(&self.connection, &self.client, CALL_TIMEOUT)
     }
 
     /// Whether to ask Redis now: always while it answers; while it is out of reach, one

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Acquiring, Algorithm, Allowance, RateLimitOptions};
 use crate::redis_url::shown as shown_url;
@@ -196,21 +196,8 @@ impl Shared {
         Ok((answer > 0).then(|| Duration::from_millis(answer)))
     }
 
-    /// The connection, made on first use (a lazy manager: it connects on the first call, and
-    /// again after every connection error).
     fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            // This module retries on its own schedule (RETRY_EVERY), never inside a call.
-            .set_number_of_retries(0);
-        let connection = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        crate::redis_url::lazy_connection(&self.connection, &self.client, CALL_TIMEOUT)
     }
 
     /// Redis answered: the first time, say that the limit is shared through it.
