@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::waio::enricher::types::{
-    Event, Failure, FailureKind, HttpError, HttpRequest, HttpResponse, LogLevel, TokenUsage,
+    BatchCompletions, Event, EventColumns, Failure, FailureKind, HttpError, HttpRequest, HttpResponse, LogLevel, TokenUsage,
 };

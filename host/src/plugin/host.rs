@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::waio::enricher::{completion, http, logging, types, usage};
 use super::bindings::{Event, Failure, HttpRequest, LogLevel, TokenUsage};
+use super::columns::Member;
 use super::output::GuestOutput;
 use super::wasi::GuestIo;
 use crate::record::Origin;
@@ -107,6 +108,8 @@ pub struct HostState {
     pub(super) limits: MemoryLimiter,
     /// The record whose code is running (set around every guest call that serves a record).
     pub(super) current: Option<u64>,
+    /// The records of the `invoke-columns` call running now, for `hold` (`None` outside one).
+    pub(super) members: Option<Vec<Member>>,
     next_call_id: u64,
     pub(super) effects: Effects,
     /// Its log calls, stdout and stderr.
@@ -129,6 +132,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits,
             current: None,
+            members: None,
             next_call_id: 1,
             effects: Effects::default(),
             output,
@@ -182,7 +186,21 @@ impl WasiView for HostState {
 
 impl types::Host for HostState {}
 
-impl completion::Host for HostState {}
+impl completion::Host for HostState {
+    fn hold(&mut self, index: u32) -> wasmtime::Result<Resource<FutureRef>> {
+        let Some(members) = &self.members else {
+            wasmtime::bail!("completion.hold({index}) called outside invoke-columns");
+        };
+        let Some(member) = members.get(index as usize) else {
+            wasmtime::bail!(
+                "completion.hold({index}): the running invoke-columns call has {} records",
+                members.len()
+            );
+        };
+        let (seq, attempt, origin) = (member.seq, member.attempt, member.origin.clone());
+        self.new_future(seq, attempt, origin)
+    }
+}
 
 impl completion::HostResultFuture for HostState {
     fn complete(

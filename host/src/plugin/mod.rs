@@ -10,6 +10,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod columns;
 pub mod compat;
 pub mod function;
 pub mod host;
@@ -172,6 +173,7 @@ impl PluginComponent {
         let version = world::other_version(imports.iter().map(String::as_str).chain(exports));
         let contract = match version.as_deref() {
             None => Contract::Current,
+            Some(compat::v0_4::WIT_VERSION) => Contract::V0_4,
             Some(compat::v0_3::WIT_VERSION) => Contract::V0_3,
             Some(compat::v0_2::WIT_VERSION) => Contract::V0_2,
             Some(compat::v0_1::WIT_VERSION) => Contract::V0_1,
@@ -198,6 +200,10 @@ impl PluginComponent {
                 &mut linker,
                 |state| state,
             ),
+            Contract::V0_4 => compat::v0_4::EnricherPlugin::add_to_linker::<
+                HostState,
+                HasSelf<HostState>,
+            >(&mut linker, |state| state),
             Contract::V0_3 => compat::v0_3::EnricherPlugin::add_to_linker::<
                 HostState,
                 HasSelf<HostState>,
@@ -218,6 +224,7 @@ impl PluginComponent {
         let pre = match contract {
             Contract::Current => EnricherPluginPre::new(instance_pre).map(Pre::Current),
             Contract::V0_3 => compat::v0_3::EnricherPluginPre::new(instance_pre).map(Pre::V0_3),
+            Contract::V0_4 => compat::v0_4::EnricherPluginPre::new(instance_pre).map(Pre::V0_4),
             Contract::V0_2 => compat::v0_2::EnricherPluginPre::new(instance_pre).map(Pre::V0_2),
             Contract::V0_1 => compat::v0_1::EnricherPluginPre::new(instance_pre).map(Pre::V0_1),
         }
@@ -247,6 +254,7 @@ impl PluginComponent {
         match self.pre {
             Pre::Current(_) => world::WORLD,
             Pre::V0_3(_) => compat::v0_3::WORLD,
+            Pre::V0_4(_) => compat::v0_4::WORLD,
             Pre::V0_2(_) => compat::v0_2::WORLD,
             Pre::V0_1(_) => compat::v0_1::WORLD,
         }
@@ -256,6 +264,11 @@ impl PluginComponent {
     pub fn compat_note(&self) -> Option<String> {
         match self.pre {
             Pre::Current(_) => None,
+            Pre::V0_4(_) => Some(format!(
+                "built against waio:enricher@{}: runs through an adapter, with batches of one result-future per record (no invoke-columns); {}",
+                compat::v0_4::WIT_VERSION,
+                world::REBUILD_HINT
+            )),
             Pre::V0_3(_) => Some(format!(
                 "built against waio:enricher@{}: runs through an adapter (input-headers is not there for it); {}",
                 compat::v0_3::WIT_VERSION,
@@ -300,6 +313,7 @@ impl PluginComponent {
         let bindings = off_runtime(|| match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
             Pre::V0_3(pre) => pre.instantiate(&mut store).map(Bindings::V0_3),
+            Pre::V0_4(pre) => pre.instantiate(&mut store).map(Bindings::V0_4),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
         })
@@ -309,6 +323,8 @@ impl PluginComponent {
         Ok(PluginInstance {
             store,
             bindings,
+            columns: columns::empty(),
+            members: Vec::new(),
             ticks: self.limits.epoch_ticks(),
             limits: self.limits.clone(),
         })
@@ -354,6 +370,7 @@ fn check_component_header(bytes: &[u8]) -> Result<(), String> {
 #[derive(Clone, Copy)]
 enum Contract {
     Current,
+    V0_4,
     V0_3,
     V0_2,
     V0_1,
@@ -362,6 +379,7 @@ enum Contract {
 /// A type-checked plugin of this host's contract, or of an earlier one.
 enum Pre {
     Current(EnricherPluginPre<HostState>),
+    V0_4(compat::v0_4::EnricherPluginPre<HostState>),
     V0_3(compat::v0_3::EnricherPluginPre<HostState>),
     V0_2(compat::v0_2::EnricherPluginPre<HostState>),
     V0_1(compat::v0_1::EnricherPluginPre<HostState>),
@@ -370,6 +388,7 @@ enum Pre {
 /// An instance's exports, of this host's contract or of an earlier one.
 enum Bindings {
     Current(EnricherPlugin),
+    V0_4(compat::v0_4::EnricherPlugin),
     V0_3(compat::v0_3::EnricherPlugin),
     V0_2(compat::v0_2::EnricherPlugin),
     V0_1(compat::v0_1::EnricherPlugin),
@@ -396,6 +415,9 @@ fn take_event(event: &mut Event) -> Event {
 pub struct PluginInstance {
     store: Store<HostState>,
     bindings: Bindings,
+    /// `invoke-columns`' inputs and records, kept between calls for their buffers.
+    columns: bindings::EventColumns,
+    members: Vec<columns::Member>,
     ticks: u64,
     limits: InstanceLimits,
 }
@@ -434,6 +456,7 @@ impl PluginInstance {
         self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_open(s, config_json),
             Bindings::V0_3(b) => b.waio_enricher_enricher().call_open(s, config_json),
+            Bindings::V0_4(b) => b.waio_enricher_enricher().call_open(s, config_json),
             Bindings::V0_2(b) => b.waio_enricher_enricher().call_open(s, config_json),
             Bindings::V0_1(b) => b.waio_enricher_enricher().call_open(s, config_json),
         })
@@ -448,6 +471,9 @@ impl PluginInstance {
     ) -> Result<(), GuestTrap> {
         self.call_with_future(seq, attempt, input, origin, |b, s, input, future| match b {
             Bindings::Current(b) => b
+                .waio_enricher_enricher()
+                .call_async_invoke(s, input, future),
+            Bindings::V0_4(b) => b
                 .waio_enricher_enricher()
                 .call_async_invoke(s, input, future),
             Bindings::V0_3(b) => b
@@ -473,6 +499,7 @@ impl PluginInstance {
         self.call_with_future(seq, attempt, input, origin, |b, s, input, future| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
             Bindings::V0_3(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
+            Bindings::V0_4(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
             Bindings::V0_2(b) => b.waio_enricher_enricher().call_timeout(s, input, future),
             Bindings::V0_1(b) => b
                 .waio_enricher_enricher()
@@ -480,21 +507,69 @@ impl PluginInstance {
         })
     }
 
-    /// Whether the plugin has `async-invoke-batch` (one built against 0.1.0 or 0.2.0 has not).
+    /// Whether the plugin takes batches (one built against 0.1.0 or 0.2.0 does not).
     pub fn takes_batches(&self) -> bool {
-        matches!(self.bindings, Bindings::Current(_) | Bindings::V0_3(_))
+        matches!(
+            self.bindings,
+            Bindings::Current(_) | Bindings::V0_4(_) | Bindings::V0_3(_)
+        )
     }
 
-    /// `async-invoke-batch` for several records, each with a fresh `result-future`: one guest
-    /// call. A plugin of an earlier contract gets one `async-invoke` call per record instead;
-    /// a trap there ends the loop. The events are lent: they are back in `batch` after.
+    /// Several records in one guest call: `invoke-columns`, or for a plugin of 0.3.0 or 0.4.0
+    /// `async-invoke-batch` with a fresh `result-future` each. A plugin of an earlier contract
+    /// gets one `async-invoke` call per record instead; a trap there ends the loop. The events
+    /// are lent: they are back in `batch` after.
     pub fn invoke_batch(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
-        if !self.takes_batches() {
-            for item in batch.iter() {
-                self.invoke(item.seq, item.attempt, &item.event, item.origin.clone())?;
+        match self.bindings {
+            Bindings::Current(_) => self.invoke_columns(batch),
+            Bindings::V0_4(_) | Bindings::V0_3(_) => self.invoke_with_futures(batch),
+            Bindings::V0_2(_) | Bindings::V0_1(_) => {
+                for item in batch.iter() {
+                    self.invoke(item.seq, item.attempt, &item.event, item.origin.clone())?;
+                }
+                Ok(())
             }
-            return Ok(());
         }
+    }
+
+    /// `invoke-columns`: the batch as columns; the records it completed at once come back in its
+    /// result and join the effects after those of the futures it held (see [`columns`]).
+    fn invoke_columns(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
+        let mut inputs = std::mem::replace(&mut self.columns, columns::empty());
+        let mut members = std::mem::take(&mut self.members);
+        if let Err(error) = columns::fill(&mut inputs, &mut members, batch) {
+            columns::give_back_keys(&mut inputs, batch);
+            return Err(GuestTrap(error));
+        }
+        self.store.data_mut().members = Some(members);
+        // Until the plugin says which record it works on (`begin`), its requests are nobody's.
+        let result = self.call(None, |b, s| match b {
+            Bindings::Current(b) => b.waio_enricher_enricher().call_invoke_columns(s, &inputs),
+            _ => Err(wasmtime::Error::msg("invoke-columns is a 0.5.0 export")),
+        });
+        columns::give_back_keys(&mut inputs, batch);
+        self.columns = inputs;
+        let mut members = self.store.data_mut().members.take().unwrap_or_default();
+        let completions = result.and_then(|done| {
+            columns::completions(done, &members).map_err(|e| {
+                GuestTrap(format!(
+                    "invoke-columns returned a result that does not fit its batch: {e}"
+                ))
+            })
+        });
+        // Kept for its allocation; the origins go now.
+        members.clear();
+        self.members = members;
+        self.store
+            .data_mut()
+            .effects
+            .completions
+            .extend(completions?);
+        Ok(())
+    }
+
+    /// `async-invoke-batch` of 0.3.0 and 0.4.0: a fresh `result-future` per record.
+    fn invoke_with_futures(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
         let mut inputs = Vec::with_capacity(batch.len());
         for item in batch.iter_mut() {
             let future = self
@@ -506,7 +581,7 @@ impl PluginInstance {
         }
         // Until the plugin says which record it works on (`begin`), its requests are nobody's.
         let result = self.call(None, |b, s| match b {
-            Bindings::Current(b) => b
+            Bindings::V0_4(b) => b
                 .waio_enricher_enricher()
                 .call_async_invoke_batch(s, &inputs),
             Bindings::V0_3(b) => b
@@ -554,6 +629,10 @@ impl PluginInstance {
                 b.waio_enricher_enricher()
                     .call_on_response(s, call_id, response.as_ref())
             }
+            Bindings::V0_4(b) => {
+                b.waio_enricher_enricher()
+                    .call_on_response(s, call_id, response.as_ref())
+            }
             Bindings::V0_3(b) => {
                 b.waio_enricher_enricher()
                     .call_on_response(s, call_id, response.as_ref())
@@ -583,6 +662,7 @@ impl PluginInstance {
         self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_close(s),
             Bindings::V0_3(b) => b.waio_enricher_enricher().call_close(s),
+            Bindings::V0_4(b) => b.waio_enricher_enricher().call_close(s),
             Bindings::V0_2(b) => b.waio_enricher_enricher().call_close(s),
             Bindings::V0_1(b) => b.waio_enricher_enricher().call_close(s),
         })

@@ -1,20 +1,20 @@
 //! Which version of the plugin contract (`wit/waio.wit`) this host runs, and how to tell a plugin
-//! built against another version before type-checking it: 0.1.0, 0.2.0 and 0.3.0 run through
+//! built against another version before type-checking it: 0.1.0 to 0.4.0 run through
 //! [`super::compat`]; for any other the linker's error would only name a missing
-//! `waio:enricher/...@0.4.0` import, not the reason.
+//! `waio:enricher/...@0.5.0` import, not the reason.
 
 /// The version of the `waio:enricher` package this host runs.
-pub const WIT_VERSION: &str = "0.4.0";
+pub const WIT_VERSION: &str = "0.5.0";
 
 /// The world every plugin must implement, as `waio check` prints it.
-pub const WORLD: &str = "waio:enricher/enricher-plugin@0.4.0";
+pub const WORLD: &str = "waio:enricher/enricher-plugin@0.5.0";
 
 /// The package's interfaces are named `waio:enricher/NAME@VERSION` among a component's imports
 /// and exports.
 const INTERFACE_PREFIX: &str = "waio:enricher/";
 
 /// How to rebuild a plugin against this host's contract, for error messages.
-pub const REBUILD_HINT: &str = "rebuild it with this waio's SDK: `waio plugin build DIR` for a project made by `waio plugin new`, else the SDK's build command (README: \"For plugin authors: waio:enricher 0.4.0\")";
+pub const REBUILD_HINT: &str = "rebuild it with this waio's SDK: `waio plugin build DIR` for a project made by `waio plugin new`, else the SDK's build command (README: \"For plugin authors: waio:enricher 0.5.0\")";
 
 /// The `waio:enricher` version a component was built against, when it is not this host's: the
 /// version of the first `waio:enricher/...` interface among `names` (imports and exports) that
@@ -65,8 +65,8 @@ mod tests {
         // WASI's own 0.2.0 must not be mistaken for the contract's version.
         let current = [
             "wasi:io/streams@0.2.0",
-            "waio:enricher/http@0.4.0",
-            "waio:enricher/enricher@0.4.0",
+            "waio:enricher/http@0.5.0",
+            "waio:enricher/enricher@0.5.0",
         ];
         assert_eq!(other_version(current), None);
         assert_eq!(other_version(["run", "wasi:cli/stdout@0.2.6"]), None);

@@ -1,10 +1,10 @@
 //! The result of one record: Flink's `ResultFuture`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
-use crate::bindings::waio::enricher::completion::ResultFuture as WitResultFuture;
+use crate::bindings::waio::enricher::completion::{self, ResultFuture as WitResultFuture};
 use crate::bindings::waio::enricher::types as wit;
 use crate::{Event, Failure};
 
@@ -20,31 +20,85 @@ pub struct ResultFuture {
 }
 
 struct Inner {
-    handle: WitResultFuture,
+    handle: RefCell<Handle>,
     done: Cell<bool>,
+}
+
+/// How the host knows the record.
+enum Handle {
+    /// By its own `result-future`.
+    Host(WitResultFuture),
+    /// As record `index` of `invoke-columns` call `call` (see [`crate::columns`]).
+    InCall { call: u64, index: u32 },
 }
 
 impl ResultFuture {
     pub(crate) fn from_host(handle: WitResultFuture) -> ResultFuture {
+        ResultFuture::with(Handle::Host(handle))
+    }
+
+    /// Record `index` of the running `invoke-columns` call `call`.
+    pub(crate) fn in_call(call: u64, index: u32) -> ResultFuture {
+        ResultFuture::with(Handle::InCall { call, index })
+    }
+
+    fn with(handle: Handle) -> ResultFuture {
         ResultFuture {
             inner: Rc::new(Inner {
-                handle,
+                handle: RefCell::new(handle),
                 done: Cell::new(false),
             }),
         }
     }
 
+    /// Makes sure the host knows this record by a `result-future` of its own (taking one with
+    /// `completion.hold` while its call runs), then runs `f` with it. `None` for a record of a
+    /// call that has ended without it being held: nothing can reach that record any more.
+    fn with_host<R>(&self, f: impl FnOnce(&WitResultFuture) -> R) -> Option<R> {
+        let mut handle = self.inner.handle.borrow_mut();
+        if let Handle::InCall { call, index } = *handle {
+            if !crate::columns::is_running(call) {
+                return None;
+            }
+            *handle = Handle::Host(completion::hold(index));
+        }
+        match &*handle {
+            Handle::Host(future) => Some(f(future)),
+            Handle::InCall { .. } => None,
+        }
+    }
+
+    /// The record's index in the running call, while it is known only by that.
+    fn running_index(&self) -> Option<u32> {
+        match *self.inner.handle.borrow() {
+            Handle::InCall { call, index } if crate::columns::is_running(call) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// At the end of its call: a record still to complete that the plugin kept takes its own
+    /// `result-future`, to be completed later.
+    pub(crate) fn hold_if_kept(&self) {
+        if !self.is_done() && Rc::strong_count(&self.inner) > 1 {
+            self.with_host(|_| ());
+        }
+    }
+
     /// Emits `outputs` at the record's position: none filters the record out, several fan out.
     pub fn complete(&self, outputs: Vec<Event>) {
-        let outputs: Vec<wit::Event> = outputs.into_iter().map(Into::into).collect();
         // Every call reaches the host, even after the first: "first wins" is the host's rule.
         self.inner.done.set(true);
-        self.inner.handle.complete(&outputs);
+        if let Some(index) = self.running_index() {
+            crate::columns::complete(index, outputs);
+            return;
+        }
+        let outputs: Vec<wit::Event> = outputs.into_iter().map(Into::into).collect();
+        self.with_host(|future| future.complete(&outputs));
     }
 
     /// Tells the host the code that runs next serves this record (see `begin_current`).
     pub(crate) fn begin(&self) {
-        self.inner.handle.begin();
+        self.with_host(|future| future.begin());
     }
 
     /// Whether both handles complete the same record.
@@ -66,9 +120,20 @@ impl ResultFuture {
     /// send the record to the dead-letter output.
     pub fn fail(&self, failure: Failure) {
         self.inner.done.set(true);
-        self.inner
-            .handle
-            .complete_exceptionally(&wit::Failure::from(failure));
+        if let Some(index) = self.running_index() {
+            crate::columns::fail(index, failure.into());
+            return;
+        }
+        let failure = wit::Failure::from(failure);
+        self.with_host(|future| future.complete_exceptionally(&failure));
+    }
+
+    /// Fails the record through the host at once, even inside a call: a panic is about to trap
+    /// the instance, and the call's result would be lost with it.
+    pub(crate) fn fail_now(&self, failure: Failure) {
+        self.inner.done.set(true);
+        let failure = wit::Failure::from(failure);
+        self.with_host(|future| future.complete_exceptionally(&failure));
     }
 
     /// Completes with `outputs` or fails with the failure: handy at the end of a function that
@@ -85,7 +150,8 @@ impl ResultFuture {
     /// it once per record. The outputs carry the input's headers on to a Kafka sink whatever
     /// the plugin does.
     pub fn input_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.inner.handle.input_headers()
+        self.with_host(|future| future.input_headers())
+            .unwrap_or_default()
     }
 
     /// The value of the first input header named `name` (names are compared exactly, as Kafka

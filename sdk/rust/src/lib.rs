@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+mod columns;
 mod config;
 mod event;
 mod future;
@@ -80,9 +81,10 @@ pub mod __private {
     pub use crate::bindings::exports::waio::enricher::enricher::Guest;
     pub use crate::bindings::waio::enricher::completion::ResultFuture as WitResultFuture;
     pub use crate::bindings::waio::enricher::types::{
-        CallId, Event as WitEvent, HttpError as WitHttpError, HttpResponse as WitHttpResponse,
+        BatchCompletions, CallId, Event as WitEvent, EventColumns, HttpError as WitHttpError,
+        HttpResponse as WitHttpResponse,
     };
-    pub use crate::runtime::{async_invoke, async_invoke_batch, close, on_response, open, timeout};
+    pub use crate::runtime::{async_invoke, close, invoke_columns, on_response, open, timeout};
 }
 
 /// A plugin: one value per instance, made by [`Enricher::open`].
@@ -144,13 +146,10 @@ macro_rules! export_enricher {
                 ) {
                     $crate::__private::async_invoke(input, output)
                 }
-                fn async_invoke_batch(
-                    inputs: ::std::vec::Vec<(
-                        $crate::__private::WitEvent,
-                        $crate::__private::WitResultFuture,
-                    )>,
-                ) {
-                    $crate::__private::async_invoke_batch(inputs)
+                fn invoke_columns(
+                    inputs: $crate::__private::EventColumns,
+                ) -> $crate::__private::BatchCompletions {
+                    $crate::__private::invoke_columns(inputs)
                 }
                 fn timeout(
                     input: $crate::__private::WitEvent,

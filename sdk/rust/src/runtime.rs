@@ -9,12 +9,12 @@ use std::sync::Once;
 
 use crate::bindings::waio::enricher::completion::ResultFuture as WitResultFuture;
 use crate::bindings::waio::enricher::types::{
-    CallId, Event as WitEvent, HttpError as WitHttpError, HttpRequest as WitHttpRequest,
+    BatchCompletions, CallId, Event as WitEvent, EventColumns, HttpError as WitHttpError, HttpRequest as WitHttpRequest,
     HttpResponse as WitHttpResponse, TokenUsage,
 };
 use crate::bindings::waio::enricher::{http as wit_http, usage};
 use crate::http::{HttpError, Response};
-use crate::{Config, Enricher, Event, Failure, ResultFuture};
+use crate::{columns, Config, Enricher, Event, Failure, ResultFuture};
 
 /// [`Enricher`] without `Sized`, so the plugin value can live in a thread-local.
 trait Plugin {
@@ -48,7 +48,7 @@ struct Pending {
 }
 
 thread_local! {
-    /// Inside `async-invoke-batch`: the host learns which record is served only from `begin`.
+    /// Inside `invoke-columns`: the host learns which record is served only from `begin`.
     static IN_BATCH: Cell<bool> = const { Cell::new(false) };
     /// The record the host was last told of with `begin` in this batch call.
     static BEGUN: RefCell<Option<ResultFuture>> = const { RefCell::new(None) };
@@ -92,12 +92,18 @@ pub fn async_invoke(input: WitEvent, output: WitResultFuture) {
     }
 }
 
-/// The `async-invoke-batch` export.
-pub fn async_invoke_batch(inputs: Vec<(WitEvent, WitResultFuture)>) {
-    let batch: Vec<(Event, ResultFuture)> = inputs
+/// The `invoke-columns` export: the records as columns, each with a future that is only its
+/// index until it needs more (see [`crate::columns`]). What completes before the call returns
+/// goes back in its result.
+pub fn invoke_columns(inputs: EventColumns) -> BatchCompletions {
+    let call = columns::begin_call();
+    let batch: Vec<(Event, ResultFuture)> = columns::events(inputs)
         .into_iter()
-        .map(|(input, output)| (input.into(), ResultFuture::from_host(output)))
+        .enumerate()
+        .map(|(index, input)| (input, ResultFuture::in_call(call, index as u32)))
         .collect();
+    // The SDK's own clones, to tell at the end which futures the plugin kept.
+    let futures: Vec<ResultFuture> = batch.iter().map(|(_, f)| f.clone()).collect();
     match plugin() {
         Some(plugin) => {
             IN_BATCH.with(|b| b.set(true));
@@ -107,10 +113,15 @@ pub fn async_invoke_batch(inputs: Vec<(WitEvent, WitResultFuture)>) {
         }
         None => {
             for (_, output) in batch {
-                output.fail(Failure::fatal("async-invoke-batch called before open"));
+                output.fail(Failure::fatal("invoke-columns called before open"));
             }
         }
     }
+    for future in &futures {
+        future.hold_if_kept();
+    }
+    drop(futures);
+    columns::end_call()
 }
 
 /// [`Enricher::invoke_batch`]'s default: each record through `invoke`, as its own record (its
@@ -207,7 +218,7 @@ fn fail_current_record(info: &PanicHookInfo<'_>) {
         .flatten();
     if let Some(record) = record {
         if !record.is_done() {
-            record.fail(Failure::fatal(format!(
+            record.fail_now(Failure::fatal(format!(
                 "plugin panicked: {}",
                 describe_panic(info)
             )));

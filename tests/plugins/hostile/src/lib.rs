@@ -27,10 +27,11 @@ wit_bindgen::generate!({
 });
 
 use exports::waio::enricher::enricher::Guest;
-use waio::enricher::completion::ResultFuture;
+use waio::enricher::completion::{hold, ResultFuture};
 use waio::enricher::logging::log;
 use waio::enricher::types::{
-    CallId, Event, Failure, FailureKind, HttpError, HttpResponse, LogLevel,
+    BatchCompletions, CallId, Event, EventColumns, Failure, FailureKind, HttpError,
+    HttpResponse, LogLevel,
 };
 
 struct Hostile;
@@ -115,11 +116,28 @@ impl Guest for Hostile {
         }]);
     }
 
-    fn async_invoke_batch(inputs: Vec<(Event, ResultFuture)>) {
-        // As the SDKs do: each record in turn, the host told which one is served.
-        for (input, output) in inputs {
+    fn invoke_columns(inputs: EventColumns) -> BatchCompletions {
+        // Each record in turn with a future of its own, the host told which one is served.
+        let mut start = 0;
+        let records = inputs.payload_ends.iter().zip(inputs.keys).zip(inputs.timestamps);
+        for (index, ((&end, key), timestamp)) in records.enumerate() {
+            let payload = inputs.payloads[start..end as usize].to_vec();
+            start = end as usize;
+            let output = hold(index as u32);
             output.begin();
+            let input = Event { key, timestamp, payload };
             Self::async_invoke(input, output);
+        }
+        BatchCompletions {
+            completed: vec![],
+            output_ends: vec![],
+            outputs: EventColumns {
+                payloads: vec![],
+                payload_ends: vec![],
+                keys: vec![],
+                timestamps: vec![],
+            },
+            failed: vec![],
         }
     }
 

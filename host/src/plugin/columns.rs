@@ -1,0 +1,156 @@
+//! `invoke-columns` (contract 0.5.0): a batch goes to the guest as a few columns (one buffer for
+//! every payload) and the records it completed at once come back the same way, so that a batch
+//! costs a few copies across the boundary instead of a value, an allocation and a resource per
+//! record. Records the plugin completes later get their `result-future` from `completion.hold`
+//! (see [`super::host`]), which looks them up in the [`Member`]s of the running call.
+
+use std::sync::Arc;
+
+use super::bindings::{BatchCompletions, Event, EventColumns};
+use super::host::Completion;
+use super::BatchEvent;
+use crate::record::Origin;
+
+/// A record of the running `invoke-columns` call, by its index in the call's inputs.
+#[derive(Debug)]
+pub struct Member {
+    pub seq: u64,
+    pub attempt: u32,
+    pub origin: Option<Arc<Origin>>,
+}
+
+/// An empty set of columns, to be filled by [`fill`] (and reused: its buffers keep their size).
+pub fn empty() -> EventColumns {
+    EventColumns {
+        payloads: Vec::new(),
+        payload_ends: Vec::new(),
+        keys: Vec::new(),
+        timestamps: Vec::new(),
+    }
+}
+
+/// Puts `batch` into `columns` (cleared first) and its records into `members`: payloads are
+/// copied, keys and origins moved (the keys go back with [`give_back_keys`]).
+pub fn fill(
+    columns: &mut EventColumns,
+    members: &mut Vec<Member>,
+    batch: &mut [BatchEvent],
+) -> Result<(), String> {
+    columns.payloads.clear();
+    columns.payload_ends.clear();
+    columns.keys.clear();
+    columns.timestamps.clear();
+    members.clear();
+    let records = batch.len();
+    for item in batch.iter_mut() {
+        columns.payloads.extend_from_slice(&item.event.payload);
+        let end = u32::try_from(columns.payloads.len()).map_err(|_| {
+            format!(
+                "the batch's payloads add up to more than 4 GiB ({records} records)"
+            )
+        })?;
+        columns.payload_ends.push(end);
+        columns.keys.push(item.event.key.take());
+        columns.timestamps.push(item.event.timestamp);
+        members.push(Member {
+            seq: item.seq,
+            attempt: item.attempt,
+            origin: item.origin.take(),
+        });
+    }
+    Ok(())
+}
+
+/// Moves the keys [`fill`] took back into the batch's events.
+pub fn give_back_keys(columns: &mut EventColumns, batch: &mut [BatchEvent]) {
+    for (item, key) in batch.iter_mut().zip(columns.keys.drain(..)) {
+        item.event.key = key;
+    }
+}
+
+/// The completions a call returned, one per record named, after checking that every index and
+/// offset fits; nothing is taken from a result that does not (the caller treats it as a trap).
+pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Completion>, String> {
+    let outputs = split(done.outputs).map_err(|e| format!("its outputs: {e}"))?;
+    if done.completed.len() != done.output_ends.len() {
+        return Err(format!(
+            "{} records completed but {} output-ends",
+            done.completed.len(),
+            done.output_ends.len()
+        ));
+    }
+    let member = |index: u32| {
+        members.get(index as usize).ok_or_else(|| {
+            format!(
+                "it names record {index} of a batch of {} records",
+                members.len()
+            )
+        })
+    };
+    let mut completions = Vec::with_capacity(done.completed.len() + done.failed.len());
+    let mut outputs = outputs.into_iter();
+    let mut start = 0u32;
+    for (&index, &end) in done.completed.iter().zip(&done.output_ends) {
+        let record = member(index)?;
+        let count = end.checked_sub(start).ok_or_else(|| {
+            format!("output-ends decrease ({start} then {end}) at record {index}")
+        })?;
+        let events: Vec<Event> = outputs.by_ref().take(count as usize).collect();
+        if events.len() != count as usize {
+            return Err(format!(
+                "output-ends run past its {} outputs at record {index}",
+                events.len() + start as usize
+            ));
+        }
+        start = end;
+        completions.push(Completion {
+            seq: record.seq,
+            attempt: record.attempt,
+            result: Ok(events),
+        });
+    }
+    for (index, failure) in done.failed {
+        let record = member(index)?;
+        completions.push(Completion {
+            seq: record.seq,
+            attempt: record.attempt,
+            result: Err(failure),
+        });
+    }
+    Ok(completions)
+}
+
+/// The events of a set of columns, after checking that its lists agree.
+fn split(columns: EventColumns) -> Result<Vec<Event>, String> {
+    let count = columns.payload_ends.len();
+    if columns.keys.len() != count || columns.timestamps.len() != count {
+        return Err(format!(
+            "{count} payload-ends but {} keys and {} timestamps",
+            columns.keys.len(),
+            columns.timestamps.len()
+        ));
+    }
+    let mut events = Vec::with_capacity(count);
+    let mut start = 0usize;
+    let keys = columns.keys.into_iter();
+    for ((&end, key), timestamp) in columns.payload_ends.iter().zip(keys).zip(columns.timestamps) {
+        let end = end as usize;
+        let payload = columns.payloads.get(start..end).ok_or_else(|| {
+            format!(
+                "payload-ends {start}..{end} do not fit its {} payload bytes",
+                columns.payloads.len()
+            )
+        })?;
+        events.push(Event {
+            key,
+            timestamp,
+            payload: payload.to_vec(),
+        });
+        start = end;
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+#[path = "columns_tests.rs"]
+mod tests;

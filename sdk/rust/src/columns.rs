@@ -1,0 +1,106 @@
+//! The running `invoke-columns` call (contract 0.5.0): its records arrive as columns, and those
+//! completed before it returns go back in its result instead of one host call each. A record's
+//! [`crate::ResultFuture`] stays a plain index into the call until the plugin needs the host to
+//! know it (a request sent for it, its headers) or keeps it past the call: then it takes a real
+//! `result-future` with `completion.hold`.
+
+use std::cell::{Cell, RefCell};
+
+use crate::bindings::waio::enricher::types::{
+    BatchCompletions, Event as WitEvent, EventColumns, Failure as WitFailure,
+};
+use crate::Event;
+
+/// What the running call has completed so far.
+#[derive(Default)]
+struct Done {
+    completed: Vec<u32>,
+    output_ends: Vec<u32>,
+    payloads: Vec<u8>,
+    payload_ends: Vec<u32>,
+    keys: Vec<Option<String>>,
+    timestamps: Vec<Option<i64>>,
+    failed: Vec<(u32, WitFailure)>,
+}
+
+thread_local! {
+    /// Which call is running (0: none). Each call gets a new number, so that a future kept past
+    /// its call never mistakes a later call for its own.
+    static RUNNING: Cell<u64> = const { Cell::new(0) };
+    static LAST: Cell<u64> = const { Cell::new(0) };
+    static DONE: RefCell<Done> = RefCell::new(Done::default());
+}
+
+/// Starts a call: returns its number.
+pub(crate) fn begin_call() -> u64 {
+    let call = LAST.with(|l| l.get()) + 1;
+    LAST.with(|l| l.set(call));
+    RUNNING.with(|r| r.set(call));
+    call
+}
+
+/// Whether `call` is the one running.
+pub(crate) fn is_running(call: u64) -> bool {
+    call != 0 && RUNNING.with(Cell::get) == call
+}
+
+/// Ends the running call: what it completed, for its result.
+pub(crate) fn end_call() -> BatchCompletions {
+    RUNNING.with(|r| r.set(0));
+    let done = DONE.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    BatchCompletions {
+        completed: done.completed,
+        output_ends: done.output_ends,
+        outputs: EventColumns {
+            payloads: done.payloads,
+            payload_ends: done.payload_ends,
+            keys: done.keys,
+            timestamps: done.timestamps,
+        },
+        failed: done.failed,
+    }
+}
+
+/// Record `index` of the running call completes with `outputs`.
+pub(crate) fn complete(index: u32, outputs: Vec<Event>) {
+    DONE.with(|d| {
+        let mut d = d.borrow_mut();
+        for output in outputs {
+            d.payloads.extend_from_slice(&output.payload);
+            let end = d.payloads.len() as u32;
+            d.payload_ends.push(end);
+            d.keys.push(output.key);
+            d.timestamps.push(output.timestamp);
+        }
+        let end = d.payload_ends.len() as u32;
+        d.completed.push(index);
+        d.output_ends.push(end);
+    });
+}
+
+/// Record `index` of the running call fails.
+pub(crate) fn fail(index: u32, failure: WitFailure) {
+    DONE.with(|d| d.borrow_mut().failed.push((index, failure)));
+}
+
+/// The records of the columns, in order.
+pub(crate) fn events(inputs: EventColumns) -> Vec<Event> {
+    let mut start = 0usize;
+    let keys = inputs.keys.into_iter();
+    inputs
+        .payload_ends
+        .iter()
+        .zip(keys)
+        .zip(inputs.timestamps)
+        .map(|((&end, key), timestamp)| {
+            let end = (end as usize).clamp(start, inputs.payloads.len());
+            let payload = inputs.payloads[start..end].to_vec();
+            start = end;
+            Event::from(WitEvent {
+                key,
+                timestamp,
+                payload,
+            })
+        })
+        .collect()
+}
