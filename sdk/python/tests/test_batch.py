@@ -1,8 +1,9 @@
-"""Native unit test of the SDK's `async-invoke-batch` export:
+"""Native unit test of the SDK's `invoke-columns` export:
     python3 -m unittest discover -s sdk/python/tests
 The WIT bindings exist only inside a component, so stand-ins shaped like componentize-py's take
 their place: the host's side (result futures, `http.send`, `usage.report`) writes what the plugin
-called into one journal, so that the order of `begin`, the user's code and the completions shows."""
+called into one journal, so that the order of `begin`, the user's code and the completions shows.
+`completion.hold` hands out the futures of the `invoke-columns` call running, by index."""
 
 import dataclasses
 import importlib.util
@@ -23,6 +24,15 @@ class Host:
     def __init__(self):
         self.journal = []
         self.next_id = 100
+        self.futures = None  # the records' futures while an `invoke-columns` call runs
+        self.held = []  # the indices `completion.hold` was called with, in order
+
+    def hold(self, index):
+        # The real host traps outside a call or for an index not in the batch.
+        assert self.futures is not None, "hold outside invoke-columns"
+        assert 0 <= index < len(self.futures), f"hold({index}) in a batch of {len(self.futures)}"
+        self.held.append(index)
+        return self.futures[index]
 
 
 def fake_bindings(host):
@@ -48,6 +58,14 @@ def fake_bindings(host):
         "TokenUsage", [("model", str), ("input_tokens", int), ("output_tokens", int)]
     )
     wit_types.LogLevel = types.SimpleNamespace(TRACE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4)
+    wit_types.EventColumns = dataclasses.make_dataclass(
+        "EventColumns", [("payloads", bytes), ("payload_ends", list), ("keys", list), ("timestamps", list)]
+    )
+    wit_types.BatchCompletions = dataclasses.make_dataclass(
+        "BatchCompletions", [("completed", list), ("output_ends", list), ("outputs", object), ("failed", list)]
+    )
+    wit_completion = types.ModuleType("wit_world.imports.completion")
+    wit_completion.hold = host.hold
 
     def send(request):
         host.next_id += 1
@@ -65,6 +83,7 @@ def fake_bindings(host):
     exports.Enricher = type("Enricher", (), {})
     imports = types.ModuleType("wit_world.imports")
     imports.types, imports.http, imports.usage, imports.logging = wit_types, wit_http, wit_usage, wit_logging
+    imports.completion = wit_completion
     world = types.ModuleType("wit_world")
     world.exports, world.imports = exports, imports
     return {
@@ -73,6 +92,7 @@ def fake_bindings(host):
         "wit_world.exports": exports,
         "wit_world.imports": imports,
         "wit_world.imports.types": wit_types,
+        "wit_world.imports.completion": wit_completion,
         "wit_world.imports.http": wit_http,
         "wit_world.imports.usage": wit_usage,
         "wit_world.imports.logging": wit_logging,
@@ -138,6 +158,31 @@ class Batches(unittest.TestCase):
         """[(event, future)] for records given as (name, fields) pairs."""
         return [(self.event(name, **fields), Future(self.host, name)) for name, fields in records]
 
+    def invoke_columns(self, enricher, pairs):
+        """Calls `invoke-columns` as the host does: the events as columns, their futures to be
+        held by index during the call. Checks that the result is empty (every record completes
+        through its future) and that each record was held once, in order."""
+        types = self.sdk.types
+        ends, end = [], 0
+        for event, _ in pairs:
+            end += len(event.payload)
+            ends.append(end)
+        columns = types.EventColumns(
+            b"".join(event.payload for event, _ in pairs),
+            ends,
+            [event.key for event, _ in pairs],
+            [event.timestamp for event, _ in pairs],
+        )
+        self.host.futures = [future for _, future in pairs]
+        del self.host.held[:]
+        try:
+            result = enricher.invoke_columns(columns)
+        finally:
+            self.host.futures = None
+        self.assertEqual(result, types.BatchCompletions([], [], types.EventColumns(b"", [], [], []), []))
+        self.assertEqual(self.host.held, list(range(len(pairs))))
+        return result
+
     def plugin(self, cls):
         # `run` sets `Enricher` in the class's module; give it a module of its own.
         cls.__module__ = "waio_test_app"
@@ -169,7 +214,7 @@ class Batches(unittest.TestCase):
                 return [record.with_json({"out": fields["name"]})]
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(self.batch(("a", {}), ("b", {"later": True}), ("c", {})))
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {"later": True}), ("c", {})))
         self.assertEqual(
             journal,
             [
@@ -189,6 +234,54 @@ class Batches(unittest.TestCase):
         self.answer(e, 101, {"n": 5})
         self.assertEqual(journal, [("usage", 5), ("complete", "b", [{"out": "b"}])])
 
+    def test_columns_are_taken_apart_into_records_each_with_its_held_future(self):
+        # Hand-made columns, so that the helper's own encoding cannot hide a slicing mistake:
+        # keys and timestamps present or not, empty payloads first, between and last.
+        records = [
+            (None, None, b""),
+            ("k1", 0, b"one"),
+            ("", 1700000000123, b""),
+            ("k3", None, b"\xff\x00three"),
+            (None, 42, b"4"),
+            ("k5", 5, b""),
+        ]
+        columns = self.sdk.types.EventColumns(
+            b"one\xff\x00three4", [0, 3, 3, 10, 11, 11],
+            [r[0] for r in records], [r[1] for r in records],
+        )
+
+        class Raw(Future):
+            def complete(self, outputs):
+                self.host.journal.append(("complete", self.name, [(o.key, o.timestamp, o.payload) for o in outputs]))
+
+        def run(plugin):
+            del self.host.journal[:]
+            e = self.plugin(plugin)
+            self.host.futures = [Raw(self.host, i) for i in range(len(records))]
+            del self.host.held[:]
+            try:
+                result = e.invoke_columns(columns)
+            finally:
+                self.host.futures = None
+            self.assertEqual(result.completed, [])
+            self.assertEqual(result.failed, [])
+            self.assertEqual(self.host.held, [0, 1, 2, 3, 4, 5])
+            return [entry for entry in self.host.journal if entry[0] == "complete"]
+
+        class PerRecord:
+            def async_invoke(self, record):
+                assert type(record.payload) is bytes
+                return [record]
+
+        # Record i completes future i with exactly its own key, timestamp and payload.
+        self.assertEqual(run(PerRecord), [("complete", i, [r]) for i, r in enumerate(records)])
+
+        class WholeBatch:
+            def async_invoke_batch(self, records):
+                return [[r] for r in records]
+
+        self.assertEqual(run(WholeBatch), [("complete", i, [r]) for i, r in enumerate(records)])
+
     def test_a_plain_def_and_outputs_keep_key_and_timestamp(self):
         outputs = []
 
@@ -199,7 +292,7 @@ class Batches(unittest.TestCase):
                 return (out,)
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(self.batch(("a", {}), ("b", {})))
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {})))
         self.assertEqual(
             self.host.journal,
             [("begin", "a"), ("complete", "a", [{"n": 1}]), ("begin", "b"), ("complete", "b", [{"n": 1}])],
@@ -226,7 +319,8 @@ class Batches(unittest.TestCase):
                 return [record.with_json({"ok": fields["name"]})]
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(
+        self.invoke_columns(
+            e,
             self.batch(
                 ("a", {"mode": "raise"}),
                 ("b", {}),
@@ -279,7 +373,7 @@ class Batches(unittest.TestCase):
                 return results
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(self.batch(("a", {}), ("b", {}), ("c", {}), ("d", {})))
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {}), ("c", {}), ("d", {})))
         self.assertEqual(seen, [[("key-a", "a"), ("key-b", "b"), ("key-c", "c"), ("key-d", "d")]])
         # No `begin`: the request serves no single record.
         self.assertEqual(self.host.journal, [("send", 101, "http://x/embed")])
@@ -314,7 +408,7 @@ class Batches(unittest.TestCase):
             ("none", "TypeError: async_invoke_batch must return a list with one result per record, got None"),
         ]:
             del self.host.journal[:]
-            e.async_invoke_batch(self.batch(("a", {"mode": mode}), ("b", {})))
+            self.invoke_columns(e, self.batch(("a", {"mode": mode}), ("b", {})))
             self.assertEqual(
                 self.host.journal, [("fail", "a", "fatal", message), ("fail", "b", "fatal", message)], mode
             )
@@ -328,7 +422,7 @@ class Batches(unittest.TestCase):
                 return [[r.with_json({"n": len(records)})] for r in records]
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(self.batch(("a", {}), ("b", {})))
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {})))
         [(event, future)] = self.batch(("c", {}))
         e.async_invoke(event, future)
         self.assertEqual(calls, [2, 1])

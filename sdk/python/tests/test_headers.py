@@ -1,6 +1,7 @@
 """Native unit test of `Record.headers()` / `Record.header(name)`: a record handed to the user's
 code asks its own result-future for the input's headers (once), in every path that hands records
-over: `async_invoke`, the default and the user's `async_invoke_batch`, and `timeout`. Reuses the
+over: `async_invoke`, `invoke-columns` (the default and the user's `async_invoke_batch`) and
+`timeout`. Reuses the
 stand-in bindings of test_batch.py."""
 
 import unittest
@@ -27,6 +28,7 @@ class Headers(unittest.TestCase):
 
     event = Batches.event
     plugin = Batches.plugin
+    invoke_columns = Batches.invoke_columns
 
     def batch(self, *records):
         """[(event, future)] for records given as (name, headers) pairs."""
@@ -44,7 +46,7 @@ class Headers(unittest.TestCase):
                                           "missing": record.header("missing")})]
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(self.batch(("a", [("trace", b"t-1"), ("trace", b"t-2")]), ("b", [])))
+        self.invoke_columns(e, self.batch(("a", [("trace", b"t-1"), ("trace", b"t-2")]), ("b", [])))
         done = [entry for entry in self.host.journal if entry[0] == "complete"]
         self.assertEqual(
             done,
@@ -74,7 +76,7 @@ class Headers(unittest.TestCase):
                 return []
 
         e = self.plugin(Plugin)
-        e.async_invoke_batch(self.batch(("a", [("id", b"1")]), ("b", [("id", b"2")])))
+        self.invoke_columns(e, self.batch(("a", [("id", b"1")]), ("b", [("id", b"2")])))
         e.timeout(self.event("c"), HeadersFuture(self.host, "c", [("id", b"3")]))
         self.assertEqual(seen, [b"1", b"2", [], b"3"])
 

@@ -4,10 +4,12 @@ A record's coroutine runs until it awaits a `Call` (an HTTP request in flight); 
 that call and resumed from `on-response` when the answer with the call's id arrives. Returning a
 list completes the record; raising fails it.
 
-`async-invoke-batch` runs that same path for each record of the batch, after telling the host
-which record it works on (`result-future.begin`), unless the user's class has its own
-`async_invoke_batch`: then one coroutine serves the whole batch and a `_Batch` stands in for the
-record's future, fanning its list of results out to the records' futures.
+`invoke-columns` takes the batch apart into records, holds a future for each
+(`completion.hold`) and runs that same path for each record, after telling the host which record
+it works on (`result-future.begin`), unless the user's class has its own `async_invoke_batch`:
+then one coroutine serves the whole batch and a `_Batch` stands in for the record's future,
+fanning its list of results out to the records' futures. Every record completes through its held
+future, so the call's result is always empty.
 """
 
 import json as _json
@@ -16,6 +18,7 @@ import types as _pytypes
 
 from componentize_py_types import Err, Ok
 from wit_world import exports as _exports
+from wit_world.imports import completion as _completion
 from wit_world.imports import types as _types
 
 from . import http as _http_mod
@@ -189,6 +192,26 @@ def _invoke_batch(handler, inputs):
     _begin(handler, records, _Batch([output for _, output in inputs]))
 
 
+def _records(inputs):
+    """The `(event, future)` pairs of an `invoke-columns` batch: each payload sliced out of the
+    shared bytes by its end offset, each future held for the record's index. All are held before
+    any user code runs, as `async-invoke-batch` handed them over in 0.4.0."""
+    payloads = inputs.payloads
+    event = _types.Event
+    hold = _completion.hold
+    pairs = []
+    start = 0
+    for i, end in enumerate(inputs.payload_ends):
+        pairs.append((event(inputs.keys[i], inputs.timestamps[i], payloads[start:end]), hold(i)))
+        start = end
+    return pairs
+
+
+def _no_completions():
+    # Every record completes through its held future, none in the result.
+    return _types.BatchCompletions([], [], _types.EventColumns(b"", [], [], []), [])
+
+
 def _make_adapter(cls):
     """The class componentize-py instantiates for the exported `enricher` interface."""
 
@@ -228,13 +251,14 @@ def _make_adapter(cls):
 
         if has_batch:
 
-            def async_invoke_batch(self, inputs):
+            def invoke_columns(self, inputs):
                 # No `begin`: the user's requests serve the batch, no single record.
-                _invoke_batch(invoke_batch, inputs)
+                _invoke_batch(invoke_batch, _records(inputs))
+                return _no_completions()
 
         else:
 
-            def async_invoke_batch(self, inputs):
+            def invoke_columns(self, inputs):
                 # For each record: `begin`, then exactly what `async_invoke` does (`_begin` and
                 # `_start` inlined, their globals held in locals).
                 handler = invoke
@@ -242,7 +266,7 @@ def _make_adapter(cls):
                 step = _step
                 complete = _complete
                 coroutine = _Coroutine
-                for input, output in inputs:
+                for input, output in _records(inputs):
                     output.begin()
                     input._source = output  # for `Record.headers`
                     try:
@@ -254,6 +278,7 @@ def _make_adapter(cls):
                         step(result, output)
                     else:  # a plain `def` returning its outputs
                         complete(output, result)
+                return _no_completions()
 
         def timeout(self, input, output):
             if on_timeout is None:
