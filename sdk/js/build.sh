@@ -42,7 +42,9 @@ JS
     --alias:waio="$sdk/src/waio.js" --external:'waio:*' --log-level=warning \
     --outfile="$work/bundle.js"
 # componentize-js reads the WIT inside a WASI sandbox that sees only the current directory, so
-# it gets a copy next to the bundle, with relative paths.
-cp -r "$wit" "$work/wit"
+# it gets a copy next to the bundle, with relative paths: the current contract only, not the
+# earlier ones kept under wit/compat for the host.
+mkdir "$work/wit"
+cp "$wit/waio.wit" "$work/wit/"
 (cd "$work" && "$bin/componentize-js" bundle.js --wit wit --world-name enricher-plugin \
     --disable http fetch-event -o "$out")

@@ -6,6 +6,7 @@
 // `on-response` call. Promise continuations still run before each export call returns, because
 // componentize-js drains the microtask queue after every export call.
 
+import { hold } from "waio:enricher/completion@0.5.0";
 import { Failure, Record, SOURCE, bytes, describeError, deliver, log } from "./waio.js";
 
 // The plugin's view of an input: `output` answers `record.headers()`.
@@ -169,6 +170,34 @@ function runBatch(plugin, method, inputs) {
   }
 }
 
+// Takes the columns of an `invoke-columns` call apart into [event, output] pairs, each output the
+// record's future held from the host, so that the batch runs as the per-record code expects.
+function heldInputs(columns) {
+  const { payloads, payloadEnds, keys, timestamps } = columns;
+  const n = payloadEnds.length;
+  const inputs = new Array(n);
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const end = payloadEnds[i];
+    // A view, not a copy: the bindings already copied the batch's bytes out of linear memory.
+    const event = { key: keys[i], timestamp: timestamps[i], payload: payloads.subarray(start, end) };
+    inputs[i] = [event, hold(i)];
+    start = end;
+  }
+  return inputs;
+}
+
+// What `invoke-columns` returns: nothing completed in the result, every record goes through its
+// held future (completed before the call returns or later).
+function noCompletions() {
+  return {
+    completed: new Uint32Array(0),
+    outputEnds: new Uint32Array(0),
+    outputs: { payloads: new Uint8Array(0), payloadEnds: new Uint32Array(0), keys: [], timestamps: [] },
+    failed: [],
+  };
+}
+
 /** The `enricher` export for a plugin class (instantiated in `open`) or a plain object. */
 export function enricherExport(Plugin) {
   let plugin = null;
@@ -217,10 +246,11 @@ export function enricherExport(Plugin) {
       }
     },
 
-    asyncInvokeBatch(inputs) {
+    invokeColumns(columns) {
+      const inputs = heldInputs(columns);
       if (invokeBatch !== null) {
         runBatch(plugin, invokeBatch, inputs);
-        return;
+        return noCompletions();
       }
       // For each record: `begin`, then exactly what `asyncInvoke` does.
       const p = plugin;
@@ -231,6 +261,7 @@ export function enricherExport(Plugin) {
         output.begin();
         run(p, method, pair[0], output);
       }
+      return noCompletions();
     },
 
     timeout(input, output) {

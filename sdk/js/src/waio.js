@@ -5,9 +5,9 @@
 // `enricher` export of the WIT world with `runtime.js`. Nothing here names a call-id or a WIT
 // type.
 
-import { send as hostSend } from "waio:enricher/http@0.4.0";
-import { report } from "waio:enricher/usage@0.4.0";
-import { log as hostLog } from "waio:enricher/logging@0.4.0";
+import { send as hostSend } from "waio:enricher/http@0.5.0";
+import { report } from "waio:enricher/usage@0.5.0";
+import { log as hostLog } from "waio:enricher/logging@0.5.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

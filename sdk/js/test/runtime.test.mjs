@@ -14,11 +14,16 @@ const nodeDir = process.env.WAIO_NODE || path.join(os.homedir(), ".cache/waio/no
 const esbuild = createRequire(path.join(nodeDir, "package.json"))("esbuild");
 
 // The host side: what the plugin called, and the call-ids it got.
-const host = (globalThis.__host = { sent: [], usage: [], logs: [], nextId: 100n });
+// `hold` is set by invokeColumns (below) for the duration of one `invoke-columns` call.
+const noHold = (i) => {
+  throw new Error(`hold(${i}) with no invoke-columns call running`);
+};
+const host = (globalThis.__host = { sent: [], usage: [], logs: [], nextId: 100n, hold: noHold });
 const fakes = {
-  "waio:enricher/http@0.4.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
-  "waio:enricher/usage@0.4.0": "export function report(u) { globalThis.__host.usage.push(u); }",
-  "waio:enricher/logging@0.4.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
+  "waio:enricher/http@0.5.0": "export function send(r) { const id = globalThis.__host.nextId++; globalThis.__host.sent.push([id, r]); return id; }",
+  "waio:enricher/usage@0.5.0": "export function report(u) { globalThis.__host.usage.push(u); }",
+  "waio:enricher/logging@0.5.0": "export function log(l, m) { globalThis.__host.logs.push([l, m]); }",
+  "waio:enricher/completion@0.5.0": "export function hold(i) { return globalThis.__host.hold(i); }",
 };
 
 async function load() {
@@ -218,10 +223,99 @@ test("the retriable statuses are those of the host's shared table", async () => 
   }
 });
 
-// A batch as the host hands it: [event, output] pairs, outputs named after their records.
-function batch(journal, ...records) {
-  return records.map(([name, fields = {}]) => [event({ name, ...fields }, `key-${name}`), new Output(name, journal)]);
+// Events as `invoke-columns` takes them: all payloads in one byte list, cut by their ends.
+function columns(events) {
+  const payloadEnds = new Uint32Array(events.length);
+  let total = 0;
+  events.forEach((e, i) => (payloadEnds[i] = total += e.payload.length));
+  const payloads = new Uint8Array(total);
+  events.forEach((e, i) => payloads.set(e.payload, payloadEnds[i] - e.payload.length));
+  return { payloads, payloadEnds, keys: events.map((e) => e.key), timestamps: events.map((e) => e.timestamp) };
 }
+
+// A batch as the host hands it: the records' columns, and for each record the result-future
+// that `hold(i)` gives (named after the record).
+function batch(journal, ...records) {
+  const events = records.map(([name, fields = {}]) => event({ name, ...fields }, `key-${name}`));
+  return { columns: columns(events), outputs: records.map(([name]) => new Output(name, journal)) };
+}
+
+const noCompletions = {
+  completed: new Uint32Array(0),
+  outputEnds: new Uint32Array(0),
+  outputs: { payloads: new Uint8Array(0), payloadEnds: new Uint32Array(0), keys: [], timestamps: [] },
+  failed: [],
+};
+
+// Calls the `invoke-columns` export as the host does, with `hold` handing out the batch's
+// futures (only during the call). Every record must be held once and none completed in the
+// result: the SDK completes them all through their futures.
+function invokeColumns(e, { columns, outputs }) {
+  const held = [];
+  host.hold = (i) => {
+    assert.ok(Number.isInteger(i) && i >= 0 && i < outputs.length, `hold(${i}) out of the batch`);
+    held.push(i);
+    return outputs[i];
+  };
+  let result;
+  try {
+    result = e.invokeColumns(columns);
+  } finally {
+    host.hold = noHold;
+  }
+  assert.deepEqual(held.toSorted((a, b) => a - b), outputs.map((_, i) => i));
+  assert.deepEqual(result, noCompletions);
+}
+
+test("invoke-columns slices each record's payload, key and timestamp; hold(i) is record i's", async () => {
+  const dec = new TextDecoder();
+  const events = [
+    { key: "a", timestamp: 1n, payload: enc.encode("first") },
+    { key: undefined, timestamp: undefined, payload: new Uint8Array(0) },
+    { key: "", timestamp: 0n, payload: enc.encode("é!") },
+    { key: "d", timestamp: undefined, payload: new Uint8Array(0) },
+    { key: undefined, timestamp: 1700000000000n, payload: enc.encode("x") },
+    { key: "f", timestamp: 5n, payload: new Uint8Array(0) },
+  ];
+  const names = ["a", "b", "c", "d", "e", "f"];
+  const view = (r) => ({ key: r.key ?? null, ts: r.timestamp ?? null, text: dec.decode(r.payload) });
+  const expected = [
+    { key: "a", ts: 1, text: "first" },
+    { key: null, ts: null, text: "" },
+    { key: "", ts: 0, text: "é!" },
+    { key: "d", ts: null, text: "" },
+    { key: null, ts: 1700000000000, text: "x" },
+    { key: "f", ts: 5, text: "" },
+  ];
+  const seen = [];
+  const perRecord = plugin({ asyncInvoke: (r) => [r.withJson(view(r))] });
+  const batched = plugin({
+    asyncInvokeBatch(records) {
+      seen.push(records.map(view));
+      return records.map((r) => [r.withJson(view(r))]);
+    },
+  });
+  for (const e of [perRecord, batched]) {
+    const journal = [];
+    const outputs = names.map((name) => new Output(name, journal));
+    invokeColumns(e, { columns: columns(events), outputs });
+    await settle();
+    assert.deepEqual(
+      journal.filter(([k]) => k === "complete"),
+      names.map((name, i) => ["complete", name, [expected[i]]]),
+    );
+    // The outputs keep their own record's key and timestamp.
+    outputs.forEach((output, i) => {
+      const [out] = output.calls.at(-1)[1];
+      assert.equal(out.key, events[i].key);
+      assert.equal(out.timestamp, events[i].timestamp);
+      assert.ok(output.disposed);
+    });
+  }
+  assert.deepEqual(seen, [expected]);
+  // An empty batch holds nothing and completes nothing.
+  invokeColumns(perRecord, { columns: columns([]), outputs: [] });
+});
 
 test("default batch: begin, then asyncInvoke, for each record in order", async () => {
   const journal = [];
@@ -238,8 +332,8 @@ test("default batch: begin, then asyncInvoke, for each record in order", async (
   });
   const sent = host.sent.length;
   const usage = host.usage.length;
-  const inputs = batch(journal, ["a"], ["b", { later: true }], ["c"]);
-  e.asyncInvokeBatch(inputs);
+  const b = batch(journal, ["a"], ["b", { later: true }], ["c"]);
+  invokeColumns(e, b);
   // Each record runs up to its first wait before the next is begun; its request is sent inside.
   assert.deepEqual(journal, [["begin", "a"], ["invoke", "a"], ["begin", "b"], ["invoke", "b"], ["begin", "c"], ["invoke", "c"]]);
   assert.equal(host.sent.length, sent + 1);
@@ -252,17 +346,17 @@ test("default batch: begin, then asyncInvoke, for each record in order", async (
   await settle();
   assert.deepEqual(journal.slice(8), [["complete", "b", [{ out: "b" }]]]);
   assert.deepEqual(host.usage.slice(usage), [{ model: "m", inputTokens: 5, outputTokens: 0 }]);
-  for (const [input, output] of inputs) {
+  b.outputs.forEach((output, i) => {
     assert.ok(output.disposed);
-    assert.equal(output.calls.at(-1)[1][0].key, input.key); // key and timestamp kept
+    assert.equal(output.calls.at(-1)[1][0].key, b.columns.keys[i]); // key and timestamp kept
     assert.equal(output.calls.at(-1)[1][0].timestamp, 9n);
-  }
+  });
 });
 
 test("default batch: a plain function's records complete inside the call, begun one by one", () => {
   const journal = [];
   const e = plugin({ asyncInvoke: (r) => [r.withJson({ n: 1 })] });
-  e.asyncInvokeBatch(batch(journal, ["a"], ["b"]));
+  invokeColumns(e, batch(journal, ["a"], ["b"]));
   assert.deepEqual(journal, [["begin", "a"], ["complete", "a", [{ n: 1 }]], ["begin", "b"], ["complete", "b", [{ n: 1 }]]]);
 });
 
@@ -287,10 +381,11 @@ test("default batch: one record's exception fails only that record", async () =>
       return [];
     },
   });
-  e.asyncInvokeBatch(
+  invokeColumns(
+    e,
     batch(journal, ["a", { mode: "throw" }], ["b"], ["c", { mode: "retriable" }], ["d", { mode: "throw_later" }], ["e", { mode: "bad" }], ["f"]),
   );
-  syncThrow.asyncInvokeBatch(batch(journal, ["g", { mode: "throw" }], ["h"]));
+  invokeColumns(syncThrow, batch(journal, ["g", { mode: "throw" }], ["h"]));
   const [id] = host.sent.at(-1);
   e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode("{}") } });
   await settle();
@@ -327,8 +422,8 @@ test("a plugin's own asyncInvokeBatch gets all records; its results complete the
       });
     }
   });
-  const inputs = batch(journal, ["a"], ["b"], ["c"], ["d"], ["e"]);
-  e.asyncInvokeBatch(inputs);
+  const b = batch(journal, ["a"], ["b"], ["c"], ["d"], ["e"]);
+  invokeColumns(e, b);
   assert.deepEqual(seen, [[["key-a", "a"], ["key-b", "b"], ["key-c", "c"], ["key-d", "d"], ["key-e", "e"]]]);
   assert.deepEqual(journal, []); // no begin: the request serves no single record
   const [id, req] = host.sent.at(-1);
@@ -342,8 +437,8 @@ test("a plugin's own asyncInvokeBatch gets all records; its results complete the
     ["complete", "d", [{ v: [3] }]],
     ["fail", "e", "fatal", "TypeError: bad vector"],
   ]);
-  assert.equal(inputs[0][1].calls.at(-1)[1][0].key, "key-a");
-  assert.ok(inputs.every(([, output]) => output.disposed));
+  assert.equal(b.outputs[0].calls.at(-1)[1][0].key, "key-a");
+  assert.ok(b.outputs.every((output) => output.disposed));
 });
 
 test("a plugin's asyncInvokeBatch that throws, rejects or returns the wrong shape fails every record", async () => {
@@ -374,12 +469,12 @@ test("a plugin's asyncInvokeBatch that throws, rejects or returns the wrong shap
   ];
   for (const [mode, failure] of cases) {
     const journal = [];
-    e.asyncInvokeBatch(batch(journal, ["a", { mode }], ["b"]));
+    invokeColumns(e, batch(journal, ["a", { mode }], ["b"]));
     await settle();
     assert.deepEqual(journal, [["fail", "a", ...failure], ["fail", "b", ...failure]], mode);
   }
   const journal = [];
-  e.asyncInvokeBatch(batch(journal, ["a", { mode: "entry" }], ["b"]));
+  invokeColumns(e, batch(journal, ["a", { mode: "entry" }], ["b"]));
   assert.deepEqual(journal, [
     ["complete", "a", []],
     ["fail", "b", "fatal", "TypeError: asyncInvokeBatch's result 1 is neither an array of records nor an Error, got string"],
@@ -395,9 +490,8 @@ test("a plugin with only asyncInvokeBatch takes a single record as a batch of on
       return records.map((r) => [r.withJson({ n: records.length })]);
     },
   });
-  e.asyncInvokeBatch(batch(journal, ["a"], ["b"]));
-  const [[input, output]] = batch(journal, ["c"]);
-  e.asyncInvoke(input, output);
+  invokeColumns(e, batch(journal, ["a"], ["b"]));
+  e.asyncInvoke(event({ name: "c" }, "key-c"), new Output("c", journal));
   assert.deepEqual(sizes, [2, 1]);
   assert.deepEqual(journal, [["complete", "a", [{ n: 2 }]], ["complete", "b", [{ n: 2 }]], ["complete", "c", [{ n: 1 }]]]);
   const none = sdk.enricherExport(class {});
@@ -439,7 +533,7 @@ test("record.headers() asks the record's own future once; made records have none
   );
   const a = new HeadersOutput([["trace", enc.encode("t-1")], ["trace", enc.encode("t-2")]]);
   const b = new HeadersOutput([]);
-  e.asyncInvokeBatch([[event({}), a], [event({}), b]]);
+  invokeColumns(e, { columns: columns([event({}), event({})]), outputs: [a, b] });
   await settle();
   assert.deepEqual(json(a.calls[1][1][0]), { headers: [["trace", "t-1"], ["trace", "t-2"]], trace: "t-1", missing: null, made: [] });
   assert.deepEqual(json(b.calls[1][1][0]), { headers: [], missing: null, made: [] });
@@ -460,7 +554,10 @@ test("record.headers() asks the record's own future once; made records have none
       return [];
     },
   });
-  both.asyncInvokeBatch([[event({}), new HeadersOutput([["id", enc.encode("1")]])], [event({}), new HeadersOutput([["id", enc.encode("2")]])]]);
+  invokeColumns(both, {
+    columns: columns([event({}), event({})]),
+    outputs: [new HeadersOutput([["id", enc.encode("1")]]), new HeadersOutput([["id", enc.encode("2")]])],
+  });
   both.timeout(event({}), new HeadersOutput([["id", enc.encode("3")]]));
   assert.deepEqual(seen, ["1", "2", "3"]);
 });
