@@ -3,38 +3,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `waio:enricher/completion@0.4.0`
+// Imported Functions from `waio:enricher/completion@0.5.0`
 
-__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.complete")))
+__attribute__((__import_module__("waio:enricher/completion@0.5.0"), __import_name__("[method]result-future.complete")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_complete(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.complete-exceptionally")))
+__attribute__((__import_module__("waio:enricher/completion@0.5.0"), __import_name__("[method]result-future.complete-exceptionally")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_complete_exceptionally(int32_t, int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.begin")))
+__attribute__((__import_module__("waio:enricher/completion@0.5.0"), __import_name__("[method]result-future.begin")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_begin(int32_t);
 
-__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[method]result-future.input-headers")))
+__attribute__((__import_module__("waio:enricher/completion@0.5.0"), __import_name__("[method]result-future.input-headers")))
 extern void __wasm_import_waio_enricher_completion_method_result_future_input_headers(int32_t, uint8_t *);
 
-// Imported Functions from `waio:enricher/http@0.4.0`
+__attribute__((__import_module__("waio:enricher/completion@0.5.0"), __import_name__("hold")))
+extern int32_t __wasm_import_waio_enricher_completion_hold(int32_t);
 
-__attribute__((__import_module__("waio:enricher/http@0.4.0"), __import_name__("send")))
+// Imported Functions from `waio:enricher/http@0.5.0`
+
+__attribute__((__import_module__("waio:enricher/http@0.5.0"), __import_name__("send")))
 extern int64_t __wasm_import_waio_enricher_http_send(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int32_t);
 
-// Imported Functions from `waio:enricher/usage@0.4.0`
+// Imported Functions from `waio:enricher/usage@0.5.0`
 
-__attribute__((__import_module__("waio:enricher/usage@0.4.0"), __import_name__("report")))
+__attribute__((__import_module__("waio:enricher/usage@0.5.0"), __import_name__("report")))
 extern void __wasm_import_waio_enricher_usage_report(uint8_t *, size_t, int32_t, int32_t);
 
-// Imported Functions from `waio:enricher/logging@0.4.0`
+// Imported Functions from `waio:enricher/logging@0.5.0`
 
-__attribute__((__import_module__("waio:enricher/logging@0.4.0"), __import_name__("log")))
+__attribute__((__import_module__("waio:enricher/logging@0.5.0"), __import_name__("log")))
 extern void __wasm_import_waio_enricher_logging_log(int32_t, uint8_t *, size_t);
 
-// Exported Functions from `waio:enricher/enricher@0.4.0`
+// Exported Functions from `waio:enricher/enricher@0.5.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_waio:enricher/enricher@0.4.0#open")))
+__attribute__((__weak__, __export_name__("cabi_post_waio:enricher/enricher@0.5.0#open")))
 void __wasm_export_exports_waio_enricher_enricher_open_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -50,6 +53,86 @@ void __wasm_export_exports_waio_enricher_enricher_open_post_return(uint8_t * arg
 }
 
 
+__attribute__((__weak__, __export_name__("cabi_post_waio:enricher/enricher@0.5.0#invoke-columns")))
+void __wasm_export_exports_waio_enricher_enricher_invoke_columns_post_return(uint8_t * arg0) {
+  size_t len = *((size_t*) (arg0 + sizeof(void*)));
+  if (len > 0) {
+    uint8_t *ptr = *((uint8_t **) (arg0 + 0));
+    for (size_t i = 0; i < len; i++) {
+      uint8_t *base = ptr + i * 4;
+      (void) base;
+    }
+    free(ptr);
+  }
+  size_t len0 = *((size_t*) (arg0 + (3*sizeof(void*))));
+  if (len0 > 0) {
+    uint8_t *ptr1 = *((uint8_t **) (arg0 + (2*sizeof(void*))));
+    for (size_t i2 = 0; i2 < len0; i2++) {
+      uint8_t *base = ptr1 + i2 * 4;
+      (void) base;
+    }
+    free(ptr1);
+  }
+  size_t len3 = *((size_t*) (arg0 + (5*sizeof(void*))));
+  if (len3 > 0) {
+    uint8_t *ptr4 = *((uint8_t **) (arg0 + (4*sizeof(void*))));
+    for (size_t i5 = 0; i5 < len3; i5++) {
+      uint8_t *base = ptr4 + i5 * 1;
+      (void) base;
+    }
+    free(ptr4);
+  }
+  size_t len6 = *((size_t*) (arg0 + (7*sizeof(void*))));
+  if (len6 > 0) {
+    uint8_t *ptr7 = *((uint8_t **) (arg0 + (6*sizeof(void*))));
+    for (size_t i8 = 0; i8 < len6; i8++) {
+      uint8_t *base = ptr7 + i8 * 4;
+      (void) base;
+    }
+    free(ptr7);
+  }
+  size_t len9 = *((size_t*) (arg0 + (9*sizeof(void*))));
+  if (len9 > 0) {
+    uint8_t *ptr10 = *((uint8_t **) (arg0 + (8*sizeof(void*))));
+    for (size_t i11 = 0; i11 < len9; i11++) {
+      uint8_t *base = ptr10 + i11 * (3*sizeof(void*));
+      (void) base;
+      switch ((int32_t) (int32_t) *((uint8_t*) (base + 0))) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          if ((*((size_t*) (base + (2*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (base + sizeof(void*))));
+          }
+          break;
+        }
+      }
+    }
+    free(ptr10);
+  }
+  size_t len12 = *((size_t*) (arg0 + (11*sizeof(void*))));
+  if (len12 > 0) {
+    uint8_t *ptr13 = *((uint8_t **) (arg0 + (10*sizeof(void*))));
+    for (size_t i14 = 0; i14 < len12; i14++) {
+      uint8_t *base = ptr13 + i14 * 16;
+      (void) base;
+    }
+    free(ptr13);
+  }
+  size_t len15 = *((size_t*) (arg0 + (13*sizeof(void*))));
+  if (len15 > 0) {
+    uint8_t *ptr16 = *((uint8_t **) (arg0 + (12*sizeof(void*))));
+    for (size_t i17 = 0; i17 < len15; i17++) {
+      uint8_t *base = ptr16 + i17 * (4*sizeof(void*));
+      (void) base;
+      if ((*((size_t*) (base + (3*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (base + (2*sizeof(void*)))));
+      }
+    }
+    free(ptr16);
+  }
+}
 
 
 
@@ -66,7 +149,7 @@ void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
 }
 
 __attribute__((__aligned__(sizeof(void*))))
-static uint8_t RET_AREA[(3*sizeof(void*))];
+static uint8_t RET_AREA[(14*sizeof(void*))];
 
 // Helper Functions
 
@@ -97,8 +180,69 @@ void waio_enricher_types_event_free(waio_enricher_types_event_t *ptr) {
   enricher_plugin_list_u8_free(&ptr->payload);
 }
 
+void enricher_plugin_list_u32_free(enricher_plugin_list_u32_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    uint32_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+    }
+    free(list_ptr);
+  }
+}
+
+void enricher_plugin_list_option_string_free(enricher_plugin_list_option_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    enricher_plugin_option_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      enricher_plugin_option_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void waio_enricher_types_list_option_timestamp_ms_free(waio_enricher_types_list_option_timestamp_ms_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    waio_enricher_types_option_timestamp_ms_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      waio_enricher_types_option_timestamp_ms_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void waio_enricher_types_event_columns_free(waio_enricher_types_event_columns_t *ptr) {
+  enricher_plugin_list_u8_free(&ptr->payloads);
+  enricher_plugin_list_u32_free(&ptr->payload_ends);
+  enricher_plugin_list_option_string_free(&ptr->keys);
+  waio_enricher_types_list_option_timestamp_ms_free(&ptr->timestamps);
+}
+
 void waio_enricher_types_failure_free(waio_enricher_types_failure_t *ptr) {
   enricher_plugin_string_free(&ptr->message);
+}
+
+void waio_enricher_types_tuple2_u32_failure_free(waio_enricher_types_tuple2_u32_failure_t *ptr) {
+  waio_enricher_types_failure_free(&ptr->f1);
+}
+
+void waio_enricher_types_list_tuple2_u32_failure_free(waio_enricher_types_list_tuple2_u32_failure_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    waio_enricher_types_tuple2_u32_failure_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      waio_enricher_types_tuple2_u32_failure_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void waio_enricher_types_batch_completions_free(waio_enricher_types_batch_completions_t *ptr) {
+  enricher_plugin_list_u32_free(&ptr->completed);
+  enricher_plugin_list_u32_free(&ptr->output_ends);
+  waio_enricher_types_event_columns_free(&ptr->outputs);
+  waio_enricher_types_list_tuple2_u32_failure_free(&ptr->failed);
 }
 
 void enricher_plugin_tuple2_string_string_free(enricher_plugin_tuple2_string_string_t *ptr) {
@@ -168,7 +312,7 @@ void waio_enricher_completion_failure_free(waio_enricher_completion_failure_t *p
   waio_enricher_types_failure_free(ptr);
 }
 
-__attribute__((__import_module__("waio:enricher/completion@0.4.0"), __import_name__("[resource-drop]result-future")))
+__attribute__((__import_module__("waio:enricher/completion@0.5.0"), __import_name__("[resource-drop]result-future")))
 extern void __wasm_import_waio_enricher_completion_result_future_drop(int32_t handle);
 
 void waio_enricher_completion_result_future_drop_own(waio_enricher_completion_own_result_future_t handle) {
@@ -222,6 +366,14 @@ void exports_waio_enricher_enricher_event_free(exports_waio_enricher_enricher_ev
   waio_enricher_types_event_free(ptr);
 }
 
+void exports_waio_enricher_enricher_event_columns_free(exports_waio_enricher_enricher_event_columns_t *ptr) {
+  waio_enricher_types_event_columns_free(ptr);
+}
+
+void exports_waio_enricher_enricher_batch_completions_free(exports_waio_enricher_enricher_batch_completions_t *ptr) {
+  waio_enricher_types_batch_completions_free(ptr);
+}
+
 void exports_waio_enricher_enricher_http_response_free(exports_waio_enricher_enricher_http_response_t *ptr) {
   waio_enricher_types_http_response_free(ptr);
 }
@@ -234,21 +386,6 @@ void exports_waio_enricher_enricher_result_void_string_free(exports_waio_enriche
   if (!ptr->is_err) {
   } else {
     enricher_plugin_string_free(&ptr->val.err);
-  }
-}
-
-void exports_waio_enricher_enricher_tuple2_event_own_result_future_free(exports_waio_enricher_enricher_tuple2_event_own_result_future_t *ptr) {
-  exports_waio_enricher_enricher_event_free(&ptr->f0);
-}
-
-void exports_waio_enricher_enricher_list_tuple2_event_own_result_future_free(exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *ptr) {
-  size_t list_len = ptr->len;
-  if (list_len > 0) {
-    exports_waio_enricher_enricher_tuple2_event_own_result_future_t *list_ptr = ptr->ptr;
-    for (size_t i = 0; i < list_len; i++) {
-      exports_waio_enricher_enricher_tuple2_event_own_result_future_free(&list_ptr[i]);
-    }
-    free(list_ptr);
   }
 }
 
@@ -307,6 +444,11 @@ void waio_enricher_completion_method_result_future_input_headers(waio_enricher_c
   *ret = (enricher_plugin_list_tuple2_string_list_u8_t) { (enricher_plugin_tuple2_string_list_u8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
 }
 
+waio_enricher_completion_own_result_future_t waio_enricher_completion_hold(uint32_t index) {
+  int32_t ret = __wasm_import_waio_enricher_completion_hold((int32_t) (index));
+  return (waio_enricher_completion_own_result_future_t) { ret };
+}
+
 waio_enricher_http_call_id_t waio_enricher_http_send(waio_enricher_http_http_request_t *request) {
   int32_t option;
   int32_t option1;
@@ -330,7 +472,7 @@ void waio_enricher_logging_log(waio_enricher_logging_log_level_t level, enricher
   __wasm_import_waio_enricher_logging_log((int32_t) level, (uint8_t *) (*message).ptr, (*message).len);
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.4.0#open")))
+__attribute__((__export_name__("waio:enricher/enricher@0.5.0#open")))
 uint8_t * __wasm_export_exports_waio_enricher_enricher_open(uint8_t * arg, size_t arg0) {
   enricher_plugin_string_t arg1 = (enricher_plugin_string_t) { (uint8_t*)(arg), (arg0) };
   exports_waio_enricher_enricher_result_void_string_t ret;
@@ -350,7 +492,7 @@ uint8_t * __wasm_export_exports_waio_enricher_enricher_open(uint8_t * arg, size_
   return ptr;
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.4.0#async-invoke")))
+__attribute__((__export_name__("waio:enricher/enricher@0.5.0#async-invoke")))
 void __wasm_export_exports_waio_enricher_enricher_async_invoke(int32_t arg, uint8_t * arg0, size_t arg1, int32_t arg2, int64_t arg3, uint8_t * arg4, size_t arg5, int32_t arg6) {
   enricher_plugin_option_string_t option;
   switch (arg) {
@@ -384,13 +526,35 @@ void __wasm_export_exports_waio_enricher_enricher_async_invoke(int32_t arg, uint
   exports_waio_enricher_enricher_async_invoke(&arg8, (exports_waio_enricher_enricher_own_result_future_t) { arg6 });
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.4.0#async-invoke-batch")))
-void __wasm_export_exports_waio_enricher_enricher_async_invoke_batch(uint8_t * arg, size_t arg0) {
-  exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t arg2 = (exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t) { (exports_waio_enricher_enricher_tuple2_event_own_result_future_t*)(arg), (arg0) };
-  exports_waio_enricher_enricher_async_invoke_batch(&arg2);
+__attribute__((__export_name__("waio:enricher/enricher@0.5.0#invoke-columns")))
+uint8_t * __wasm_export_exports_waio_enricher_enricher_invoke_columns(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2, uint8_t * arg3, size_t arg4, uint8_t * arg5, size_t arg6) {
+  exports_waio_enricher_enricher_event_columns_t arg8 = (waio_enricher_types_event_columns_t) {
+    (enricher_plugin_list_u8_t) (enricher_plugin_list_u8_t) { (uint8_t*)(arg), (arg0) },
+    (enricher_plugin_list_u32_t) (enricher_plugin_list_u32_t) { (uint32_t*)(arg1), (arg2) },
+    (enricher_plugin_list_option_string_t) (enricher_plugin_list_option_string_t) { (enricher_plugin_option_string_t*)(arg3), (arg4) },
+    (waio_enricher_types_list_option_timestamp_ms_t) (waio_enricher_types_list_option_timestamp_ms_t) { (waio_enricher_types_option_timestamp_ms_t*)(arg5), (arg6) },
+  };
+  exports_waio_enricher_enricher_batch_completions_t ret;
+  exports_waio_enricher_enricher_invoke_columns(&arg8, &ret);
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  *((size_t*)(ptr + sizeof(void*))) = ((ret).completed).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) ((ret).completed).ptr;
+  *((size_t*)(ptr + (3*sizeof(void*)))) = ((ret).output_ends).len;
+  *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) ((ret).output_ends).ptr;
+  *((size_t*)(ptr + (5*sizeof(void*)))) = (((ret).outputs).payloads).len;
+  *((uint8_t **)(ptr + (4*sizeof(void*)))) = (uint8_t *) (((ret).outputs).payloads).ptr;
+  *((size_t*)(ptr + (7*sizeof(void*)))) = (((ret).outputs).payload_ends).len;
+  *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) (((ret).outputs).payload_ends).ptr;
+  *((size_t*)(ptr + (9*sizeof(void*)))) = (((ret).outputs).keys).len;
+  *((uint8_t **)(ptr + (8*sizeof(void*)))) = (uint8_t *) (((ret).outputs).keys).ptr;
+  *((size_t*)(ptr + (11*sizeof(void*)))) = (((ret).outputs).timestamps).len;
+  *((uint8_t **)(ptr + (10*sizeof(void*)))) = (uint8_t *) (((ret).outputs).timestamps).ptr;
+  *((size_t*)(ptr + (13*sizeof(void*)))) = ((ret).failed).len;
+  *((uint8_t **)(ptr + (12*sizeof(void*)))) = (uint8_t *) ((ret).failed).ptr;
+  return ptr;
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.4.0#timeout")))
+__attribute__((__export_name__("waio:enricher/enricher@0.5.0#timeout")))
 void __wasm_export_exports_waio_enricher_enricher_timeout(int32_t arg, uint8_t * arg0, size_t arg1, int32_t arg2, int64_t arg3, uint8_t * arg4, size_t arg5, int32_t arg6) {
   enricher_plugin_option_string_t option;
   switch (arg) {
@@ -424,7 +588,7 @@ void __wasm_export_exports_waio_enricher_enricher_timeout(int32_t arg, uint8_t *
   exports_waio_enricher_enricher_timeout(&arg8, (exports_waio_enricher_enricher_own_result_future_t) { arg6 });
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.4.0#on-response")))
+__attribute__((__export_name__("waio:enricher/enricher@0.5.0#on-response")))
 void __wasm_export_exports_waio_enricher_enricher_on_response(int64_t arg, int32_t arg0, int32_t arg1, uint8_t * arg2, size_t arg3, uint8_t * arg4, size_t arg5) {
   exports_waio_enricher_enricher_result_http_response_http_error_t result;
   switch (arg0) {
@@ -471,7 +635,7 @@ void __wasm_export_exports_waio_enricher_enricher_on_response(int64_t arg, int32
   exports_waio_enricher_enricher_on_response((uint64_t) (arg), &arg6);
 }
 
-__attribute__((__export_name__("waio:enricher/enricher@0.4.0#close")))
+__attribute__((__export_name__("waio:enricher/enricher@0.5.0#close")))
 void __wasm_export_exports_waio_enricher_enricher_close(void) {
   exports_waio_enricher_enricher_close();
 }

@@ -43,6 +43,35 @@ typedef struct waio_enricher_types_event_t {
   enricher_plugin_list_u8_t   payload;
 } waio_enricher_types_event_t;
 
+typedef struct {
+  uint32_t *ptr;
+  size_t len;
+} enricher_plugin_list_u32_t;
+
+typedef struct {
+  enricher_plugin_option_string_t *ptr;
+  size_t len;
+} enricher_plugin_list_option_string_t;
+
+typedef struct {
+  waio_enricher_types_option_timestamp_ms_t *ptr;
+  size_t len;
+} waio_enricher_types_list_option_timestamp_ms_t;
+
+// Many events in one value, a column per field (what `invoke-columns` takes and returns):
+// one list of bytes for all payloads instead of one list per event, so that a batch crosses
+// the boundary in a few copies whatever its size. Event `i` is `keys[i]`, `timestamps[i]`
+// and the payload `payloads[start..payload-ends[i]]`, where `start` is `payload-ends[i - 1]`
+// (0 for the first event). The three lists have one entry per event. (New in 0.5.0.)
+typedef struct waio_enricher_types_event_columns_t {
+  // Every event's payload, one after the other.
+  enricher_plugin_list_u8_t   payloads;
+  // Where each event's payload ends in `payloads`: offsets that never decrease.
+  enricher_plugin_list_u32_t   payload_ends;
+  enricher_plugin_list_option_string_t   keys;
+  waio_enricher_types_list_option_timestamp_ms_t   timestamps;
+} waio_enricher_types_event_columns_t;
+
 // Whether trying a record again may succeed.
 typedef uint8_t waio_enricher_types_failure_kind_t;
 
@@ -57,6 +86,30 @@ typedef struct waio_enricher_types_failure_t {
   // A message for people: it ends up in the job's error or the dead-letter output.
   enricher_plugin_string_t   message;
 } waio_enricher_types_failure_t;
+
+typedef struct {
+  uint32_t f0;
+  waio_enricher_types_failure_t f1;
+} waio_enricher_types_tuple2_u32_failure_t;
+
+typedef struct {
+  waio_enricher_types_tuple2_u32_failure_t *ptr;
+  size_t len;
+} waio_enricher_types_list_tuple2_u32_failure_t;
+
+// The records an `invoke-columns` call completed before returning. Records are named by
+// their index in the call's `inputs`. (New in 0.5.0.)
+typedef struct waio_enricher_types_batch_completions_t {
+  // The records completed with outputs (none filters a record out), in any order.
+  enricher_plugin_list_u32_t   completed;
+  // Where each completed record's outputs end in `outputs`: record `completed[j]` emits
+  // the outputs from `output-ends[j - 1]` (0 for the first) to `output-ends[j]`.
+  enricher_plugin_list_u32_t   output_ends;
+  // The outputs of all completed records, in the order of `completed`.
+  waio_enricher_types_event_columns_t   outputs;
+  // The records failed, with why (as `complete-exceptionally`).
+  waio_enricher_types_list_tuple2_u32_failure_t   failed;
+} waio_enricher_types_batch_completions_t;
 
 // Identifies one request sent with `http.send`; its answer comes back to `on-response`.
 typedef uint64_t waio_enricher_types_call_id_t;
@@ -181,6 +234,10 @@ typedef waio_enricher_types_log_level_t waio_enricher_logging_log_level_t;
 
 typedef waio_enricher_types_event_t exports_waio_enricher_enricher_event_t;
 
+typedef waio_enricher_types_event_columns_t exports_waio_enricher_enricher_event_columns_t;
+
+typedef waio_enricher_types_batch_completions_t exports_waio_enricher_enricher_batch_completions_t;
+
 typedef waio_enricher_types_call_id_t exports_waio_enricher_enricher_call_id_t;
 
 typedef waio_enricher_types_http_response_t exports_waio_enricher_enricher_http_response_t;
@@ -197,16 +254,6 @@ typedef struct {
 typedef waio_enricher_completion_own_result_future_t exports_waio_enricher_enricher_own_result_future_t;
 
 typedef struct {
-  exports_waio_enricher_enricher_event_t f0;
-  exports_waio_enricher_enricher_own_result_future_t f1;
-} exports_waio_enricher_enricher_tuple2_event_own_result_future_t;
-
-typedef struct {
-  exports_waio_enricher_enricher_tuple2_event_own_result_future_t *ptr;
-  size_t len;
-} exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t;
-
-typedef struct {
   bool is_err;
   union {
     exports_waio_enricher_enricher_http_response_t ok;
@@ -214,7 +261,7 @@ typedef struct {
   } val;
 } exports_waio_enricher_enricher_result_http_response_http_error_t;
 
-// Imported Functions from `waio:enricher/completion@0.4.0`
+// Imported Functions from `waio:enricher/completion@0.5.0`
 // Emits `outputs` at the record's position: none filters the record out, several fan out.
 extern void waio_enricher_completion_method_result_future_complete(waio_enricher_completion_borrow_result_future_t self, waio_enricher_completion_list_event_t *outputs);
 // Fails the record. The operator's policy decides: fail the job or dead-letter it.
@@ -223,8 +270,8 @@ extern void waio_enricher_completion_method_result_future_complete_exceptionally
 // reports until the next `begin` (or the end of the call) are on this record's behalf
 // (its timeout bounds their retries, its dead letter names their last status, its
 // cached result keeps their usage). Inside `async-invoke`, `timeout` and `on-response`
-// the host knows the record already; inside `async-invoke-batch` the SDKs call it before
-// handing each record to per-record code. Work for many records at once (one request
+// the host knows the record already; inside `invoke-columns` the SDKs call it before
+// per-record code sends a request or reports usage. Work for many records at once (one request
 // for a whole batch) is on no single record's behalf: do not call it then. (New in
 // 0.3.0.)
 extern void waio_enricher_completion_method_result_future_begin(waio_enricher_completion_borrow_result_future_t self);
@@ -234,27 +281,33 @@ extern void waio_enricher_completion_method_result_future_begin(waio_enricher_co
 // plugin that never reads headers pays nothing for them. The outputs of a record carry
 // its headers on to a Kafka sink whatever the plugin does. (New in 0.4.0.)
 extern void waio_enricher_completion_method_result_future_input_headers(waio_enricher_completion_borrow_result_future_t self, enricher_plugin_list_tuple2_string_list_u8_t *ret);
+// A future for record `index` of the `invoke-columns` call running now: for a record the
+// plugin completes after the call returns, or whose headers it reads, or on whose behalf it
+// sends a request (`begin`). A record neither completed in the call's result nor through a
+// future stays in flight until its timeout, as a dropped future leaves it. Traps when no
+// `invoke-columns` call is running or `index` is not one of its records. (New in 0.5.0.)
+extern waio_enricher_completion_own_result_future_t waio_enricher_completion_hold(uint32_t index);
 
-// Imported Functions from `waio:enricher/http@0.4.0`
+// Imported Functions from `waio:enricher/http@0.5.0`
 // Starts a request and returns at once. The answer (or the reason there is none) is delivered
 // to the plugin's `on-response` with the returned id, later, never inside this call.
 extern waio_enricher_http_call_id_t waio_enricher_http_send(waio_enricher_http_http_request_t *request);
 
-// Imported Functions from `waio:enricher/usage@0.4.0`
+// Imported Functions from `waio:enricher/usage@0.5.0`
 // Reports tokens used on behalf of the record being processed.
 extern void waio_enricher_usage_report(waio_enricher_usage_token_usage_t *usage);
 
-// Imported Functions from `waio:enricher/logging@0.4.0`
+// Imported Functions from `waio:enricher/logging@0.5.0`
 // One line in the host's log, prefixed with the operator's name. Control characters (a
 // newline, an ANSI escape) are written escaped. Each instance may log 1000 lines at once and
 // 100 a second after that, counting what it writes to stdout and stderr; the host drops
 // lines beyond and logs how many.
 extern void waio_enricher_logging_log(waio_enricher_logging_log_level_t level, enricher_plugin_string_t *message);
 
-// Exported Functions from `waio:enricher/enricher@0.4.0`
+// Exported Functions from `waio:enricher/enricher@0.5.0`
 bool exports_waio_enricher_enricher_open(enricher_plugin_string_t *config, enricher_plugin_string_t *err);
 void exports_waio_enricher_enricher_async_invoke(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);
-void exports_waio_enricher_enricher_async_invoke_batch(exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *inputs);
+void exports_waio_enricher_enricher_invoke_columns(exports_waio_enricher_enricher_event_columns_t *inputs, exports_waio_enricher_enricher_batch_completions_t *ret);
 void exports_waio_enricher_enricher_timeout(exports_waio_enricher_enricher_event_t *input, exports_waio_enricher_enricher_own_result_future_t output);
 void exports_waio_enricher_enricher_on_response(exports_waio_enricher_enricher_call_id_t id, exports_waio_enricher_enricher_result_http_response_http_error_t *response);
 void exports_waio_enricher_enricher_close(void);
@@ -269,7 +322,21 @@ void enricher_plugin_list_u8_free(enricher_plugin_list_u8_t *ptr);
 
 void waio_enricher_types_event_free(waio_enricher_types_event_t *ptr);
 
+void enricher_plugin_list_u32_free(enricher_plugin_list_u32_t *ptr);
+
+void enricher_plugin_list_option_string_free(enricher_plugin_list_option_string_t *ptr);
+
+void waio_enricher_types_list_option_timestamp_ms_free(waio_enricher_types_list_option_timestamp_ms_t *ptr);
+
+void waio_enricher_types_event_columns_free(waio_enricher_types_event_columns_t *ptr);
+
 void waio_enricher_types_failure_free(waio_enricher_types_failure_t *ptr);
+
+void waio_enricher_types_tuple2_u32_failure_free(waio_enricher_types_tuple2_u32_failure_t *ptr);
+
+void waio_enricher_types_list_tuple2_u32_failure_free(waio_enricher_types_list_tuple2_u32_failure_t *ptr);
+
+void waio_enricher_types_batch_completions_free(waio_enricher_types_batch_completions_t *ptr);
 
 void enricher_plugin_tuple2_string_string_free(enricher_plugin_tuple2_string_string_t *ptr);
 
@@ -307,15 +374,15 @@ void waio_enricher_usage_token_usage_free(waio_enricher_usage_token_usage_t *ptr
 
 void exports_waio_enricher_enricher_event_free(exports_waio_enricher_enricher_event_t *ptr);
 
+void exports_waio_enricher_enricher_event_columns_free(exports_waio_enricher_enricher_event_columns_t *ptr);
+
+void exports_waio_enricher_enricher_batch_completions_free(exports_waio_enricher_enricher_batch_completions_t *ptr);
+
 void exports_waio_enricher_enricher_http_response_free(exports_waio_enricher_enricher_http_response_t *ptr);
 
 void exports_waio_enricher_enricher_http_error_free(exports_waio_enricher_enricher_http_error_t *ptr);
 
 void exports_waio_enricher_enricher_result_void_string_free(exports_waio_enricher_enricher_result_void_string_t *ptr);
-
-void exports_waio_enricher_enricher_tuple2_event_own_result_future_free(exports_waio_enricher_enricher_tuple2_event_own_result_future_t *ptr);
-
-void exports_waio_enricher_enricher_list_tuple2_event_own_result_future_free(exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *ptr);
 
 void exports_waio_enricher_enricher_result_http_response_http_error_free(exports_waio_enricher_enricher_result_http_response_http_error_t *ptr);
 

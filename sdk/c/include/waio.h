@@ -3,7 +3,7 @@
  *
  * A plugin implements a few callbacks (`waio_plugin_open`, `waio_plugin_invoke`, optionally
  * `waio_plugin_invoke_batch`, `waio_plugin_timeout` and `waio_plugin_close`); the SDK implements
- * the WIT world `waio:enricher/enricher-plugin` (0.4.0) on top of them and hides handles and
+ * the WIT world `waio:enricher/enricher-plugin` (0.5.0) on top of them and hides handles and
  * call-ids.
  *
  * Model (Flink's AsyncFunction): the SDK calls `waio_plugin_invoke` once per record with a

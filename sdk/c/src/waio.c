@@ -373,38 +373,81 @@ void exports_waio_enricher_enricher_async_invoke(
  * native linkers, resolves an undefined weak function to a null address. */
 extern void waio_plugin_invoke_batch(waio_future_t *const *futs, size_t n) __attribute__((weak));
 
-/* The list's array and each event's buffers come from cabi_realloc (malloc); the events and the
- * handles move into the futures, so only the array is freed here: not with the generated
- * list_..._free, which would free the events too. An empty list points at no allocation
- * (cabi_realloc hands out a dummy pointer for size 0). */
-void exports_waio_enricher_enricher_async_invoke_batch(
-    exports_waio_enricher_enricher_list_tuple2_event_own_result_future_t *inputs) {
-    exports_waio_enricher_enricher_tuple2_event_own_result_future_t *items = inputs->ptr;
-    size_t n = inputs->len;
-    if (n == 0) {
-        return;
+/* Frees one list the host handed over; an empty one points at no allocation (cabi_realloc hands
+ * out a dummy pointer for size 0). */
+static void free_list(void *ptr, size_t len) {
+    if (len != 0) {
+        free(ptr);
     }
-    if (waio_plugin_invoke_batch == NULL) {
+}
+
+/* Record `i` of `cols` as an owned event, as `async-invoke` gets it: the key moves out of the
+ * keys column (its string is its own allocation), the payload is copied out of the shared
+ * buffer so that the future can own and free it alone. */
+static exports_waio_enricher_enricher_event_t column_event(
+    exports_waio_enricher_enricher_event_columns_t *cols, size_t i) {
+    exports_waio_enricher_enricher_event_t e;
+    e.key = cols->keys.ptr[i];
+    e.timestamp = cols->timestamps.ptr[i];
+    uint32_t start = i == 0 ? 0 : cols->payload_ends.ptr[i - 1];
+    uint32_t end = cols->payload_ends.ptr[i];
+    e.payload.len = end - start;
+    e.payload.ptr = NULL;
+    if (e.payload.len != 0) {
+        e.payload.ptr = xrealloc(NULL, e.payload.len + 1);
+        memcpy(e.payload.ptr, cols->payloads.ptr + start, e.payload.len);
+    }
+    return e;
+}
+
+/* A batch as columns: each record becomes an event and gets its future from `completion.hold`,
+ * then the batch runs exactly as 0.4.0's `async-invoke-batch` did (the plugin's batch handler,
+ * else `begin` and the single-record path per record). Every record is completed through its
+ * held future, so the result is always empty. The columns' lists belong to us: the keys' strings
+ * move into the events, everything else is freed here. */
+void exports_waio_enricher_enricher_invoke_columns(
+    exports_waio_enricher_enricher_event_columns_t *inputs,
+    exports_waio_enricher_enricher_batch_completions_t *ret) {
+    memset(ret, 0, sizeof *ret);
+    size_t n = inputs->payload_ends.len;
+    /* Columns that do not fit together are a host bug: trap rather than read out of bounds. */
+    if (inputs->keys.len != n || inputs->timestamps.len != n) {
+        __builtin_trap();
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t start = i == 0 ? 0 : inputs->payload_ends.ptr[i - 1];
+        uint32_t end = inputs->payload_ends.ptr[i];
+        if (end < start || end > inputs->payloads.len) {
+            __builtin_trap();
+        }
+    }
+    if (n != 0 && waio_plugin_invoke_batch == NULL) {
         /* waio_invoke_each without the array: per record `begin`, then exactly what the
          * single-record export does. */
         for (size_t i = 0; i < n; i++) {
+            exports_waio_enricher_enricher_event_t e = column_event(inputs, i);
+            waio_enricher_completion_own_result_future_t handle =
+                waio_enricher_completion_hold((uint32_t)i);
             waio_enricher_completion_method_result_future_begin(
-                waio_enricher_completion_borrow_result_future(items[i].f1));
-            exports_waio_enricher_enricher_async_invoke(&items[i].f0, items[i].f1);
+                waio_enricher_completion_borrow_result_future(handle));
+            exports_waio_enricher_enricher_async_invoke(&e, handle);
         }
-        free(items);
-        return;
+    } else if (n != 0) {
+        waio_future_t *stack[64];
+        waio_future_t **futs = n <= 64 ? stack : xrealloc(NULL, n * sizeof *futs);
+        for (size_t i = 0; i < n; i++) {
+            exports_waio_enricher_enricher_event_t e = column_event(inputs, i);
+            futs[i] = future_new(&e, waio_enricher_completion_hold((uint32_t)i));
+        }
+        waio_plugin_invoke_batch(futs, n);
+        if (futs != stack) {
+            free(futs);
+        }
     }
-    waio_future_t *stack[64];
-    waio_future_t **futs = n <= 64 ? stack : xrealloc(NULL, n * sizeof *futs);
-    for (size_t i = 0; i < n; i++) {
-        futs[i] = future_new(&items[i].f0, items[i].f1);
-    }
-    free(items);
-    waio_plugin_invoke_batch(futs, n);
-    if (futs != stack) {
-        free(futs);
-    }
+    free_list(inputs->payloads.ptr, inputs->payloads.len);
+    free_list(inputs->payload_ends.ptr, inputs->payload_ends.len);
+    free_list(inputs->keys.ptr, inputs->keys.len);
+    free_list(inputs->timestamps.ptr, inputs->timestamps.len);
 }
 
 void exports_waio_enricher_enricher_timeout(

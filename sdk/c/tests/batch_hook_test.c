@@ -1,6 +1,6 @@
-/* A plugin's own waio_plugin_invoke_batch: it gets every record of a batch with its future at
- * once and sends one request for all of them (no `begin`), completing each future from the
- * answer; records it hands to per-record code (waio_begin + waio_plugin_invoke, or
+/* A plugin's own waio_plugin_invoke_batch: it gets every record of an `invoke-columns` batch
+ * with its future (taken with `hold(i)` for record i) at once and sends one request for all of
+ * them (no `begin`), completing each future from the answer; records it hands to per-record code (waio_begin + waio_plugin_invoke, or
  * waio_invoke_each) get `begin` first. Single records still go to waio_plugin_invoke. Run with
  * AddressSanitizer. The host is host_stub.c. */
 #include <stdio.h>
@@ -67,24 +67,31 @@ void waio_plugin_invoke_batch(waio_future_t *const *futs, size_t n) {
 int main(void) {
     int failures = 0;
 
+    const char *keys[] = {"ka", NULL, "kb"};
+    const int64_t stamps[] = {-1, 7, 8};
     const char *payloads[] = {"a", "solo", "b"};
-    stub_invoke_batch(NULL, payloads, 3, 1);
-    failures += !stub_expect("batch", "batch 3\n"
+    stub_invoke_columns(keys, stamps, payloads, 3, 1);
+    failures += !stub_expect("batch", "hold 0\n"
+                                      "hold 1\n"
+                                      "hold 2\n"
+                                      "batch 3\n"
                                       "begin 2\n"
                                       "invoke solo\n"
-                                      "complete 2: [-|1001|solo]\n"
+                                      "complete 2: [-|7|solo]\n"
                                       "drop 2\n"
                                       "send 100 POST http://x/batch body=a,b,\n");
     stub_answer(100, "A\nB");
-    failures += !stub_expect("answer", "complete 1: [-|1000|A]\n"
+    failures += !stub_expect("answer", "complete 1: [ka|-1|A]\n"
                                        "drop 1\n"
-                                       "complete 3: [-|1002|B]\n"
+                                       "complete 3: [kb|8|B]\n"
                                        "drop 3\n");
 
     /* A batch the plugin hands back to per-record code: begin before each record. */
     const char *each[] = {"each", "y"};
-    stub_invoke_batch(NULL, each, 2, 30);
-    failures += !stub_expect("invoke_each", "batch 2\n"
+    stub_invoke_columns(NULL, NULL, each, 2, 30);
+    failures += !stub_expect("invoke_each", "hold 0\n"
+                                            "hold 1\n"
+                                            "batch 2\n"
                                             "begin 30\n"
                                             "invoke each\n"
                                             "complete 30: [-|1000|each]\n"
@@ -95,7 +102,7 @@ int main(void) {
                                             "drop 31\n");
 
     /* An empty batch does not reach the plugin. */
-    stub_invoke_batch(NULL, NULL, 0, 10);
+    stub_invoke_columns(NULL, NULL, NULL, 0, 10);
     failures += !stub_expect("empty batch", "");
 
     /* A single record goes to waio_plugin_invoke, with no begin. */
@@ -110,9 +117,13 @@ int main(void) {
     for (size_t i = 0; i < N; i++) {
         many[i] = "m";
     }
-    stub_invoke_batch(NULL, many, N, 1000);
-    char *want = malloc(N * 4 + 64);
-    size_t at = (size_t)sprintf(want, "batch %d\nsend 101 POST http://x/batch body=", N);
+    stub_invoke_columns(NULL, NULL, many, N, 1000);
+    char *want = malloc(N * 16 + 64);
+    size_t at = 0;
+    for (int i = 0; i < N; i++) {
+        at += (size_t)sprintf(want + at, "hold %d\n", i);
+    }
+    at += (size_t)sprintf(want + at, "batch %d\nsend 101 POST http://x/batch body=", N);
     for (int i = 0; i < N; i++) {
         at += (size_t)sprintf(want + at, "m,");
     }

@@ -1,7 +1,8 @@
-/* The default `async-invoke-batch` of src/waio.c (the plugin defines no waio_plugin_invoke_batch):
- * for each record in order, `begin` on its future and then the single-record path (the
- * plugin's waio_plugin_invoke). Run with AddressSanitizer: the SDK must free the list, every
- * event and every future exactly once. The host is host_stub.c. */
+/* The default `invoke-columns` of src/waio.c (the plugin defines no waio_plugin_invoke_batch):
+ * each record sliced out of the columns, its future taken with `hold(i)`, then in order `begin`
+ * on it and the single-record path (the plugin's waio_plugin_invoke). Run with
+ * AddressSanitizer: the SDK must free the columns, every event and every future exactly once.
+ * The host is host_stub.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,42 +49,80 @@ void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut) {
 int main(void) {
     int failures = 0;
 
-    /* Every kind of per-record outcome, keys present, absent and empty, an empty payload. */
-    const char *keys[] = {"k1", NULL, "", "k4", "k5", "k6"};
-    const char *payloads[] = {"a", "http", "fail", "drop", "none", ""};
-    stub_invoke_batch(keys, payloads, 6, 1);
+    /* Every kind of per-record outcome; keys present, absent and empty; timestamps present,
+     * absent and zero; empty payloads first, in the middle and last (the slicing must give each
+     * record its own bytes). */
+    const char *keys[] = {"k0", "k1", NULL, "", "k4", "k5", NULL, "k7"};
+    const int64_t stamps[] = {5, 7, -1, 0, 1004, -1, 1006, 1007};
+    const char *payloads[] = {"", "a", "http", "", "fail", "drop", "none", ""};
+    stub_invoke_columns(keys, stamps, payloads, 8, 1);
     failures += !stub_expect("mixed batch",
+                             "hold 0\n"
                              "begin 1\n"
-                             "invoke a key=k1 ts=1000\n"
-                             "complete 1: [k1|1000|out:a]\n"
+                             "invoke  key=k0 ts=5\n"
+                             "complete 1: [k0|5|out:]\n"
                              "drop 1\n"
+                             "hold 1\n"
                              "begin 2\n"
-                             "invoke http key=- ts=1001\n"
+                             "invoke a key=k1 ts=7\n"
+                             "complete 2: [k1|7|out:a]\n"
+                             "drop 2\n"
+                             "hold 2\n"
+                             "begin 3\n"
+                             "invoke http key=- ts=-1\n"
                              "usage m 1 2\n"
                              "send 100 POST http://x/one body=b\n"
-                             "begin 3\n"
-                             "invoke fail key= ts=1002\n"
-                             "fail 3 fatal: bad fail\n"
-                             "drop 3\n"
+                             "hold 3\n"
                              "begin 4\n"
-                             "invoke drop key=k4 ts=1003\n"
+                             "invoke  key= ts=0\n"
+                             "complete 4: [|0|out:]\n"
                              "drop 4\n"
+                             "hold 4\n"
                              "begin 5\n"
-                             "invoke none key=k5 ts=1004\n"
-                             "complete 5:\n"
+                             "invoke fail key=k4 ts=1004\n"
+                             "fail 5 fatal: bad fail\n"
                              "drop 5\n"
+                             "hold 5\n"
                              "begin 6\n"
-                             "invoke  key=k6 ts=1005\n"
-                             "complete 6: [k6|1005|out:]\n"
-                             "drop 6\n");
-    /* The future kept by record 2 outlives the batch call. */
+                             "invoke drop key=k5 ts=-1\n"
+                             "drop 6\n"
+                             "hold 6\n"
+                             "begin 7\n"
+                             "invoke none key=- ts=1006\n"
+                             "complete 7:\n"
+                             "drop 7\n"
+                             "hold 7\n"
+                             "begin 8\n"
+                             "invoke  key=k7 ts=1007\n"
+                             "complete 8: [k7|1007|out:]\n"
+                             "drop 8\n");
+    /* The future held for record 2 outlives the batch call. */
     stub_answer(100, "B");
-    failures += !stub_expect("answer after the batch", "complete 2: [-|1001|B]\n"
-                                                       "drop 2\n");
+    failures += !stub_expect("answer after the batch", "complete 3: [-|-1|B]\n"
+                                                       "drop 3\n");
 
-    /* An empty batch: the list points at no allocation; nothing happens. */
-    stub_invoke_batch(NULL, NULL, 0, 50);
+    /* An empty batch: the lists point at no allocation; nothing happens. */
+    stub_invoke_columns(NULL, NULL, NULL, 0, 50);
     failures += !stub_expect("empty batch", "");
+
+    /* Payloads of different lengths back to back, no keys. */
+    const char *sizes[] = {"abc", "d", "efgh"};
+    stub_invoke_columns(NULL, NULL, sizes, 3, 40);
+    failures += !stub_expect("payload slices", "hold 0\n"
+                                               "begin 40\n"
+                                               "invoke abc key=- ts=1000\n"
+                                               "complete 40: [-|1000|out:abc]\n"
+                                               "drop 40\n"
+                                               "hold 1\n"
+                                               "begin 41\n"
+                                               "invoke d key=- ts=1001\n"
+                                               "complete 41: [-|1001|out:d]\n"
+                                               "drop 41\n"
+                                               "hold 2\n"
+                                               "begin 42\n"
+                                               "invoke efgh key=- ts=1002\n"
+                                               "complete 42: [-|1002|out:efgh]\n"
+                                               "drop 42\n");
 
     /* A single record goes through async-invoke: no begin. */
     stub_invoke_one("k", "x", 60);
@@ -91,20 +130,20 @@ int main(void) {
                                               "complete 60: [k|-1|out:x]\n"
                                               "drop 60\n");
 
-    /* A large batch: begin i, invoke i, complete i, drop i, in input order. */
+    /* A large batch: hold i, begin, invoke, complete, drop, in input order. */
     enum { N = 300 };
     const char *many[N];
     for (size_t i = 0; i < N; i++) {
         many[i] = "m";
     }
-    stub_invoke_batch(NULL, many, N, 1000);
+    stub_invoke_columns(NULL, NULL, many, N, 1000);
     char *want = malloc(N * 160);
     size_t at = 0;
     for (int i = 0; i < N; i++) {
         at += (size_t)sprintf(want + at,
-                              "begin %d\ninvoke m key=- ts=%d\ncomplete %d: [-|%d|out:m]\n"
-                              "drop %d\n",
-                              1000 + i, 1000 + i, 1000 + i, 1000 + i, 1000 + i);
+                              "hold %d\nbegin %d\ninvoke m key=- ts=%d\n"
+                              "complete %d: [-|%d|out:m]\ndrop %d\n",
+                              i, 1000 + i, 1000 + i, 1000 + i, 1000 + i, 1000 + i);
     }
     failures += !stub_expect("large batch", want);
     free(want);

@@ -1,6 +1,6 @@
 /* `waio_future_headers`: asks the host once per future, keeps the headers (names and values
- * NUL-terminated, values may be empty) as long as the future, and frees them with it. Run with
- * AddressSanitizer. The host is host_stub.c. */
+ * NUL-terminated, values may be empty) as long as the future, and frees them with it, for single
+ * records and for those of a batch. Run with AddressSanitizer. The host is host_stub.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +48,21 @@ int main(void) {
     failures += !stub_expect("no headers", "input-headers 8\n"
                                            "complete 8: [-|-1|]\n"
                                            "drop 8\n");
+
+    /* Futures held in an `invoke-columns` batch ask for their own record's headers. */
+    stub_set_headers(names, values, 1);
+    const char *payloads[] = {"c", "d"};
+    stub_invoke_columns(NULL, NULL, payloads, 2, 20);
+    failures += !stub_expect("headers in a batch", "hold 0\n"
+                                                   "begin 20\n"
+                                                   "input-headers 20\n"
+                                                   "complete 20: [-|1000|trace=t-1;]\n"
+                                                   "drop 20\n"
+                                                   "hold 1\n"
+                                                   "begin 21\n"
+                                                   "input-headers 21\n"
+                                                   "complete 21: [-|1001|trace=t-1;]\n"
+                                                   "drop 21\n");
 
     if (failures) {
         fprintf(stderr, "headers_test: %d failed\n", failures);

@@ -109,6 +109,20 @@ void __wasm_import_waio_enricher_completion_method_result_future_input_headers(i
     *(size_t *)(ret + sizeof(void *)) = header_count;
 }
 
+/* The running `invoke-columns` call (see stub_invoke_columns): its size and first handle. */
+static bool columns_running;
+static size_t columns_len;
+static int32_t columns_first_handle;
+
+int32_t __wasm_import_waio_enricher_completion_hold(int32_t index) {
+    if (!columns_running || index < 0 || (size_t)index >= columns_len) {
+        fprintf(stderr, "hold %d outside an invoke-columns call or its records\n", index);
+        abort();
+    }
+    stub_trace("hold %d", index);
+    return columns_first_handle + index;
+}
+
 void __wasm_import_waio_enricher_completion_result_future_drop(int32_t self) {
     stub_trace("drop %d", self);
 }
@@ -144,9 +158,13 @@ void __component_type_object_force_link_enricher_plugin(void) {}
 
 /* ---- calling the exports as the host does ------------------------------------------------ */
 
-/* The generated export wrapper of async-invoke-batch: on wasm32 it reinterprets the canonical
- * ABI list as the C tuple array, which is what the native call below hands it. */
-void __wasm_export_exports_waio_enricher_enricher_async_invoke_batch(uint8_t *arg, size_t len);
+/* The generated export wrapper of invoke-columns and its post-return: on wasm32 they
+ * reinterpret the canonical ABI lists as the C arrays, which is what the native calls below hand
+ * them, and the return area's layout is written in units of sizeof(void *). */
+uint8_t *__wasm_export_exports_waio_enricher_enricher_invoke_columns(
+    uint8_t *payloads, size_t payloads_len, uint8_t *ends, size_t ends_len, uint8_t *keys,
+    size_t keys_len, uint8_t *timestamps, size_t timestamps_len);
+void __wasm_export_exports_waio_enricher_enricher_invoke_columns_post_return(uint8_t *ret);
 
 static void string_in(enricher_plugin_string_t *s, const char *text) {
     s->len = strlen(text);
@@ -156,13 +174,18 @@ static void string_in(enricher_plugin_string_t *s, const char *text) {
     }
 }
 
-exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, int64_t ts,
-                                                  const char *payload) {
+/* Frees the last taken trace at exit (for LeakSanitizer); called by every input maker. */
+static void register_cleanup(void) {
     static bool registered;
     if (!registered) {
         atexit(free_taken);
         registered = true;
     }
+}
+
+exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, int64_t ts,
+                                                  const char *payload) {
+    register_cleanup();
     exports_waio_enricher_enricher_event_t e;
     memset(&e, 0, sizeof e);
     e.key.is_some = key != NULL;
@@ -178,16 +201,50 @@ exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, 
     return e;
 }
 
-void stub_invoke_batch(const char *const *keys, const char *const *payloads, size_t n,
-                       int32_t first_handle) {
-    exports_waio_enricher_enricher_tuple2_event_own_result_future_t *items =
-        cabi_realloc(NULL, 0, _Alignof(exports_waio_enricher_enricher_tuple2_event_own_result_future_t),
-                     n * sizeof *items);
+void stub_invoke_columns(const char *const *keys, const int64_t *timestamps,
+                         const char *const *payloads, size_t n, int32_t first_handle) {
+    register_cleanup();
+    size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        items[i].f0 = stub_event(keys ? keys[i] : NULL, true, 1000 + (int64_t)i, payloads[i]);
-        items[i].f1.__handle = first_handle + (int32_t)i;
+        total += strlen(payloads[i]);
     }
-    __wasm_export_exports_waio_enricher_enricher_async_invoke_batch((uint8_t *)items, n);
+    uint8_t *bytes = cabi_realloc(NULL, 0, 1, total);
+    uint32_t *ends = cabi_realloc(NULL, 0, _Alignof(uint32_t), n * sizeof *ends);
+    enricher_plugin_option_string_t *key_col =
+        cabi_realloc(NULL, 0, _Alignof(enricher_plugin_option_string_t), n * sizeof *key_col);
+    waio_enricher_types_option_timestamp_ms_t *ts_col = cabi_realloc(
+        NULL, 0, _Alignof(waio_enricher_types_option_timestamp_ms_t), n * sizeof *ts_col);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(payloads[i]);
+        memcpy(bytes + at, payloads[i], len);
+        at += len;
+        ends[i] = (uint32_t)at;
+        memset(&key_col[i], 0, sizeof key_col[i]);
+        key_col[i].is_some = keys != NULL && keys[i] != NULL;
+        if (key_col[i].is_some) {
+            string_in(&key_col[i].val, keys[i]);
+        }
+        int64_t ts = timestamps ? timestamps[i] : 1000 + (int64_t)i;
+        memset(&ts_col[i], 0, sizeof ts_col[i]);
+        ts_col[i].is_some = ts >= 0;
+        ts_col[i].val = ts >= 0 ? ts : 0;
+    }
+    columns_running = true;
+    columns_len = n;
+    columns_first_handle = first_handle;
+    uint8_t *ret = __wasm_export_exports_waio_enricher_enricher_invoke_columns(
+        bytes, total, (uint8_t *)ends, n, (uint8_t *)key_col, n, (uint8_t *)ts_col, n);
+    columns_running = false;
+    /* Seven lists (completed, output-ends, the four output columns, failed): all empty. */
+    for (size_t list = 0; list < 7; list++) {
+        size_t len = *(size_t *)(ret + (2 * list + 1) * sizeof(void *));
+        if (len != 0) {
+            fprintf(stderr, "invoke-columns returned %zu entries in list %zu\n", len, list);
+            abort();
+        }
+    }
+    __wasm_export_exports_waio_enricher_enricher_invoke_columns_post_return(ret);
 }
 
 void stub_invoke_one(const char *key, const char *payload, int32_t handle) {

@@ -22,11 +22,14 @@ const char *stub_trace_take(void);
 exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, int64_t ts,
                                                   const char *payload);
 
-/* Calls the generated export `async-invoke-batch` as the host does: `n` records with handles
- * first_handle, first_handle + 1, ...; payloads[i] is record i's payload, keys[i] its key
- * (keys may be NULL: no keys). */
-void stub_invoke_batch(const char *const *keys, const char *const *payloads, size_t n,
-                       int32_t first_handle);
+/* Calls the generated export `invoke-columns` as the host does, with `n` records in columns:
+ * payloads[i] is record i's payload (sliced out of one buffer by the SDK), keys[i] its key (keys
+ * may be NULL: no keys), timestamps[i] its timestamp, none when negative (timestamps may be NULL:
+ * 1000 + i). During the call `hold(i)` traces "hold i" and hands out handle first_handle + i; it
+ * aborts when no call runs or i is not a record of it. Aborts when the result is not empty (the
+ * SDK completes every record through its held future). */
+void stub_invoke_columns(const char *const *keys, const int64_t *timestamps,
+                         const char *const *payloads, size_t n, int32_t first_handle);
 /* What `input-headers` answers from now on: `n` headers (the arrays must outlive the calls). */
 void stub_set_headers(const char *const *names, const char *const *values, size_t n);
 /* Calls the export `async-invoke` with one record. */
