@@ -212,3 +212,62 @@ fn the_hybrid_example_escalates_only_flagged_events_and_reports_the_cost_avoided
         "{stderr}"
     );
 }
+
+/// A batch through the Rust SDK's `invoke-columns` (WIT 0.5.0): records completed at once go
+/// back in the call's result, records completed later (from an HTTP answer) hold a future of
+/// their own, and every record still gets exactly its own result: outputs in input order, fan
+/// out and filter, a second completion ignored, failures and a panic as dead letters. The panic
+/// traps the call, so the records it completed in its result are invoked again one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_the_rust_sdk_gives_every_record_its_own_result() {
+    let mock = mock().await;
+    let p = Pipeline::new();
+    let mode = |i: usize| match i {
+        23 => json!({"id": i, "mode": "panic"}),
+        30 => json!({"id": i, "results": 0}),
+        31 => json!({"id": i, "results": 2}),
+        _ if i % 7 == 0 => json!({"id": i, "mode": "fail", "message": format!("no {i}")}),
+        _ if i % 5 == 0 => json!({"id": i, "mode": "later"}),
+        _ if i % 11 == 0 => json!({"id": i, "mode": "twice"}),
+        _ => json!({"id": i}),
+    };
+    let lines: Vec<String> = (0..120).map(|i| rec(mode(i))).collect();
+    p.input(&lines);
+    let out = p
+        .run(&one_operator(
+            &plugin("behave"),
+            "allowed_hosts = [\"127.0.0.1\"]\non_failure = \"dead-letter\"\nbatch.max_size = 64",
+            &format!("echo_url = \"{}/echo\"", mock.url()),
+            "",
+        ))
+        .await;
+    assert!(out.result.is_ok(), "{}", out.error());
+    let mut expected = Vec::new();
+    for i in (0..120).filter(|i| *i != 23 && *i != 30 && i % 7 != 0) {
+        expected.push(i.to_string());
+        if i == 31 {
+            expected.push(i.to_string());
+        }
+    }
+    assert_eq!(out.ids(), expected);
+    let mut dead: Vec<(u64, String)> = out
+        .dead
+        .iter()
+        .map(|d| (d["line"].as_u64().unwrap(), d["error"].to_string()))
+        .collect();
+    dead.sort();
+    let failed: Vec<u64> = dead.iter().map(|(line, _)| line - 1).collect();
+    let mut want: Vec<u64> = (0..120).filter(|i| i % 7 == 0).collect();
+    want.push(23);
+    want.sort();
+    assert_eq!(failed, want, "{dead:?}");
+    for (line, error) in &dead {
+        let expect = match line - 1 {
+            23 => "plugin panicked: boom 23".to_string(),
+            i => format!("no {i}"),
+        };
+        assert!(error.contains(&expect), "line {line}: {error}");
+    }
+    let op = &out.summary().operators[0];
+    assert!(op.batch_calls > 0 && op.traps == 1, "{op:?}");
+}
