@@ -27,6 +27,9 @@ pub struct Record {
     pub ticket: Option<std::sync::Arc<crate::answers::Ticket>>,
 }
 
+/// The outputs of one record: most records have one, kept inline (no allocation).
+pub type Outputs = smallvec::SmallVec<[Record; 1]>;
+
 /// A Kafka record's place and headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
@@ -128,8 +131,18 @@ pub fn stage_channel() -> (StageSender, StageReceiver) {
     crossbeam_channel::bounded(CHANNEL_DEPTH)
 }
 
-/// How many elements a stage puts in one batch at most.
-pub const BATCH_SIZE: usize = 256;
+/// How many elements a stage puts in one batch at most. Each hand-over between stage threads
+/// may wake one (a futex wake, dear in a VM): large batches of small records make those rare.
+pub const BATCH_SIZE: usize = 1024;
+
+/// How many payload bytes a source puts in one batch at most (it closes the batch at the record
+/// that reaches it), so that what is read ahead stays small for large records.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Whether a source's batch of `len` elements and `bytes` payload bytes is to be handed over.
+pub fn batch_is_full(len: usize, bytes: usize) -> bool {
+    len >= BATCH_SIZE || bytes >= BATCH_BYTES
+}
 
 /// Bounded channel depth between stages, in batches.
 pub const CHANNEL_DEPTH: usize = 4;

@@ -226,9 +226,9 @@ async fn a_batch_of_the_rust_sdk_gives_every_record_its_own_result() {
         23 => json!({"id": i, "mode": "panic"}),
         30 => json!({"id": i, "results": 0}),
         31 => json!({"id": i, "results": 2}),
-        _ if i % 7 == 0 => json!({"id": i, "mode": "fail", "message": format!("no {i}")}),
-        _ if i % 5 == 0 => json!({"id": i, "mode": "later"}),
-        _ if i % 11 == 0 => json!({"id": i, "mode": "twice"}),
+        _ if i.is_multiple_of(7) => json!({"id": i, "mode": "fail", "message": format!("no {i}")}),
+        _ if i.is_multiple_of(5) => json!({"id": i, "mode": "later"}),
+        _ if i.is_multiple_of(11) => json!({"id": i, "mode": "twice"}),
         _ => json!({"id": i}),
     };
     let lines: Vec<String> = (0..120).map(|i| rec(mode(i))).collect();
@@ -243,7 +243,7 @@ async fn a_batch_of_the_rust_sdk_gives_every_record_its_own_result() {
         .await;
     assert!(out.result.is_ok(), "{}", out.error());
     let mut expected = Vec::new();
-    for i in (0..120).filter(|i| *i != 23 && *i != 30 && i % 7 != 0) {
+    for i in (0..120u64).filter(|i| *i != 23 && *i != 30 && !i.is_multiple_of(7)) {
         expected.push(i.to_string());
         if i == 31 {
             expected.push(i.to_string());
@@ -257,7 +257,7 @@ async fn a_batch_of_the_rust_sdk_gives_every_record_its_own_result() {
         .collect();
     dead.sort();
     let failed: Vec<u64> = dead.iter().map(|(line, _)| line - 1).collect();
-    let mut want: Vec<u64> = (0..120).filter(|i| i % 7 == 0).collect();
+    let mut want: Vec<u64> = (0..120).filter(|i: &u64| i.is_multiple_of(7)).collect();
     want.push(23);
     want.sort();
     assert_eq!(failed, want, "{dead:?}");

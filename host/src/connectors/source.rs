@@ -26,7 +26,7 @@ use crate::connectors::line::parse_line;
 use crate::connectors::replay::{self, Start};
 use crate::event_time::WatermarkGenerator;
 use crate::manifest::{EventTimeConfig, FieldMapping, Location, SourceConfig};
-use crate::record::{Batch, Element, Message, Record, StageSender, BATCH_SIZE};
+use crate::record::{batch_is_full, Batch, Element, Message, Record, StageSender, BATCH_SIZE};
 use crate::telemetry::SourceTelemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +185,7 @@ pub fn run_source(
     let mut out = Emitter {
         tx,
         batch: Vec::with_capacity(BATCH_SIZE),
+        batch_bytes: 0,
         telemetry,
         watermarks: event_time
             .as_ref()
@@ -291,6 +292,8 @@ fn read_file(
 struct Emitter {
     tx: StageSender,
     batch: Batch,
+    /// The payload bytes of the records in `batch`.
+    batch_bytes: usize,
     telemetry: Arc<SourceTelemetry>,
     position: SourcePosition,
     event_time: Option<EventTimeConfig>,
@@ -303,7 +306,8 @@ struct Gone;
 impl Emitter {
     fn push(&mut self, element: Element) {
         match &element {
-            Element::Record(_) => {
+            Element::Record(record) => {
+                self.batch_bytes += record.payload.len();
                 self.telemetry.records.inc();
                 self.position.records += 1;
             }
@@ -420,6 +424,10 @@ impl Emitter {
         self.push(Element::DeadLetter(letter.encode()));
     }
 
+    fn batch_is_full(&self) -> bool {
+        batch_is_full(self.batch.len(), self.batch_bytes)
+    }
+
     fn send_batch(&mut self) -> Result<(), Gone> {
         if self.batch.is_empty() {
             return Ok(());
@@ -430,6 +438,7 @@ impl Emitter {
     /// Hands over the batch (possibly empty) with the position after it.
     fn send_position(&mut self) -> Result<(), Gone> {
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE));
+        self.batch_bytes = 0;
         let position = self.state();
         self.tx
             .send(Message::Read(full, position))
@@ -514,8 +523,11 @@ struct ChannelLines {
     idle_tick: Option<Duration>,
 }
 
+/// Lines the stdin reader may hold before the source takes them.
+const STDIN_LINES_AHEAD: usize = 1024;
+
 fn spawn_stdin_reader() -> Receiver<std::io::Result<Vec<u8>>> {
-    let (tx, rx) = crossbeam_channel::bounded(BATCH_SIZE * 4);
+    let (tx, rx) = crossbeam_channel::bounded(STDIN_LINES_AHEAD);
     let spawned = std::thread::Builder::new()
         .name("waio-stdin".into())
         .spawn(move || {
@@ -621,7 +633,7 @@ fn read_lines(
         out.line(trim(text), n as u64, label, format)?;
         // Hand over a full batch, or whatever we have when no more input is buffered (so an
         // interactive stdin is not held back waiting for a full batch).
-        if (out.batch.len() >= BATCH_SIZE || (!out.batch.is_empty() && input.drained()))
+        if (out.batch_is_full() || (!out.batch.is_empty() && input.drained()))
             && out.send_batch().is_err()
         {
             return Ok(());
@@ -672,7 +684,7 @@ fn generate(
             origin: None,
             ticket: None,
         }));
-        if out.batch.len() >= BATCH_SIZE && out.send_batch().is_err() {
+        if out.batch_is_full() && out.send_batch().is_err() {
             return Ok(());
         }
     }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::record::Record;
+use crate::record::Outputs;
 
 /// What leaves the queue, in emission order.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum Emitted {
     /// The record that entered with `seq` produced `outputs` (maybe none).
     Record {
         seq: u64,
-        outputs: Vec<Record>,
+        outputs: Outputs,
     },
     Watermark(i64),
 }
@@ -64,7 +64,7 @@ impl ElementQueue {
 
     /// The record `seq`, which entered in segment `segment` (see [`UnorderedQueue::segment_of_next`];
     /// ignored in ordered mode), is complete. The caller guarantees each record completes once.
-    pub fn complete(&mut self, seq: u64, segment: u64, outputs: Vec<Record>) {
+    pub fn complete(&mut self, seq: u64, segment: u64, outputs: Outputs) {
         match self {
             ElementQueue::Ordered(q) => q.complete(seq, outputs),
             ElementQueue::Unordered(q) => q.complete(seq, segment, outputs),
@@ -90,7 +90,7 @@ impl ElementQueue {
 
 enum Item {
     Pending,
-    Done(Vec<Record>),
+    Done(Outputs),
     Watermark(i64),
 }
 
@@ -111,7 +111,7 @@ impl OrderedQueue {
         self.items.push_back(item);
     }
 
-    fn complete(&mut self, seq: u64, outputs: Vec<Record>) {
+    fn complete(&mut self, seq: u64, outputs: Outputs) {
         let Some(index) = seq.checked_sub(self.head_seq) else {
             return;
         };
@@ -152,7 +152,7 @@ struct Segment {
     /// Records of this segment not completed yet.
     open: usize,
     /// Completed records waiting for earlier segments to drain.
-    ready: Vec<(u64, Vec<Record>)>,
+    ready: Vec<(u64, Outputs)>,
     /// The watermark that closed this segment.
     closed_by: Option<i64>,
 }
@@ -188,7 +188,7 @@ impl UnorderedQueue {
         self.len += 1;
     }
 
-    fn complete(&mut self, seq: u64, segment: u64, outputs: Vec<Record>) {
+    fn complete(&mut self, seq: u64, segment: u64, outputs: Outputs) {
         let Some(index) = segment.checked_sub(self.front_id) else {
             return;
         };
@@ -220,6 +220,8 @@ impl UnorderedQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Record;
+    use smallvec::smallvec;
 
     fn rec(n: u64) -> Record {
         Record {
@@ -251,16 +253,16 @@ mod tests {
         for seq in 1..=4 {
             q.push_record(seq);
         }
-        q.complete(2, 0, vec![rec(2)]);
-        q.complete(4, 0, vec![rec(4)]);
+        q.complete(2, 0, smallvec![rec(2)]);
+        q.complete(4, 0, smallvec![rec(4)]);
         assert!(
             drain(&mut q).is_empty(),
             "head R1 pending: nothing may leave"
         );
         assert_eq!(q.len(), 4);
-        q.complete(1, 0, vec![rec(1)]);
+        q.complete(1, 0, smallvec![rec(1)]);
         assert_eq!(drain(&mut q), ["R1", "R2"]);
-        q.complete(3, 0, vec![]);
+        q.complete(3, 0, smallvec![]);
         assert_eq!(drain(&mut q), ["R3", "R4"]);
         assert!(q.is_empty());
     }
@@ -271,9 +273,9 @@ mod tests {
         q.push_record(1);
         q.push_watermark(2, 100);
         q.push_record(3);
-        q.complete(3, 0, vec![rec(3)]);
+        q.complete(3, 0, smallvec![rec(3)]);
         assert!(drain(&mut q).is_empty());
-        q.complete(1, 0, vec![rec(1)]);
+        q.complete(1, 0, smallvec![rec(1)]);
         assert_eq!(drain(&mut q), ["R1", "W100", "R3"]);
     }
 
@@ -283,9 +285,9 @@ mod tests {
         let s = q.segment_of_next();
         q.push_record(1);
         q.push_record(2);
-        q.complete(2, s, vec![rec(2)]);
+        q.complete(2, s, smallvec![rec(2)]);
         assert_eq!(drain(&mut q), ["R2"]);
-        q.complete(1, s, vec![rec(1)]);
+        q.complete(1, s, smallvec![rec(1)]);
         assert_eq!(drain(&mut q), ["R1"]);
         assert!(q.is_empty());
     }
@@ -301,11 +303,11 @@ mod tests {
         let s1 = q.segment_of_next();
         assert_ne!(s0, s1);
         q.push_record(4);
-        q.complete(4, s1, vec![rec(4)]);
+        q.complete(4, s1, smallvec![rec(4)]);
         assert!(drain(&mut q).is_empty());
-        q.complete(2, s0, vec![rec(2)]);
+        q.complete(2, s0, smallvec![rec(2)]);
         assert_eq!(drain(&mut q), ["R2"]);
-        q.complete(1, s0, vec![rec(1)]);
+        q.complete(1, s0, smallvec![rec(1)]);
         assert_eq!(drain(&mut q), ["R1", "W10", "R4"]);
         assert!(q.is_empty());
     }
@@ -321,10 +323,10 @@ mod tests {
         q.push_watermark(4, 2);
         let s2 = q.segment_of_next();
         q.push_record(5);
-        q.complete(5, s2, vec![rec(5)]);
-        q.complete(3, s1, vec![rec(3)]);
+        q.complete(5, s2, smallvec![rec(5)]);
+        q.complete(3, s1, smallvec![rec(3)]);
         assert!(drain(&mut q).is_empty());
-        q.complete(1, s0, vec![rec(1)]);
+        q.complete(1, s0, smallvec![rec(1)]);
         assert_eq!(drain(&mut q), ["R1", "W1", "R3", "W2", "R5"]);
     }
 
@@ -339,7 +341,7 @@ mod tests {
             // The queue keeps working after running empty.
             let s = q.segment_of_next();
             q.push_record(3);
-            q.complete(3, s, vec![]);
+            q.complete(3, s, smallvec![]);
             assert_eq!(drain(&mut q), ["R3"]);
         }
     }

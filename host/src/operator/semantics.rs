@@ -21,7 +21,7 @@ use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::function::{
     Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, Output, TokenUsage,
 };
-use crate::record::{Batch, Element, Record};
+use crate::record::{Batch, Element, Outputs, Record};
 use crate::telemetry::OperatorTelemetry;
 
 mod batching;
@@ -289,7 +289,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
             let mut entry = Entry::new(input.clone(), slot, segment, now);
             entry.done = true;
             self.records.insert(seq, entry);
-            self.queue.complete(seq, segment, vec![input]);
+            self.queue
+                .complete(seq, segment, smallvec::smallvec![input]);
             return Ok(());
         }
         self.telemetry.records_in.inc();
@@ -532,7 +533,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
         let (timestamp, line) = (entry.input.timestamp, entry.input.line);
         let produced_by = Some(Arc::clone(self.function.version_of(entry.slot)));
-        let outputs: Vec<Record> = outputs
+        let outputs: Outputs = outputs
             .into_iter()
             .map(|output| Record {
                 key: output.key,
@@ -624,7 +625,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                     entry.done = true;
                     entry.dead_letter = Some(letter);
                     let segment = entry.segment;
-                    self.queue.complete(seq, segment, Vec::new());
+                    self.queue.complete(seq, segment, Outputs::new());
                 }
                 Ok(())
             }
@@ -651,7 +652,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         if let Some(entry) = self.records.get_mut(seq) {
             entry.done = true;
             let segment = entry.segment;
-            self.queue.complete(seq, segment, Vec::new());
+            self.queue.complete(seq, segment, Outputs::new());
         }
     }
 

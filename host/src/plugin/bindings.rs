@@ -10,5 +10,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::waio::enricher::types::{
-    BatchCompletions, Event, EventColumns, Failure, FailureKind, HttpError, HttpRequest, HttpResponse, LogLevel, TokenUsage,
+    BatchCompletions, Event, EventColumns, Failure, FailureKind, HttpError, HttpRequest,
+    HttpResponse, LogLevel, TokenUsage,
 };

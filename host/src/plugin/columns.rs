@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use super::bindings::{BatchCompletions, Event, EventColumns};
+use super::bindings::{BatchCompletions, EventColumns};
+use super::function::Output;
 use super::host::Completion;
 use super::BatchEvent;
 use crate::record::Origin;
@@ -45,9 +46,7 @@ pub fn fill(
     for item in batch.iter_mut() {
         columns.payloads.extend_from_slice(&item.event.payload);
         let end = u32::try_from(columns.payloads.len()).map_err(|_| {
-            format!(
-                "the batch's payloads add up to more than 4 GiB ({records} records)"
-            )
+            format!("the batch's payloads add up to more than 4 GiB ({records} records)")
         })?;
         columns.payload_ends.push(end);
         columns.keys.push(item.event.key.take());
@@ -95,7 +94,7 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
         let count = end.checked_sub(start).ok_or_else(|| {
             format!("output-ends decrease ({start} then {end}) at record {index}")
         })?;
-        let events: Vec<Event> = outputs.by_ref().take(count as usize).collect();
+        let events: Vec<Output> = outputs.by_ref().take(count as usize).collect();
         if events.len() != count as usize {
             return Err(format!(
                 "output-ends run past its {} outputs at record {index}",
@@ -120,8 +119,9 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
     Ok(completions)
 }
 
-/// The events of a set of columns, after checking that its lists agree.
-fn split(columns: EventColumns) -> Result<Vec<Event>, String> {
+/// The events of a set of columns as outputs (their timestamps are not kept: an output takes its
+/// input's), after checking that the lists agree.
+fn split(columns: EventColumns) -> Result<Vec<Output>, String> {
     let count = columns.payload_ends.len();
     if columns.keys.len() != count || columns.timestamps.len() != count {
         return Err(format!(
@@ -133,7 +133,7 @@ fn split(columns: EventColumns) -> Result<Vec<Event>, String> {
     let mut events = Vec::with_capacity(count);
     let mut start = 0usize;
     let keys = columns.keys.into_iter();
-    for ((&end, key), timestamp) in columns.payload_ends.iter().zip(keys).zip(columns.timestamps) {
+    for (&end, key) in columns.payload_ends.iter().zip(keys) {
         let end = end as usize;
         let payload = columns.payloads.get(start..end).ok_or_else(|| {
             format!(
@@ -141,9 +141,8 @@ fn split(columns: EventColumns) -> Result<Vec<Event>, String> {
                 columns.payloads.len()
             )
         })?;
-        events.push(Event {
+        events.push(Output {
             key,
-            timestamp,
             payload: payload.to_vec(),
         });
         start = end;

@@ -1,5 +1,6 @@
 use super::*;
-use crate::plugin::bindings::{Failure, FailureKind};
+use crate::plugin::bindings::{Event, Failure, FailureKind};
+use crate::plugin::function::Output;
 
 fn event(key: Option<&str>, timestamp: Option<i64>, payload: &str) -> Event {
     Event {
@@ -16,6 +17,17 @@ fn shown(events: &[Event]) -> Vec<Shown> {
     events
         .iter()
         .map(|e| (e.key.clone(), e.timestamp, e.payload.clone()))
+        .collect()
+}
+
+/// What outputs keep of events: key and payload.
+fn as_outputs(events: &[Event]) -> Vec<Output> {
+    events
+        .iter()
+        .map(|e| Output {
+            key: e.key.clone(),
+            payload: e.payload.clone(),
+        })
         .collect()
 }
 
@@ -99,18 +111,18 @@ fn completed_records_get_their_outputs_and_failed_ones_their_failure() {
         )],
     };
     let completions = completions(done, &members(4)).unwrap();
-    let got: Vec<(u64, Result<Vec<Shown>, String>)> = completions
+    let got: Vec<(u64, Result<Vec<Output>, String>)> = completions
         .into_iter()
         .map(|c| {
             assert_eq!(c.attempt, 7);
-            (c.seq, c.result.map(|e| shown(&e)).map_err(|f| f.message))
+            (c.seq, c.result.map_err(|f| f.message))
         })
         .collect();
     assert_eq!(
         got,
         vec![
-            (102, Ok(shown(&outputs[..2]))),
-            (100, Ok(shown(&outputs[2..]))),
+            (102, Ok(as_outputs(&outputs[..2]))),
+            (100, Ok(as_outputs(&outputs[2..]))),
             (103, Ok(vec![])),
             (101, Err("bad".to_string())),
         ]

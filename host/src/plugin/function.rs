@@ -422,7 +422,7 @@ impl AsyncFunction for WasmFunction {
                 .map(|c| Completion {
                     seq: c.seq,
                     attempt: c.attempt,
-                    result: c.result.map(outputs).map_err(failure),
+                    result: c.result.map_err(failure),
                 })
                 .collect(),
             calls: raw
@@ -480,16 +480,6 @@ impl AsyncFunction for WasmFunction {
             .filter_map(|s| s.instance.take()?.close().err())
             .collect()
     }
-}
-
-fn outputs(events: Vec<Event>) -> Vec<Output> {
-    events
-        .into_iter()
-        .map(|e| Output {
-            key: e.key,
-            payload: e.payload,
-        })
-        .collect()
 }
 
 fn failure(failure: bindings::Failure) -> Failure {

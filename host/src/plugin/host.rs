@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::waio::enricher::{completion, http, logging, types, usage};
 use super::bindings::{Event, Failure, HttpRequest, LogLevel, TokenUsage};
 use super::columns::Member;
+use super::function::Output;
 use super::output::GuestOutput;
 use super::wasi::GuestIo;
 use crate::record::Origin;
@@ -26,12 +27,13 @@ pub struct FutureRef {
     pub origin: Option<Arc<Origin>>,
 }
 
-/// A record's result as the plugin reported it.
+/// A record's result as the plugin reported it (each output without the event time the plugin
+/// may have given it: outputs take their input's).
 #[derive(Debug)]
 pub struct Completion {
     pub seq: u64,
     pub attempt: u32,
-    pub result: Result<Vec<Event>, Failure>,
+    pub result: Result<Vec<Output>, Failure>,
 }
 
 /// A request the plugin asked the host to send.
@@ -168,7 +170,15 @@ impl HostState {
         let completion = Completion {
             seq: future.seq,
             attempt: future.attempt,
-            result,
+            result: result.map(|events| {
+                events
+                    .into_iter()
+                    .map(|e| Output {
+                        key: e.key,
+                        payload: e.payload,
+                    })
+                    .collect()
+            }),
         };
         self.effects.completions.push(completion);
         Ok(())

@@ -62,7 +62,7 @@ pub(crate) fn end_call() -> BatchCompletions {
 }
 
 /// Record `index` of the running call completes with `outputs`.
-pub(crate) fn complete(index: u32, outputs: Vec<Event>) {
+pub(crate) fn complete(index: u32, outputs: impl IntoIterator<Item = Event>) {
     DONE.with(|d| {
         let mut d = d.borrow_mut();
         for output in outputs {

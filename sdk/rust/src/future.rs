@@ -86,6 +86,10 @@ impl ResultFuture {
 
     /// Emits `outputs` at the record's position: none filters the record out, several fan out.
     pub fn complete(&self, outputs: Vec<Event>) {
+        self.complete_from(outputs);
+    }
+
+    fn complete_from(&self, outputs: impl IntoIterator<Item = Event>) {
         // Every call reaches the host, even after the first: "first wins" is the host's rule.
         self.inner.done.set(true);
         if let Some(index) = self.running_index() {
@@ -108,7 +112,7 @@ impl ResultFuture {
 
     /// Emits exactly one output.
     pub fn complete_one(&self, output: Event) {
-        self.complete(vec![output]);
+        self.complete_from(std::iter::once(output));
     }
 
     /// Emits nothing: the record is filtered out.

@@ -9,8 +9,8 @@ use std::sync::Once;
 
 use crate::bindings::waio::enricher::completion::ResultFuture as WitResultFuture;
 use crate::bindings::waio::enricher::types::{
-    BatchCompletions, CallId, Event as WitEvent, EventColumns, HttpError as WitHttpError, HttpRequest as WitHttpRequest,
-    HttpResponse as WitHttpResponse, TokenUsage,
+    BatchCompletions, CallId, Event as WitEvent, EventColumns, HttpError as WitHttpError,
+    HttpRequest as WitHttpRequest, HttpResponse as WitHttpResponse, TokenUsage,
 };
 use crate::bindings::waio::enricher::{http as wit_http, usage};
 use crate::http::{HttpError, Response};

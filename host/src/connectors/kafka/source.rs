@@ -22,8 +22,8 @@ use crate::connectors::line::parse_line;
 use crate::connectors::source::{trim, SourceContext, SourceError};
 use crate::manifest::{FieldMapping, KafkaSourceConfig, KafkaStart};
 use crate::record::{
-    Element, KafkaPosition, Message, Origin, Partition, PartitionRead, Record, SourcePosition,
-    BATCH_SIZE,
+    batch_is_full, Element, KafkaPosition, Message, Origin, Partition, PartitionRead, Record,
+    SourcePosition, BATCH_SIZE,
 };
 use crossbeam_channel::Sender;
 
@@ -135,6 +135,7 @@ pub fn run(
         owned: BTreeMap::new(),
         topics: HashMap::new(),
         batch: Vec::with_capacity(BATCH_SIZE),
+        batch_bytes: 0,
         bounds,
         finished: BTreeSet::new(),
         records: 0,
@@ -176,6 +177,8 @@ struct Reader {
     topics: HashMap<String, Arc<str>>,
     watermarks: Option<PartitionWatermarks>,
     batch: Vec<Element>,
+    /// The payload bytes of the records in `batch`.
+    batch_bytes: usize,
     /// Bounded: the end offset of each partition, and the partitions that reached it.
     bounds: BTreeMap<Partition, i64>,
     finished: BTreeSet<Partition>,
@@ -234,7 +237,7 @@ impl Reader {
                     continue;
                 }
             }
-            if self.batch.len() >= BATCH_SIZE && self.send().is_err() {
+            if batch_is_full(self.batch.len(), self.batch_bytes) && self.send().is_err() {
                 return Ok(());
             }
             if config.bounded && self.all_finished() {
@@ -437,7 +440,11 @@ impl Reader {
     fn push(&mut self, element: Element) {
         match &element {
             Element::Watermark(_) => self.ctx.telemetry.watermarks.inc(),
-            _ => self.ctx.telemetry.records.inc(),
+            Element::Record(record) => {
+                self.batch_bytes += record.payload.len();
+                self.ctx.telemetry.records.inc();
+            }
+            Element::DeadLetter(_) => self.ctx.telemetry.records.inc(),
         }
         self.batch.push(element);
     }
@@ -458,6 +465,7 @@ impl Reader {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE));
+        self.batch_bytes = 0;
         let position = self.position();
         self.ctx
             .tx

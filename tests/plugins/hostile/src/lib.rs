@@ -30,8 +30,8 @@ use exports::waio::enricher::enricher::Guest;
 use waio::enricher::completion::{hold, ResultFuture};
 use waio::enricher::logging::log;
 use waio::enricher::types::{
-    BatchCompletions, CallId, Event, EventColumns, Failure, FailureKind, HttpError,
-    HttpResponse, LogLevel,
+    BatchCompletions, CallId, Event, EventColumns, Failure, FailureKind, HttpError, HttpResponse,
+    LogLevel,
 };
 
 struct Hostile;
@@ -119,13 +119,21 @@ impl Guest for Hostile {
     fn invoke_columns(inputs: EventColumns) -> BatchCompletions {
         // Each record in turn with a future of its own, the host told which one is served.
         let mut start = 0;
-        let records = inputs.payload_ends.iter().zip(inputs.keys).zip(inputs.timestamps);
+        let records = inputs
+            .payload_ends
+            .iter()
+            .zip(inputs.keys)
+            .zip(inputs.timestamps);
         for (index, ((&end, key), timestamp)) in records.enumerate() {
             let payload = inputs.payloads[start..end as usize].to_vec();
             start = end as usize;
             let output = hold(index as u32);
             output.begin();
-            let input = Event { key, timestamp, payload };
+            let input = Event {
+                key,
+                timestamp,
+                payload,
+            };
             Self::async_invoke(input, output);
         }
         BatchCompletions {
