@@ -272,7 +272,7 @@ summary! {
         traps: u64 [Counter] = t.traps.get(),
         /// Instances replaced before they reached their memory limit.
         recycled: u64 [Counter] = t.recycled.get(),
-        /// `async-invoke-batch` calls (of two records or more).
+        /// Batch calls (`invoke-columns`; `async-invoke-batch` before 0.5.0) of two records or more.
         batch_calls: u64 [Counter] = t.batch_calls.get(),
         /// Records those calls carried.
         batched_records: u64 [Counter] = t.batched_records.get(),

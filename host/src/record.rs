@@ -17,7 +17,7 @@ pub struct Record {
     /// The digest of the plugin version whose operator produced this record (`None` for a
     /// record no operator produced): the envelope's `plugin_digest`, which tells the versions
     /// apart across a hot reload. Not kept in checkpoints.
-    pub produced_by: Option<std::sync::Arc<str>>,
+    pub produced_by: Option<&'static str>,
     /// Where a Kafka source read the input this record derives from (`None` for other sources):
     /// offsets commit per partition, dead letters name it and the sink carries its headers over.
     /// Not kept in checkpoints: a Kafka source's state lives in the Kafka transaction.
@@ -25,6 +25,24 @@ pub struct Record {
     /// The caller of `waio serve` waiting for the input this record derives from (`None` for
     /// other runs): outputs, a failure or the end of the record's last copy are its answer.
     pub ticket: Option<std::sync::Arc<crate::answers::Ticket>>,
+}
+
+/// A plugin version's digest for the records it produces, interned: a record carries it with
+/// no reference count to touch (two threads counting one `Arc` per record cost a shared cache
+/// line each). Each distinct digest is kept once for the life of the process: one per plugin
+/// version ever loaded, 64 bytes each.
+pub fn interned_digest(digest: &str) -> &'static str {
+    static DIGESTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut digests = DIGESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = digests.get(digest) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(digest.to_string().into_boxed_str());
+    digests.insert(leaked);
+    leaked
 }
 
 /// The outputs of one record: most records have one, kept inline (no allocation).

@@ -159,7 +159,7 @@ fn plugin(f: &mut Families, t: &OperatorTelemetry) {
         ("waio_plugin_traps", "Plugin traps.", t.traps.get() as f64),
         ("waio_plugin_instance_recycles", "Plugin instances replaced before they reached their memory limit.", t.recycled.get() as f64),
         ("waio_plugin_reloads", "Hot reloads swapped in: a new plugin version or new settings.", t.reloads.get() as f64),
-        ("waio_plugin_batch_calls", "Calls of async-invoke-batch (two records or more in one call).", t.batch_calls.get() as f64),
+        ("waio_plugin_batch_calls", "Batch calls of the plugin (invoke-columns; async-invoke-batch for contracts 0.3.0 and 0.4.0): two records or more in one call.", t.batch_calls.get() as f64),
         ("waio_plugin_batched_records", "Records handed to the plugin in those calls.", t.batched_records.get() as f64),
     ]);
     let version = t.plugin();

@@ -182,7 +182,7 @@ pub(crate) fn not_json_letter(
         error: &message,
         retriable: None,
         record,
-        plugin: record.produced_by.as_deref(),
+        plugin: record.produced_by,
     };
     letter.encode()
 }
@@ -252,7 +252,7 @@ fn encode_record(
             out.extend_from_slice(b",\"payload\":");
             push_json(&record.payload, out)?;
             // Which plugin version produced it: tells versions apart across a hot reload.
-            if let Some(digest) = &record.produced_by {
+            if let Some(digest) = record.produced_by {
                 out.extend_from_slice(b",\"plugin_digest\":");
                 push_string(digest, out);
             }

@@ -1,5 +1,6 @@
-//! `batch.*` of an operator: how many records go to the plugin in one call
-//! (`async-invoke-batch`), and how long the operator may hold records to fill a batch.
+//! `batch.*` of an operator: how many records go to the plugin in one call (`invoke-columns`, or
+//! `async-invoke-batch` for a plugin of 0.3.0 or 0.4.0), and how long the operator may hold
+//! records to fill a batch.
 
 use std::time::Duration;
 

@@ -73,7 +73,7 @@ pub(super) struct FakeFunction {
     pub(super) closed_slots: Vec<usize>,
     /// The payloads of each `invoke_batch` call, in call order.
     pub(super) batches: Vec<Vec<String>>,
-    /// Whether it has `async-invoke-batch` (a plugin of an earlier contract has not).
+    /// Whether it takes batches (a plugin of 0.1.0 or 0.2.0 does not).
     pub(super) takes_batches: bool,
 }
 
@@ -185,8 +185,8 @@ impl AsyncFunction for FakeFunction {
         &self.current
     }
 
-    fn version_of(&self, slot: usize) -> &Arc<str> {
-        &self.versions[slot]
+    fn version_of(&self, slot: usize) -> &'static str {
+        crate::record::interned_digest(&self.versions[slot])
     }
 
     fn install(&mut self, (digest, slots): Self::Update) -> std::ops::Range<usize> {

@@ -11,7 +11,7 @@ use super::*;
 fn digests(out: &[Element]) -> Vec<String> {
     out.iter()
         .filter_map(|e| match e {
-            Element::Record(r) => r.produced_by.as_deref().map(str::to_string),
+            Element::Record(r) => r.produced_by.map(str::to_string),
             _ => None,
         })
         .collect()

@@ -154,7 +154,7 @@ pub struct OperatorCore<F> {
     cache_leaders: VecDeque<u64>,
     /// The answer being delivered came from the request cache (see [`CallDone::from_cache`]).
     answer_from_cache: bool,
-    /// Records admitted together, on their way to one `async-invoke-batch` call.
+    /// Records admitted together, on their way to one batch call (`invoke-columns`).
     batching: batching::Batching,
 }
 
@@ -414,7 +414,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     /// Calls the plugin's `async-invoke` for a pending record and applies what it did.
     /// While the run loop admits a batch of input, the record joins the next
-    /// `async-invoke-batch` call instead (see `batching`).
+    /// batch call instead (see `batching`).
     fn invoke(&mut self, seq: u64) -> Result<(), OperatorError> {
         if self.gather(seq) {
             return Ok(());
@@ -532,7 +532,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             ticket.completed();
         }
         let (timestamp, line) = (entry.input.timestamp, entry.input.line);
-        let produced_by = Some(Arc::clone(self.function.version_of(entry.slot)));
+        let produced_by = Some(self.function.version_of(entry.slot));
         let outputs: Outputs = outputs
             .into_iter()
             .map(|output| Record {
@@ -542,7 +542,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 payload: output.payload,
                 line,
                 enters_at: 0,
-                produced_by: produced_by.clone(),
+                produced_by,
                 origin: entry.input.origin.clone(),
                 ticket: entry.input.ticket.clone(),
             })
@@ -662,13 +662,15 @@ impl<F: AsyncFunction> OperatorCore<F> {
         out.extend(self.passthrough.drain(..).map(Element::DeadLetter));
         self.queue.drain_ready(&mut self.emitted);
         let mut emitted = std::mem::take(&mut self.emitted);
+        let telemetry = Arc::clone(&self.telemetry);
+        let mut latencies = telemetry.latency_us.batch();
         for emitted in emitted.drain(..) {
             match emitted {
                 Emitted::Record { seq, outputs } => {
                     if let Some(entry) = self.records.remove(seq) {
                         self.left(entry.slot);
                         let micros = now.saturating_duration_since(entry.entered).as_micros();
-                        self.telemetry.latency_us.record((micros as u64).max(1));
+                        latencies.record((micros as u64).max(1));
                         if let Some(letter) = entry.dead_letter {
                             out.push(Element::DeadLetter(letter));
                         }

@@ -123,8 +123,8 @@ pub trait AsyncFunction {
     fn slots(&self) -> usize;
     /// The current version's digest (the component's SHA-256), as checkpoints record it.
     fn version(&self) -> &Arc<str>;
-    /// The digest of the version the slot's instance belongs to.
-    fn version_of(&self, slot: usize) -> &Arc<str>;
+    /// The digest of the version the slot's instance belongs to (interned: records carry it).
+    fn version_of(&self, slot: usize) -> &'static str;
     /// Appends the slots of the next version and makes it current; returns their numbers.
     fn install(&mut self, update: Self::Update) -> std::ops::Range<usize>;
     /// Closes the slot's instance for good (a retired version's, with nothing left in it).
@@ -144,8 +144,8 @@ pub trait AsyncFunction {
         let _ = slot;
         true
     }
-    /// `async-invoke-batch`: several records in one call into the slot, each with its own
-    /// result (all go to one slot, hence one version). A trap loses the instance as for
+    /// A batch call (`invoke-columns`): several records in one call into the slot, each with
+    /// its own result (all go to one slot, hence one version). A trap loses the instance as for
     /// `invoke`; the records of the batch not completed by then are the operator's to invoke
     /// again. By default one `invoke` per record.
     fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
@@ -277,7 +277,7 @@ struct WasmSlot {
     /// The version fresh instances of this slot are made from; `None` once the slot is closed,
     /// so that an old version's compiled code is freed with its last slot.
     version: Option<Arc<FunctionVersion>>,
-    digest: Arc<str>,
+    digest: &'static str,
 }
 
 impl WasmSlot {
@@ -287,7 +287,7 @@ impl WasmSlot {
             baseline: instance.memory_used(),
             instance: Some(instance),
             version: Some(Arc::clone(version)),
-            digest: Arc::clone(&version.digest),
+            digest: crate::record::interned_digest(&version.digest),
         })
     }
 
@@ -325,10 +325,11 @@ impl AsyncFunction for WasmFunction {
         &self.current.digest
     }
 
-    fn version_of(&self, slot: usize) -> &Arc<str> {
-        self.slots
-            .get(slot)
-            .map_or(&self.current.digest, |s| &s.digest)
+    fn version_of(&self, slot: usize) -> &'static str {
+        match self.slots.get(slot) {
+            Some(s) => s.digest,
+            None => crate::record::interned_digest(&self.current.digest),
+        }
     }
 
     fn install(&mut self, update: PreparedVersion) -> std::ops::Range<usize> {

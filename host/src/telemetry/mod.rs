@@ -53,7 +53,8 @@ pub struct OperatorTelemetry {
     /// Records invoked again by the record retry strategy (`[operator.async_retry]`).
     pub record_retries: Counter,
     pub traps: Counter,
-    /// `async-invoke-batch` calls (of two records or more), and the records they carried.
+    /// Batch calls (`invoke-columns`, or 0.3.0's and 0.4.0's `async-invoke-batch`) of two records
+    /// or more, and the records they carried.
     pub batch_calls: Counter,
     pub batched_records: Counter,
     /// Instances replaced before they reached their memory limit.

@@ -1,7 +1,8 @@
 //! Batches across the Wasm boundary: the records the run loop admits together go to their
-//! instance slot in one `async-invoke-batch` call, at most `batch.max_size` per call. One call
-//! instead of one per record is most of what a cheap plugin costs (and far more for Python and
-//! JavaScript, whose every entry costs tens of microseconds).
+//! instance slot in one batch call (`invoke-columns`; `async-invoke-batch` for a plugin of 0.3.0
+//! or 0.4.0), at most `batch.max_size` per call. One call instead of one per record is most of
+//! what a cheap plugin costs (and far more for Python and JavaScript, whose every entry costs
+//! tens of microseconds).
 //!
 //! No latency is added by default: a batch is what is waiting when the operator is ready to
 //! invoke. With `batch.max_wait` the operator holds records (up to that long) until
@@ -136,7 +137,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         Ok(())
     }
 
-    /// One `async-invoke-batch` call into `slot` for the records `seqs` still to invoke (a
+    /// One batch call into `slot` for the records `seqs` still to invoke (a
     /// trap earlier in this dispatch may have queued some to be invoked again instead). A lone
     /// record goes through `async-invoke`, as without batches.
     fn invoke_many(&mut self, slot: usize, seqs: &[u64]) -> Result<(), OperatorError> {
