@@ -12,7 +12,7 @@ use crate::operator::OperatorError;
 use crate::plugin::bindings::{HttpRequest, HttpResponse};
 use crate::plugin::function::{
     Answer, AsyncFunction, Completion, Effects, Failure, FailureKind, FreshInstanceError,
-    Invocation, OutgoingCall, Output, TokenUsage,
+    Invocation, OutgoingCall, Output, OutputList, TokenUsage,
 };
 use crate::plugin::GuestTrap;
 use crate::record::{Element, Record};
@@ -529,7 +529,7 @@ pub(super) fn unordered() -> OperatorConfig {
 // FLINK-SEMANTICS 1
 
 /// Outputs with these payloads and no key.
-fn outputs_of(payloads: Vec<String>) -> Vec<Output> {
+fn outputs_of(payloads: Vec<String>) -> OutputList {
     payloads
         .into_iter()
         .map(|p| Output {

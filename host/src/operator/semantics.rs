@@ -19,7 +19,7 @@ use crate::connectors::dead_letter::DeadLetter;
 use crate::cost::CostControl;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::function::{
-    Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, Output, TokenUsage,
+    Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, OutputList, TokenUsage,
 };
 use crate::record::{Batch, Element, Outputs, Record};
 use crate::telemetry::OperatorTelemetry;
@@ -513,7 +513,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
     }
 
-    fn complete(&mut self, seq: u64, outputs: Vec<Output>) -> Result<(), OperatorError> {
+    fn complete(&mut self, seq: u64, outputs: OutputList) -> Result<(), OperatorError> {
         // A fallback of the `timeout` handler is not the input's answer: not kept.
         let timed_out = self.records.get(seq).is_some_and(|e| e.timed_out);
         if timed_out {

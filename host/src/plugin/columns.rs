@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::bindings::{BatchCompletions, EventColumns};
-use super::function::Output;
+use super::function::{Output, OutputList};
 use super::host::Completion;
 use super::BatchEvent;
 use crate::record::Origin;
@@ -94,7 +94,7 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
         let count = end.checked_sub(start).ok_or_else(|| {
             format!("output-ends decrease ({start} then {end}) at record {index}")
         })?;
-        let events: Vec<Output> = outputs.by_ref().take(count as usize).collect();
+        let events: OutputList = outputs.by_ref().take(count as usize).collect();
         if events.len() != count as usize {
             return Err(format!(
                 "output-ends run past its {} outputs at record {index}",

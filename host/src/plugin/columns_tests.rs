@@ -115,7 +115,7 @@ fn completed_records_get_their_outputs_and_failed_ones_their_failure() {
         .into_iter()
         .map(|c| {
             assert_eq!(c.attempt, 7);
-            (c.seq, c.result.map_err(|f| f.message))
+            (c.seq, c.result.map(|o| o.to_vec()).map_err(|f| f.message))
         })
         .collect();
     assert_eq!(

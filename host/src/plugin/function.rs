@@ -49,12 +49,15 @@ pub struct Output {
     pub payload: Vec<u8>,
 }
 
+/// A record's outputs: most records have one, kept inline (no allocation per record).
+pub type OutputList = smallvec::SmallVec<[Output; 1]>;
+
 /// A record's result, for attempt `attempt` of record `seq`.
 #[derive(Debug)]
 pub struct Completion {
     pub seq: u64,
     pub attempt: u32,
-    pub result: Result<Vec<Output>, Failure>,
+    pub result: Result<OutputList, Failure>,
 }
 
 /// A request the plugin asked the host to send; its answer goes back to the same slot.

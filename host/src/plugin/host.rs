@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::waio::enricher::{completion, http, logging, types, usage};
 use super::bindings::{Event, Failure, HttpRequest, LogLevel, TokenUsage};
 use super::columns::Member;
-use super::function::Output;
+use super::function::{Output, OutputList};
 use super::output::GuestOutput;
 use super::wasi::GuestIo;
 use crate::record::Origin;
@@ -33,7 +33,7 @@ pub struct FutureRef {
 pub struct Completion {
     pub seq: u64,
     pub attempt: u32,
-    pub result: Result<Vec<Output>, Failure>,
+    pub result: Result<OutputList, Failure>,
 }
 
 /// A request the plugin asked the host to send.

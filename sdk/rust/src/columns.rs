@@ -31,11 +31,22 @@ thread_local! {
     static DONE: RefCell<Done> = RefCell::new(Done::default());
 }
 
-/// Starts a call: returns its number.
-pub(crate) fn begin_call() -> u64 {
+/// Starts a call of `records` records whose payloads add up to `bytes`: returns its number.
+/// The result's columns are sized for one output per record, the common case, so that they
+/// do not grow record by record (the host frees them after each call).
+pub(crate) fn begin_call(records: usize, bytes: usize) -> u64 {
     let call = LAST.with(|l| l.get()) + 1;
     LAST.with(|l| l.set(call));
     RUNNING.with(|r| r.set(call));
+    DONE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.completed.reserve(records);
+        d.output_ends.reserve(records);
+        d.payloads.reserve(bytes);
+        d.payload_ends.reserve(records);
+        d.keys.reserve(records);
+        d.timestamps.reserve(records);
+    });
     call
 }
 

@@ -96,7 +96,7 @@ pub fn async_invoke(input: WitEvent, output: WitResultFuture) {
 /// index until it needs more (see [`crate::columns`]). What completes before the call returns
 /// goes back in its result.
 pub fn invoke_columns(inputs: EventColumns) -> BatchCompletions {
-    let call = columns::begin_call();
+    let call = columns::begin_call(inputs.payload_ends.len(), inputs.payloads.len());
     let batch: Vec<(Event, ResultFuture)> = columns::events(inputs)
         .into_iter()
         .enumerate()

@@ -5,7 +5,7 @@
 use super::{Cause, OperatorCore, OperatorError};
 use crate::cache::now_ms;
 use crate::operator::result_cache::{Admitted, ResultCache};
-use crate::plugin::function::{AsyncFunction, FailureKind, Output, TokenUsage};
+use crate::plugin::function::{AsyncFunction, FailureKind, Output, OutputList, TokenUsage};
 
 /// How a record that made the call for its input ended.
 pub enum Ending<'a> {
@@ -33,7 +33,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             return self.invoke(seq);
         };
         match cache.admit(seq, &entry.input, now_ms()) {
-            Admitted::Hit(outputs) => self.complete(seq, outputs),
+            Admitted::Hit(outputs) => self.complete(seq, OutputList::from_vec(outputs)),
             Admitted::Failed(message) => {
                 self.fail(seq, Cause::Failure, FailureKind::Fatal, message)
             }
@@ -81,7 +81,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                     shared.push((waiter, cache.outputs_for(&leader_input, outputs, &w.input)));
                 }
                 for (waiter, outputs) in shared {
-                    self.complete(waiter, outputs)?;
+                    self.complete(waiter, OutputList::from_vec(outputs))?;
                 }
             }
             Ending::Fatal(message) => {

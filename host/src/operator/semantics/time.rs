@@ -8,12 +8,12 @@ use super::{Cause, OperatorCore};
 use crate::operator::retry::{self, AttemptEnded, AttemptResult};
 use crate::operator::timers::TimerKind;
 use crate::operator::OperatorError;
-use crate::plugin::function::{AsyncFunction, Failure, FailureKind, Output};
+use crate::plugin::function::{AsyncFunction, Failure, FailureKind, OutputList};
 
 impl<F: AsyncFunction> OperatorCore<F> {
     /// Schedules the next attempt of a record whose attempt ended with `result`, if the retry
     /// strategy wants one (FLINK-SEMANTICS 20); false when this attempt is final.
-    pub(super) fn retry_later(&mut self, seq: u64, result: &Result<Vec<Output>, Failure>) -> bool {
+    pub(super) fn retry_later(&mut self, seq: u64, result: &Result<OutputList, Failure>) -> bool {
         let Some(entry) = self.records.pending(seq) else {
             return false;
         };
