@@ -221,15 +221,15 @@ impl AsyncFunction for FakeFunction {
     }
 
     /// Logs the batch, then serves its records one by one as the SDKs do.
-    fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
+    fn invoke_batch(&mut self, slot: usize, batch: &[Invocation<'_>]) -> Result<(), GuestTrap> {
         self.batches.push(
             batch
                 .iter()
-                .map(|i| String::from_utf8_lossy(&i.payload).into_owned())
+                .map(|i| String::from_utf8_lossy(&i.input.payload).into_owned())
                 .collect(),
         );
-        for item in batch.iter() {
-            let payload = String::from_utf8_lossy(&item.payload).into_owned();
+        for item in batch {
+            let payload = String::from_utf8_lossy(&item.input.payload).into_owned();
             self.records.insert(item.seq, (payload, item.attempt));
             self.call(Kind::Invoke, slot, Some(item.seq))?;
         }

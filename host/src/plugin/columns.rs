@@ -30,41 +30,37 @@ pub fn empty() -> EventColumns {
     }
 }
 
-/// Puts `batch` into `columns` (cleared first) and its records into `members`: payloads are
-/// copied, keys and origins moved (the keys go back with [`give_back_keys`]).
+/// Puts `batch` into `columns` (cleared first) and its records into `members`: payloads and
+/// keys are copied (the records stay where they are).
 pub fn fill(
     columns: &mut EventColumns,
     members: &mut Vec<Member>,
-    batch: &mut [BatchEvent],
+    batch: &[BatchEvent<'_>],
 ) -> Result<(), String> {
     columns.payloads.clear();
     columns.payload_ends.clear();
     columns.keys.clear();
     columns.timestamps.clear();
     members.clear();
-    let records = batch.len();
-    for item in batch.iter_mut() {
-        columns.payloads.extend_from_slice(&item.event.payload);
+    for item in batch {
+        let input = item.input;
+        columns.payloads.extend_from_slice(&input.payload);
         let end = u32::try_from(columns.payloads.len()).map_err(|_| {
-            format!("the batch's payloads add up to more than 4 GiB ({records} records)")
+            format!(
+                "the batch's payloads add up to more than 4 GiB ({} records)",
+                batch.len()
+            )
         })?;
         columns.payload_ends.push(end);
-        columns.keys.push(item.event.key.take());
-        columns.timestamps.push(item.event.timestamp);
+        columns.keys.push(input.key.clone());
+        columns.timestamps.push(input.timestamp);
         members.push(Member {
             seq: item.seq,
             attempt: item.attempt,
-            origin: item.origin.take(),
+            origin: input.origin.clone(),
         });
     }
     Ok(())
-}
-
-/// Moves the keys [`fill`] took back into the batch's events.
-pub fn give_back_keys(columns: &mut EventColumns, batch: &mut [BatchEvent]) {
-    for (item, key) in batch.iter_mut().zip(columns.keys.drain(..)) {
-        item.event.key = key;
-    }
 }
 
 /// The completions a call returned, one per record named, after checking that every index and

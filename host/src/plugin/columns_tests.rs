@@ -1,6 +1,7 @@
 use super::*;
 use crate::plugin::bindings::{Event, Failure, FailureKind};
 use crate::plugin::function::Output;
+use crate::record::Record;
 
 fn event(key: Option<&str>, timestamp: Option<i64>, payload: &str) -> Event {
     Event {
@@ -8,16 +9,6 @@ fn event(key: Option<&str>, timestamp: Option<i64>, payload: &str) -> Event {
         timestamp,
         payload: payload.as_bytes().to_vec(),
     }
-}
-
-/// An event as a comparable value (the bindings' `Event` has no `PartialEq`).
-type Shown = (Option<String>, Option<i64>, Vec<u8>);
-
-fn shown(events: &[Event]) -> Vec<Shown> {
-    events
-        .iter()
-        .map(|e| (e.key.clone(), e.timestamp, e.payload.clone()))
-        .collect()
 }
 
 /// What outputs keep of events: key and payload.
@@ -31,17 +22,13 @@ fn as_outputs(events: &[Event]) -> Vec<Output> {
         .collect()
 }
 
-fn batch(events: Vec<Event>) -> Vec<BatchEvent> {
-    events
-        .into_iter()
-        .enumerate()
-        .map(|(i, event)| BatchEvent {
-            seq: 100 + i as u64,
-            attempt: i as u32,
-            origin: None,
-            event,
-        })
-        .collect()
+fn record(key: Option<&str>, timestamp: Option<i64>, payload: &str) -> Record {
+    Record {
+        key: key.map(str::to_string),
+        timestamp,
+        payload: payload.as_bytes().to_vec(),
+        ..Record::default()
+    }
 }
 
 fn columns_of(events: &[Event]) -> EventColumns {
@@ -68,26 +55,31 @@ fn members(count: u64) -> Vec<Member> {
 }
 
 #[test]
-fn a_batch_becomes_columns_and_its_keys_come_back() {
-    let events = vec![
-        event(Some("a"), Some(5), "{\"x\":1}"),
-        event(None, None, ""),
-        event(Some("ключ"), Some(-1), "tail"),
+fn a_batch_becomes_columns() {
+    let records = [
+        record(Some("a"), Some(5), "{\"x\":1}"),
+        record(None, None, ""),
+        record(Some("ключ"), Some(-1), "tail"),
     ];
-    let mut items = batch(events.clone());
-    let (mut columns, mut records) = (empty(), Vec::new());
+    let batch: Vec<BatchEvent<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, input)| BatchEvent {
+            seq: 100 + i as u64,
+            attempt: i as u32,
+            input,
+        })
+        .collect();
+    let (mut columns, mut members) = (empty(), Vec::new());
     columns.payloads.extend_from_slice(b"left over");
-    fill(&mut columns, &mut records, &mut items).unwrap();
+    fill(&mut columns, &mut members, &batch).unwrap();
     assert_eq!(columns.payloads, b"{\"x\":1}tail");
     assert_eq!(columns.payload_ends, [7, 7, 11]);
     assert_eq!(columns.timestamps, [Some(5), None, Some(-1)]);
-    assert_eq!(columns.keys[2].as_deref(), Some("ключ"));
-    assert_eq!(items[0].event.key, None, "keys are moved, not copied");
-    let seqs: Vec<(u64, u32)> = records.iter().map(|m| (m.seq, m.attempt)).collect();
+    let keys: Vec<Option<&str>> = columns.keys.iter().map(Option::as_deref).collect();
+    assert_eq!(keys, [Some("a"), None, Some("ключ")]);
+    let seqs: Vec<(u64, u32)> = members.iter().map(|m| (m.seq, m.attempt)).collect();
     assert_eq!(seqs, [(100, 0), (101, 1), (102, 2)]);
-    give_back_keys(&mut columns, &mut items);
-    let back: Vec<Event> = items.into_iter().map(|i| i.event).collect();
-    assert_eq!(shown(&back), shown(&events));
 }
 
 #[test]

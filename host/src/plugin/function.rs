@@ -13,8 +13,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::bindings::{self, Event, HttpError, HttpRequest, HttpResponse};
-use super::{BatchEvent, GuestTrap, PluginComponent, PluginError, PluginInstance};
-use crate::record::{Origin, Record};
+use super::{GuestTrap, PluginComponent, PluginError, PluginInstance};
+use crate::record::Record;
 
 /// The answer to a request a plugin sent, as the plugin receives it.
 pub type Answer = Result<HttpResponse, HttpError>;
@@ -91,18 +91,10 @@ pub struct Effects {
     pub usage: Vec<TokenUsage>,
 }
 
-/// Attempt `attempt` of record `seq`, for [`AsyncFunction::invoke_batch`]: the record's key
-/// and payload are moved here for the call and moved back after (no copy).
-#[derive(Debug)]
-pub struct Invocation {
-    pub seq: u64,
-    pub attempt: u32,
-    pub key: Option<String>,
-    pub timestamp: Option<i64>,
-    pub payload: Vec<u8>,
-    /// Where the record came from (its headers are the plugin's to ask for).
-    pub origin: Option<Arc<Origin>>,
-}
+/// Attempt `attempt` of record `seq`, for [`AsyncFunction::invoke_batch`]: the record is lent
+/// for the call, where it stays (its origin names where it came from: its headers are the
+/// plugin's to ask for).
+pub use super::BatchEvent as Invocation;
 
 /// Why a fresh instance could not be made for a slot.
 #[derive(Debug)]
@@ -151,19 +143,10 @@ pub trait AsyncFunction {
     /// its own result (all go to one slot, hence one version). A trap loses the instance as for
     /// `invoke`; the records of the batch not completed by then are the operator's to invoke
     /// again. By default one `invoke` per record.
-    fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
-        for item in batch.iter_mut() {
-            let mut input = Record {
-                key: item.key.take(),
-                timestamp: item.timestamp,
-                payload: std::mem::take(&mut item.payload),
-                origin: item.origin.clone(),
-                ..Record::default()
-            };
-            let result = self.invoke(slot, item.seq, item.attempt, &mut input);
-            item.key = input.key;
-            item.payload = input.payload;
-            result?;
+    fn invoke_batch(&mut self, slot: usize, batch: &[Invocation<'_>]) -> Result<(), GuestTrap> {
+        for item in batch {
+            let mut input = item.input.clone();
+            self.invoke(slot, item.seq, item.attempt, &mut input)?;
         }
         Ok(())
     }
@@ -367,27 +350,8 @@ impl AsyncFunction for WasmFunction {
             .is_some_and(PluginInstance::takes_batches)
     }
 
-    fn invoke_batch(&mut self, slot: usize, batch: &mut [Invocation]) -> Result<(), GuestTrap> {
-        let instance = self.slots[slot].instance()?;
-        let mut events: Vec<BatchEvent> = batch
-            .iter_mut()
-            .map(|item| BatchEvent {
-                seq: item.seq,
-                attempt: item.attempt,
-                origin: item.origin.take(),
-                event: Event {
-                    key: item.key.take(),
-                    timestamp: item.timestamp,
-                    payload: std::mem::take(&mut item.payload),
-                },
-            })
-            .collect();
-        let result = instance.invoke_batch(&mut events);
-        for (item, lent) in batch.iter_mut().zip(events) {
-            item.key = lent.event.key;
-            item.payload = lent.event.payload;
-        }
-        result
+    fn invoke_batch(&mut self, slot: usize, batch: &[Invocation<'_>]) -> Result<(), GuestTrap> {
+        self.slots[slot].instance()?.invoke_batch(batch)
     }
 
     fn timeout(

@@ -34,7 +34,7 @@ pub use host::{FutureRef, HostState, MemoryLimiter};
 use output::{GuestOutput, Stream};
 
 use crate::manifest::Location;
-use crate::record::Origin;
+use crate::record::{Origin, Record};
 
 /// How often the engine's epoch advances: the granularity of `call_time_limit`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -394,20 +394,20 @@ enum Bindings {
     V0_1(compat::v0_1::EnricherPlugin),
 }
 
-/// One record of an `async-invoke-batch` call: attempt `attempt` of record `seq`.
-pub struct BatchEvent {
+/// One record of a batch call: attempt `attempt` of record `seq`, its input lent for the call.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchEvent<'a> {
     pub seq: u64,
     pub attempt: u32,
-    pub origin: Option<Arc<Origin>>,
-    pub event: Event,
+    pub input: &'a Record,
 }
 
-/// Moves an event out, leaving an empty one (no allocation).
-fn take_event(event: &mut Event) -> Event {
+/// The WIT event of a record (a copy, for the calls that take one by value).
+fn event_of(input: &Record) -> Event {
     Event {
-        key: event.key.take(),
-        timestamp: event.timestamp,
-        payload: std::mem::take(&mut event.payload),
+        key: input.key.clone(),
+        timestamp: input.timestamp,
+        payload: input.payload.clone(),
     }
 }
 
@@ -517,15 +517,16 @@ impl PluginInstance {
 
     /// Several records in one guest call: `invoke-columns`, or for a plugin of 0.3.0 or 0.4.0
     /// `async-invoke-batch` with a fresh `result-future` each. A plugin of an earlier contract
-    /// gets one `async-invoke` call per record instead; a trap there ends the loop. The events
-    /// are lent: they are back in `batch` after.
-    pub fn invoke_batch(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
+    /// gets one `async-invoke` call per record instead; a trap there ends the loop.
+    pub fn invoke_batch(&mut self, batch: &[BatchEvent<'_>]) -> Result<(), GuestTrap> {
         match self.bindings {
             Bindings::Current(_) => self.invoke_columns(batch),
             Bindings::V0_4(_) | Bindings::V0_3(_) => self.invoke_with_futures(batch),
             Bindings::V0_2(_) | Bindings::V0_1(_) => {
-                for item in batch.iter() {
-                    self.invoke(item.seq, item.attempt, &item.event, item.origin.clone())?;
+                for item in batch {
+                    let origin = item.input.origin.clone();
+                    let event = event_of(item.input);
+                    self.invoke(item.seq, item.attempt, &event, origin)?;
                 }
                 Ok(())
             }
@@ -534,20 +535,16 @@ impl PluginInstance {
 
     /// `invoke-columns`: the batch as columns; the records it completed at once come back in its
     /// result and join the effects after those of the futures it held (see [`columns`]).
-    fn invoke_columns(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
+    fn invoke_columns(&mut self, batch: &[BatchEvent<'_>]) -> Result<(), GuestTrap> {
         let mut inputs = std::mem::replace(&mut self.columns, columns::empty());
         let mut members = std::mem::take(&mut self.members);
-        if let Err(error) = columns::fill(&mut inputs, &mut members, batch) {
-            columns::give_back_keys(&mut inputs, batch);
-            return Err(GuestTrap(error));
-        }
+        columns::fill(&mut inputs, &mut members, batch).map_err(GuestTrap)?;
         self.store.data_mut().members = Some(members);
         // Until the plugin says which record it works on (`begin`), its requests are nobody's.
         let result = self.call(None, |b, s| match b {
             Bindings::Current(b) => b.waio_enricher_enricher().call_invoke_columns(s, &inputs),
             _ => Err(wasmtime::Error::msg("invoke-columns is a 0.5.0 export")),
         });
-        columns::give_back_keys(&mut inputs, batch);
         self.columns = inputs;
         let mut members = self.store.data_mut().members.take().unwrap_or_default();
         let completions = result.and_then(|done| {
@@ -569,18 +566,19 @@ impl PluginInstance {
     }
 
     /// `async-invoke-batch` of 0.3.0 and 0.4.0: a fresh `result-future` per record.
-    fn invoke_with_futures(&mut self, batch: &mut [BatchEvent]) -> Result<(), GuestTrap> {
+    fn invoke_with_futures(&mut self, batch: &[BatchEvent<'_>]) -> Result<(), GuestTrap> {
         let mut inputs = Vec::with_capacity(batch.len());
-        for item in batch.iter_mut() {
+        for item in batch {
+            let origin = item.input.origin.clone();
             let future = self
                 .store
                 .data_mut()
-                .new_future(item.seq, item.attempt, item.origin.take())
+                .new_future(item.seq, item.attempt, origin)
                 .map_err(|e| GuestTrap(format!("{e:#}")))?;
-            inputs.push((take_event(&mut item.event), future));
+            inputs.push((event_of(item.input), future));
         }
         // Until the plugin says which record it works on (`begin`), its requests are nobody's.
-        let result = self.call(None, |b, s| match b {
+        self.call(None, |b, s| match b {
             Bindings::V0_4(b) => b
                 .waio_enricher_enricher()
                 .call_async_invoke_batch(s, &inputs),
@@ -588,11 +586,7 @@ impl PluginInstance {
                 .waio_enricher_enricher()
                 .call_async_invoke_batch(s, &inputs),
             _ => Ok(()),
-        });
-        for (item, (event, _)) in batch.iter_mut().zip(inputs) {
-            item.event = event;
-        }
-        result
+        })
     }
 
     /// Calls an export that takes a record and a fresh `result-future` handle for it.

@@ -141,25 +141,15 @@ impl<F: AsyncFunction> OperatorCore<F> {
     /// trap earlier in this dispatch may have queued some to be invoked again instead). A lone
     /// record goes through `async-invoke`, as without batches.
     fn invoke_many(&mut self, slot: usize, seqs: &[u64]) -> Result<(), OperatorError> {
-        let mut batch: Vec<Invocation> = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
-            if let Some(entry) = self.still_to_invoke(seq) {
-                batch.push(Invocation {
-                    seq,
-                    attempt: entry.attempt,
-                    key: entry.input.key.take(),
-                    timestamp: entry.input.timestamp,
-                    payload: std::mem::take(&mut entry.input.payload),
-                    origin: entry.input.origin.clone(),
-                });
-            }
-        }
+        let batch: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .filter(|&seq| self.still_to_invoke(seq).is_some())
+            .collect();
         if batch.len() < 2 || !self.function.takes_batches(slot) {
             // One `async-invoke` each, as before batches: a trap fails the record it served
             // (and queues the others of its instance to be invoked again instead).
-            let seqs: Vec<u64> = batch.iter().map(|item| item.seq).collect();
-            self.lend_back(batch);
-            for seq in seqs {
+            for seq in batch {
                 if self.still_to_invoke(seq).is_some() {
                     self.invoke(seq)?;
                 }
@@ -167,17 +157,29 @@ impl<F: AsyncFunction> OperatorCore<F> {
             return Ok(());
         }
         let invoked_at = SystemTime::now();
-        for item in &batch {
-            if let Some(entry) = self.records.get_mut(item.seq) {
+        for &seq in &batch {
+            if let Some(entry) = self.records.get_mut(seq) {
                 entry.attempts.invoked(invoked_at);
             }
         }
         self.telemetry.batch_calls.inc();
         self.telemetry.batched_records.add(batch.len() as u64);
-        let result = self.function.invoke_batch(slot, &mut batch);
-        // The inputs are back in their entries before any completion is applied (a dead
-        // letter holds its input).
-        self.lend_back(batch);
+        // The records are lent where they are: the call reads them, the core keeps them (a
+        // dead letter holds its input).
+        let records = &self.records;
+        let lent: Vec<Invocation<'_>> = batch
+            .iter()
+            .filter_map(|&seq| {
+                let entry = records.get(seq)?;
+                Some(Invocation {
+                    seq,
+                    attempt: entry.attempt,
+                    input: &entry.input,
+                })
+            })
+            .collect();
+        let result = self.function.invoke_batch(slot, &lent);
+        drop(lent);
         self.after_call(slot, result, None)
     }
 
@@ -187,15 +189,5 @@ impl<F: AsyncFunction> OperatorCore<F> {
         self.records
             .pending(seq)
             .filter(|e| !e.reinvoke_queued && !e.cache_waiting)
-    }
-
-    /// Puts the inputs lent to a call back into their entries.
-    fn lend_back(&mut self, batch: Vec<Invocation>) {
-        for item in batch {
-            if let Some(entry) = self.records.get_mut(item.seq) {
-                entry.input.key = item.key;
-                entry.input.payload = item.payload;
-            }
-        }
     }
 }
