@@ -146,6 +146,14 @@ class Future:
         self.host.journal.append(("fail", self.name, failure.kind, failure.message))
 
 
+def payload(event):
+    """An output's payload as the journal shows it: parsed JSON, else the bytes."""
+    try:
+        return json.loads(event.payload)
+    except ValueError:
+        return event.payload
+
+
 class Batches(unittest.TestCase):
     def setUp(self):
         self.host = Host()
@@ -158,10 +166,12 @@ class Batches(unittest.TestCase):
         """[(event, future)] for records given as (name, fields) pairs."""
         return [(self.event(name, **fields), Future(self.host, name)) for name, fields in records]
 
-    def invoke_columns(self, enricher, pairs):
+    def invoke_columns(self, enricher, pairs, held=None):
         """Calls `invoke-columns` as the host does: the events as columns, their futures to be
-        held by index during the call. Checks that the result is empty (every record completes
-        through its future) and that each record was held once, in order."""
+        held by index during the call. Then reads the call's result as the host does: checks its
+        offsets and indices, and journals each record it completes or fails, after the call, as
+        ("complete", name, payloads) / ("fail", name, kind, message). `held`: the indices that
+        must have been held (`completion.hold`), in order; [] unless given."""
         types = self.sdk.types
         ends, end = [], 0
         for event, _ in pairs:
@@ -179,9 +189,35 @@ class Batches(unittest.TestCase):
             result = enricher.invoke_columns(columns)
         finally:
             self.host.futures = None
-        self.assertEqual(result, types.BatchCompletions([], [], types.EventColumns(b"", [], [], []), []))
-        self.assertEqual(self.host.held, list(range(len(pairs))))
+        self.assertEqual(self.host.held, [] if held is None else held)
+        names = [future.name for _, future in pairs]
+        outputs = self.events(result)
+        start = 0
+        for i, end in zip(result.completed, result.output_ends):
+            self.assertLess(i, len(pairs))
+            self.host.journal.append(("complete", names[i], [payload(o) for o in outputs[start:end]]))
+            start = end
+        for i, failure in result.failed:
+            self.assertLess(i, len(pairs))
+            self.host.journal.append(("fail", names[i], failure.kind, failure.message))
         return result
+
+    def events(self, result):
+        """The outputs of a `batch-completions` as events, after checking its columns fit."""
+        columns = result.outputs
+        self.assertIs(type(columns.payloads), bytes)
+        self.assertEqual(len(result.completed), len(result.output_ends))
+        self.assertEqual(len(columns.payload_ends), len(columns.keys))
+        self.assertEqual(len(columns.payload_ends), len(columns.timestamps))
+        self.assertEqual(result.output_ends, sorted(result.output_ends))
+        self.assertEqual(result.output_ends[-1:], [len(columns.keys)] if result.output_ends else [])
+        self.assertEqual(columns.payload_ends, sorted(columns.payload_ends))
+        self.assertEqual(columns.payload_ends[-1:], [len(columns.payloads)] if columns.payload_ends else [])
+        events, start = [], 0
+        for key, timestamp, end in zip(columns.keys, columns.timestamps, columns.payload_ends):
+            events.append(self.sdk.types.Event(key, timestamp, columns.payloads[start:end]))
+            start = end
+        return events
 
     def plugin(self, cls):
         # `run` sets `Enricher` in the class's module; give it a module of its own.
@@ -214,18 +250,18 @@ class Batches(unittest.TestCase):
                 return [record.with_json({"out": fields["name"]})]
 
         e = self.plugin(Plugin)
-        self.invoke_columns(e, self.batch(("a", {}), ("b", {"later": True}), ("c", {})))
+        # Only b needs the host in the call: it is held (once) and begun before its request.
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {"later": True}), ("c", {})), held=[1])
         self.assertEqual(
             journal,
             [
-                ("begin", "a"),
                 ("invoke", "a"),
-                ("complete", "a", [{"out": "a"}]),
-                ("begin", "b"),
                 ("invoke", "b"),
+                ("begin", "b"),
                 ("send", 101, "http://x/b"),
-                ("begin", "c"),
                 ("invoke", "c"),
+                # the call's result
+                ("complete", "a", [{"out": "a"}]),
                 ("complete", "c", [{"out": "c"}]),
             ],
         )
@@ -263,10 +299,12 @@ class Batches(unittest.TestCase):
                 result = e.invoke_columns(columns)
             finally:
                 self.host.futures = None
-            self.assertEqual(result.completed, [])
             self.assertEqual(result.failed, [])
-            self.assertEqual(self.host.held, [0, 1, 2, 3, 4, 5])
-            return [entry for entry in self.host.journal if entry[0] == "complete"]
+            self.assertEqual(self.host.held, [])  # every record completed in the call
+            self.assertEqual(self.host.journal, [])
+            outputs = self.events(result)
+            self.assertEqual(result.output_ends, list(range(1, len(records) + 1)))
+            return [("complete", i, [(o.key, o.timestamp, o.payload)]) for i, o in zip(result.completed, outputs)]
 
         class PerRecord:
             def async_invoke(self, record):
@@ -295,7 +333,7 @@ class Batches(unittest.TestCase):
         self.invoke_columns(e, self.batch(("a", {}), ("b", {})))
         self.assertEqual(
             self.host.journal,
-            [("begin", "a"), ("complete", "a", [{"n": 1}]), ("begin", "b"), ("complete", "b", [{"n": 1}])],
+            [("complete", "a", [{"n": 1}]), ("complete", "b", [{"n": 1}])],
         )
         self.assertEqual([(o.key, o.timestamp) for o in outputs], [("key-a", 7), ("key-b", 7)])
 
@@ -328,7 +366,8 @@ class Batches(unittest.TestCase):
                 ("d", {"mode": "raise_later"}),
                 ("e", {"mode": "none"}),
                 ("f", {}),
-            )
+            ),
+            held=[3],  # d, still waiting for its answer at the end of the call
         )
         [call_id] = self.sent()
         self.answer(e, call_id, {})
@@ -344,9 +383,9 @@ class Batches(unittest.TestCase):
                 "f": ([{"ok": "f"}],),
             },
         )
-        # Every record was begun, in order.
+        # Only d, which sent a request, was begun.
         begun = [entry[1] for entry in self.host.journal if entry[0] == "begin"]
-        self.assertEqual(begun, ["a", "b", "c", "d", "e", "f"])
+        self.assertEqual(begun, ["d"])
 
     def test_user_batch_handler_gets_all_records_and_completes_each_future(self):
         Fatal = self.sdk._core.Fatal
@@ -373,7 +412,8 @@ class Batches(unittest.TestCase):
                 return results
 
         e = self.plugin(Plugin)
-        self.invoke_columns(e, self.batch(("a", {}), ("b", {}), ("c", {}), ("d", {})))
+        # Every record still to complete at the end of the call is held, in order.
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {}), ("c", {}), ("d", {})), held=[0, 1, 2, 3])
         self.assertEqual(seen, [[("key-a", "a"), ("key-b", "b"), ("key-c", "c"), ("key-d", "d")]])
         # No `begin`: the request serves no single record.
         self.assertEqual(self.host.journal, [("send", 101, "http://x/embed")])
@@ -430,6 +470,155 @@ class Batches(unittest.TestCase):
             self.host.journal,
             [("complete", "a", [{"n": 2}]), ("complete", "b", [{"n": 2}]), ("complete", "c", [{"n": 1}])],
         )
+
+    def test_a_batch_completed_at_once_makes_no_host_call_and_returns_exact_columns(self):
+        Retriable = self.sdk._core.Retriable
+        Record = self.sdk._core.Record
+
+        class Plugin:
+            def async_invoke(self, record):
+                name = record.json()["name"]
+                if name == "none":
+                    return []
+                if name == "two":
+                    return [Record("k2", 12, b"22"), Record(None, None, b"")]
+                if name == "fail":
+                    raise Retriable("busy")
+                if name == "bad":
+                    return [Record("k", 1, b"ok"), Record("k", 1, "not bytes")]
+                return [Record(None, -5, b"one")]
+
+        e = self.plugin(Plugin)
+        result = self.invoke_columns(
+            e, self.batch(("none", {}), ("two", {}), ("fail", {}), ("bad", {}), ("one", {}))
+        )
+        self.assertEqual(self.host.held, [])
+        self.assertEqual(
+            [entry for entry in self.host.journal if entry[0] not in ("complete", "fail")], []
+        )
+        types = self.sdk.types
+        self.assertEqual(
+            result,
+            types.BatchCompletions(
+                [0, 1, 4],
+                [0, 2, 3],
+                types.EventColumns(b"22one", [2, 2, 5], ["k2", None, None], [12, None, -5]),
+                [
+                    (2, types.Failure("retriable", "busy")),
+                    (3, types.Failure("fatal", "TypeError: the enricher must return a list of "
+                                               "Records: an output's payload must be bytes, not str")),
+                ],
+            ),
+        )
+
+    def test_the_user_batch_handler_completing_at_once_holds_nothing(self):
+        class Plugin:
+            def async_invoke_batch(self, records):
+                return [[r, r] if i else ValueError("no") for i, r in enumerate(records)]
+
+        e = self.plugin(Plugin)
+        result = self.invoke_columns(e, self.batch(("a", {}), ("b", {})))
+        self.assertEqual(result.completed, [1])
+        self.assertEqual(result.output_ends, [2])
+        self.assertEqual(result.outputs.keys, ["key-b", "key-b"])
+        self.assertEqual(result.outputs.timestamps, [7, 7])
+        self.assertEqual(result.failed, [(0, self.sdk.types.Failure("fatal", "ValueError: no"))])
+        self.assertEqual(self.host.held, [])
+
+    def test_a_record_that_reports_usage_or_asks_headers_is_held_alone(self):
+        sdk = self.sdk
+
+        class Plugin:
+            def async_invoke(self, record):
+                name = record.json()["name"]
+                if name == "u":
+                    sdk._core.report_usage("m", 3, 4)
+                    sdk._core.report_usage("m", 5, 6)  # one begin per record
+                if name == "h":
+                    record.headers()
+                return [record.with_json({"out": name})]
+
+        class HeaderFuture(Future):
+            def input_headers(self):
+                self.host.journal.append(("input-headers", self.name))
+                return []
+
+        e = self.plugin(Plugin)
+        pairs = self.batch(("a", {}), ("u", {}), ("b", {}))
+        pairs.insert(3, (self.event("h"), HeaderFuture(self.host, "h")))
+        pairs.append((self.event("c"), Future(self.host, "c")))
+        result = self.invoke_columns(e, pairs, held=[1, 3])
+        # Held records complete through their handle, during the call; the others in the result.
+        self.assertEqual(
+            self.host.journal,
+            [
+                ("begin", "u"),
+                ("usage", 3),
+                ("usage", 5),
+                ("complete", "u", [{"out": "u"}]),
+                ("input-headers", "h"),
+                ("complete", "h", [{"out": "h"}]),
+                ("complete", "a", [{"out": "a"}]),
+                ("complete", "b", [{"out": "b"}]),
+                ("complete", "c", [{"out": "c"}]),
+            ],
+        )
+        self.assertEqual(result.completed, [0, 2, 4])
+
+    def test_a_future_kept_past_its_call_never_takes_a_later_call_for_its_own(self):
+        http = self.sdk.http
+        kept = {}
+
+        class Plugin:
+            async def async_invoke(self, record):
+                name = record.json()["name"]
+                kept[name] = record._source  # the record's future, as the SDK holds it
+                if name == "late":
+                    await http.get("http://x/")
+                if name == "second":
+                    # Futures of the first call, completed in the call and kept, or held.
+                    kept["early"].complete([record.with_json({"again": 1})])
+                    kept["late"].complete([record.with_json({"from": "second"})])
+                    # Its headers are out of reach (its call ended): no `hold` of this call's record 0.
+                    assert kept["early"].input_headers() == []
+                return [record.with_json({"out": name})]
+
+        e = self.plugin(Plugin)
+        first = self.invoke_columns(e, self.batch(("early", {}), ("late", {})), held=[1])
+        self.assertEqual(first.completed, [0])
+        del self.host.journal[:]
+        second = self.invoke_columns(e, self.batch(("second", {})))
+        # early's second completion reaches nothing (first wins anyway); late's goes through its
+        # handle, not into the second call's result.
+        self.assertEqual(second.completed, [0])
+        self.assertEqual(second.output_ends, [1])
+        self.assertEqual(
+            self.host.journal,
+            [("complete", "late", [{"from": "second"}]), ("complete", "second", [{"out": "second"}])],
+        )
+        del self.host.journal[:]
+        self.answer(e, 101, {})
+        self.assertEqual(self.host.journal, [("complete", "late", [{"out": "late"}])])
+
+    def test_code_resumed_after_the_call_begins_no_record(self):
+        http = self.sdk.http
+        sdk = self.sdk
+
+        class Plugin:
+            async def async_invoke(self, record):
+                if record.json()["name"] == "b":
+                    await sdk._runtime.never()  # kept, held at the end, never begun
+                resp = await http.get("http://x/" + record.json()["name"])
+                sdk._core.report_usage("m", resp.json()["n"], 0)
+                return []
+
+        e = self.plugin(Plugin)
+        self.invoke_columns(e, self.batch(("a", {}), ("b", {})), held=[0, 1])
+        self.assertEqual(self.host.journal, [("begin", "a"), ("send", 101, "http://x/a")])
+        del self.host.journal[:]
+        # In on-response the host knows the record: no `begin` (of b, the last record of the call).
+        self.answer(e, 101, {"n": 1})
+        self.assertEqual(self.host.journal, [("usage", 1), ("complete", "a", [])])
 
     def test_a_class_without_either_handler_is_refused(self):
         class Plugin:

@@ -102,8 +102,33 @@ class Fatal(Failure):
         super().__init__(message, False)
 
 
+class _Serving:
+    """Inside `invoke-columns`, which record the code running now serves: the host learns it only
+    from `result-future.begin`, which the SDK calls lazily, just before a request is sent or usage
+    reported on that record's behalf (a record that completes at once costs no host call)."""
+
+    __slots__ = ("current", "begun")
+
+    def __init__(self):
+        self.current = None  # the future of the record whose per-record code runs now, if any
+        self.begun = None  # the record the host was last told of with `begin` in this call
+
+
+_serving = _Serving()
+
+
+def _begin_current():
+    """Before a request or a usage report: tells the host which record of the running batch it
+    is for, once per record (nothing outside a batch's per-record code)."""
+    current = _serving.current
+    if current is not None and current is not _serving.begun:
+        _serving.begun = current
+        current.begin()
+
+
 def report_usage(model, input_tokens, output_tokens):
     """Reports tokens used for the record being processed (for cost metrics and budgets)."""
+    _begin_current()
     _usage.report(_types.TokenUsage(str(model), _u32(input_tokens), _u32(output_tokens)))
 
 

@@ -4,12 +4,16 @@ A record's coroutine runs until it awaits a `Call` (an HTTP request in flight); 
 that call and resumed from `on-response` when the answer with the call's id arrives. Returning a
 list completes the record; raising fails it.
 
-`invoke-columns` takes the batch apart into records, holds a future for each
-(`completion.hold`) and runs that same path for each record, after telling the host which record
-it works on (`result-future.begin`), unless the user's class has its own `async_invoke_batch`:
-then one coroutine serves the whole batch and a `_Batch` stands in for the record's future,
-fanning its list of results out to the records' futures. Every record completes through its held
-future, so the call's result is always empty.
+`invoke-columns` takes the batch apart into records, each with a `_Future` that is only its index
+in the running call (no host handle), and runs for each record the same path as `async-invoke`,
+unless the user's class has its own `async_invoke_batch`: then one coroutine serves the whole
+batch and a `_Batch` stands in for the record's future, fanning its list of results out to the
+records' futures. A record completed or failed while its call runs goes into the call's result
+(`batch-completions`), with no host call. A record takes a host handle (`completion.hold`) only
+when it needs the host during the call: its headers, or a request or usage report on its behalf
+(preceded by `result-future.begin`); its later completion goes through that handle. At the end of
+the call every record not completed or failed by then is held, to be completed later (from
+`on-response`) through its handle.
 """
 
 import json as _json
@@ -22,7 +26,7 @@ from wit_world.imports import completion as _completion
 from wit_world.imports import types as _types
 
 from . import http as _http_mod
-from ._core import _FATAL, _RETRIABLE, Failure
+from ._core import _FATAL, _RETRIABLE, Failure, _serving
 from .http import Call, _http_error
 
 _calls = _http_mod._calls
@@ -192,24 +196,142 @@ def _invoke_batch(handler, inputs):
     _begin(handler, records, _Batch([output for _, output in inputs]))
 
 
-def _records(inputs):
+class _Call:
+    """The result of the `invoke-columns` call running now, built up as its records complete:
+    the `batch-completions` columns. `running` turns false when the call returns, so that a
+    future kept past its call never takes a later call for its own."""
+
+    __slots__ = ("running", "completed", "output_ends", "payloads", "payload_ends", "keys",
+                 "timestamps", "failed")
+
+    def __init__(self):
+        self.running = True
+        self.completed = []
+        self.output_ends = []
+        self.payloads = bytearray()
+        self.payload_ends = []
+        self.keys = []
+        self.timestamps = []
+        self.failed = []
+
+    def complete(self, index, outputs):
+        """Record `index` completed with `outputs`. Raises TypeError for an output that is not a
+        `Record` and then appends nothing: the call's result must always lower."""
+        for o in outputs:
+            key = o.key
+            timestamp = o.timestamp
+            payload = o.payload
+            if key is not None and type(key) is not str:
+                raise TypeError(f"an output's key must be a str or None, not {type(key).__name__}")
+            if timestamp is not None and (
+                not isinstance(timestamp, int) or not -(1 << 63) <= timestamp < (1 << 63)
+            ):
+                raise TypeError(f"an output's timestamp must be an int (ms) or None, not {timestamp!r}")
+            if type(payload) is not bytes and not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise TypeError(f"an output's payload must be bytes, not {type(payload).__name__}")
+        payloads = self.payloads
+        payload_ends = self.payload_ends
+        keys = self.keys
+        timestamps = self.timestamps
+        for o in outputs:
+            payloads += o.payload
+            payload_ends.append(len(payloads))
+            keys.append(o.key)
+            timestamps.append(o.timestamp)
+        self.completed.append(index)
+        self.output_ends.append(len(keys))
+
+    def result(self):
+        return _types.BatchCompletions(
+            self.completed,
+            self.output_ends,
+            _types.EventColumns(bytes(self.payloads), self.payload_ends, self.keys, self.timestamps),
+            self.failed,
+        )
+
+
+class _Future:
+    """A record's future in an `invoke-columns` call: record `index` of `call`, with no host
+    handle until it needs one (`completion.hold`, taken once and kept). Shaped like the host's
+    `result-future`."""
+
+    __slots__ = ("index", "call", "handle", "done")
+
+    def __init__(self, call, index):
+        self.index = index
+        self.call = call
+        self.handle = None
+        self.done = False
+
+    def _host(self):
+        """The record's host handle, held now if its call still runs; None for a record whose
+        call ended without it held (it was completed or failed then: nothing can reach it)."""
+        handle = self.handle
+        if handle is None and self.call.running:
+            handle = self.handle = _completion.hold(self.index)
+        return handle
+
+    def complete(self, outputs):
+        # Every call goes on, even after the first: "first completion wins" is the host's rule.
+        self.done = True
+        handle = self.handle
+        if handle is None:
+            call = self.call
+            if call.running:
+                call.complete(self.index, outputs)
+            return
+        handle.complete(outputs)
+
+    def complete_exceptionally(self, failure):
+        self.done = True
+        handle = self.handle
+        if handle is None:
+            call = self.call
+            if call.running:
+                call.failed.append((self.index, failure))
+            return
+        handle.complete_exceptionally(failure)
+
+    def begin(self):
+        handle = self._host()
+        if handle is not None:
+            handle.begin()
+
+    def input_headers(self):
+        handle = self._host()
+        return [] if handle is None else handle.input_headers()
+
+
+def _records(inputs, call):
     """The `(event, future)` pairs of an `invoke-columns` batch: each payload sliced out of the
-    shared bytes by its end offset, each future held for the record's index. All are held before
-    any user code runs, as `async-invoke-batch` handed them over in 0.4.0."""
+    shared bytes by its end offset, each future record `i` of `call`, not held."""
     payloads = inputs.payloads
     event = _types.Event
-    hold = _completion.hold
+    future = _Future
+    keys = inputs.keys
+    timestamps = inputs.timestamps
     pairs = []
     start = 0
     for i, end in enumerate(inputs.payload_ends):
-        pairs.append((event(inputs.keys[i], inputs.timestamps[i], payloads[start:end]), hold(i)))
+        pairs.append((event(keys[i], timestamps[i], payloads[start:end]), future(call, i)))
         start = end
     return pairs
 
 
-def _no_completions():
-    # Every record completes through its held future, none in the result.
-    return _types.BatchCompletions([], [], _types.EventColumns(b"", [], [], []), [])
+def _end_call(call, pairs):
+    """At the end of `invoke-columns`: holds every record neither completed nor failed yet (the
+    plugin may complete it later; holding one it dropped only keeps the record until its timeout,
+    as a dropped future does), ends the call and returns its result."""
+    _serving.current = None
+    _serving.begun = None
+    try:
+        hold = _completion.hold
+        for _, future in pairs:
+            if future.handle is None and not future.done:
+                future.handle = hold(future.index)
+    finally:
+        call.running = False
+    return call.result()
 
 
 def _make_adapter(cls):
@@ -253,32 +375,44 @@ def _make_adapter(cls):
 
             def invoke_columns(self, inputs):
                 # No `begin`: the user's requests serve the batch, no single record.
-                _invoke_batch(invoke_batch, _records(inputs))
-                return _no_completions()
+                call = _Call()
+                pairs = _records(inputs, call)
+                try:
+                    _invoke_batch(invoke_batch, pairs)
+                finally:
+                    result = _end_call(call, pairs)
+                return result
 
         else:
 
             def invoke_columns(self, inputs):
-                # For each record: `begin`, then exactly what `async_invoke` does (`_begin` and
-                # `_start` inlined, their globals held in locals).
+                # For each record, exactly what `async_invoke` does (`_begin` and `_start`
+                # inlined, their globals held in locals), with the record as the one served, so
+                # that a request or usage report on its behalf is preceded by its `begin`.
                 handler = invoke
                 fail = _fail
                 step = _step
                 complete = _complete
                 coroutine = _Coroutine
-                for input, output in _records(inputs):
-                    output.begin()
-                    input._source = output  # for `Record.headers`
-                    try:
-                        result = handler(input)
-                    except BaseException as e:
-                        fail(output, e)
-                        continue
-                    if type(result) is coroutine or hasattr(result, "send"):
-                        step(result, output)
-                    else:  # a plain `def` returning its outputs
-                        complete(output, result)
-                return _no_completions()
+                serving = _serving
+                call = _Call()
+                pairs = _records(inputs, call)
+                try:
+                    for input, output in pairs:
+                        serving.current = output
+                        input._source = output  # for `Record.headers`
+                        try:
+                            result = handler(input)
+                        except BaseException as e:
+                            fail(output, e)
+                            continue
+                        if type(result) is coroutine or hasattr(result, "send"):
+                            step(result, output)
+                        else:  # a plain `def` returning its outputs
+                            complete(output, result)
+                finally:
+                    result = _end_call(call, pairs)
+                return result
 
         def timeout(self, input, output):
             if on_timeout is None:

@@ -9,7 +9,7 @@ import json as _json
 from wit_world.imports import http as _http
 from wit_world.imports import types as _types
 
-from ._core import Failure, _dumps
+from ._core import Failure, _begin_current, _dumps
 from ._status import is_retriable_status
 
 _EXCERPT_BYTES = 200
@@ -162,6 +162,7 @@ _calls = {}
 
 def send(request):
     """Starts `request` now; returns an awaitable `Call` whose result is a `Response`."""
+    _begin_current()
     call = Call(_http.send(request))
     _calls[call.id] = call
     return call
