@@ -7,7 +7,7 @@
 // componentize-js drains the microtask queue after every export call.
 
 import { hold } from "waio:enricher/completion@0.5.0";
-import { Failure, Record, SOURCE, bytes, describeError, deliver, log } from "./waio.js";
+import { Failure, Record, SOURCE, bytes, describeError, deliver, hostWork, log } from "./waio.js";
 
 // The plugin's view of an input: `output` answers `record.headers()`.
 function toRecord(event, output) {
@@ -170,9 +170,143 @@ function runBatch(plugin, method, inputs) {
   }
 }
 
-// Takes the columns of an `invoke-columns` call apart into [event, output] pairs, each output the
-// record's future held from the host, so that the batch runs as the per-record code expects.
-function heldInputs(columns) {
+// The `invoke-columns` call running now (null between calls): what its records completed so
+// far, in the columns of its result. `generation` tells a call from the ones after it.
+let call = null;
+let generation = 0;
+// Inside `invoke-columns`, the record whose code runs now (per-record code only) and the record
+// the host was last told of with `begin`.
+let current = null;
+let begun = null;
+
+function beginCall() {
+  generation++;
+  call = {
+    generation,
+    completed: [],
+    outputEnds: [],
+    payloads: [],
+    payloadLength: 0,
+    payloadEnds: [],
+    keys: [],
+    timestamps: [],
+    failed: [],
+  };
+  return call;
+}
+
+// The call's result; ends the call.
+function endCall(state) {
+  call = null;
+  current = null;
+  begun = null;
+  const payloads = new Uint8Array(state.payloadLength);
+  let at = 0;
+  for (const chunk of state.payloads) {
+    payloads.set(chunk, at);
+    at += chunk.length;
+  }
+  return {
+    completed: Uint32Array.from(state.completed),
+    outputEnds: Uint32Array.from(state.outputEnds),
+    outputs: {
+      payloads,
+      payloadEnds: Uint32Array.from(state.payloadEnds),
+      keys: state.keys,
+      timestamps: state.timestamps,
+    },
+    failed: state.failed,
+  };
+}
+
+// The future of record `index` of an `invoke-columns` call, with the methods of the host's
+// result-future. While its call runs it completes into the call's result and costs no host
+// call; it takes the host's future (`completion.hold`) only when it needs one: to `begin`, to
+// read the input's headers, or to be completed after the call.
+class Slot {
+  constructor(state, index) {
+    this.state = state;
+    this.index = index;
+    this.handle = null;
+    this.done = false;
+  }
+
+  // Whether the call this record came with is still running.
+  inCall() {
+    return call === this.state && call.generation === this.state.generation;
+  }
+
+  // The host's future for this record, held once (only possible while its call runs).
+  host() {
+    if (this.handle === null) {
+      if (!this.inCall()) throw new Error("the record is no longer in flight");
+      this.handle = hold(this.index);
+    }
+    return this.handle;
+  }
+
+  // At the end of the call: a record not completed yet keeps a host future for later.
+  holdIfOpen() {
+    if (!this.done && this.handle === null) this.handle = hold(this.index);
+  }
+
+  begin() {
+    this.host().begin();
+  }
+
+  inputHeaders() {
+    if (this.done && this.handle === null) throw new Error("the record was completed");
+    return this.host().inputHeaders();
+  }
+
+  complete(events) {
+    if (this.handle !== null) {
+      this.done = true;
+      this.handle.complete(events);
+      return;
+    }
+    if (this.done || !this.inCall()) return; // first completion wins
+    this.done = true;
+    const state = this.state;
+    for (const event of events) {
+      state.payloads.push(event.payload);
+      state.payloadLength += event.payload.length;
+      state.payloadEnds.push(state.payloadLength);
+      state.keys.push(event.key);
+      state.timestamps.push(event.timestamp);
+    }
+    state.completed.push(this.index);
+    state.outputEnds.push(state.keys.length);
+  }
+
+  completeExceptionally(failure) {
+    if (this.handle !== null) {
+      this.done = true;
+      this.handle.completeExceptionally(failure);
+      return;
+    }
+    if (this.done || !this.inCall()) return;
+    this.done = true;
+    this.state.failed.push([this.index, failure]);
+  }
+
+  [dispose]() {
+    if (this.handle !== null) release(this.handle);
+  }
+}
+
+// Inside a batch, tells the host which record the request or usage about to be made is for,
+// once per record and only for records that make one: a record that completes at once costs
+// no host call.
+hostWork.before = () => {
+  if (call === null || current === null || current === begun) return;
+  if (!current.inCall()) return;
+  current.begin();
+  begun = current;
+};
+
+// Takes the columns of an `invoke-columns` call apart into [event, slot] pairs.
+function slotInputs(columns, state) {
   const { payloads, payloadEnds, keys, timestamps } = columns;
   const n = payloadEnds.length;
   const inputs = new Array(n);
@@ -181,21 +315,10 @@ function heldInputs(columns) {
     const end = payloadEnds[i];
     // A view, not a copy: the bindings already copied the batch's bytes out of linear memory.
     const event = { key: keys[i], timestamp: timestamps[i], payload: payloads.subarray(start, end) };
-    inputs[i] = [event, hold(i)];
+    inputs[i] = [event, new Slot(state, i)];
     start = end;
   }
   return inputs;
-}
-
-// What `invoke-columns` returns: nothing completed in the result, every record goes through its
-// held future (completed before the call returns or later).
-function noCompletions() {
-  return {
-    completed: new Uint32Array(0),
-    outputEnds: new Uint32Array(0),
-    outputs: { payloads: new Uint8Array(0), payloadEnds: new Uint32Array(0), keys: [], timestamps: [] },
-    failed: [],
-  };
 }
 
 /** The `enricher` export for a plugin class (instantiated in `open`) or a plain object. */
@@ -247,21 +370,25 @@ export function enricherExport(Plugin) {
     },
 
     invokeColumns(columns) {
-      const inputs = heldInputs(columns);
+      const state = beginCall();
+      const inputs = slotInputs(columns, state);
       if (invokeBatch !== null) {
+        // No `begin`: its requests serve the batch, no single record.
         runBatch(plugin, invokeBatch, inputs);
-        return noCompletions();
+      } else {
+        // For each record exactly what `asyncInvoke` does, as the current record (`begin` is
+        // called when it sends a request or reports usage).
+        const p = plugin;
+        const method = invoke;
+        for (let i = 0, n = inputs.length; i < n; i++) {
+          const pair = inputs[i];
+          current = pair[1];
+          run(p, method, pair[0], pair[1]);
+        }
+        current = null;
       }
-      // For each record: `begin`, then exactly what `asyncInvoke` does.
-      const p = plugin;
-      const method = invoke;
-      for (let i = 0, n = inputs.length; i < n; i++) {
-        const pair = inputs[i];
-        const output = pair[1];
-        output.begin();
-        run(p, method, pair[0], output);
-      }
-      return noCompletions();
+      for (let i = 0, n = inputs.length; i < n; i++) inputs[i][1].holdIfOpen();
+      return endCall(state);
     },
 
     timeout(input, output) {

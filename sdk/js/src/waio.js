@@ -204,6 +204,15 @@ export class Response {
   }
 }
 
+// Set by the runtime: called before a request is sent or usage reported, so that inside an
+// `invoke-columns` call the host learns which record the work is for (`begin`).
+export const hostWork = { before: null };
+
+function beforeHostWork() {
+  const before = hostWork.before;
+  if (before !== null) before();
+}
+
 // call-id -> [resolve, reject] of the promise `http.send` returned.
 const pending = new Map();
 
@@ -232,6 +241,7 @@ export const http = {
         headers.push(["content-type", "application/json"]);
       }
     }
+    beforeHostWork();
     const id = hostSend({
       method: request.method || "GET",
       url: String(request.url),
@@ -275,6 +285,7 @@ function clampU32(n) {
 
 /** Reports tokens used for the record being processed (cost metrics and budgets). */
 export function reportUsage(model, inputTokens, outputTokens) {
+  beforeHostWork();
   report({ model: String(model), inputTokens: clampU32(inputTokens), outputTokens: clampU32(outputTokens) });
 }
 

@@ -240,20 +240,28 @@ function batch(journal, ...records) {
   return { columns: columns(events), outputs: records.map(([name]) => new Output(name, journal)) };
 }
 
-const noCompletions = {
-  completed: new Uint32Array(0),
-  outputEnds: new Uint32Array(0),
-  outputs: { payloads: new Uint8Array(0), payloadEnds: new Uint32Array(0), keys: [], timestamps: [] },
-  failed: [],
-};
+// The outputs of completed record `j` of a result, as events.
+function resultEvents(result, j) {
+  const out = result.outputs;
+  const from = j === 0 ? 0 : result.outputEnds[j - 1];
+  const events = [];
+  for (let k = from; k < result.outputEnds[j]; k++) {
+    const start = k === 0 ? 0 : out.payloadEnds[k - 1];
+    events.push({ key: out.keys[k], timestamp: out.timestamps[k], payload: out.payloads.slice(start, out.payloadEnds[k]) });
+  }
+  return events;
+}
 
 // Calls the `invoke-columns` export as the host does, with `hold` handing out the batch's
-// futures (only during the call). Every record must be held once and none completed in the
-// result: the SDK completes them all through their futures.
+// futures (only during the call), then completes the records of the call's result as the host
+// does (through the same `Output`s, so the journals show them after the call's own host calls).
+// Every record is either held or in the result, never both, at most once. Returns the result and
+// the indexes held, in order.
 function invokeColumns(e, { columns, outputs }) {
   const held = [];
   host.hold = (i) => {
     assert.ok(Number.isInteger(i) && i >= 0 && i < outputs.length, `hold(${i}) out of the batch`);
+    assert.ok(!held.includes(i), `hold(${i}) twice`);
     held.push(i);
     return outputs[i];
   };
@@ -263,8 +271,25 @@ function invokeColumns(e, { columns, outputs }) {
   } finally {
     host.hold = noHold;
   }
-  assert.deepEqual(held.toSorted((a, b) => a - b), outputs.map((_, i) => i));
-  assert.deepEqual(result, noCompletions);
+  assert.ok(result.completed instanceof Uint32Array && result.outputEnds instanceof Uint32Array);
+  assert.ok(result.outputs.payloads instanceof Uint8Array && result.outputs.payloadEnds instanceof Uint32Array);
+  const n = result.outputs.keys.length;
+  assert.equal(result.outputEnds.length, result.completed.length);
+  assert.equal(result.outputEnds.at(-1) ?? 0, n);
+  assert.equal(result.outputs.payloadEnds.length, n);
+  assert.equal(result.outputs.timestamps.length, n);
+  assert.equal(result.outputs.payloadEnds.at(-1) ?? 0, result.outputs.payloads.length);
+  const named = [...held, ...result.completed, ...result.failed.map(([i]) => i)];
+  assert.deepEqual(named.toSorted((a, b) => a - b), outputs.map((_, i) => i));
+  result.completed.forEach((i, j) => {
+    outputs[i].complete(resultEvents(result, j));
+    outputs[i].disposed = true; // never a handle in the plugin
+  });
+  for (const [i, failure] of result.failed) {
+    outputs[i].completeExceptionally(failure);
+    outputs[i].disposed = true;
+  }
+  return { result, held };
 }
 
 test("invoke-columns slices each record's payload, key and timestamp; hold(i) is record i's", async () => {
@@ -317,7 +342,7 @@ test("invoke-columns slices each record's payload, key and timestamp; hold(i) is
   invokeColumns(perRecord, { columns: columns([]), outputs: [] });
 });
 
-test("default batch: begin, then asyncInvoke, for each record in order", async () => {
+test("default batch: asyncInvoke for each record in order, begin only for the record that sends", async () => {
   const journal = [];
   const e = plugin(class {
     async asyncInvoke(r) {
@@ -333,18 +358,22 @@ test("default batch: begin, then asyncInvoke, for each record in order", async (
   const sent = host.sent.length;
   const usage = host.usage.length;
   const b = batch(journal, ["a"], ["b", { later: true }], ["c"]);
-  invokeColumns(e, b);
-  // Each record runs up to its first wait before the next is begun; its request is sent inside.
-  assert.deepEqual(journal, [["begin", "a"], ["invoke", "a"], ["begin", "b"], ["invoke", "b"], ["begin", "c"], ["invoke", "c"]]);
+  const { held, result } = invokeColumns(e, b);
+  // Each record runs up to its first wait before the next starts; b's request is sent inside,
+  // after b's future is held and begun. An async asyncInvoke settles after the call returns: a
+  // and c are held at its end, nothing is in the result.
+  assert.deepEqual(journal, [["invoke", "a"], ["invoke", "b"], ["begin", "b"], ["invoke", "c"]]);
+  assert.deepEqual(held, [1, 0, 2]);
+  assert.deepEqual([...result.completed, ...result.failed], []);
   assert.equal(host.sent.length, sent + 1);
   const [id, req] = host.sent.at(-1);
   assert.equal(req.url, "http://x/b");
   await settle();
-  assert.deepEqual(journal.slice(6), [["complete", "a", [{ out: "a" }]], ["complete", "c", [{ out: "c" }]]]);
+  assert.deepEqual(journal.slice(4), [["complete", "a", [{ out: "a" }]], ["complete", "c", [{ out: "c" }]]]);
   // b goes on from its answer, in onResponse, without a begin (the host knows the record).
   e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode('{"n":5}') } });
   await settle();
-  assert.deepEqual(journal.slice(8), [["complete", "b", [{ out: "b" }]]]);
+  assert.deepEqual(journal.slice(6), [["complete", "b", [{ out: "b" }]]]);
   assert.deepEqual(host.usage.slice(usage), [{ model: "m", inputTokens: 5, outputTokens: 0 }]);
   b.outputs.forEach((output, i) => {
     assert.ok(output.disposed);
@@ -353,11 +382,12 @@ test("default batch: begin, then asyncInvoke, for each record in order", async (
   });
 });
 
-test("default batch: a plain function's records complete inside the call, begun one by one", () => {
+test("default batch: a plain function's records complete in the call's result, with no host call", () => {
   const journal = [];
   const e = plugin({ asyncInvoke: (r) => [r.withJson({ n: 1 })] });
-  invokeColumns(e, batch(journal, ["a"], ["b"]));
-  assert.deepEqual(journal, [["begin", "a"], ["complete", "a", [{ n: 1 }]], ["begin", "b"], ["complete", "b", [{ n: 1 }]]]);
+  const { held } = invokeColumns(e, batch(journal, ["a"], ["b"]));
+  assert.deepEqual(held, []);
+  assert.deepEqual(journal, [["complete", "a", [{ n: 1 }]], ["complete", "b", [{ n: 1 }]]]);
 });
 
 test("default batch: one record's exception fails only that record", async () => {
@@ -400,7 +430,8 @@ test("default batch: one record's exception fails only that record", async () =>
     g: ["fatal", "Error: sync boom"],
     h: [[]],
   });
-  assert.deepEqual(journal.filter(([k]) => k === "begin").map(([, name]) => name), ["a", "b", "c", "d", "e", "f", "g", "h"]);
+  // Only d sends a request: only d is begun.
+  assert.deepEqual(journal.filter(([k]) => k === "begin").map(([, name]) => name), ["d"]);
 });
 
 test("a plugin's own asyncInvokeBatch gets all records; its results complete the right futures", async () => {
@@ -535,8 +566,8 @@ test("record.headers() asks the record's own future once; made records have none
   const b = new HeadersOutput([]);
   invokeColumns(e, { columns: columns([event({}), event({})]), outputs: [a, b] });
   await settle();
-  assert.deepEqual(json(a.calls[1][1][0]), { headers: [["trace", "t-1"], ["trace", "t-2"]], trace: "t-1", missing: null, made: [] });
-  assert.deepEqual(json(b.calls[1][1][0]), { headers: [], missing: null, made: [] });
+  assert.deepEqual(json(a.calls.at(-1)[1][0]), { headers: [["trace", "t-1"], ["trace", "t-2"]], trace: "t-1", missing: null, made: [] });
+  assert.deepEqual(json(b.calls.at(-1)[1][0]), { headers: [], missing: null, made: [] });
   assert.equal(a.asked, 1);
   assert.equal(b.asked, 1);
   // Not asking costs no host call; the timeout and a batch handler see their records' headers.
@@ -560,4 +591,133 @@ test("record.headers() asks the record's own future once; made records have none
   });
   both.timeout(event({}), new HeadersOutput([["id", enc.encode("3")]]));
   assert.deepEqual(seen, ["1", "2", "3"]);
+});
+
+// The fast scheme of `invoke-columns`: a record completed in the call costs no host call.
+
+test("a batch completed at once returns exact columns and holds nothing", () => {
+  const e = plugin({
+    asyncInvoke(r) {
+      const { name } = r.json();
+      if (name === "none") return [];
+      if (name === "two") {
+        return [new sdk.Record("k1", 5, enc.encode("one")), new sdk.Record(undefined, undefined, enc.encode(""))];
+      }
+      if (name === "boom") throw sdk.Failure.retriable("busy");
+      if (name === "bad") return "nope";
+      return [r.withPayload("x!")];
+    },
+  });
+  const b = batch(null, ["none"], ["two"], ["boom"], ["one"], ["bad"]); // payloads not JSON: no journal
+  const { held, result } = invokeColumns(e, b);
+  assert.deepEqual(held, []);
+  assert.deepEqual(result, {
+    completed: Uint32Array.from([0, 1, 3]),
+    outputEnds: Uint32Array.from([0, 2, 3]),
+    outputs: {
+      payloads: enc.encode("onex!"),
+      payloadEnds: Uint32Array.from([3, 3, 5]),
+      keys: ["k1", undefined, "key-one"],
+      timestamps: [5n, undefined, 9n],
+    },
+    failed: [
+      [2, { kind: "retriable", message: "busy" }],
+      [4, { kind: "fatal", message: "TypeError: asyncInvoke must return an array of records (or a Promise of one), got string" }],
+    ],
+  });
+  // The same plugin again: a new call starts with empty columns.
+  const again = invokeColumns(e, batch(null, ["one"]));
+  assert.deepEqual(again.held, []);
+  assert.deepEqual([...again.result.completed], [0]);
+  assert.deepEqual(new TextDecoder().decode(again.result.outputs.payloads), "x!");
+});
+
+test("a record completed after the call is held at its end and completed through its handle", async () => {
+  const later = [];
+  let slot;
+  const e = plugin({
+    asyncInvoke(r) {
+      if (r.json().name !== "kept") return [r.withJson({ now: true })];
+      slot = r[sdk.SOURCE];
+      return new Promise((resolve) => later.push(() => resolve([r.withJson({ later: true })])));
+    },
+  });
+  const journal = [];
+  const b = batch(journal, ["a"], ["kept"], ["c"]);
+  const { held, result } = invokeColumns(e, b);
+  assert.deepEqual(held, [1]);
+  assert.deepEqual([...result.completed], [0, 2]);
+  assert.deepEqual(b.outputs[1].calls, []);
+  // A later call does not take the kept record for one of its own.
+  const second = invokeColumns(e, batch(journal, ["x"]));
+  assert.deepEqual(second.held, []);
+  later[0]();
+  await settle();
+  assert.deepEqual(b.outputs[1].calls.map(([k]) => k), ["complete"]);
+  assert.deepEqual(json(b.outputs[1].calls[0][1][0]), { later: true });
+  assert.ok(b.outputs[1].disposed);
+  // Completing again (first completion wins) reaches the host's future, never a call's result.
+  slot.complete([]);
+  const third = invokeColumns(e, batch([], ["y"]));
+  assert.deepEqual([...third.result.completed], [0]);
+  assert.equal(third.result.outputEnds[0], 1);
+});
+
+test("begin and headers inside the call hold that record only; it then completes through its handle", async () => {
+  const e = plugin({
+    asyncInvoke(r) {
+      const { name } = r.json();
+      if (name === "headers") return [r.withJson({ n: r.headers().length })];
+      if (name === "usage") {
+        sdk.reportUsage("m", 1, 2);
+        sdk.reportUsage("m", 3, 4); // one begin per record
+        return [];
+      }
+      if (name === "send") return sdk.http.get("http://x/").then(() => [r.withJson({ sent: true })]);
+      return [r.withJson({ plain: name })];
+    },
+  });
+  const outputs = ["plain", "headers", "usage", "send", "plain2"].map(() => new HeadersOutput([["h", enc.encode("v")]]));
+  const events = ["plain", "headers", "usage", "send", "plain2"].map((name) => event({ name }));
+  const { held, result } = invokeColumns(e, { columns: columns(events), outputs });
+  assert.deepEqual(held, [1, 2, 3]);
+  assert.deepEqual([...result.completed], [0, 4]);
+  assert.deepEqual(result.failed, []);
+  assert.equal(outputs[1].asked, 1);
+  assert.deepEqual(outputs[1].calls.map(([k]) => k), ["complete"]);
+  assert.deepEqual(json(outputs[1].calls[0][1][0]), { n: 1 });
+  assert.deepEqual(outputs[2].calls.map(([k]) => k), ["begin", "complete"]);
+  assert.deepEqual(outputs[3].calls.map(([k]) => k), ["begin"]);
+  for (const i of [0, 4]) assert.equal(outputs[i].asked, 0);
+  const [id] = host.sent.at(-1);
+  e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: new Uint8Array(0) } });
+  await settle();
+  assert.deepEqual(outputs[3].calls.map(([k]) => k), ["begin", "complete"]);
+  assert.ok([1, 2, 3].every((i) => outputs[i].disposed));
+});
+
+test("a plugin's asyncInvokeBatch: settled in the call, its results are the call's; later, through handles", async () => {
+  const sync = plugin({
+    asyncInvokeBatch(records) {
+      return records.map((r, i) => (i === 1 ? new RangeError("no") : i === 2 ? [] : [r.withJson({ i }), r.withJson({ again: i })]));
+    },
+  });
+  const { held, result } = invokeColumns(sync, batch([], ["a"], ["b"], ["c"]));
+  assert.deepEqual(held, []);
+  assert.deepEqual([...result.completed], [0, 2]);
+  assert.deepEqual([...result.outputEnds], [2, 2]);
+  assert.deepEqual(result.outputs.keys, ["key-a", "key-a"]);
+  assert.deepEqual(result.failed, [[1, { kind: "fatal", message: "RangeError: no" }]]);
+  const throws = plugin({ asyncInvokeBatch() { throw new Error("down"); } });
+  const thrown = invokeColumns(throws, batch([], ["a"], ["b"]));
+  assert.deepEqual(thrown.held, []);
+  assert.deepEqual(thrown.result.failed.map(([i]) => i), [0, 1]);
+  const journal = [];
+  const later = plugin({ async asyncInvokeBatch(records) { return records.map(() => []); } });
+  const b = batch(journal, ["a"], ["b"]);
+  const kept = invokeColumns(later, b);
+  assert.deepEqual(kept.held, [0, 1]);
+  assert.deepEqual(journal, []);
+  await settle();
+  assert.deepEqual(journal, [["complete", "a", []], ["complete", "b", []]]);
 });
