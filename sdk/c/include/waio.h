@@ -96,7 +96,8 @@ void waio_drop(waio_future_t *fut);
  * many records), before per-record work on one of them. In `waio_plugin_invoke`,
  * `waio_plugin_timeout` and the answer callback of a request sent for one record the host knows
  * the record already (calling it there is harmless). Never call it for work on behalf of many
- * records. */
+ * records. During a batch call it costs host calls (the record is held, see README "Batches"):
+ * call it only before a request or usage report. */
 void waio_begin(waio_future_t *fut);
 
 /* ---- the callbacks a plugin implements --------------------------------------------------- */
@@ -125,8 +126,11 @@ void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut);
 void waio_plugin_invoke_batch(waio_future_t *const *futs, size_t n);
 
 /* The default batch handling, for a `waio_plugin_invoke_batch` that serves only some records
- * (or some batches) itself: for each of `futs[0..n)` in order, `waio_begin(fut)` and then
- * `waio_plugin_invoke(waio_future_input(fut), fut)`. Takes over the futures, not the array. */
+ * (or some batches) itself: for each of `futs[0..n)` in order,
+ * `waio_plugin_invoke(waio_future_input(fut), fut)` as that record's code: during the batch call
+ * the SDK tells the host of the record (`begin`) before its first request or usage report, and
+ * only then; after the call (say from an answer) it calls `waio_begin(fut)` first. Takes over
+ * the futures, not the array. */
 void waio_invoke_each(waio_future_t *const *futs, size_t n);
 
 /* Called when the record's time is up before it completed, with a fresh future for the same

@@ -14,7 +14,13 @@
 #include "enricher_plugin.h"
 
 struct waio_future {
+    /* Valid when `held`: futures of `async-invoke` and `timeout` come with one; a record of an
+     * `invoke-columns` call gets one from `completion.hold` only when it needs the host (begin,
+     * headers) during the call, or at the end of the call when it is still uncompleted. */
     waio_enricher_completion_own_result_future_t handle;
+    bool held;
+    uint64_t call;  /* the `invoke-columns` call of the record (see `call_gen`), 0 for none */
+    uint32_t index; /* its index in that call's inputs */
     exports_waio_enricher_enricher_event_t event; /* owned: freed with the future */
     waio_record_t record;                         /* a view into `event` */
     /* The input's headers, asked of the host on the first `waio_future_headers` (NULL views
@@ -52,12 +58,58 @@ static void cm_string(enricher_plugin_string_t *s, const char *text) {
     s->len = text ? strlen(text) : 0;
 }
 
+/* ---- the running invoke-columns call ---------------------------------------------------- */
+
+/* A record of the running call completes or fails into the call's result (no host call); one
+ * that needs the host during the call is held first (`completion.hold`), and every record still
+ * open at the end of the call is held then, so that it can complete through its handle later. */
+static uint64_t call_gen;            /* counts the calls; the running one, when `call_running` */
+static bool call_running;
+static waio_future_t **call_slots;   /* record i's future while the plugin owns it, else NULL */
+static waio_future_t *call_current;  /* the record whose per-record code runs now, or NULL */
+static int64_t call_begun;           /* the record last told of with `begin` in this call, or -1 */
+static exports_waio_enricher_enricher_batch_completions_t call_result;
+static size_t cap_completed, cap_output_ends, cap_payloads, cap_payload_ends, cap_keys,
+    cap_timestamps, cap_failed;
+
+/* Makes room for one more element (`extra` more for bytes) in a result list. */
+#define GROW(list, cap, extra)                                                                 \
+    do {                                                                                       \
+        if ((list).len + (extra) > (cap)) {                                                    \
+            size_t want_ = (cap) ? (cap) * 2 : 16;                                             \
+            while (want_ < (list).len + (extra)) {                                             \
+                want_ *= 2;                                                                    \
+            }                                                                                  \
+            (list).ptr = xrealloc((list).ptr, want_ * sizeof *(list).ptr);                     \
+            (cap) = want_;                                                                     \
+        }                                                                                      \
+    } while (0)
+
+static bool in_its_call(const waio_future_t *fut) {
+    return call_running && fut->call == call_gen;
+}
+
+/* The record's handle, taken with `hold` the first time it needs one in its call. */
+static void ensure_held(waio_future_t *fut) {
+    if (!fut->held) {
+        if (!in_its_call(fut)) {
+            /* Never happens: every open record of a call is held at its end. */
+            __builtin_trap();
+        }
+        fut->handle = waio_enricher_completion_hold(fut->index);
+        fut->held = true;
+    }
+}
+
 /* ---- futures ---------------------------------------------------------------------------- */
 
 static waio_future_t *future_new(exports_waio_enricher_enricher_event_t *input,
                                  exports_waio_enricher_enricher_own_result_future_t handle) {
     waio_future_t *fut = xrealloc(NULL, sizeof *fut);
     fut->handle = handle;
+    fut->held = true;
+    fut->call = 0;
+    fut->index = 0;
     fut->event = *input;
     fut->headers.ptr = NULL;
     fut->headers.len = 0;
@@ -79,7 +131,15 @@ static waio_future_t *future_new(exports_waio_enricher_enricher_event_t *input,
 }
 
 static void future_free(waio_future_t *fut) {
-    waio_enricher_completion_result_future_drop_own(fut->handle);
+    if (in_its_call(fut)) {
+        call_slots[fut->index] = NULL;
+        if (call_current == fut) {
+            call_current = NULL;
+        }
+    }
+    if (fut->held) {
+        waio_enricher_completion_result_future_drop_own(fut->handle);
+    }
     exports_waio_enricher_enricher_event_free(&fut->event);
     if (fut->headers_asked) {
         enricher_plugin_list_tuple2_string_list_u8_free(&fut->headers);
@@ -89,6 +149,7 @@ static void future_free(waio_future_t *fut) {
 }
 
 static waio_enricher_completion_borrow_result_future_t borrow(waio_future_t *fut) {
+    ensure_held(fut);
     return waio_enricher_completion_borrow_result_future(fut->handle);
 }
 
@@ -115,7 +176,44 @@ const waio_input_header_t *waio_future_headers(waio_future_t *fut, size_t *n) {
     return fut->header_views;
 }
 
+/* Appends record `fut`'s outputs to the running call's result. */
+static void complete_in_call(waio_future_t *fut, const waio_output_t *outputs, size_t n) {
+    exports_waio_enricher_enricher_batch_completions_t *r = &call_result;
+    exports_waio_enricher_enricher_event_columns_t *o = &r->outputs;
+    GROW(r->completed, cap_completed, 1);
+    r->completed.ptr[r->completed.len++] = fut->index;
+    GROW(o->payload_ends, cap_payload_ends, n);
+    GROW(o->keys, cap_keys, n);
+    GROW(o->timestamps, cap_timestamps, n);
+    for (size_t i = 0; i < n; i++) {
+        if (outputs[i].len != 0) {
+            GROW(o->payloads, cap_payloads, outputs[i].len);
+            memcpy(o->payloads.ptr + o->payloads.len, outputs[i].data, outputs[i].len);
+            o->payloads.len += outputs[i].len;
+        }
+        o->payload_ends.ptr[o->payload_ends.len++] = (uint32_t)o->payloads.len;
+        enricher_plugin_option_string_t *key = &o->keys.ptr[o->keys.len++];
+        key->is_some = fut->event.key.is_some;
+        key->val.ptr = NULL;
+        key->val.len = 0;
+        if (key->is_some && fut->event.key.val.len != 0) {
+            /* Its own allocation: the post-return function frees each key. */
+            key->val.len = fut->event.key.val.len;
+            key->val.ptr = xrealloc(NULL, key->val.len);
+            memcpy(key->val.ptr, fut->event.key.val.ptr, key->val.len);
+        }
+        o->timestamps.ptr[o->timestamps.len++] = fut->event.timestamp;
+    }
+    GROW(r->output_ends, cap_output_ends, 1);
+    r->output_ends.ptr[r->output_ends.len++] = (uint32_t)o->keys.len;
+}
+
 void waio_complete(waio_future_t *fut, const waio_output_t *outputs, size_t n) {
+    if (!fut->held && in_its_call(fut)) {
+        complete_in_call(fut, outputs, n);
+        future_free(fut);
+        return;
+    }
     waio_enricher_completion_event_t stack[4];
     waio_enricher_completion_event_t *events =
         n <= 4 ? stack : xrealloc(NULL, n * sizeof *events);
@@ -159,6 +257,22 @@ static void fail_message(waio_future_t *fut, waio_failure_kind_t kind, const cha
     waio_enricher_completion_failure_t failure;
     failure.kind = kind == WAIO_RETRIABLE ? WAIO_ENRICHER_TYPES_FAILURE_KIND_RETRIABLE
                                           : WAIO_ENRICHER_TYPES_FAILURE_KIND_FATAL;
+    if (!fut->held && in_its_call(fut)) {
+        /* Into the result; the post-return function frees the message. */
+        GROW(call_result.failed, cap_failed, 1);
+        waio_enricher_types_tuple2_u32_failure_t *f =
+            &call_result.failed.ptr[call_result.failed.len++];
+        f->f0 = fut->index;
+        f->f1.kind = failure.kind;
+        f->f1.message.len = strlen(message);
+        f->f1.message.ptr = NULL;
+        if (f->f1.message.len != 0) {
+            f->f1.message.ptr = xrealloc(NULL, f->f1.message.len);
+            memcpy(f->f1.message.ptr, message, f->f1.message.len);
+        }
+        future_free(fut);
+        return;
+    }
     cm_string(&failure.message, message);
     waio_enricher_completion_method_result_future_complete_exceptionally(borrow(fut), &failure);
     future_free(fut);
@@ -177,18 +291,45 @@ void waio_drop(waio_future_t *fut) { future_free(fut); }
 
 void waio_begin(waio_future_t *fut) {
     waio_enricher_completion_method_result_future_begin(borrow(fut));
+    if (in_its_call(fut)) {
+        call_begun = fut->index;
+    }
+}
+
+/* Inside a call, before a request or usage on behalf of the record whose per-record code runs:
+ * tells the host of that record (holding it), once, and only for records that need it, so that a
+ * record completed at once costs no host call. */
+static void begin_current(void) {
+    if (call_running && call_current != NULL && call_begun != (int64_t)call_current->index) {
+        waio_begin(call_current);
+    }
+}
+
+/* Runs the per-record code on `fut`, with `fut` as the current record of its call. */
+static void invoke_one(waio_future_t *fut) {
+    if (in_its_call(fut)) {
+        waio_future_t *previous = call_current;
+        call_current = fut;
+        waio_plugin_invoke(&fut->record, fut);
+        call_current = previous;
+    } else {
+        /* Outside its call (say in the answer callback of a request sent for many records) the
+         * host knows the record only from `begin`. */
+        waio_begin(fut);
+        waio_plugin_invoke(&fut->record, fut);
+    }
 }
 
 void waio_invoke_each(waio_future_t *const *futs, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        waio_begin(futs[i]);
-        waio_plugin_invoke(&futs[i]->record, futs[i]);
+        invoke_one(futs[i]);
     }
 }
 
 /* ---- usage and logging ---------------------------------------------------------------------- */
 
 void waio_report_usage(const char *model, uint32_t input_tokens, uint32_t output_tokens) {
+    begin_current();
     waio_enricher_usage_token_usage_t usage;
     cm_string(&usage.model, model);
     usage.input_tokens = input_tokens;
@@ -290,6 +431,7 @@ static pending_t pending_take(uint64_t id) {
 
 void waio_http_send(const waio_http_request_t *req, waio_http_callback_t on_answer,
                     void *user_data) {
+    begin_current();
     waio_enricher_http_http_request_t r;
     cm_string(&r.method, req->method ? req->method : "GET");
     cm_string(&r.url, req->url);
@@ -400,15 +542,15 @@ static exports_waio_enricher_enricher_event_t column_event(
     return e;
 }
 
-/* A batch as columns: each record becomes an event and gets its future from `completion.hold`,
- * then the batch runs exactly as 0.4.0's `async-invoke-batch` did (the plugin's batch handler,
- * else `begin` and the single-record path per record). Every record is completed through its
- * held future, so the result is always empty. The columns' lists belong to us: the keys' strings
- * move into the events, everything else is freed here. */
+/* A batch as columns: each record becomes an event with a future that knows only its call and
+ * index, then the batch runs as 0.4.0's `async-invoke-batch` did (the plugin's batch handler,
+ * else the single-record path per record). Records completed or failed during the call go into
+ * `ret` (the generated post-return function frees its lists, keys and messages); those the plugin
+ * still owns at the end are held then, to complete through their handles later. The columns'
+ * lists belong to us: the keys' strings move into the events, everything else is freed here. */
 void exports_waio_enricher_enricher_invoke_columns(
     exports_waio_enricher_enricher_event_columns_t *inputs,
     exports_waio_enricher_enricher_batch_completions_t *ret) {
-    memset(ret, 0, sizeof *ret);
     size_t n = inputs->payload_ends.len;
     /* Columns that do not fit together are a host bug: trap rather than read out of bounds. */
     if (inputs->keys.len != n || inputs->timestamps.len != n) {
@@ -421,29 +563,63 @@ void exports_waio_enricher_enricher_invoke_columns(
             __builtin_trap();
         }
     }
+    memset(&call_result, 0, sizeof call_result);
+    cap_completed = cap_output_ends = cap_payloads = cap_payload_ends = cap_keys =
+        cap_timestamps = cap_failed = 0;
+    waio_future_t *stack[64];
+    waio_future_t **futs = n <= 64 ? stack : xrealloc(NULL, n * sizeof *futs);
+    call_gen++;
+    call_running = true;
+    call_slots = futs;
+    call_current = NULL;
+    call_begun = -1;
     if (n != 0 && waio_plugin_invoke_batch == NULL) {
-        /* waio_invoke_each without the array: per record `begin`, then exactly what the
-         * single-record export does. */
+        /* waio_invoke_each, one record at a time. */
+        for (size_t i = 0; i < n; i++) {
+            futs[i] = NULL;
+        }
         for (size_t i = 0; i < n; i++) {
             exports_waio_enricher_enricher_event_t e = column_event(inputs, i);
-            waio_enricher_completion_own_result_future_t handle =
-                waio_enricher_completion_hold((uint32_t)i);
-            waio_enricher_completion_method_result_future_begin(
-                waio_enricher_completion_borrow_result_future(handle));
-            exports_waio_enricher_enricher_async_invoke(&e, handle);
+            waio_future_t *fut =
+                future_new(&e, (waio_enricher_completion_own_result_future_t){0});
+            fut->held = false;
+            fut->call = call_gen;
+            fut->index = (uint32_t)i;
+            futs[i] = fut;
+            invoke_one(fut);
         }
     } else if (n != 0) {
-        waio_future_t *stack[64];
-        waio_future_t **futs = n <= 64 ? stack : xrealloc(NULL, n * sizeof *futs);
+        /* The plugin gets its own copy of the array: `futs` is cleared as records complete. */
+        waio_future_t *stack2[64];
+        waio_future_t **given = n <= 64 ? stack2 : xrealloc(NULL, n * sizeof *given);
         for (size_t i = 0; i < n; i++) {
             exports_waio_enricher_enricher_event_t e = column_event(inputs, i);
-            futs[i] = future_new(&e, waio_enricher_completion_hold((uint32_t)i));
+            waio_future_t *fut =
+                future_new(&e, (waio_enricher_completion_own_result_future_t){0});
+            fut->held = false;
+            fut->call = call_gen;
+            fut->index = (uint32_t)i;
+            futs[i] = given[i] = fut;
         }
-        waio_plugin_invoke_batch(futs, n);
-        if (futs != stack) {
-            free(futs);
+        waio_plugin_invoke_batch(given, n);
+        if (given != stack2) {
+            free(given);
         }
     }
+    /* The records the plugin still owns may complete later: give each its handle now. */
+    for (size_t i = 0; i < n; i++) {
+        if (futs[i] != NULL) {
+            ensure_held(futs[i]);
+        }
+    }
+    call_running = false;
+    call_slots = NULL;
+    call_current = NULL;
+    if (futs != stack) {
+        free(futs);
+    }
+    *ret = call_result;
+    memset(&call_result, 0, sizeof call_result);
     free_list(inputs->payloads.ptr, inputs->payloads.len);
     free_list(inputs->payload_ends.ptr, inputs->payload_ends.len);
     free_list(inputs->keys.ptr, inputs->keys.len);

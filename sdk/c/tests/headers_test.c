@@ -8,9 +8,13 @@
 #include "host_stub.h"
 #include "waio.h"
 
-/* Completes with "name=value;..." of the input's headers, asking for them twice. */
+/* Completes with "name=value;..." of the input's headers, asking for them twice; a record with
+ * payload "plain" completes at once without asking. */
 void waio_plugin_invoke(const waio_record_t *in, waio_future_t *fut) {
-    (void)in;
+    if (strcmp(in->payload, "plain") == 0) {
+        waio_complete_one(fut, "P", 1);
+        return;
+    }
     size_t n = 99;
     const waio_input_header_t *headers = waio_future_headers(fut, &n);
     size_t again = 0;
@@ -49,20 +53,24 @@ int main(void) {
                                            "complete 8: [-|-1|]\n"
                                            "drop 8\n");
 
-    /* Futures held in an `invoke-columns` batch ask for their own record's headers. */
+    /* In an `invoke-columns` batch, a record that reads its headers is held first (that record
+     * only; no `begin`: reading headers is no request) and then completes through its handle;
+     * the one that does not goes into the result. */
     stub_set_headers(names, values, 1);
-    const char *payloads[] = {"c", "d"};
-    stub_invoke_columns(NULL, NULL, payloads, 2, 20);
+    const char *payloads[] = {"c", "plain", "d"};
+    stub_invoke_columns(NULL, NULL, payloads, 3, 20);
     failures += !stub_expect("headers in a batch", "hold 0\n"
-                                                   "begin 20\n"
                                                    "input-headers 20\n"
                                                    "complete 20: [-|1000|trace=t-1;]\n"
                                                    "drop 20\n"
-                                                   "hold 1\n"
-                                                   "begin 21\n"
-                                                   "input-headers 21\n"
-                                                   "complete 21: [-|1001|trace=t-1;]\n"
-                                                   "drop 21\n");
+                                                   "hold 2\n"
+                                                   "input-headers 22\n"
+                                                   "complete 22: [-|1002|trace=t-1;]\n"
+                                                   "drop 22\n"
+                                                   "completed 1\n"
+                                                   "output-ends 1\n"
+                                                   "outputs [-|1001|P]\n"
+                                                   "failed\n");
 
     if (failures) {
         fprintf(stderr, "headers_test: %d failed\n", failures);

@@ -201,6 +201,77 @@ exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, 
     return e;
 }
 
+/* Traces the result of `invoke-columns` (nothing when it is empty), after checking that its
+ * lists fit together as the host does (a misfit aborts):
+ *   "completed 0 2" / "output-ends 1 3" / "outputs [key|ts|payload] ..." / "failed 4 fatal: msg"
+ * The return area is written in units of sizeof(void *): list k's pointer, then its length. */
+static void trace_result(uint8_t *ret) {
+    void *ptrs[7];
+    size_t lens[7];
+    bool any = false;
+    for (size_t k = 0; k < 7; k++) {
+        ptrs[k] = *(void **)(ret + 2 * k * sizeof(void *));
+        lens[k] = *(size_t *)(ret + (2 * k + 1) * sizeof(void *));
+        any |= lens[k] != 0;
+    }
+    if (!any) {
+        return;
+    }
+    const uint32_t *completed = ptrs[0], *output_ends = ptrs[1], *payload_ends = ptrs[3];
+    const uint8_t *payloads = ptrs[2];
+    const enricher_plugin_option_string_t *keys = ptrs[4];
+    const waio_enricher_types_option_timestamp_ms_t *stamps = ptrs[5];
+    const waio_enricher_types_tuple2_u32_failure_t *failed = ptrs[6];
+    size_t outputs = lens[3];
+    if (lens[0] != lens[1] || lens[4] != outputs || lens[5] != outputs ||
+        (outputs ? payload_ends[outputs - 1] : 0) != lens[2] ||
+        (lens[1] ? output_ends[lens[1] - 1] : 0) != outputs) {
+        fprintf(stderr, "invoke-columns returned lists that do not fit together\n");
+        abort();
+    }
+    char line[8192];
+    size_t at = (size_t)snprintf(line, sizeof line, "completed");
+    for (size_t j = 0; j < lens[0]; j++) {
+        if (completed[j] >= columns_len || (j && output_ends[j] < output_ends[j - 1])) {
+            fprintf(stderr, "invoke-columns returned a bad completion %zu\n", j);
+            abort();
+        }
+        at += (size_t)snprintf(line + at, sizeof line - at, " %u", completed[j]);
+    }
+    stub_trace("%s", line);
+    at = (size_t)snprintf(line, sizeof line, "output-ends");
+    for (size_t j = 0; j < lens[1]; j++) {
+        at += (size_t)snprintf(line + at, sizeof line - at, " %u", output_ends[j]);
+    }
+    stub_trace("%s", line);
+    at = (size_t)snprintf(line, sizeof line, "outputs");
+    for (size_t j = 0; j < outputs && at < sizeof line; j++) {
+        uint32_t start = j ? payload_ends[j - 1] : 0;
+        if (payload_ends[j] < start) {
+            fprintf(stderr, "invoke-columns returned decreasing payload ends\n");
+            abort();
+        }
+        at += (size_t)snprintf(line + at, sizeof line - at, " [%.*s|%lld|%.*s]",
+                               keys[j].is_some ? (int)keys[j].val.len : 1,
+                               keys[j].is_some ? (const char *)keys[j].val.ptr : "-",
+                               stamps[j].is_some ? (long long)stamps[j].val : -1LL,
+                               (int)(payload_ends[j] - start), (const char *)payloads + start);
+    }
+    stub_trace("%s", line);
+    at = (size_t)snprintf(line, sizeof line, "failed");
+    for (size_t j = 0; j < lens[6] && at < sizeof line; j++) {
+        if (failed[j].f0 >= columns_len) {
+            fprintf(stderr, "invoke-columns failed record %u outside the batch\n", failed[j].f0);
+            abort();
+        }
+        at += (size_t)snprintf(line + at, sizeof line - at, " %u %s: %.*s;", failed[j].f0,
+                               failed[j].f1.kind == 0 ? "retriable" : "fatal",
+                               (int)failed[j].f1.message.len,
+                               (const char *)failed[j].f1.message.ptr);
+    }
+    stub_trace("%s", line);
+}
+
 void stub_invoke_columns(const char *const *keys, const int64_t *timestamps,
                          const char *const *payloads, size_t n, int32_t first_handle) {
     register_cleanup();
@@ -236,14 +307,7 @@ void stub_invoke_columns(const char *const *keys, const int64_t *timestamps,
     uint8_t *ret = __wasm_export_exports_waio_enricher_enricher_invoke_columns(
         bytes, total, (uint8_t *)ends, n, (uint8_t *)key_col, n, (uint8_t *)ts_col, n);
     columns_running = false;
-    /* Seven lists (completed, output-ends, the four output columns, failed): all empty. */
-    for (size_t list = 0; list < 7; list++) {
-        size_t len = *(size_t *)(ret + (2 * list + 1) * sizeof(void *));
-        if (len != 0) {
-            fprintf(stderr, "invoke-columns returned %zu entries in list %zu\n", len, list);
-            abort();
-        }
-    }
+    trace_result(ret);
     __wasm_export_exports_waio_enricher_enricher_invoke_columns_post_return(ret);
 }
 

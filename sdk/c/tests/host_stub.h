@@ -26,8 +26,10 @@ exports_waio_enricher_enricher_event_t stub_event(const char *key, bool has_ts, 
  * payloads[i] is record i's payload (sliced out of one buffer by the SDK), keys[i] its key (keys
  * may be NULL: no keys), timestamps[i] its timestamp, none when negative (timestamps may be NULL:
  * 1000 + i). During the call `hold(i)` traces "hold i" and hands out handle first_handle + i; it
- * aborts when no call runs or i is not a record of it. Aborts when the result is not empty (the
- * SDK completes every record through its held future). */
+ * aborts when no call runs or i is not a record of it. After the call, traces the result when it
+ * is not empty (see trace_result in host_stub.c: "completed ...", "output-ends ...",
+ * "outputs [key|ts|payload] ...", "failed i kind: message; ..."), aborting when its lists do not
+ * fit together, then runs the generated post-return function, which frees it. */
 void stub_invoke_columns(const char *const *keys, const int64_t *timestamps,
                          const char *const *payloads, size_t n, int32_t first_handle);
 /* What `input-headers` answers from now on: `n` headers (the arrays must outlive the calls). */
