@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::bindings::{BatchCompletions, EventColumns};
 use super::function::{Output, OutputList};
 use super::host::Completion;
-use super::BatchEvent;
+use super::Invocation;
 use crate::record::Origin;
 
 /// A record of the running `invoke-columns` call, by its index in the call's inputs.
@@ -35,7 +35,7 @@ pub fn empty() -> EventColumns {
 pub fn fill(
     columns: &mut EventColumns,
     members: &mut Vec<Member>,
-    batch: &[BatchEvent<'_>],
+    batch: &[Invocation<'_>],
 ) -> Result<(), String> {
     columns.payloads.clear();
     columns.payload_ends.clear();

@@ -61,10 +61,10 @@ fn a_batch_becomes_columns() {
         record(None, None, ""),
         record(Some("ключ"), Some(-1), "tail"),
     ];
-    let batch: Vec<BatchEvent<'_>> = records
+    let batch: Vec<Invocation<'_>> = records
         .iter()
         .enumerate()
-        .map(|(i, input)| BatchEvent {
+        .map(|(i, input)| Invocation {
             seq: 100 + i as u64,
             attempt: i as u32,
             input,

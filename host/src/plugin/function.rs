@@ -91,10 +91,7 @@ pub struct Effects {
     pub usage: Vec<TokenUsage>,
 }
 
-/// Attempt `attempt` of record `seq`, for [`AsyncFunction::invoke_batch`]: the record is lent
-/// for the call, where it stays (its origin names where it came from: its headers are the
-/// plugin's to ask for).
-pub use super::BatchEvent as Invocation;
+pub use super::Invocation;
 
 /// Why a fresh instance could not be made for a slot.
 #[derive(Debug)]

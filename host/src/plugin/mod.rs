@@ -394,9 +394,11 @@ enum Bindings {
     V0_1(compat::v0_1::EnricherPlugin),
 }
 
-/// One record of a batch call: attempt `attempt` of record `seq`, its input lent for the call.
+/// One record of a batch call ([`function::AsyncFunction::invoke_batch`]): attempt `attempt` of
+/// record `seq`, lent for the call where it stays (its origin's headers are the plugin's to ask
+/// for).
 #[derive(Clone, Copy, Debug)]
-pub struct BatchEvent<'a> {
+pub struct Invocation<'a> {
     pub seq: u64,
     pub attempt: u32,
     pub input: &'a Record,
@@ -518,7 +520,7 @@ impl PluginInstance {
     /// Several records in one guest call: `invoke-columns`, or for a plugin of 0.3.0 or 0.4.0
     /// `async-invoke-batch` with a fresh `result-future` each. A plugin of an earlier contract
     /// gets one `async-invoke` call per record instead; a trap there ends the loop.
-    pub fn invoke_batch(&mut self, batch: &[BatchEvent<'_>]) -> Result<(), GuestTrap> {
+    pub fn invoke_batch(&mut self, batch: &[Invocation<'_>]) -> Result<(), GuestTrap> {
         match self.bindings {
             Bindings::Current(_) => self.invoke_columns(batch),
             Bindings::V0_4(_) | Bindings::V0_3(_) => self.invoke_with_futures(batch),
@@ -535,7 +537,7 @@ impl PluginInstance {
 
     /// `invoke-columns`: the batch as columns; the records it completed at once come back in its
     /// result and join the effects after those of the futures it held (see [`columns`]).
-    fn invoke_columns(&mut self, batch: &[BatchEvent<'_>]) -> Result<(), GuestTrap> {
+    fn invoke_columns(&mut self, batch: &[Invocation<'_>]) -> Result<(), GuestTrap> {
         let mut inputs = std::mem::replace(&mut self.columns, columns::empty());
         let mut members = std::mem::take(&mut self.members);
         columns::fill(&mut inputs, &mut members, batch).map_err(GuestTrap)?;
@@ -566,7 +568,7 @@ impl PluginInstance {
     }
 
     /// `async-invoke-batch` of 0.3.0 and 0.4.0: a fresh `result-future` per record.
-    fn invoke_with_futures(&mut self, batch: &[BatchEvent<'_>]) -> Result<(), GuestTrap> {
+    fn invoke_with_futures(&mut self, batch: &[Invocation<'_>]) -> Result<(), GuestTrap> {
         let mut inputs = Vec::with_capacity(batch.len());
         for item in batch {
             let origin = item.input.origin.clone();

@@ -542,6 +542,17 @@ static exports_waio_enricher_enricher_event_t column_event(
     return e;
 }
 
+/* Record `i` of the running call: its event and a future that knows only its call and index. */
+static waio_future_t *call_future(exports_waio_enricher_enricher_event_columns_t *cols,
+                                  size_t i) {
+    exports_waio_enricher_enricher_event_t e = column_event(cols, i);
+    waio_future_t *fut = future_new(&e, (waio_enricher_completion_own_result_future_t){0});
+    fut->held = false;
+    fut->call = call_gen;
+    fut->index = (uint32_t)i;
+    return fut;
+}
+
 /* A batch as columns: each record becomes an event with a future that knows only its call and
  * index, then the batch runs as 0.4.0's `async-invoke-batch` did (the plugin's batch handler,
  * else the single-record path per record). Records completed or failed during the call go into
@@ -579,27 +590,15 @@ void exports_waio_enricher_enricher_invoke_columns(
             futs[i] = NULL;
         }
         for (size_t i = 0; i < n; i++) {
-            exports_waio_enricher_enricher_event_t e = column_event(inputs, i);
-            waio_future_t *fut =
-                future_new(&e, (waio_enricher_completion_own_result_future_t){0});
-            fut->held = false;
-            fut->call = call_gen;
-            fut->index = (uint32_t)i;
-            futs[i] = fut;
-            invoke_one(fut);
+            futs[i] = call_future(inputs, i);
+            invoke_one(futs[i]);
         }
     } else if (n != 0) {
         /* The plugin gets its own copy of the array: `futs` is cleared as records complete. */
         waio_future_t *stack2[64];
         waio_future_t **given = n <= 64 ? stack2 : xrealloc(NULL, n * sizeof *given);
         for (size_t i = 0; i < n; i++) {
-            exports_waio_enricher_enricher_event_t e = column_event(inputs, i);
-            waio_future_t *fut =
-                future_new(&e, (waio_enricher_completion_own_result_future_t){0});
-            fut->held = false;
-            fut->call = call_gen;
-            fut->index = (uint32_t)i;
-            futs[i] = given[i] = fut;
+            futs[i] = given[i] = call_future(inputs, i);
         }
         waio_plugin_invoke_batch(given, n);
         if (given != stack2) {
