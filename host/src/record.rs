@@ -45,6 +45,74 @@ pub fn interned_digest(digest: &str) -> &'static str {
     leaked
 }
 
+/// Payload buffers of records that have left an operator, kept to hold the payloads of the
+/// outputs it makes next: an operator thread then allocates and frees no payload per record (its
+/// inputs were allocated by the thread before it, and freeing across threads costs more still).
+/// Per thread, so no lock; at most `SPARE_PAYLOADS` buffers of up to `SPARE_PAYLOAD_BYTES`.
+mod spare {
+    use std::cell::RefCell;
+
+    const SPARE_PAYLOADS: usize = 1024;
+    const SPARE_PAYLOAD_BYTES: usize = 4096;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A copy of `bytes` in a spare buffer if there is one.
+    pub fn payload_of(bytes: &[u8]) -> Vec<u8> {
+        match SPARE.with(|s| s.borrow_mut().pop()) {
+            Some(mut buffer) => {
+                buffer.extend_from_slice(bytes);
+                buffer
+            }
+            None => bytes.to_vec(),
+        }
+    }
+
+    /// Keeps `buffer` (emptied) for a later [`payload_of`], if there is room and it is small.
+    pub fn recycle(mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > SPARE_PAYLOAD_BYTES {
+            return;
+        }
+        buffer.clear();
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < SPARE_PAYLOADS {
+                spare.push(buffer);
+            }
+        });
+    }
+}
+
+pub use spare::{payload_of, recycle as recycle_payload};
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_payload_buffer_holds_the_next_copy() {
+        // A fresh thread: its own spare buffers, none yet.
+        std::thread::spawn(|| {
+            let first = payload_of(b"abc");
+            assert_eq!(first, b"abc");
+            let at = first.as_ptr();
+            recycle_payload(first);
+            let second = payload_of(b"xy");
+            assert_eq!(second, b"xy", "the old bytes are gone");
+            assert_eq!(second.as_ptr(), at, "the same buffer");
+            // A large buffer is not kept.
+            let large = vec![0u8; 64 * 1024];
+            recycle_payload(large);
+            let third = payload_of(b"z");
+            assert!(third.capacity() < 64 * 1024);
+        })
+        .join()
+        .unwrap();
+    }
+}
+
 /// The outputs of one record: most records have one, kept inline (no allocation).
 pub type Outputs = smallvec::SmallVec<[Record; 1]>;
 

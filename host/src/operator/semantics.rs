@@ -422,8 +422,16 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let Some(entry) = self.records.get_mut(seq) else {
             return Ok(());
         };
-        let (slot, attempt) = (entry.slot, entry.attempt);
         entry.attempts.invoked(SystemTime::now());
+        self.call_invoke(seq)
+    }
+
+    /// Calls `async-invoke` for a record already counted as invoked, and applies what it did.
+    fn call_invoke(&mut self, seq: u64) -> Result<(), OperatorError> {
+        let Some(entry) = self.records.get_mut(seq) else {
+            return Ok(());
+        };
+        let (slot, attempt) = (entry.slot, entry.attempt);
         let result = self.function.invoke(slot, seq, attempt, &mut entry.input);
         self.after_call(slot, result, Some((seq, Cause::Failure)))
     }
@@ -514,12 +522,14 @@ impl<F: AsyncFunction> OperatorCore<F> {
     }
 
     fn complete(&mut self, seq: u64, outputs: OutputList) -> Result<(), OperatorError> {
-        // A fallback of the `timeout` handler is not the input's answer: not kept.
-        let timed_out = self.records.get(seq).is_some_and(|e| e.timed_out);
-        if timed_out {
-            self.leader_ended(seq, Ending::Other)?;
-        } else {
-            self.leader_ended(seq, Ending::Outputs(&outputs))?;
+        if self.result_cache.is_some() {
+            // A fallback of the `timeout` handler is not the input's answer: not kept.
+            let timed_out = self.records.get(seq).is_some_and(|e| e.timed_out);
+            if timed_out {
+                self.leader_ended(seq, Ending::Other)?;
+            } else {
+                self.leader_ended(seq, Ending::Outputs(&outputs))?;
+            }
         }
         let Some(entry) = self.records.get_mut(seq) else {
             return Ok(());
@@ -667,7 +677,8 @@ impl<F: AsyncFunction> OperatorCore<F> {
         for emitted in emitted.drain(..) {
             match emitted {
                 Emitted::Record { seq, outputs } => {
-                    if let Some(entry) = self.records.remove(seq) {
+                    if let Some(mut entry) = self.records.remove(seq) {
+                        crate::record::recycle_payload(std::mem::take(&mut entry.input.payload));
                         self.left(entry.slot);
                         let micros = now.saturating_duration_since(entry.entered).as_micros();
                         latencies.record((micros as u64).max(1));

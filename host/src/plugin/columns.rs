@@ -66,7 +66,7 @@ pub fn fill(
 /// The completions a call returned, one per record named, after checking that every index and
 /// offset fits; nothing is taken from a result that does not (the caller treats it as a trap).
 pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Completion>, String> {
-    let outputs = split(done.outputs).map_err(|e| format!("its outputs: {e}"))?;
+    let mut outputs = OutputColumns::new(done.outputs).map_err(|e| format!("its outputs: {e}"))?;
     if done.completed.len() != done.output_ends.len() {
         return Err(format!(
             "{} records completed but {} output-ends",
@@ -83,19 +83,24 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
         })
     };
     let mut completions = Vec::with_capacity(done.completed.len() + done.failed.len());
-    let mut outputs = outputs.into_iter();
     let mut start = 0u32;
     for (&index, &end) in done.completed.iter().zip(&done.output_ends) {
         let record = member(index)?;
         let count = end.checked_sub(start).ok_or_else(|| {
             format!("output-ends decrease ({start} then {end}) at record {index}")
         })?;
-        let events: OutputList = outputs.by_ref().take(count as usize).collect();
-        if events.len() != count as usize {
-            return Err(format!(
-                "output-ends run past its {} outputs at record {index}",
-                events.len() + start as usize
-            ));
+        let mut events = OutputList::with_capacity(count as usize);
+        for _ in 0..count {
+            let output = outputs
+                .next()
+                .map_err(|e| format!("its outputs: {e}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "output-ends run past its {} outputs at record {index}",
+                        outputs.count
+                    )
+                })?;
+            events.push(output);
         }
         start = end;
         completions.push(Completion {
@@ -104,6 +109,12 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
             result: Ok(events),
         });
     }
+    // Outputs no record names are not used, but must fit too.
+    while outputs
+        .next()
+        .map_err(|e| format!("its outputs: {e}"))?
+        .is_some()
+    {}
     for (index, failure) in done.failed {
         let record = member(index)?;
         completions.push(Completion {
@@ -115,35 +126,54 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
     Ok(completions)
 }
 
-/// The events of a set of columns as outputs (their timestamps are not kept: an output takes its
-/// input's), after checking that the lists agree.
-fn split(columns: EventColumns) -> Result<Vec<Output>, String> {
-    let count = columns.payload_ends.len();
-    if columns.keys.len() != count || columns.timestamps.len() != count {
-        return Err(format!(
-            "{count} payload-ends but {} keys and {} timestamps",
-            columns.keys.len(),
-            columns.timestamps.len()
-        ));
+/// The events of a set of columns as outputs, one at a time (their timestamps are not kept: an
+/// output takes its input's).
+struct OutputColumns {
+    payloads: Vec<u8>,
+    ends: std::vec::IntoIter<u32>,
+    keys: std::vec::IntoIter<Option<String>>,
+    start: usize,
+    count: usize,
+}
+
+impl OutputColumns {
+    /// After checking that the lists agree.
+    fn new(columns: EventColumns) -> Result<Self, String> {
+        let count = columns.payload_ends.len();
+        if columns.keys.len() != count || columns.timestamps.len() != count {
+            return Err(format!(
+                "{count} payload-ends but {} keys and {} timestamps",
+                columns.keys.len(),
+                columns.timestamps.len()
+            ));
+        }
+        Ok(OutputColumns {
+            payloads: columns.payloads,
+            ends: columns.payload_ends.into_iter(),
+            keys: columns.keys.into_iter(),
+            start: 0,
+            count,
+        })
     }
-    let mut events = Vec::with_capacity(count);
-    let mut start = 0usize;
-    let keys = columns.keys.into_iter();
-    for (&end, key) in columns.payload_ends.iter().zip(keys) {
-        let end = end as usize;
-        let payload = columns.payloads.get(start..end).ok_or_else(|| {
+
+    /// The next output, `None` after the last; an error when its payload does not fit.
+    fn next(&mut self) -> Result<Option<Output>, String> {
+        let (Some(end), Some(key)) = (self.ends.next(), self.keys.next()) else {
+            return Ok(None);
+        };
+        let (start, end) = (self.start, end as usize);
+        let payload = self.payloads.get(start..end).ok_or_else(|| {
             format!(
                 "payload-ends {start}..{end} do not fit its {} payload bytes",
-                columns.payloads.len()
+                self.payloads.len()
             )
         })?;
-        events.push(Output {
+        self.start = end;
+        Ok(Some(Output {
             key,
-            payload: payload.to_vec(),
-        });
-        start = end;
+            payload: crate::record::payload_of(payload),
+        }))
     }
-    Ok(events)
 }
 
 #[cfg(test)]

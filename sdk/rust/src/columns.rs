@@ -12,7 +12,6 @@ use crate::bindings::waio::enricher::types::{
 use crate::Event;
 
 /// What the running call has completed so far.
-#[derive(Default)]
 struct Done {
     completed: Vec<u32>,
     output_ends: Vec<u32>,
@@ -23,12 +22,24 @@ struct Done {
     failed: Vec<(u32, WitFailure)>,
 }
 
+impl Done {
+    const EMPTY: Done = Done {
+        completed: Vec::new(),
+        output_ends: Vec::new(),
+        payloads: Vec::new(),
+        payload_ends: Vec::new(),
+        keys: Vec::new(),
+        timestamps: Vec::new(),
+        failed: Vec::new(),
+    };
+}
+
 thread_local! {
     /// Which call is running (0: none). Each call gets a new number, so that a future kept past
     /// its call never mistakes a later call for its own.
     static RUNNING: Cell<u64> = const { Cell::new(0) };
     static LAST: Cell<u64> = const { Cell::new(0) };
-    static DONE: RefCell<Done> = RefCell::new(Done::default());
+    static DONE: RefCell<Done> = const { RefCell::new(Done::EMPTY) };
 }
 
 /// Starts a call of `records` records whose payloads add up to `bytes`: returns its number.
@@ -58,7 +69,7 @@ pub(crate) fn is_running(call: u64) -> bool {
 /// Ends the running call: what it completed, for its result.
 pub(crate) fn end_call() -> BatchCompletions {
     RUNNING.with(|r| r.set(0));
-    let done = DONE.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    let done = DONE.with(|d| std::mem::replace(&mut *d.borrow_mut(), Done::EMPTY));
     BatchCompletions {
         completed: done.completed,
         output_ends: done.output_ends,

@@ -24,6 +24,13 @@ struct Inner {
     done: Cell<bool>,
 }
 
+/// Spare futures kept at most: a few batches' worth.
+const MAX_SPARE: usize = 4096;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Rc<Inner>>> = const { RefCell::new(Vec::new()) };
+}
+
 /// How the host knows the record.
 enum Handle {
     /// By its own `result-future`.
@@ -37,9 +44,18 @@ impl ResultFuture {
         ResultFuture::with(Handle::Host(handle))
     }
 
-    /// Record `index` of the running `invoke-columns` call `call`.
+    /// Record `index` of the running `invoke-columns` call `call`: a spare future of an earlier
+    /// call if there is one (see [`Self::end_of_call`]).
     pub(crate) fn in_call(call: u64, index: u32) -> ResultFuture {
-        ResultFuture::with(Handle::InCall { call, index })
+        let handle = Handle::InCall { call, index };
+        match SPARE.with(|s| s.borrow_mut().pop()) {
+            Some(inner) => {
+                *inner.handle.borrow_mut() = handle;
+                inner.done.set(false);
+                ResultFuture { inner }
+            }
+            None => ResultFuture::with(handle),
+        }
     }
 
     fn with(handle: Handle) -> ResultFuture {
@@ -76,12 +92,25 @@ impl ResultFuture {
         }
     }
 
-    /// At the end of its call: a record still to complete that the plugin kept takes its own
-    /// `result-future`, to be completed later.
-    pub(crate) fn hold_if_kept(&self) {
-        if !self.is_done() && Rc::strong_count(&self.inner) > 1 {
-            self.with_host(|_| ());
+    /// At the end of its call, for the SDK's own handle: a record still to complete that the
+    /// plugin kept takes its own `result-future`, to be completed later. One nothing else holds
+    /// is kept as a spare for a later call (an allocation per record costs as much as the rest
+    /// of a cheap plugin's work).
+    pub(crate) fn end_of_call(self) {
+        if Rc::strong_count(&self.inner) > 1 {
+            if !self.is_done() {
+                self.with_host(|_| ());
+            }
+            return;
         }
+        // Drops a `result-future` taken during the call now, as dropping the future would.
+        *self.inner.handle.borrow_mut() = Handle::InCall { call: 0, index: 0 };
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(self.inner);
+            }
+        });
     }
 
     /// Emits `outputs` at the record's position: none filters the record out, several fan out.

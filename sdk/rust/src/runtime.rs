@@ -117,10 +117,9 @@ pub fn invoke_columns(inputs: EventColumns) -> BatchCompletions {
             }
         }
     }
-    for future in &futures {
-        future.hold_if_kept();
+    for future in futures {
+        future.end_of_call();
     }
-    drop(futures);
     columns::end_call()
 }
 

@@ -119,13 +119,20 @@ impl<F: AsyncFunction> OperatorCore<F> {
             self.batching.held_since = None;
         }
         self.batching.waiting = rest;
+        let max_size = self.config.batch.max_size;
+        if self.slots.len() == 1 {
+            // One instance (and no reload under way): every record is slot 0's, in order.
+            for chunk in waiting.chunks(max_size) {
+                self.invoke_many(0, chunk)?;
+            }
+            return Ok(());
+        }
         let mut by_slot: Vec<(usize, u64)> = waiting
             .iter()
             .filter_map(|&seq| Some((self.records.pending(seq)?.slot, seq)))
             .collect();
         // Stable: records keep their order within a slot.
         by_slot.sort_by_key(|&(slot, _)| slot);
-        let max_size = self.config.batch.max_size;
         let mut seqs = Vec::with_capacity(max_size.min(by_slot.len()));
         for group in by_slot.chunk_by(|a, b| a.0 == b.0) {
             for chunk in group.chunks(max_size) {
@@ -141,26 +148,23 @@ impl<F: AsyncFunction> OperatorCore<F> {
     /// trap earlier in this dispatch may have queued some to be invoked again instead). A lone
     /// record goes through `async-invoke`, as without batches.
     fn invoke_many(&mut self, slot: usize, seqs: &[u64]) -> Result<(), OperatorError> {
-        let batch: Vec<u64> = seqs
-            .iter()
-            .copied()
-            .filter(|&seq| self.still_to_invoke(seq).is_some())
-            .collect();
-        if batch.len() < 2 || !self.function.takes_batches(slot) {
-            // One `async-invoke` each, as before batches: a trap fails the record it served
-            // (and queues the others of its instance to be invoked again instead).
-            for seq in batch {
-                if self.still_to_invoke(seq).is_some() {
-                    self.invoke(seq)?;
-                }
-            }
-            return Ok(());
+        if !self.function.takes_batches(slot) {
+            return self.invoke_each(seqs);
         }
+        // Counted as invoked as they are picked: one lookup each.
         let invoked_at = SystemTime::now();
-        for &seq in &batch {
-            if let Some(entry) = self.records.get_mut(seq) {
+        let mut batch: Vec<u64> = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(entry) = self.still_to_invoke(seq) {
                 entry.attempts.invoked(invoked_at);
+                batch.push(seq);
             }
+        }
+        if let [lone] = batch[..] {
+            return self.call_invoke(lone);
+        }
+        if batch.is_empty() {
+            return Ok(());
         }
         self.telemetry.batch_calls.inc();
         self.telemetry.batched_records.add(batch.len() as u64);
@@ -181,6 +185,17 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let result = self.function.invoke_batch(slot, &lent);
         drop(lent);
         self.after_call(slot, result, None)
+    }
+
+    /// One `async-invoke` each, as before batches: a trap fails the record it served (and
+    /// queues the others of its instance to be invoked again instead).
+    fn invoke_each(&mut self, seqs: &[u64]) -> Result<(), OperatorError> {
+        for &seq in seqs {
+            if self.still_to_invoke(seq).is_some() {
+                self.invoke(seq)?;
+            }
+        }
+        Ok(())
     }
 
     /// The record's entry if it is still to be invoked: pending, not queued to be invoked

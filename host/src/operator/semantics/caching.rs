@@ -56,6 +56,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
         seq: u64,
         ending: Ending<'_>,
     ) -> Result<(), OperatorError> {
+        if self.result_cache.is_none() {
+            return Ok(()); // no lookup per record without a result cache
+        }
         let Some(entry) = self.records.get_mut(seq) else {
             return Ok(());
         };

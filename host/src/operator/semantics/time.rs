@@ -14,6 +14,9 @@ impl<F: AsyncFunction> OperatorCore<F> {
     /// Schedules the next attempt of a record whose attempt ended with `result`, if the retry
     /// strategy wants one (FLINK-SEMANTICS 20); false when this attempt is final.
     pub(super) fn retry_later(&mut self, seq: u64, result: &Result<OutputList, Failure>) -> bool {
+        if !self.config.async_retry.is_active() {
+            return false; // no lookup per record without a retry strategy
+        }
         let Some(entry) = self.records.pending(seq) else {
             return false;
         };
