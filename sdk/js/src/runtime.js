@@ -1,10 +1,11 @@
 // Turns a plugin class (or object) into the `enricher` export of the WIT world `enricher-plugin`.
 // The build's generated entry module does `export const enricher = enricherExport(Plugin)`.
 //
-// Every export returns synchronously: componentize-js would run its event loop until a returned
-// promise settled, and a record waiting for an HTTP answer can only settle in a later
-// `on-response` call. Promise continuations still run before each export call returns, because
-// componentize-js drains the microtask queue after every export call.
+// componentize-js awaits what an export returns and runs its event loop until that settles; it
+// also drains the microtask queue before every export call returns. So an export must never
+// return a promise that waits for the host (a record waiting for an HTTP answer settles only in
+// a later `on-response` call). `invoke-columns` returns one only to wait for a timer, which runs
+// once the microtask queue is empty (see `finishLater`).
 
 import { hold } from "waio:enricher/completion@0.5.0";
 import { Failure, Record, SOURCE, bytes, describeError, deliver, hostWork, log } from "./waio.js";
@@ -321,6 +322,42 @@ function slotInputs(columns, state) {
   return inputs;
 }
 
+// Ends the call: the records still open keep a host future for later; returns the result.
+function finishCall(state, inputs) {
+  for (let i = 0, n = inputs.length; i < n; i++) inputs[i][1].holdIfOpen();
+  return endCall(state);
+}
+
+// Whether a record is still open with no host future: its handler returned a promise (a
+// handler that returns anything else has completed its record already).
+function hasUnheldOpen(inputs) {
+  for (let i = 0, n = inputs.length; i < n; i++) {
+    const slot = inputs[i][1];
+    if (!slot.done && slot.handle === null) return true;
+  }
+  return false;
+}
+
+// Ends the call once the promises that settle without the host have settled, so that their
+// records complete in the call's result rather than through a held future each (`hold` and
+// `complete` are host calls, costly in SpiderMonkey). A timer task runs only when the microtask
+// queue is empty, however many `await`s the handlers chain; a promise still pending then waits
+// for the host (or for nothing) and its record is held as before. The returned promise settles
+// within this export call: componentize-js runs its event loop until it does. Costs one timer
+// (a few WASI calls) per call that needs it.
+function finishLater(state, inputs) {
+  if (typeof setTimeout !== "function") return finishCall(state, inputs);
+  return new Promise((resolve, reject) => {
+    setTimeout(() => {
+      try {
+        resolve(finishCall(state, inputs));
+      } catch (e) {
+        reject(e);
+      }
+    }, 0);
+  });
+}
+
 /** The `enricher` export for a plugin class (instantiated in `open`) or a plain object. */
 export function enricherExport(Plugin) {
   let plugin = null;
@@ -387,8 +424,7 @@ export function enricherExport(Plugin) {
         }
         current = null;
       }
-      for (let i = 0, n = inputs.length; i < n; i++) inputs[i][1].holdIfOpen();
-      return endCall(state);
+      return hasUnheldOpen(inputs) ? finishLater(state, inputs) : finishCall(state, inputs);
     },
 
     timeout(input, output) {

@@ -255,9 +255,10 @@ function resultEvents(result, j) {
 // Calls the `invoke-columns` export as the host does, with `hold` handing out the batch's
 // futures (only during the call), then completes the records of the call's result as the host
 // does (through the same `Output`s, so the journals show them after the call's own host calls).
-// Every record is either held or in the result, never both, at most once. Returns the result and
-// the indexes held, in order.
-function invokeColumns(e, { columns, outputs }) {
+// Every record is either held or in the result, never both, at most once. Returns the result,
+// the indexes held, in order, and whether the export returned a promise (`deferred`: some
+// handler returned one), awaited here as componentize-js does.
+async function invokeColumns(e, { columns, outputs }) {
   const held = [];
   host.hold = (i) => {
     assert.ok(Number.isInteger(i) && i >= 0 && i < outputs.length, `hold(${i}) out of the batch`);
@@ -266,8 +267,11 @@ function invokeColumns(e, { columns, outputs }) {
     return outputs[i];
   };
   let result;
+  let deferred;
   try {
-    result = e.invokeColumns(columns);
+    const returned = e.invokeColumns(columns);
+    deferred = returned instanceof Promise;
+    result = await returned;
   } finally {
     host.hold = noHold;
   }
@@ -289,7 +293,7 @@ function invokeColumns(e, { columns, outputs }) {
     outputs[i].completeExceptionally(failure);
     outputs[i].disposed = true;
   }
-  return { result, held };
+  return { result, held, deferred };
 }
 
 test("invoke-columns slices each record's payload, key and timestamp; hold(i) is record i's", async () => {
@@ -323,7 +327,7 @@ test("invoke-columns slices each record's payload, key and timestamp; hold(i) is
   for (const e of [perRecord, batched]) {
     const journal = [];
     const outputs = names.map((name) => new Output(name, journal));
-    invokeColumns(e, { columns: columns(events), outputs });
+    await invokeColumns(e, { columns: columns(events), outputs });
     await settle();
     assert.deepEqual(
       journal.filter(([k]) => k === "complete"),
@@ -339,7 +343,7 @@ test("invoke-columns slices each record's payload, key and timestamp; hold(i) is
   }
   assert.deepEqual(seen, [expected]);
   // An empty batch holds nothing and completes nothing.
-  invokeColumns(perRecord, { columns: columns([]), outputs: [] });
+  await invokeColumns(perRecord, { columns: columns([]), outputs: [] });
 });
 
 test("default batch: asyncInvoke for each record in order, begin only for the record that sends", async () => {
@@ -358,18 +362,21 @@ test("default batch: asyncInvoke for each record in order, begin only for the re
   const sent = host.sent.length;
   const usage = host.usage.length;
   const b = batch(journal, ["a"], ["b", { later: true }], ["c"]);
-  const { held, result } = invokeColumns(e, b);
+  const { held, result, deferred } = await invokeColumns(e, b);
   // Each record runs up to its first wait before the next starts; b's request is sent inside,
-  // after b's future is held and begun. An async asyncInvoke settles after the call returns: a
-  // and c are held at its end, nothing is in the result.
-  assert.deepEqual(journal, [["invoke", "a"], ["invoke", "b"], ["begin", "b"], ["invoke", "c"]]);
-  assert.deepEqual(held, [1, 0, 2]);
-  assert.deepEqual([...result.completed, ...result.failed], []);
+  // after b's future is held and begun. The call waits for the promises that settle without the
+  // host: a and c are in its result; b, waiting for its answer, stays held.
+  assert.ok(deferred);
+  assert.deepEqual(journal.slice(0, 4), [["invoke", "a"], ["invoke", "b"], ["begin", "b"], ["invoke", "c"]]);
+  assert.deepEqual(held, [1]);
+  assert.deepEqual([...result.completed], [0, 2]);
+  assert.deepEqual(result.failed, []);
+  assert.deepEqual(journal.slice(4), [["complete", "a", [{ out: "a" }]], ["complete", "c", [{ out: "c" }]]]);
   assert.equal(host.sent.length, sent + 1);
   const [id, req] = host.sent.at(-1);
   assert.equal(req.url, "http://x/b");
   await settle();
-  assert.deepEqual(journal.slice(4), [["complete", "a", [{ out: "a" }]], ["complete", "c", [{ out: "c" }]]]);
+  assert.equal(journal.length, 6);
   // b goes on from its answer, in onResponse, without a begin (the host knows the record).
   e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode('{"n":5}') } });
   await settle();
@@ -382,11 +389,12 @@ test("default batch: asyncInvoke for each record in order, begin only for the re
   });
 });
 
-test("default batch: a plain function's records complete in the call's result, with no host call", () => {
+test("default batch: a plain function's records complete in the call's result, with no host call", async () => {
   const journal = [];
   const e = plugin({ asyncInvoke: (r) => [r.withJson({ n: 1 })] });
-  const { held } = invokeColumns(e, batch(journal, ["a"], ["b"]));
+  const { held, deferred } = await invokeColumns(e, batch(journal, ["a"], ["b"]));
   assert.deepEqual(held, []);
+  assert.ok(!deferred); // no promise, no timer: the export returns its result at once
   assert.deepEqual(journal, [["complete", "a", [{ n: 1 }]], ["complete", "b", [{ n: 1 }]]]);
 });
 
@@ -411,11 +419,11 @@ test("default batch: one record's exception fails only that record", async () =>
       return [];
     },
   });
-  invokeColumns(
+  await invokeColumns(
     e,
     batch(journal, ["a", { mode: "throw" }], ["b"], ["c", { mode: "retriable" }], ["d", { mode: "throw_later" }], ["e", { mode: "bad" }], ["f"]),
   );
-  invokeColumns(syncThrow, batch(journal, ["g", { mode: "throw" }], ["h"]));
+  await invokeColumns(syncThrow, batch(journal, ["g", { mode: "throw" }], ["h"]));
   const [id] = host.sent.at(-1);
   e.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: enc.encode("{}") } });
   await settle();
@@ -454,7 +462,7 @@ test("a plugin's own asyncInvokeBatch gets all records; its results complete the
     }
   });
   const b = batch(journal, ["a"], ["b"], ["c"], ["d"], ["e"]);
-  invokeColumns(e, b);
+  await invokeColumns(e, b);
   assert.deepEqual(seen, [[["key-a", "a"], ["key-b", "b"], ["key-c", "c"], ["key-d", "d"], ["key-e", "e"]]]);
   assert.deepEqual(journal, []); // no begin: the request serves no single record
   const [id, req] = host.sent.at(-1);
@@ -500,19 +508,19 @@ test("a plugin's asyncInvokeBatch that throws, rejects or returns the wrong shap
   ];
   for (const [mode, failure] of cases) {
     const journal = [];
-    invokeColumns(e, batch(journal, ["a", { mode }], ["b"]));
+    await invokeColumns(e, batch(journal, ["a", { mode }], ["b"]));
     await settle();
     assert.deepEqual(journal, [["fail", "a", ...failure], ["fail", "b", ...failure]], mode);
   }
   const journal = [];
-  invokeColumns(e, batch(journal, ["a", { mode: "entry" }], ["b"]));
+  await invokeColumns(e, batch(journal, ["a", { mode: "entry" }], ["b"]));
   assert.deepEqual(journal, [
     ["complete", "a", []],
     ["fail", "b", "fatal", "TypeError: asyncInvokeBatch's result 1 is neither an array of records nor an Error, got string"],
   ]);
 });
 
-test("a plugin with only asyncInvokeBatch takes a single record as a batch of one", () => {
+test("a plugin with only asyncInvokeBatch takes a single record as a batch of one", async () => {
   const journal = [];
   const sizes = [];
   const e = plugin({
@@ -521,7 +529,7 @@ test("a plugin with only asyncInvokeBatch takes a single record as a batch of on
       return records.map((r) => [r.withJson({ n: records.length })]);
     },
   });
-  invokeColumns(e, batch(journal, ["a"], ["b"]));
+  await invokeColumns(e, batch(journal, ["a"], ["b"]));
   e.asyncInvoke(event({ name: "c" }, "key-c"), new Output("c", journal));
   assert.deepEqual(sizes, [2, 1]);
   assert.deepEqual(journal, [["complete", "a", [{ n: 2 }]], ["complete", "b", [{ n: 2 }]], ["complete", "c", [{ n: 1 }]]]);
@@ -564,7 +572,7 @@ test("record.headers() asks the record's own future once; made records have none
   );
   const a = new HeadersOutput([["trace", enc.encode("t-1")], ["trace", enc.encode("t-2")]]);
   const b = new HeadersOutput([]);
-  invokeColumns(e, { columns: columns([event({}), event({})]), outputs: [a, b] });
+  await invokeColumns(e, { columns: columns([event({}), event({})]), outputs: [a, b] });
   await settle();
   assert.deepEqual(json(a.calls.at(-1)[1][0]), { headers: [["trace", "t-1"], ["trace", "t-2"]], trace: "t-1", missing: null, made: [] });
   assert.deepEqual(json(b.calls.at(-1)[1][0]), { headers: [], missing: null, made: [] });
@@ -585,7 +593,7 @@ test("record.headers() asks the record's own future once; made records have none
       return [];
     },
   });
-  invokeColumns(both, {
+  await invokeColumns(both, {
     columns: columns([event({}), event({})]),
     outputs: [new HeadersOutput([["id", enc.encode("1")]]), new HeadersOutput([["id", enc.encode("2")]])],
   });
@@ -595,7 +603,7 @@ test("record.headers() asks the record's own future once; made records have none
 
 // The fast scheme of `invoke-columns`: a record completed in the call costs no host call.
 
-test("a batch completed at once returns exact columns and holds nothing", () => {
+test("a batch completed at once returns exact columns and holds nothing", async () => {
   const e = plugin({
     asyncInvoke(r) {
       const { name } = r.json();
@@ -609,7 +617,7 @@ test("a batch completed at once returns exact columns and holds nothing", () => 
     },
   });
   const b = batch(null, ["none"], ["two"], ["boom"], ["one"], ["bad"]); // payloads not JSON: no journal
-  const { held, result } = invokeColumns(e, b);
+  const { held, result } = await invokeColumns(e, b);
   assert.deepEqual(held, []);
   assert.deepEqual(result, {
     completed: Uint32Array.from([0, 1, 3]),
@@ -626,7 +634,7 @@ test("a batch completed at once returns exact columns and holds nothing", () => 
     ],
   });
   // The same plugin again: a new call starts with empty columns.
-  const again = invokeColumns(e, batch(null, ["one"]));
+  const again = await invokeColumns(e, batch(null, ["one"]));
   assert.deepEqual(again.held, []);
   assert.deepEqual([...again.result.completed], [0]);
   assert.deepEqual(new TextDecoder().decode(again.result.outputs.payloads), "x!");
@@ -644,12 +652,12 @@ test("a record completed after the call is held at its end and completed through
   });
   const journal = [];
   const b = batch(journal, ["a"], ["kept"], ["c"]);
-  const { held, result } = invokeColumns(e, b);
+  const { held, result } = await invokeColumns(e, b);
   assert.deepEqual(held, [1]);
   assert.deepEqual([...result.completed], [0, 2]);
   assert.deepEqual(b.outputs[1].calls, []);
   // A later call does not take the kept record for one of its own.
-  const second = invokeColumns(e, batch(journal, ["x"]));
+  const second = await invokeColumns(e, batch(journal, ["x"]));
   assert.deepEqual(second.held, []);
   later[0]();
   await settle();
@@ -658,7 +666,7 @@ test("a record completed after the call is held at its end and completed through
   assert.ok(b.outputs[1].disposed);
   // Completing again (first completion wins) reaches the host's future, never a call's result.
   slot.complete([]);
-  const third = invokeColumns(e, batch([], ["y"]));
+  const third = await invokeColumns(e, batch([], ["y"]));
   assert.deepEqual([...third.result.completed], [0]);
   assert.equal(third.result.outputEnds[0], 1);
 });
@@ -679,7 +687,7 @@ test("begin and headers inside the call hold that record only; it then completes
   });
   const outputs = ["plain", "headers", "usage", "send", "plain2"].map(() => new HeadersOutput([["h", enc.encode("v")]]));
   const events = ["plain", "headers", "usage", "send", "plain2"].map((name) => event({ name }));
-  const { held, result } = invokeColumns(e, { columns: columns(events), outputs });
+  const { held, result } = await invokeColumns(e, { columns: columns(events), outputs });
   assert.deepEqual(held, [1, 2, 3]);
   assert.deepEqual([...result.completed], [0, 4]);
   assert.deepEqual(result.failed, []);
@@ -702,22 +710,145 @@ test("a plugin's asyncInvokeBatch: settled in the call, its results are the call
       return records.map((r, i) => (i === 1 ? new RangeError("no") : i === 2 ? [] : [r.withJson({ i }), r.withJson({ again: i })]));
     },
   });
-  const { held, result } = invokeColumns(sync, batch([], ["a"], ["b"], ["c"]));
+  const { held, result } = await invokeColumns(sync, batch([], ["a"], ["b"], ["c"]));
   assert.deepEqual(held, []);
   assert.deepEqual([...result.completed], [0, 2]);
   assert.deepEqual([...result.outputEnds], [2, 2]);
   assert.deepEqual(result.outputs.keys, ["key-a", "key-a"]);
   assert.deepEqual(result.failed, [[1, { kind: "fatal", message: "RangeError: no" }]]);
   const throws = plugin({ asyncInvokeBatch() { throw new Error("down"); } });
-  const thrown = invokeColumns(throws, batch([], ["a"], ["b"]));
+  const thrown = await invokeColumns(throws, batch([], ["a"], ["b"]));
   assert.deepEqual(thrown.held, []);
   assert.deepEqual(thrown.result.failed.map(([i]) => i), [0, 1]);
+  // An async handler that needs no host: still the call's result.
+  const settled = plugin({ async asyncInvokeBatch(records) { return records.map(() => []); } });
+  const now = await invokeColumns(settled, batch([], ["a"], ["b"]));
+  assert.ok(now.deferred);
+  assert.deepEqual(now.held, []);
+  assert.deepEqual([...now.result.completed], [0, 1]);
+  // One waiting for the host's answer: every record held, completed in onResponse.
   const journal = [];
-  const later = plugin({ async asyncInvokeBatch(records) { return records.map(() => []); } });
+  const later = plugin({
+    async asyncInvokeBatch(records) {
+      await sdk.http.get("http://x/batch");
+      return records.map(() => []);
+    },
+  });
   const b = batch(journal, ["a"], ["b"]);
-  const kept = invokeColumns(later, b);
+  const kept = await invokeColumns(later, b);
   assert.deepEqual(kept.held, [0, 1]);
   assert.deepEqual(journal, []);
+  const [id] = host.sent.at(-1);
+  later.onResponse(id, { tag: "ok", val: { status: 200, headers: [], body: new Uint8Array(0) } });
   await settle();
   assert.deepEqual(journal, [["complete", "a", []], ["complete", "b", []]]);
+});
+
+// An async handler's promise settles in a microtask, after the handler returned: the call waits
+// for the microtask queue to drain (one timer) so that such records are in its result too.
+
+test("async handlers that need no host complete in the call's result, however many awaits", async () => {
+  const step = async (v) => {
+    await null;
+    return v;
+  };
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      const { name, awaits = 0 } = r.json();
+      let n = 0;
+      for (let i = 0; i < awaits; i++) n += await step(1);
+      await Promise.resolve();
+      return [r.withJson({ name, n })];
+    }
+  });
+  const journal = [];
+  const b = batch(journal, ["a"], ["b", { awaits: 3 }], ["c", { awaits: 50 }]);
+  const { held, result, deferred } = await invokeColumns(e, b);
+  assert.ok(deferred);
+  assert.deepEqual(held, []);
+  assert.deepEqual([...result.completed], [0, 1, 2]);
+  assert.deepEqual(journal, [
+    ["complete", "a", [{ name: "a", n: 0 }]],
+    ["complete", "b", [{ name: "b", n: 3 }]],
+    ["complete", "c", [{ name: "c", n: 50 }]],
+  ]);
+  assert.equal(result.outputs.keys[1], "key-b");
+  // A mix with a synchronous handler's records: one result, in completion order.
+  const mixed = plugin({
+    asyncInvoke(r) {
+      const { name } = r.json();
+      return name === "sync" ? [r.withJson({ name })] : step([r.withJson({ name })]);
+    },
+  });
+  const m = await invokeColumns(mixed, batch([], ["async"], ["sync"]));
+  assert.deepEqual(m.held, []);
+  assert.deepEqual([...m.result.completed], [1, 0]);
+});
+
+test("async handlers waiting for the host, or for nothing, are still held and complete later", async () => {
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      const { name } = r.json();
+      if (name === "never") return new Promise(() => {});
+      if (name === "http") {
+        await null;
+        const resp = await sdk.http.get("http://x/");
+        return [r.withJson({ name, status: resp.status })];
+      }
+      return [r.withJson({ name })];
+    }
+  });
+  const journal = [];
+  const b = batch(journal, ["now"], ["never"], ["http"]);
+  const sent = host.sent.length;
+  const { held, result } = await invokeColumns(e, b);
+  // The request is sent after an await: no `begin`, as when continuations ran after the call.
+  assert.equal(host.sent.length, sent + 1);
+  assert.deepEqual(held, [1, 2]);
+  assert.deepEqual([...result.completed], [0]);
+  assert.deepEqual(journal, [["complete", "now", [{ name: "now" }]]]);
+  const [id] = host.sent.at(-1);
+  e.onResponse(id, { tag: "ok", val: { status: 204, headers: [], body: new Uint8Array(0) } });
+  await settle();
+  assert.deepEqual(journal.slice(1), [["complete", "http", [{ name: "http", status: 204 }]]]);
+  assert.deepEqual(b.outputs[1].calls, []); // in flight until its timeout
+  assert.ok(b.outputs[2].disposed);
+});
+
+test("an async handler's error fails its record in the call's result", async () => {
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      const { name } = r.json();
+      await null;
+      if (name === "type") throw new TypeError("boom");
+      if (name === "retry") throw sdk.Failure.retriable("later");
+      if (name === "bad") return "nope";
+      return [r.withJson({ name })];
+    }
+  });
+  const { held, result } = await invokeColumns(e, batch([], ["type"], ["ok"], ["retry"], ["bad"]));
+  assert.deepEqual(held, []);
+  assert.deepEqual([...result.completed], [1]);
+  assert.deepEqual(result.failed, [
+    [0, { kind: "fatal", message: "TypeError: boom" }],
+    [2, { kind: "retriable", message: "later" }],
+    [3, { kind: "fatal", message: "TypeError: asyncInvoke must return an array of records (or a Promise of one), got string" }],
+  ]);
+});
+
+test("after an await, headers hold the record, which completes through its handle", async () => {
+  const e = plugin(class {
+    async asyncInvoke(r) {
+      await null;
+      return [r.withJson({ n: r.headers().length })];
+    }
+  });
+  const outputs = [new HeadersOutput([["h", enc.encode("v")]])];
+  const { held, result } = await invokeColumns(e, { columns: columns([event({})]), outputs });
+  assert.deepEqual(held, [0]);
+  assert.deepEqual([...result.completed, ...result.failed], []);
+  assert.equal(outputs[0].asked, 1);
+  assert.deepEqual(outputs[0].calls.map(([k]) => k), ["complete"]);
+  assert.deepEqual(json(outputs[0].calls[0][1][0]), { n: 1 });
+  assert.ok(outputs[0].disposed);
 });
