@@ -361,6 +361,11 @@ impl AsyncWaitOperator {
     }
 
     fn take_batch(&mut self, batch: Batch, pending_input: &mut VecDeque<Element>) {
+        if !batch.iter().any(|e| matches!(e, Element::DeadLetter(_))) {
+            // The usual batch: moved in one copy rather than element by element.
+            pending_input.extend(batch);
+            return;
+        }
         for element in batch {
             match element {
                 // Dead letters need no room in the queue: passed on at once.

@@ -156,6 +156,15 @@ pub struct OperatorCore<F> {
     answer_from_cache: bool,
     /// Records admitted together, on their way to one batch call (`invoke-columns`).
     batching: batching::Batching,
+    /// Counts not yet added to the telemetry: added once per emit rather than one atomic
+    /// operation per record.
+    unflushed: Unflushed,
+}
+
+#[derive(Default)]
+struct Unflushed {
+    records_in: u64,
+    records_out: u64,
 }
 
 impl<F: AsyncFunction> OperatorCore<F> {
@@ -200,6 +209,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
             cache_leaders: VecDeque::new(),
             answer_from_cache: false,
             batching: batching::Batching::default(),
+            unflushed: Unflushed::default(),
         }
     }
 
@@ -293,7 +303,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
                 .complete(seq, segment, smallvec::smallvec![input]);
             return Ok(());
         }
-        self.telemetry.records_in.inc();
+        self.unflushed.records_in += 1;
         // The timeout starts when the record enters (FLINK-SEMANTICS 12).
         if let Some(timeout) = self.config.timeout {
             self.timers.push(now + timeout, seq, TimerKind::Deadline);
@@ -560,7 +570,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         if outputs.is_empty() {
             self.telemetry.filtered.inc();
         }
-        self.telemetry.records_out.add(outputs.len() as u64);
+        self.unflushed.records_out += outputs.len() as u64;
         let segment = entry.segment;
         self.queue.complete(seq, segment, outputs);
         Ok(())
@@ -697,6 +707,17 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
         // The buffer is kept for the next call: no allocation per emit.
         self.emitted = emitted;
+        self.flush_counts();
+    }
+
+    fn flush_counts(&mut self) {
+        let counts = std::mem::take(&mut self.unflushed);
+        if counts.records_in > 0 {
+            self.telemetry.records_in.add(counts.records_in);
+        }
+        if counts.records_out > 0 {
+            self.telemetry.records_out.add(counts.records_out);
+        }
     }
 
     /// Barrier `id` has passed this operator: a Kafka partition revoked at it is not invoked
@@ -732,6 +753,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
 
     /// Closes the plugin's instances; a trap in `close` is only logged.
     pub fn close(&mut self) {
+        self.flush_counts();
         for trap in self.function.close() {
             tracing::warn!(operator = %self.config.name, "plugin trapped in close: {trap}");
         }

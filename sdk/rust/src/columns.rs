@@ -40,6 +40,39 @@ thread_local! {
     static RUNNING: Cell<u64> = const { Cell::new(0) };
     static LAST: Cell<u64> = const { Cell::new(0) };
     static DONE: RefCell<Done> = const { RefCell::new(Done::EMPTY) };
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare payload buffers kept at most, and the largest kept: at most 1 MiB in all.
+const MAX_SPARE: usize = 1024;
+const MAX_SPARE_BYTES: usize = 1024;
+
+/// A copy of `bytes` in a spare buffer if there is one: the payloads of the outputs completed in
+/// a call hold the inputs of the next (an allocation and a free per record cost as much as the
+/// rest of a cheap plugin's work).
+fn payload_of(bytes: &[u8]) -> Vec<u8> {
+    match SPARE.with(|s| s.borrow_mut().pop()) {
+        Some(mut buffer) => {
+            buffer.extend_from_slice(bytes);
+            buffer
+        }
+        None => bytes.to_vec(),
+    }
+}
+
+/// Keeps an output's payload buffer (emptied) for [`payload_of`], if it is small and there is
+/// room.
+fn recycle(mut buffer: Vec<u8>) {
+    if buffer.capacity() == 0 || buffer.capacity() > MAX_SPARE_BYTES {
+        return;
+    }
+    buffer.clear();
+    SPARE.with(|s| {
+        let mut spare = s.borrow_mut();
+        if spare.len() < MAX_SPARE {
+            spare.push(buffer);
+        }
+    });
 }
 
 /// Starts a call of `records` records whose payloads add up to `bytes`: returns its number.
@@ -89,6 +122,7 @@ pub(crate) fn complete(index: u32, outputs: impl IntoIterator<Item = Event>) {
         let mut d = d.borrow_mut();
         for output in outputs {
             d.payloads.extend_from_slice(&output.payload);
+            recycle(output.payload);
             let end = d.payloads.len() as u32;
             d.payload_ends.push(end);
             d.keys.push(output.key);
@@ -116,7 +150,7 @@ pub(crate) fn events(inputs: EventColumns) -> Vec<Event> {
         .zip(inputs.timestamps)
         .map(|((&end, key), timestamp)| {
             let end = (end as usize).clamp(start, inputs.payloads.len());
-            let payload = inputs.payloads[start..end].to_vec();
+            let payload = payload_of(&inputs.payloads[start..end]);
             start = end;
             Event::from(WitEvent {
                 key,
@@ -125,4 +159,22 @@ pub(crate) fn events(inputs: EventColumns) -> Vec<Event> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_payload_buffer_holds_a_later_input() {
+        let output = b"an output".to_vec();
+        let at = output.as_ptr();
+        recycle(output);
+        let input = payload_of(b"in");
+        assert_eq!(input, b"in", "nothing of the output is left");
+        assert_eq!(input.as_ptr(), at, "the same buffer");
+        // A large buffer is not kept.
+        recycle(vec![0u8; 64 * 1024]);
+        assert!(payload_of(b"x").capacity() < 64 * 1024);
+    }
 }
