@@ -89,7 +89,8 @@ pub fn completions(done: BatchCompletions, members: &[Member]) -> Result<Vec<Com
         let count = end.checked_sub(start).ok_or_else(|| {
             format!("output-ends decrease ({start} then {end}) at record {index}")
         })?;
-        let mut events = OutputList::with_capacity(count as usize);
+        // `count` is the guest's word: room for no more outputs than the result holds.
+        let mut events = OutputList::with_capacity((count as usize).min(outputs.count));
         for _ in 0..count {
             let output = outputs
                 .next()

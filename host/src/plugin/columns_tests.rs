@@ -146,6 +146,11 @@ fn a_result_that_does_not_fit_its_batch_is_refused_with_the_reason() {
         completing(vec![0], vec![2], one()),
         "output-ends run past its 1 outputs at record 0"
     );
+    // A hostile count is refused, not allocated for.
+    assert_eq!(
+        completing(vec![0], vec![u32::MAX], one()),
+        "output-ends run past its 1 outputs at record 0"
+    );
     let two = columns_of(&[event(None, None, "x"), event(None, None, "y")]);
     assert_eq!(
         completing(vec![0, 1], vec![2, 1], two),
