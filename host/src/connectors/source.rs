@@ -732,11 +732,8 @@ mod tests {
         }
     }
 
-    /// Reads `content` as a file source from `start`: the elements, and where the source ended.
-    fn read_file(content: &[u8], start: SourcePosition) -> (Vec<Element>, SourcePosition) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.jsonl");
-        std::fs::write(&path, content).unwrap();
+    /// Runs `config` from `start` to its end: the elements, and where the source ended.
+    fn run(config: &SourceConfig, start: SourcePosition) -> (Vec<Element>, SourcePosition) {
         let (tx, rx) = stage_channel();
         let (_control_tx, control) = crossbeam_channel::unbounded();
         let ctx = SourceContext {
@@ -746,7 +743,7 @@ mod tests {
             event_time: None,
             telemetry: Default::default(),
         };
-        run_source(&file_source(&path), ctx, None).unwrap();
+        run_source(config, ctx, None).unwrap();
         let mut elements = Vec::new();
         let mut end = None;
         // Every batch carries the position after it; the last one (possibly empty) the end.
@@ -756,6 +753,14 @@ mod tests {
         }
         let end = end.expect("the source sent its final position");
         (elements, end)
+    }
+
+    /// Reads `content` as a file source from `start`: the elements, and where the source ended.
+    fn read_file(content: &[u8], start: SourcePosition) -> (Vec<Element>, SourcePosition) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, content).unwrap();
+        run(&file_source(&path), start)
     }
 
     fn record(payload: &str, line: u64) -> Element {
@@ -775,28 +780,15 @@ mod tests {
     /// long; a resumed run continues after the records its checkpoint had.
     #[test]
     fn the_generator_numbers_its_records_from_where_it_resumes() {
-        let (tx, rx) = stage_channel();
-        let (_control_tx, control) = crossbeam_channel::unbounded();
         let start = SourcePosition {
             records: 8,
             ..SourcePosition::default()
-        };
-        let ctx = SourceContext {
-            tx,
-            control,
-            start,
-            event_time: None,
-            telemetry: Default::default(),
         };
         let config = SourceConfig::Generator {
             count: 11,
             payload_bytes: 30,
         };
-        run_source(&config, ctx, None).unwrap();
-        let mut elements = Vec::new();
-        while let Ok(Message::Read(batch, _)) = rx.try_recv() {
-            elements.extend(batch);
-        }
+        let (elements, _) = run(&config, start);
         let want =
             [9, 10, 11].map(|id| record(&format!("{{\"id\":{id},\"text\":\"xxxxxx\"}}"), id));
         assert_eq!(elements, want);
