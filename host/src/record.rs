@@ -92,6 +92,26 @@ mod spare_tests {
     use super::*;
 
     #[test]
+    fn a_batch_the_sink_is_done_with_holds_a_later_batch() {
+        let spare = SpareBatches::new(2);
+        let mut batch = spare.take();
+        assert!(batch.is_empty() && batch.capacity() >= BATCH_SIZE);
+        batch.push(Element::Watermark(1));
+        let at = batch.as_ptr();
+        spare.keep(batch);
+        let again = spare.take();
+        assert_eq!(again.as_ptr(), at, "the same vector");
+        assert!(again.is_empty(), "its elements dropped");
+        // A small vector is not kept, nor more than there is room for.
+        spare.keep(Vec::with_capacity(8));
+        assert!(spare.take().capacity() >= BATCH_SIZE);
+        for _ in 0..3 {
+            spare.keep(Vec::with_capacity(BATCH_SIZE));
+        }
+        assert_eq!(spare.rx.len(), 2);
+    }
+
+    #[test]
     fn a_recycled_payload_buffer_holds_the_next_copy() {
         // A fresh thread: its own spare buffers, none yet.
         std::thread::spawn(|| {
@@ -218,8 +238,10 @@ pub fn stage_channel() -> (StageSender, StageReceiver) {
 }
 
 /// How many elements a stage puts in one batch at most. Each hand-over between stage threads
-/// may wake one (a futex wake, dear in a VM): large batches of small records make those rare.
-pub const BATCH_SIZE: usize = 1024;
+/// may wake one (a futex wake, dear in a VM: 1024 a batch left 5-10% of the process's time in
+/// the kernel's wake-up path for cheap operators; see docs/BENCHMARKS.md): large batches of
+/// small records make those rare. `BATCH_BYTES` keeps batches of large records small.
+pub const BATCH_SIZE: usize = 4096;
 
 /// How many payload bytes a source puts in one batch at most (it closes the batch at the record
 /// that reaches it), so that what is read ahead stays small for large records.
@@ -230,8 +252,58 @@ pub fn batch_is_full(len: usize, bytes: usize) -> bool {
     len >= BATCH_SIZE || bytes >= BATCH_BYTES
 }
 
-/// Bounded channel depth between stages, in batches.
-pub const CHANNEL_DEPTH: usize = 4;
+/// A vector for a new batch: an emptied one the sink gave back (see [`recycle_batch`]) if
+/// there is one. A batch of `BATCH_SIZE` elements is large enough that the allocator takes it
+/// from fresh pages, and returns its pages to the system a while after it is freed: new batches
+/// cost page faults (up to 5% of a cheap pipeline's time, see docs/BENCHMARKS.md). Going
+/// round, the vectors are reused instead.
+pub fn new_batch() -> Batch {
+    SPARE_BATCHES.take()
+}
+
+/// The sink is done with `batch`: its elements are dropped and the vector kept for
+/// [`new_batch`] (see [`SpareBatches::keep`]).
+pub fn recycle_batch(batch: Batch) {
+    SPARE_BATCHES.keep(batch);
+}
+
+/// Emptied batch vectors, at most a few of about 0.5 MiB each. One for the process: they are
+/// plain empty vectors, whichever pipeline they served.
+static SPARE_BATCHES: std::sync::LazyLock<SpareBatches> =
+    std::sync::LazyLock::new(|| SpareBatches::new(4));
+
+struct SpareBatches {
+    tx: crossbeam_channel::Sender<Batch>,
+    rx: crossbeam_channel::Receiver<Batch>,
+}
+
+impl SpareBatches {
+    fn new(count: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(count);
+        SpareBatches { tx, rx }
+    }
+
+    /// A kept vector, or a new one of `BATCH_SIZE`.
+    fn take(&self) -> Batch {
+        self.rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_SIZE))
+    }
+
+    /// Drops the elements of `batch` and keeps the vector if it is of full size and there is
+    /// room.
+    fn keep(&self, mut batch: Batch) {
+        if batch.capacity() < BATCH_SIZE {
+            return;
+        }
+        batch.clear();
+        let _ = self.tx.try_send(batch);
+    }
+}
+
+/// Bounded channel depth between stages, in batches: with `BATCH_SIZE`, what a stage may read
+/// ahead of the next (and what a checkpoint barrier may wait behind).
+pub const CHANNEL_DEPTH: usize = 2;
 
 /// What the pipeline asks of a running operator, on a channel of its own (so it is seen at once,
 /// not behind queued input).

@@ -69,12 +69,7 @@ pub fn run_sink(
             Ok(Message::Batch(batch)) | Ok(Message::Read(batch, _)) => batch,
             Ok(Message::Barrier(id)) => {
                 part += 1;
-                let transaction = pre_commit(&mut out, &mut dead_letters, part)?;
-                if let Some(reports) = &reports {
-                    reports
-                        .send(Report::Sink { id, transaction })
-                        .map_err(|_| SinkError::CoordinatorGone)?;
-                }
+                barrier(&mut out, &mut dead_letters, part, id, reports.as_ref())?;
                 continue;
             }
             Ok(Message::End) => break,
@@ -87,13 +82,15 @@ pub fn run_sink(
         };
         // The batch's output lines go out in one write.
         chunk.clear();
+        // Counted once a batch: one atomic add, not one a record.
+        let mut records = 0u64;
         for element in &batch {
             match element {
                 Element::Record(record) => {
                     // A `waio serve` caller's record is answered, not written.
                     if let Some(ticket) = &record.ticket {
                         ticket.output(&record.payload);
-                        report.records.inc();
+                        records += 1;
                         continue;
                     }
                     if !matches!(out, Out::Discard) {
@@ -110,7 +107,7 @@ pub fn run_sink(
                         }
                         chunk.push(b'\n');
                     }
-                    report.records.inc();
+                    records += 1;
                     if report.first_output_at.get().is_none() {
                         let _ = report.first_output_at.set(Instant::now());
                     }
@@ -130,6 +127,7 @@ pub fn run_sink(
                 }
             }
         }
+        report.records.add(records);
         if !chunk.is_empty() {
             out.write(&chunk)?;
         }
@@ -137,6 +135,8 @@ pub fn run_sink(
         if matches!(out, Out::Stdout(_)) && rx.is_empty() {
             out.flush()?;
         }
+        // Its records are dropped as before, after the write; the vector goes round.
+        crate::record::recycle_batch(batch);
     }
     // The first one was logged with its error; a count says how many more there were.
     if report.outputs_not_json.get() > 1 {
@@ -209,6 +209,24 @@ impl Out {
             Out::Discard => Ok(()),
         }
     }
+}
+
+/// Checkpoint `id` reached the sink: what was written so far is pre-committed as part `part`
+/// and reported to the coordinator.
+fn barrier(
+    out: &mut Out,
+    dead_letters: &mut OutputFile,
+    part: u64,
+    id: u64,
+    reports: Option<&ReportSender>,
+) -> Result<(), SinkError> {
+    let transaction = pre_commit(out, dead_letters, part)?;
+    if let Some(reports) = reports {
+        reports
+            .send(Report::Sink { id, transaction })
+            .map_err(|_| SinkError::CoordinatorGone)?;
+    }
+    Ok(())
 }
 
 fn pre_commit(

@@ -26,7 +26,7 @@ use crate::connectors::line::parse_line;
 use crate::connectors::replay::{self, Start};
 use crate::event_time::WatermarkGenerator;
 use crate::manifest::{EventTimeConfig, FieldMapping, Location, SourceConfig};
-use crate::record::{batch_is_full, Batch, Element, Message, Record, StageSender, BATCH_SIZE};
+use crate::record::{batch_is_full, new_batch, Batch, Element, Message, Record, StageSender};
 use crate::telemetry::SourceTelemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +184,7 @@ pub fn run_source(
     } = ctx;
     let mut out = Emitter {
         tx,
-        batch: Vec::with_capacity(BATCH_SIZE),
+        batch: new_batch(),
         batch_bytes: 0,
         telemetry,
         watermarks: event_time
@@ -437,7 +437,7 @@ impl Emitter {
 
     /// Hands over the batch (possibly empty) with the position after it.
     fn send_position(&mut self) -> Result<(), Gone> {
-        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE));
+        let full = std::mem::replace(&mut self.batch, new_batch());
         self.batch_bytes = 0;
         let position = self.state();
         self.tx
@@ -743,14 +743,18 @@ mod tests {
             event_time: None,
             telemetry: Default::default(),
         };
-        run_source(config, ctx, None).unwrap();
         let mut elements = Vec::new();
         let mut end = None;
-        // Every batch carries the position after it; the last one (possibly empty) the end.
-        while let Ok(Message::Read(batch, position)) = rx.try_recv() {
-            elements.extend(batch);
-            end = Some(position);
-        }
+        // On a thread of its own, as in a pipeline: the channel holds only a few batches.
+        std::thread::scope(|scope| {
+            let source = scope.spawn(|| run_source(config, ctx, None));
+            // Every batch carries the position after it; the last one (possibly empty) the end.
+            while let Ok(Message::Read(batch, position)) = rx.recv() {
+                elements.extend(batch);
+                end = Some(position);
+            }
+            source.join().unwrap().unwrap();
+        });
         let end = end.expect("the source sent its final position");
         (elements, end)
     }
@@ -890,20 +894,7 @@ mod tests {
             },
             event_time: None,
         };
-        let (tx, rx) = stage_channel();
-        let (_control_tx, control) = crossbeam_channel::unbounded();
-        let ctx = SourceContext {
-            tx,
-            control,
-            start: SourcePosition::default(),
-            event_time: None,
-            telemetry: Default::default(),
-        };
-        run_source(&config, ctx, None).unwrap();
-        let mut elements = Vec::new();
-        while let Ok(Message::Read(batch, _)) = rx.try_recv() {
-            elements.extend(batch);
-        }
+        let (elements, _) = run(&config, SourcePosition::default());
         let record = |key: &str, timestamp, payload: &str, line, enters_at| {
             Element::Record(Record {
                 key: Some(key.into()),

@@ -12,8 +12,8 @@ use crate::cost::Admission;
 use crate::outbound::rate_limit::used_its_tokens;
 use crate::plugin::function::OutgoingCall;
 use crate::record::{
-    Batch, CommandReceiver, Element, Message, StageCommand, StageReceiver, StageSender, BATCH_SIZE,
-    CHANNEL_DEPTH,
+    new_batch, Batch, CommandReceiver, Element, Message, StageCommand, StageReceiver, StageSender,
+    BATCH_SIZE, CHANNEL_DEPTH,
 };
 
 /// Elements an operator reads ahead of its queue at most: enough to empty its input channel,
@@ -39,6 +39,8 @@ struct RunState {
     input_closed: bool,
     commands_open: bool,
     out: Batch,
+    /// An emptied input batch, to hold the next output batch.
+    spare_out: Option<Batch>,
 }
 
 impl AsyncWaitOperator {
@@ -56,7 +58,8 @@ impl AsyncWaitOperator {
             input_done: false,
             input_closed: false,
             commands_open: self.commands.is_some(),
-            out: Vec::with_capacity(BATCH_SIZE),
+            out: new_batch(),
+            spare_out: None,
         };
         let commands = self.commands.clone();
         let answers = self.answers_rx.clone();
@@ -66,7 +69,8 @@ impl AsyncWaitOperator {
                 .in_flight
                 .set(self.core.records_inside() as i64);
             if !state.out.is_empty() {
-                let batch = std::mem::replace(&mut state.out, Vec::with_capacity(BATCH_SIZE));
+                let next = state.spare_out.take().unwrap_or_else(new_batch);
+                let batch = std::mem::replace(&mut state.out, next);
                 self.send_downstream(&output, Message::Batch(batch))?;
             }
             let drained = state.input_done && state.pending_input.is_empty();
@@ -235,9 +239,9 @@ impl AsyncWaitOperator {
         output: &StageSender,
     ) -> Result<(), OperatorError> {
         match message {
-            Ok(Message::Batch(batch)) => self.take_batch(batch, &mut state.pending_input),
+            Ok(Message::Batch(batch)) => self.take_batch(batch, state),
             Ok(Message::Read(batch, position)) => {
-                self.take_batch(batch, &mut state.pending_input);
+                self.take_batch(batch, state);
                 self.upstream_position = position;
             }
             Ok(Message::Barrier(id)) => {
@@ -360,18 +364,24 @@ impl AsyncWaitOperator {
         }
     }
 
-    fn take_batch(&mut self, batch: Batch, pending_input: &mut VecDeque<Element>) {
+    /// Adds a batch of input to what is read ahead. Its emptied vector holds the next output
+    /// batch: the batches that go round then need no fresh memory (a fresh batch of
+    /// `BATCH_SIZE` elements is new pages, each one a page fault).
+    fn take_batch(&mut self, batch: Batch, state: &mut RunState) {
+        let mut batch = VecDeque::from(batch);
         if !batch.iter().any(|e| matches!(e, Element::DeadLetter(_))) {
             // The usual batch: moved in one copy rather than element by element.
-            pending_input.extend(batch);
-            return;
+            state.pending_input.append(&mut batch);
         }
-        for element in batch {
+        for element in batch.drain(..) {
             match element {
                 // Dead letters need no room in the queue: passed on at once.
                 Element::DeadLetter(letter) => self.core.pass_through(letter),
-                other => pending_input.push_back(other),
+                other => state.pending_input.push_back(other),
             }
+        }
+        if state.spare_out.is_none() {
+            state.spare_out = Some(Vec::from(batch));
         }
     }
 

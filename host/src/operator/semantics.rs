@@ -19,7 +19,7 @@ use crate::connectors::dead_letter::DeadLetter;
 use crate::cost::CostControl;
 use crate::manifest::{OperatorConfig, Policy};
 use crate::plugin::function::{
-    Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, OutputList, TokenUsage,
+    Answer, AsyncFunction, Effects, FailureKind, OutgoingCall, Output, OutputList, TokenUsage,
 };
 use crate::record::{Batch, Element, Outputs, Record};
 use crate::telemetry::OperatorTelemetry;
@@ -553,20 +553,23 @@ impl<F: AsyncFunction> OperatorCore<F> {
         }
         let (timestamp, line) = (entry.input.timestamp, entry.input.line);
         let produced_by = Some(self.function.version_of(entry.slot));
-        let outputs: Outputs = outputs
-            .into_iter()
-            .map(|output| Record {
-                key: output.key,
-                // Every output carries its input's event time (FLINK-SEMANTICS 5).
-                timestamp,
-                payload: output.payload,
-                line,
-                enters_at: 0,
-                produced_by,
-                origin: entry.input.origin.clone(),
-                ticket: entry.input.ticket.clone(),
-            })
-            .collect();
+        let to_record = |output: Output| Record {
+            key: output.key,
+            // Every output carries its input's event time (FLINK-SEMANTICS 5).
+            timestamp,
+            payload: output.payload,
+            line,
+            enters_at: 0,
+            produced_by,
+            origin: entry.input.origin.clone(),
+            ticket: entry.input.ticket.clone(),
+        };
+        let mut outputs = outputs.into_iter();
+        let outputs: Outputs = match (outputs.len(), outputs.next()) {
+            // One output, the common case: built in place, not through a general `collect`.
+            (1, Some(only)) => Outputs::from_buf([to_record(only)]),
+            (_, first) => first.into_iter().chain(outputs).map(to_record).collect(),
+        };
         if outputs.is_empty() {
             self.telemetry.filtered.inc();
         }
@@ -686,7 +689,7 @@ impl<F: AsyncFunction> OperatorCore<F> {
         let mut latencies = telemetry.latency_us.batch();
         for emitted in emitted.drain(..) {
             match emitted {
-                Emitted::Record { seq, outputs } => {
+                Emitted::Record { seq, mut outputs } => {
                     if let Some(mut entry) = self.records.remove(seq) {
                         crate::record::recycle_payload(std::mem::take(&mut entry.input.payload));
                         self.left(entry.slot);
@@ -696,7 +699,11 @@ impl<F: AsyncFunction> OperatorCore<F> {
                             out.push(Element::DeadLetter(letter));
                         }
                     }
-                    out.extend(outputs.into_iter().map(Element::Record));
+                    match outputs.len() {
+                        // One output, the common case: no iterator over the outputs.
+                        1 => out.extend(outputs.pop().map(Element::Record)),
+                        _ => out.extend(outputs.into_iter().map(Element::Record)),
+                    }
                 }
                 Emitted::Watermark(ts) => {
                     self.queued_watermarks.pop_front();

@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::bindings::waio::enricher::types::{
-    BatchCompletions, Event as WitEvent, EventColumns, Failure as WitFailure,
+    BatchCompletions, EventColumns, Failure as WitFailure,
 };
 use crate::Event;
 
@@ -139,26 +139,30 @@ pub(crate) fn fail(index: u32, failure: WitFailure) {
     DONE.with(|d| d.borrow_mut().failed.push((index, failure)));
 }
 
-/// The records of the columns, in order.
-pub(crate) fn events(inputs: EventColumns) -> Vec<Event> {
+/// The records of the columns, in order, as they are taken (the caller collects them with their
+/// futures in one pass: no list of events in between).
+pub(crate) fn events(inputs: EventColumns) -> impl Iterator<Item = Event> {
+    let EventColumns {
+        payloads,
+        payload_ends,
+        keys,
+        timestamps,
+    } = inputs;
     let mut start = 0usize;
-    let keys = inputs.keys.into_iter();
-    inputs
-        .payload_ends
-        .iter()
+    payload_ends
+        .into_iter()
         .zip(keys)
-        .zip(inputs.timestamps)
-        .map(|((&end, key), timestamp)| {
-            let end = (end as usize).clamp(start, inputs.payloads.len());
-            let payload = payload_of(&inputs.payloads[start..end]);
+        .zip(timestamps)
+        .map(move |((end, key), timestamp)| {
+            let end = (end as usize).clamp(start, payloads.len());
+            let payload = payload_of(&payloads[start..end]);
             start = end;
-            Event::from(WitEvent {
+            Event {
                 key,
                 timestamp,
                 payload,
-            })
+            }
         })
-        .collect()
 }
 
 #[cfg(test)]

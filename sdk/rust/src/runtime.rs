@@ -98,7 +98,6 @@ pub fn async_invoke(input: WitEvent, output: WitResultFuture) {
 pub fn invoke_columns(inputs: EventColumns) -> BatchCompletions {
     let call = columns::begin_call(inputs.payload_ends.len(), inputs.payloads.len());
     let batch: Vec<(Event, ResultFuture)> = columns::events(inputs)
-        .into_iter()
         .enumerate()
         .map(|(index, input)| (input, ResultFuture::in_call(call, index as u32)))
         .collect();

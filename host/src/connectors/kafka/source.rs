@@ -22,8 +22,8 @@ use crate::connectors::line::parse_line;
 use crate::connectors::source::{trim, SourceContext, SourceError};
 use crate::manifest::{FieldMapping, KafkaSourceConfig, KafkaStart};
 use crate::record::{
-    batch_is_full, Element, KafkaPosition, Message, Origin, Partition, PartitionRead, Record,
-    SourcePosition, BATCH_SIZE,
+    batch_is_full, new_batch, Element, KafkaPosition, Message, Origin, Partition, PartitionRead,
+    Record, SourcePosition,
 };
 use crossbeam_channel::Sender;
 
@@ -134,7 +134,7 @@ pub fn run(
         position: KafkaPosition::new(),
         owned: BTreeMap::new(),
         topics: HashMap::new(),
-        batch: Vec::with_capacity(BATCH_SIZE),
+        batch: new_batch(),
         batch_bytes: 0,
         bounds,
         finished: BTreeSet::new(),
@@ -464,7 +464,7 @@ impl Reader {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE));
+        let batch = std::mem::replace(&mut self.batch, new_batch());
         self.batch_bytes = 0;
         let position = self.position();
         self.ctx
