@@ -102,9 +102,10 @@ mod spare_tests {
         let again = spare.take();
         assert_eq!(again.as_ptr(), at, "the same vector");
         assert!(again.is_empty(), "its elements dropped");
-        // A small vector is not kept, nor more than there is room for.
+        // A small or a grown vector is not kept, nor more than there is room for.
         spare.keep(Vec::with_capacity(8));
-        assert!(spare.take().capacity() >= BATCH_SIZE);
+        spare.keep(Vec::with_capacity(4 * BATCH_SIZE));
+        assert_eq!(spare.rx.len(), 0);
         for _ in 0..3 {
             spare.keep(Vec::with_capacity(BATCH_SIZE));
         }
@@ -262,7 +263,7 @@ pub fn new_batch() -> Batch {
 }
 
 /// The sink is done with `batch`: its elements are dropped and the vector kept for
-/// [`new_batch`] (see [`SpareBatches::keep`]).
+/// [`new_batch`] (see `SpareBatches::keep`).
 pub fn recycle_batch(batch: Batch) {
     SPARE_BATCHES.keep(batch);
 }
@@ -290,10 +291,10 @@ impl SpareBatches {
             .unwrap_or_else(|_| Vec::with_capacity(BATCH_SIZE))
     }
 
-    /// Drops the elements of `batch` and keeps the vector if it is of full size and there is
-    /// room.
+    /// Drops the elements of `batch` and keeps the vector if it is of about full size (one an
+    /// operator's fan-out grew further is freed) and there is room.
     fn keep(&self, mut batch: Batch) {
-        if batch.capacity() < BATCH_SIZE {
+        if !(BATCH_SIZE..=2 * BATCH_SIZE).contains(&batch.capacity()) {
             return;
         }
         batch.clear();
