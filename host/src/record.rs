@@ -239,9 +239,9 @@ pub fn stage_channel() -> (StageSender, StageReceiver) {
 }
 
 /// How many elements a stage puts in one batch at most. Each hand-over between stage threads
-/// may wake one (a futex wake, dear in a VM: 1024 a batch left 5-10% of the process's time in
-/// the kernel's wake-up path for cheap operators; see docs/BENCHMARKS.md): large batches of
-/// small records make those rare. `BATCH_BYTES` keeps batches of large records small.
+/// may wake one (a futex wake, dear in a VM: with 1024 a batch, some runs of a cheap pipeline
+/// spent 8-14% of their time in the kernel's wake-up path; see docs/BENCHMARKS.md): large
+/// batches of small records make those rare. `BATCH_BYTES` keeps batches of large records small.
 pub const BATCH_SIZE: usize = 4096;
 
 /// How many payload bytes a source puts in one batch at most (it closes the batch at the record
@@ -256,7 +256,7 @@ pub fn batch_is_full(len: usize, bytes: usize) -> bool {
 /// A vector for a new batch: an emptied one the sink gave back (see [`recycle_batch`]) if
 /// there is one. A batch of `BATCH_SIZE` elements is large enough that the allocator takes it
 /// from fresh pages, and returns its pages to the system a while after it is freed: new batches
-/// cost page faults (up to 5% of a cheap pipeline's time, see docs/BENCHMARKS.md). Going
+/// cost page faults (up to 7% of a cheap pipeline's time, see docs/BENCHMARKS.md). Going
 /// round, the vectors are reused instead.
 pub fn new_batch() -> Batch {
     SPARE_BATCHES.take()
