@@ -190,6 +190,8 @@ pub fn run(
                 }
             }
         }
+        // The producer has copied what it needs: the vector goes round (`record::new_batch`).
+        crate::record::recycle_batch(batch);
     }
     out.flush()?;
     if let Some(reports) = &reports {
